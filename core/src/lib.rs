@@ -1,0 +1,102 @@
+//! # prism: remote functions, actors and a shared object store, on every core
+//!
+//! prism runs plain Rust functions and structs as parallel tasks and actors, in the
+//! spirit of Ray. Mark a function `#[prism::remote]` and call `f::remote(args..)`: it
+//! returns an [`ObjectRef`] at once and runs on a pool of worker threads as soon as its
+//! arguments are ready and its resources are free. Mark a struct and its impl
+//! `#[prism::actor]` and `T::remote(args..)` starts it; the handle's methods queue calls
+//! that run in order on the actor's state.
+//!
+//! ```
+//! use prism::prelude::*;
+//!
+//! #[prism::remote]
+//! fn add(x: i64, y: i64) -> i64 { x + y }
+//!
+//! #[prism::actor]
+//! pub struct Counter { count: i64 }
+//!
+//! #[prism::actor]
+//! impl Counter {
+//!     pub fn new(init: i64) -> Self { Counter { count: init } }
+//!     pub fn increment(&mut self) -> i64 { self.count += 1; self.count }
+//! }
+//!
+//! fn main() -> prism::Result<()> {
+//!     prism::init()?;
+//!     let a = add::remote(1, 2);             // ObjectRef<i64>, returns at once
+//!     let b = add::remote(&a, 10);           // a ref as an argument: resolved before b runs
+//!     assert_eq!(prism::get(&b)?, 13);
+//!     let c = Counter::remote(0);
+//!     let n = c.increment();
+//!     assert_eq!(prism::get(&n)?, 1);
+//!     assert_eq!(add(2, 2), 4);              // still a plain function
+//!     prism::shutdown();
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Design
+//!
+//! * **One runtime per process**, started by [`init`]. The embedded runtime is the
+//!   whole system in one process: a resource-aware scheduler (CPUs, GPUs, memory,
+//!   custom resources, fractions included) feeding a pool of worker threads, an
+//!   in-memory object store with a memory cap that spills to disk past it, and actors
+//!   each with its own mailbox. Starting it takes well under a millisecond.
+//! * **Values are shared, not copied.** Objects are held as `Arc<T>`; the local path
+//!   never serializes. A parameter declared `&T`, `&[T]` or `&str` receives the shared
+//!   value itself, so ten tasks reading one large object hold one copy of it.
+//!   [`get_arc`] hands the shared value out; [`get`] clones it once.
+//! * **Serializable at the seams.** Every argument and result type must be
+//!   `Serialize + DeserializeOwned + Send + Sync + 'static` ([`Value`]), checked at
+//!   compile time, so a program that compiles here can run on a cluster. Each remote
+//!   function is registered at compile time under a stable name with an entry point
+//!   taking encoded arguments ([`task::TaskSpec::execute`]): a worker process runs tasks
+//!   by name, no code is shipped.
+//! * **Blocking gives the CPU back.** A task blocked in [`get`] or [`wait`] returns its
+//!   CPUs to the pool while it waits, so nested tasks never deadlock, even on one CPU.
+//! * **Failures are values.** A panic in a task becomes [`Error::TaskFailed`] with the
+//!   function, the message and where it ran; dependents fail with the same cause. The
+//!   runtime never goes down with a task.
+//! * **Reference counting.** An object lives while some [`ObjectRef`] to it does —
+//!   in the driver, in a queued task, or nested inside another object.
+//!
+//! The trade-off: actor state must be `Send + Sync` (methods taking `&self` may run
+//! side by side under `max_concurrency`), and owned parameters need `Clone` because an
+//! argument that is still shared elsewhere is copied into the callee.
+
+#![warn(missing_docs)]
+
+pub mod actor;
+mod api;
+mod config;
+mod error;
+pub mod object;
+mod runtime;
+mod sched;
+pub mod task;
+
+pub use actor::{Actor, ActorHandle, ActorId, ActorOptions};
+pub use api::{
+    available_resources, cancel, cluster_resources, context, get, get_actor, get_all, get_all_arc,
+    get_arc, get_timeout, init, init_with, is_initialized, kill, put, put_arc, shutdown,
+    store_stats, wait, RuntimeContext,
+};
+pub use config::Config;
+pub use error::{Error, Result};
+pub use object::{ObjectId, ObjectRef, StoreStats, Value};
+pub use prism_macros::{actor, remote};
+pub use task::{IntoArg, TaskOptions};
+
+/// What most programs import: `use prism::prelude::*;`.
+pub mod prelude {
+    pub use crate::{ActorHandle, Error, IntoArg, ObjectRef, Result, Value};
+    pub use std::time::Duration;
+}
+
+/// Re-exports for the generated code. Not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+    pub use serde;
+}

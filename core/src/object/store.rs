@@ -1,0 +1,550 @@
+//! The in-memory object store: values by id, their reference counts, who waits for
+//! them, and spilling past the memory cap.
+//!
+//! An entry goes `Pending -> Ready | Failed` exactly once (`Ready <-> Spilled` may then
+//! alternate). Waiters registered on a pending entry are woken once, when it becomes
+//! final, outside the store's lock. Entries are removed when their reference count
+//! reaches zero, whatever their state; a task finishing for a removed entry drops its
+//! result.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::Waker;
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::object::{Home, ObjectId, RefCount, Value};
+
+/// A stored value, type-erased.
+pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
+
+/// Objects at least this large are candidates for spilling; smaller ones stay in memory.
+const SPILL_MIN_BYTES: u64 = 64 * 1024;
+
+/// How to encode and decode one concrete type, for spilling.
+#[derive(Clone, Copy)]
+pub(crate) struct Codec {
+    pub encode: fn(&AnyValue) -> Result<Vec<u8>>,
+    pub decode: fn(&[u8]) -> Result<AnyValue>,
+}
+
+impl Codec {
+    pub fn of<T: Value>() -> Codec {
+        Codec {
+            encode: |v| match v.downcast_ref::<T>() {
+                Some(t) => crate::object::encode(t),
+                None => Err(Error::Serialization(format!(
+                    "stored value is not a {}",
+                    std::any::type_name::<T>()
+                ))),
+            },
+            decode: |b| Ok(Arc::new(crate::object::decode::<T>(b)?)),
+        }
+    }
+}
+
+/// Wakes a thread blocked in `get`/`wait` once enough of its objects became final (or
+/// one failed). Completions below the target do not wake the thread, so a `get_all` of a
+/// million refs sleeps through a million completions and wakes once.
+pub(crate) struct Signal {
+    state: Mutex<SignalState>,
+    cv: Condvar,
+}
+
+struct SignalState {
+    events: u64,
+    target: u64,
+    failed: bool,
+}
+
+impl Signal {
+    /// A signal whose target is set later with [`Signal::set_target`].
+    pub fn new() -> Arc<Signal> {
+        Arc::new(Signal {
+            state: Mutex::new(SignalState {
+                events: 0,
+                target: u64::MAX,
+                failed: false,
+            }),
+            cv: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, SignalState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn notify(&self, failed: bool) {
+        let mut st = self.lock();
+        st.events += 1;
+        st.failed |= failed;
+        if st.events >= st.target || st.failed {
+            self.cv.notify_all();
+        }
+    }
+
+    /// Wake the waiter once `target` objects became final.
+    pub fn set_target(&self, target: u64) {
+        self.lock().target = target;
+    }
+
+    /// Blocks until the target is reached, an object failed, or the deadline passed.
+    /// Returns whether an object failed and whether the target was reached.
+    pub fn wait(&self, deadline: Option<Instant>) -> (bool, bool) {
+        let mut st = self.lock();
+        while st.events < st.target && !st.failed {
+            match deadline {
+                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    st = self
+                        .cv
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        (st.failed, st.events >= st.target)
+    }
+}
+
+/// Something to wake when an object becomes final.
+pub(crate) enum Waiter {
+    Signal(Arc<Signal>),
+    Waker(Waker),
+    /// A task waiting for this argument; called with the object's error if it failed.
+    Dependent(Arc<dyn Fn(Option<&Error>) + Send + Sync>),
+}
+
+impl Waiter {
+    fn fire(self, failure: Option<&Error>) {
+        match self {
+            Waiter::Signal(s) => s.notify(failure.is_some()),
+            Waiter::Waker(w) => w.wake(),
+            Waiter::Dependent(f) => f(failure),
+        }
+    }
+
+    fn is_signal(&self, s: &Arc<Signal>) -> bool {
+        matches!(self, Waiter::Signal(x) if Arc::ptr_eq(x, s))
+    }
+}
+
+enum Slot {
+    Pending(Vec<Waiter>),
+    Ready { value: AnyValue, size: u64 },
+    Spilled { path: PathBuf, size: u64 },
+    Failed(Error),
+}
+
+struct Entry {
+    refs: usize,
+    slot: Slot,
+    codec: Option<Codec>,
+    /// Position in the spill order, for large ready objects.
+    stamp: Option<u64>,
+}
+
+struct Inner {
+    entries: HashMap<ObjectId, Entry>,
+    /// Large ready objects by age: the spill candidates, oldest first.
+    spillable: BTreeMap<u64, ObjectId>,
+    next_stamp: u64,
+    used: u64,
+    spilled_bytes: u64,
+    spilled_objects: u64,
+    restored_objects: u64,
+}
+
+/// Counters of the object store, for tests, `prism status` and benches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StoreStats {
+    /// Objects alive (pending, in memory, spilled or failed).
+    pub objects: usize,
+    /// Bytes of values held in memory.
+    pub bytes_in_memory: u64,
+    /// Bytes of values currently spilled to disk.
+    pub bytes_spilled: u64,
+    /// How many times an object was spilled.
+    pub spill_count: u64,
+    /// How many times a spilled object was read back.
+    pub restore_count: u64,
+    /// The memory cap.
+    pub capacity: u64,
+}
+
+/// The object store of one runtime.
+pub(crate) struct Store {
+    inner: Mutex<Inner>,
+    capacity: u64,
+    spill_dir: Option<PathBuf>,
+}
+
+/// Casts a stored value to its type.
+pub(crate) fn downcast<T: Value>(id: ObjectId, v: AnyValue) -> Result<Arc<T>> {
+    v.downcast::<T>().map_err(|_| Error::TypeMismatch {
+        object: id,
+        expected: std::any::type_name::<T>().to_string(),
+        actual: "another type".to_string(),
+    })
+}
+
+impl Store {
+    pub fn new(capacity: u64, spill_dir: Option<PathBuf>) -> Arc<Store> {
+        Arc::new(Store {
+            inner: Mutex::new(Inner {
+                entries: HashMap::new(),
+                spillable: BTreeMap::new(),
+                next_stamp: 0,
+                used: 0,
+                spilled_bytes: 0,
+                spilled_objects: 0,
+                restored_objects: 0,
+            }),
+            capacity,
+            spill_dir,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Creates a pending entry with one reference, returned.
+    pub fn create(self: &Arc<Self>, id: ObjectId) -> RefCount {
+        self.lock().entries.insert(
+            id,
+            Entry {
+                refs: 1,
+                slot: Slot::Pending(Vec::new()),
+                codec: None,
+                stamp: None,
+            },
+        );
+        RefCount {
+            id,
+            home: Home::Store(self.clone()),
+        }
+    }
+
+    /// A new counted reference to an existing object, if it still exists.
+    pub fn reacquire(self: &Arc<Self>, id: ObjectId) -> Option<RefCount> {
+        let mut inner = self.lock();
+        let e = inner.entries.get_mut(&id)?;
+        e.refs += 1;
+        Some(RefCount {
+            id,
+            home: Home::Store(self.clone()),
+        })
+    }
+
+    /// Drops one reference; frees the object at zero.
+    pub fn release(&self, id: ObjectId) {
+        let mut inner = self.lock();
+        let Some(e) = inner.entries.get_mut(&id) else {
+            return;
+        };
+        e.refs -= 1;
+        if e.refs > 0 {
+            return;
+        }
+        let Some(e) = inner.entries.remove(&id) else {
+            return;
+        };
+        if let Some(stamp) = e.stamp {
+            inner.spillable.remove(&stamp);
+        }
+        let freed = match e.slot {
+            Slot::Ready { value, size } => {
+                inner.used -= size;
+                Some(value)
+            }
+            Slot::Spilled { path, size } => {
+                inner.spilled_bytes -= size;
+                let _ = std::fs::remove_file(&path);
+                None
+            }
+            _ => None,
+        };
+        drop(inner);
+        // The value's own drop (which may release nested refs) runs outside the lock.
+        drop(freed);
+    }
+
+    /// Makes a pending object ready. Returns `false` if the object was freed or already
+    /// final (cancelled), in which case the value is dropped.
+    pub fn complete(&self, id: ObjectId, value: AnyValue, size: u64, codec: Codec) -> bool {
+        let mut inner = self.lock();
+        if let Err(e) = self.make_room(&mut inner, size, id) {
+            drop(inner);
+            return self.fail(id, e);
+        }
+        let stamp = self.stamp_if_large(&mut inner, id, size);
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(entry.slot, Slot::Pending(_)) {
+            return false;
+        }
+        let old = std::mem::replace(&mut entry.slot, Slot::Ready { value, size });
+        entry.codec = Some(codec);
+        entry.stamp = stamp;
+        inner.used += size;
+        if let Some(s) = stamp {
+            inner.spillable.insert(s, id);
+        }
+        drop(inner);
+        if let Slot::Pending(waiters) = old {
+            for w in waiters {
+                w.fire(None);
+            }
+        }
+        true
+    }
+
+    /// Makes a pending object failed. Returns `false` if it was freed or already final.
+    pub fn fail(&self, id: ObjectId, err: Error) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(entry.slot, Slot::Pending(_)) {
+            return false;
+        }
+        let old = std::mem::replace(&mut entry.slot, Slot::Failed(err.clone()));
+        drop(inner);
+        if let Slot::Pending(waiters) = old {
+            for w in waiters {
+                w.fire(Some(&err));
+            }
+        }
+        true
+    }
+
+    /// The value or error if final; otherwise registers `waiter` (if given) and returns
+    /// `None`.
+    pub fn poll_value(&self, id: ObjectId, waiter: Option<Waiter>) -> Option<Result<AnyValue>> {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return Some(Err(Error::ObjectLost(id)));
+        };
+        match &mut entry.slot {
+            Slot::Ready { value, .. } => Some(Ok(value.clone())),
+            Slot::Failed(e) => Some(Err(e.clone())),
+            Slot::Pending(waiters) => {
+                if let Some(w) = waiter {
+                    waiters.push(w);
+                }
+                None
+            }
+            Slot::Spilled { .. } => Some(self.restore(&mut inner, id)),
+        }
+    }
+
+    /// The values (or errors) of final objects, in input order; `ObjectLost` for pending.
+    pub fn values(&self, ids: &[ObjectId]) -> Vec<Result<AnyValue>> {
+        let mut inner = self.lock();
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let v = match inner.entries.get(id).map(|e| &e.slot) {
+                Some(Slot::Ready { value, .. }) => Ok(value.clone()),
+                Some(Slot::Failed(e)) => Err(e.clone()),
+                Some(Slot::Spilled { .. }) => self.restore(&mut inner, *id),
+                Some(Slot::Pending(_)) | None => Err(Error::ObjectLost(*id)),
+            };
+            out.push(v);
+        }
+        out
+    }
+
+    /// Whether the object was made final before its task ran: cancelled, or failed by
+    /// a shutdown.
+    pub fn is_cancelled(&self, id: ObjectId) -> bool {
+        matches!(
+            self.lock().entries.get(&id).map(|e| &e.slot),
+            Some(Slot::Failed(_))
+        )
+    }
+
+    /// Registers `signal` on every pending object of `ids`; returns how many were pending.
+    pub fn watch(&self, ids: &[ObjectId], signal: &Arc<Signal>) -> usize {
+        let mut inner = self.lock();
+        let mut pending = 0;
+        for id in ids {
+            if let Some(Entry {
+                slot: Slot::Pending(waiters),
+                ..
+            }) = inner.entries.get_mut(id)
+            {
+                waiters.push(Waiter::Signal(signal.clone()));
+                pending += 1;
+            }
+        }
+        pending
+    }
+
+    /// Removes `signal` from the objects of `ids` that are still pending.
+    pub fn unwatch(&self, ids: &[ObjectId], signal: &Arc<Signal>) {
+        let mut inner = self.lock();
+        for id in ids {
+            if let Some(Entry {
+                slot: Slot::Pending(waiters),
+                ..
+            }) = inner.entries.get_mut(id)
+            {
+                waiters.retain(|w| !w.is_signal(signal));
+            }
+        }
+    }
+
+    /// For each id: `None` if pending, `Some(Ok(()))` if ready, `Some(Err)` if failed.
+    pub fn states(&self, ids: &[ObjectId]) -> Vec<Option<Result<()>>> {
+        let inner = self.lock();
+        ids.iter()
+            .map(|id| match inner.entries.get(id).map(|e| &e.slot) {
+                None => Some(Err(Error::ObjectLost(*id))),
+                Some(Slot::Pending(_)) => None,
+                Some(Slot::Failed(e)) => Some(Err(e.clone())),
+                Some(_) => Some(Ok(())),
+            })
+            .collect()
+    }
+
+    /// The first failure among `ids`, in input order.
+    pub fn first_failure(&self, ids: &[ObjectId]) -> Option<Error> {
+        let inner = self.lock();
+        ids.iter()
+            .find_map(|id| match inner.entries.get(id).map(|e| &e.slot) {
+                None => Some(Error::ObjectLost(*id)),
+                Some(Slot::Failed(e)) => Some(e.clone()),
+                _ => None,
+            })
+    }
+
+    pub fn stats(&self) -> StoreStats {
+        let inner = self.lock();
+        StoreStats {
+            objects: inner.entries.len(),
+            bytes_in_memory: inner.used,
+            bytes_spilled: inner.spilled_bytes,
+            spill_count: inner.spilled_objects,
+            restore_count: inner.restored_objects,
+            capacity: self.capacity,
+        }
+    }
+
+    /// Fails every pending object, so that nobody waits on a runtime that is gone.
+    pub fn shut_down(&self) {
+        let ids: Vec<ObjectId> = {
+            let inner = self.lock();
+            inner
+                .entries
+                .iter()
+                .filter(|(_, e)| matches!(e.slot, Slot::Pending(_)))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in ids {
+            self.fail(id, Error::Shutdown);
+        }
+    }
+
+    fn stamp_if_large(&self, inner: &mut Inner, _id: ObjectId, size: u64) -> Option<u64> {
+        (size >= SPILL_MIN_BYTES).then(|| {
+            inner.next_stamp += 1;
+            inner.next_stamp
+        })
+    }
+
+    /// Spills the oldest large objects no one is reading until `incoming` more bytes fit.
+    fn make_room(&self, inner: &mut Inner, incoming: u64, for_id: ObjectId) -> Result<()> {
+        if inner.used + incoming <= self.capacity {
+            return Ok(());
+        }
+        let full = |inner: &Inner, detail: &str| Error::ObjectStoreFull {
+            needed: incoming,
+            used: inner.used,
+            capacity: self.capacity,
+            detail: detail.to_string(),
+        };
+        if incoming > self.capacity {
+            return Err(full(inner, "; the object alone is larger than the cap"));
+        }
+        let Some(dir) = &self.spill_dir else {
+            return Err(full(inner, "; spilling is off"));
+        };
+        let candidates: Vec<(u64, ObjectId)> =
+            inner.spillable.iter().map(|(s, id)| (*s, *id)).collect();
+        for (stamp, id) in candidates {
+            if inner.used + incoming <= self.capacity {
+                break;
+            }
+            if id == for_id {
+                continue;
+            }
+            let Some(entry) = inner.entries.get_mut(&id) else {
+                continue;
+            };
+            let (Slot::Ready { value, size }, Some(codec)) = (&entry.slot, entry.codec) else {
+                continue;
+            };
+            // A value some task is still reading would stay in memory anyway.
+            if Arc::strong_count(value) > 1 {
+                continue;
+            }
+            let size = *size;
+            let bytes = (codec.encode)(value)?;
+            let path = dir.join(format!("{id}.obj"));
+            std::fs::write(&path, &bytes).map_err(|e| Error::io("spilling an object", e))?;
+            entry.slot = Slot::Spilled { path, size };
+            entry.stamp = None;
+            inner.spillable.remove(&stamp);
+            inner.used -= size;
+            inner.spilled_bytes += size;
+            inner.spilled_objects += 1;
+            tracing::debug!(object = %id, size, "spilled");
+        }
+        if inner.used + incoming <= self.capacity {
+            Ok(())
+        } else {
+            Err(full(inner, "; every other object is in use or small"))
+        }
+    }
+
+    fn restore(&self, inner: &mut Inner, id: ObjectId) -> Result<AnyValue> {
+        let (path, size, codec) = match inner.entries.get(&id) {
+            Some(Entry {
+                slot: Slot::Spilled { path, size },
+                codec: Some(codec),
+                ..
+            }) => (path.clone(), *size, *codec),
+            _ => return Err(Error::ObjectLost(id)),
+        };
+        self.make_room(inner, size, id)?;
+        let bytes = std::fs::read(&path).map_err(|e| Error::io("restoring a spilled object", e))?;
+        let value = (codec.decode)(&bytes)?;
+        let _ = std::fs::remove_file(&path);
+        let stamp = self.stamp_if_large(inner, id, size);
+        if let Some(entry) = inner.entries.get_mut(&id) {
+            entry.slot = Slot::Ready {
+                value: value.clone(),
+                size,
+            };
+            entry.stamp = stamp;
+        }
+        if let Some(s) = stamp {
+            inner.spillable.insert(s, id);
+        }
+        inner.used += size;
+        inner.spilled_bytes -= size;
+        inner.restored_objects += 1;
+        tracing::debug!(object = %id, size, "restored");
+        Ok(value)
+    }
+}
