@@ -78,7 +78,7 @@ pub fn put_arc<T: Value>(value: Arc<T>) -> ObjectRef<T> {
         Err(e) => return ObjectRef::failed(ObjectId::new(0, 0), e),
     };
     let (id, r) = rt.new_object::<T>();
-    let size = object::encoded_size(&*value);
+    let size = object::footprint(&*value);
     rt.store.complete(id, value, size, object::Codec::of::<T>());
     r
 }
@@ -200,6 +200,9 @@ pub fn get_all_arc<T: Value>(refs: &[ObjectRef<T>]) -> Result<Vec<Arc<T>>> {
         .collect()
 }
 
+/// The `(ready, pending)` split returned by [`wait`].
+pub type ReadyPending<T> = (Vec<ObjectRef<T>>, Vec<ObjectRef<T>>);
+
 /// Waits until `num_returns` of `refs` are final (ready or failed) or `timeout` passes.
 /// Returns `(ready, pending)`, each in input order; `ready` holds at most `num_returns`.
 ///
@@ -214,7 +217,7 @@ pub fn wait<T>(
     refs: &[ObjectRef<T>],
     num_returns: usize,
     timeout: Option<Duration>,
-) -> Result<(Vec<ObjectRef<T>>, Vec<ObjectRef<T>>)> {
+) -> Result<ReadyPending<T>> {
     let Some(first) = refs.first() else {
         return Ok((Vec::new(), Vec::new()));
     };

@@ -101,6 +101,9 @@ struct State {
     shutdown: bool,
 }
 
+/// Amounts per resource name, in natural units.
+pub(crate) type Amounts = Vec<(String, f64)>;
+
 /// The resource books and the worker pool.
 pub(crate) struct Scheduler {
     /// What the node has in all; fixed for the runtime's life, so read without a lock.
@@ -414,7 +417,7 @@ impl Scheduler {
     }
 
     /// Total and available amounts per resource, in natural units.
-    pub fn resources(&self) -> (Vec<(String, f64)>, Vec<(String, f64)>) {
+    pub fn resources(&self) -> (Amounts, Amounts) {
         let st = self.lock();
         let list = |c: &Capacity| {
             let mut v = vec![

@@ -302,7 +302,7 @@ impl Output {
     /// Wraps a returned value.
     pub fn new<T: Value>(v: T) -> Output {
         Output {
-            size: crate::object::encoded_size(&v),
+            size: crate::object::footprint(&v),
             value: Arc::new(v),
             codec: Codec::of::<T>(),
         }

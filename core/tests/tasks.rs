@@ -354,6 +354,13 @@ fn gpus_are_accounted_and_ids_handed_out() {
     assert_eq!(prism::get(&two).unwrap(), vec![0, 1]);
     let half = gpu_ids_held::options().num_gpus(0.5).remote(0);
     assert_eq!(prism::get(&half).unwrap().len(), 1);
+    // Resources return just after the result is published; allow the worker a moment.
+    for _ in 0..400 {
+        if prism::available_resources()["GPU"] == 2.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
     assert_eq!(prism::available_resources()["GPU"], 2.0);
     prism::shutdown();
 }

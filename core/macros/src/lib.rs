@@ -497,6 +497,8 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
     }
 
     Ok(quote! {
+        // The constructor must be called `new`; a `Default` impl would be a second way in.
+        #[allow(clippy::new_without_default)]
         #imp
 
         impl #ty {

@@ -10,6 +10,7 @@
 //! serializes them on its local path; only spilling to disk (and, later, the cluster
 //! wire) encodes them.
 
+mod size;
 mod store;
 
 use std::fmt;
@@ -42,7 +43,7 @@ impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Value for T {}
 ///
 /// ```
 /// let id = prism::ObjectId::new(0, 42);
-/// assert_eq!(id.to_string(), "00000000-000000000000002a");
+/// assert_eq!(id.to_string(), "00000000-00000000002a");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectId {
@@ -243,14 +244,9 @@ impl<T: Value + Clone> IntoFuture for ObjectRef<T> {
     }
 }
 
-/// The encoded size of a value, the unit the store's memory cap is counted in.
-pub(crate) fn encoded_size<T: Serialize>(value: &T) -> u64 {
-    postcard::serialize_with_flavor::<T, postcard::ser_flavors::Size, usize>(
-        value,
-        postcard::ser_flavors::Size::default(),
-    )
-    .map(|n| n as u64)
-    .unwrap_or(0)
+/// The memory footprint of a value, the unit the store's memory cap is counted in.
+pub(crate) fn footprint<T: Serialize>(value: &T) -> u64 {
+    size::footprint(value)
 }
 
 /// Encodes a value for spilling or the wire.

@@ -114,12 +114,15 @@ impl Signal {
     }
 }
 
+/// Called when an argument of a waiting call becomes final, with its error if it failed.
+pub(crate) type DependentFn = Arc<dyn Fn(Option<&Error>) + Send + Sync>;
+
 /// Something to wake when an object becomes final.
 pub(crate) enum Waiter {
     Signal(Arc<Signal>),
     Waker(Waker),
     /// A task waiting for this argument; called with the object's error if it failed.
-    Dependent(Arc<dyn Fn(Option<&Error>) + Send + Sync>),
+    Dependent(DependentFn),
 }
 
 impl Waiter {
