@@ -96,6 +96,9 @@ struct State {
     class_of: HashMap<Demand, usize>,
     next_class: usize,
     idle: usize,
+    /// Threads spawned that have not reached their loop yet: they will pick work up, so
+    /// they count as idle for the decision to spawn another.
+    starting: usize,
     threads: usize,
     next_worker: u32,
     shutdown: bool,
@@ -260,6 +263,7 @@ impl Scheduler {
                 class_of: HashMap::new(),
                 next_class: 0,
                 idle: 0,
+                starting: 0,
                 threads: 0,
                 next_worker: 0,
                 shutdown: false,
@@ -334,6 +338,10 @@ impl Scheduler {
             self.wake.notify_one();
             return;
         }
+        if st.starting > 0 {
+            return;
+        }
+        st.starting += 1;
         st.threads += 1;
         let worker_id = st.next_worker;
         st.next_worker += 1;
@@ -344,7 +352,9 @@ impl Scheduler {
             .spawn(move || sched.worker_loop(worker_id));
         if let Err(e) = spawned {
             tracing::error!("could not start a worker thread: {e}");
-            self.lock().threads -= 1;
+            let mut st = self.lock();
+            st.threads -= 1;
+            st.starting -= 1;
         }
     }
 
@@ -356,6 +366,7 @@ impl Scheduler {
             })
         });
         let mut st = self.lock();
+        st.starting -= 1;
         loop {
             if st.shutdown {
                 break;
