@@ -14,14 +14,35 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 
 /// One unit of a resource in fixed point.
 pub(crate) const UNIT: u64 = 10_000;
+
+/// How long an idle thread, or a caller about to block, spins before sleeping: longer
+/// than a small task's round trip, short enough to cost nothing measurable.
+pub(crate) const SPIN: Duration = Duration::from_micros(50);
+
+/// Spins until `done` holds or `limit` passes; returns whether `done` held.
+pub(crate) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    let mut i = 0u32;
+    loop {
+        if done() {
+            return true;
+        }
+        i = i.wrapping_add(1);
+        if i % 64 == 0 && start.elapsed() >= limit {
+            return false;
+        }
+        std::hint::spin_loop();
+    }
+}
 
 pub(crate) fn to_fixed(amount: f64) -> u64 {
     (amount * UNIT as f64).round().max(0.0) as u64
@@ -96,6 +117,8 @@ struct State {
     class_of: HashMap<Demand, usize>,
     next_class: usize,
     idle: usize,
+    /// Idle threads spinning on [`Scheduler::news`] instead of sleeping (at most one).
+    spinning: usize,
     /// Threads spawned that have not reached their loop yet: they will pick work up, so
     /// they count as idle for the decision to spawn another.
     starting: usize,
@@ -113,6 +136,8 @@ pub(crate) struct Scheduler {
     total: Capacity,
     state: Mutex<State>,
     wake: Condvar,
+    /// Bumped when work arrives while a thread spins.
+    news: AtomicU64,
     min_threads: usize,
 }
 
@@ -263,12 +288,14 @@ impl Scheduler {
                 class_of: HashMap::new(),
                 next_class: 0,
                 idle: 0,
+                spinning: 0,
                 starting: 0,
                 threads: 0,
                 next_worker: 0,
                 shutdown: false,
             }),
             wake: Condvar::new(),
+            news: AtomicU64::new(0),
             total,
             min_threads: config.num_cpus.ceil().max(1.0) as usize,
         })
@@ -334,6 +361,12 @@ impl Scheduler {
         if st.shutdown || !st.has_fitting_work() {
             return;
         }
+        if st.spinning > 0 {
+            // The spinning thread watches this counter and takes the work without a
+            // system call on either side.
+            self.news.fetch_add(1, Ordering::Release);
+            return;
+        }
         if st.idle > 0 {
             self.wake.notify_one();
             return;
@@ -367,11 +400,13 @@ impl Scheduler {
         });
         let mut st = self.lock();
         st.starting -= 1;
+        let mut spun = false;
         loop {
             if st.shutdown {
                 break;
             }
             if let Some((job, grant)) = st.pick() {
+                spun = false;
                 // More fitting work goes to a sleeping or new thread now, not after this job.
                 self.dispatch(st);
                 HELD_CPU.with(|c| c.set(grant.demand.cpu));
@@ -384,6 +419,19 @@ impl Scheduler {
                 }
                 continue;
             }
+            if !spun && st.spinning == 0 {
+                // One idle thread at a time spins briefly before sleeping: a caller
+                // submitting one task at a time then hands it over without waking anyone.
+                st.spinning += 1;
+                let seen = self.news.load(Ordering::Acquire);
+                drop(st);
+                spin_until(SPIN, || self.news.load(Ordering::Acquire) != seen);
+                st = self.lock();
+                st.spinning -= 1;
+                spun = true;
+                continue;
+            }
+            spun = false;
             st.idle += 1;
             let (guard, timeout) = self
                 .wake

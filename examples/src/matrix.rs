@@ -153,6 +153,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn large_products_match_naive_entries() {
+        // Large enough to go through the kernel's packing and blocking paths.
+        let n = 600;
+        let a = Matrix::random_normal(n, 3);
+        let b = Matrix::random_normal(n, 4);
+        let c = a.matmul(&b);
+        for (i, j) in [(0, 0), (1, 599), (599, 1), (300, 301), (517, 42)] {
+            let naive: f64 = (0..n).map(|k| a.get(i, k) * b.get(k, j)).sum();
+            assert!(
+                (c.get(i, j) - naive).abs() < 1e-8,
+                "({i},{j}): {} vs {naive}",
+                c.get(i, j)
+            );
+        }
+    }
+
+    #[test]
     fn products_match_a_naive_product() {
         let a = Matrix::random_normal(17, 1);
         let b = Matrix::random_normal(17, 2);

@@ -10,6 +10,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Instant;
@@ -51,12 +52,16 @@ impl Codec {
 pub(crate) struct Signal {
     state: Mutex<SignalState>,
     cv: Condvar,
+    /// Set once the wait is over, for a waiter spinning before it sleeps.
+    over: AtomicBool,
 }
 
 struct SignalState {
     events: u64,
     target: u64,
     failed: bool,
+    /// A waiter sleeps on the condition variable (otherwise notifying skips the syscall).
+    sleeping: bool,
 }
 
 impl Signal {
@@ -67,8 +72,10 @@ impl Signal {
                 events: 0,
                 target: u64::MAX,
                 failed: false,
+                sleeping: false,
             }),
             cv: Condvar::new(),
+            over: AtomicBool::new(false),
         })
     }
 
@@ -81,19 +88,30 @@ impl Signal {
         st.events += 1;
         st.failed |= failed;
         if st.events >= st.target || st.failed {
-            self.cv.notify_all();
+            self.over.store(true, Ordering::Release);
+            if st.sleeping {
+                self.cv.notify_all();
+            }
         }
     }
 
     /// Wake the waiter once `target` objects became final.
     pub fn set_target(&self, target: u64) {
-        self.lock().target = target;
+        let mut st = self.lock();
+        st.target = target;
+        if st.events >= st.target || st.failed {
+            self.over.store(true, Ordering::Release);
+        }
     }
 
     /// Blocks until the target is reached, an object failed, or the deadline passed.
     /// Returns whether an object failed and whether the target was reached.
     pub fn wait(&self, deadline: Option<Instant>) -> (bool, bool) {
+        crate::sched::spin_until(crate::sched::SPIN, || {
+            self.over.load(Ordering::Acquire) || deadline.is_some_and(|d| Instant::now() >= d)
+        });
         let mut st = self.lock();
+        st.sleeping = true;
         while st.events < st.target && !st.failed {
             match deadline {
                 None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
@@ -110,6 +128,7 @@ impl Signal {
                 }
             }
         }
+        st.sleeping = false;
         (st.failed, st.events >= st.target)
     }
 }

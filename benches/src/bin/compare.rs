@@ -1,0 +1,413 @@
+//! The `compare` harness: measures prism on the workloads W0–W7 of the shared workload
+//! list, exactly as the Ray scripts measure Ray, and prints one table (or JSON with the
+//! keys of the workload list). Given the folder of the Ray scripts' JSON results, it
+//! prints Ray's figure and the ratio beside each of ours.
+//!
+//! ```sh
+//! cargo run --release -p prism-benches --bin compare              # the table
+//! cargo run --release -p prism-benches --bin compare -- --json    # machine-readable
+//! cargo run --release -p prism-benches --bin compare -- --ray DIR # beside Ray's figures
+//! cargo run --release -p prism-benches --bin compare -- --only W1,W3
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use prism_benches::{median, noop, peak_rss, Noop};
+use prism_examples::matrix::{add, chain_sum, multiply, random_matrix, tree_sum, Matrix};
+use prism_examples::sleep::{func1, func2, sleep_for, SlowCounter, SLEEPS};
+use serde_json::{json, Value as Json};
+
+const REPS: usize = 3;
+
+/// Measures one workload.
+type Workload = fn() -> Vec<Figure>;
+
+/// One measured figure.
+struct Figure {
+    key: &'static str,
+    value: Json,
+    unit: &'static str,
+    /// Whether more is better (rates) or less (times).
+    higher_is_better: bool,
+}
+
+fn figure(key: &'static str, value: f64, unit: &'static str) -> Figure {
+    Figure {
+        key,
+        value: json!(value),
+        unit,
+        higher_is_better: unit.ends_with("/s") || unit == "GB/s",
+    }
+}
+
+fn reps(mut f: impl FnMut() -> f64) -> f64 {
+    median((0..REPS).map(|_| f()).collect())
+}
+
+fn secs(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64()
+}
+
+fn init(cpus: f64) {
+    prism::init_with(prism::Config::default().num_cpus(cpus)).expect("prism starts");
+}
+
+/// W0 in a fresh process: `init` plus the first task's round trip.
+fn w0_child() {
+    let t = Instant::now();
+    prism::init_with(prism::Config::default().num_cpus(2.0)).expect("prism starts");
+    assert_eq!(prism::get(&noop::remote()).expect("first task"), 1);
+    println!("{}", secs(t));
+    prism::shutdown();
+}
+
+fn w0() -> Vec<Figure> {
+    let exe = std::env::current_exe().expect("own path");
+    let runs = (0..REPS)
+        .map(|_| {
+            let out = Command::new(&exe)
+                .arg("--w0-child")
+                .output()
+                .expect("child runs");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse::<f64>()
+                .expect("child prints seconds")
+        })
+        .collect();
+    vec![figure("W0_init_first_task_s", median(runs), "s")]
+}
+
+fn w1() -> Vec<Figure> {
+    init(2.0);
+    prism::get_all(&(0..200).map(|_| noop::remote()).collect::<Vec<_>>()).expect("warm-up");
+    let async_rate = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000).map(|_| noop::remote()).collect();
+        assert_eq!(
+            prism::get_all(&refs).expect("tasks").iter().sum::<i64>(),
+            10_000
+        );
+        10_000.0 / secs(t)
+    });
+    let sync_rate = reps(|| {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            assert_eq!(prism::get(&noop::remote()).expect("task"), 1);
+        }
+        1_000.0 / secs(t)
+    });
+    prism::shutdown();
+    vec![
+        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
+        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
+    ]
+}
+
+fn w2() -> Vec<Figure> {
+    init(2.0);
+    let a = Noop::remote();
+    prism::get(&a.noop()).expect("actor starts");
+    let async_rate = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000).map(|_| a.noop()).collect();
+        assert_eq!(
+            prism::get_all(&refs).expect("calls").iter().sum::<i64>(),
+            10_000
+        );
+        10_000.0 / secs(t)
+    });
+    let sync_rate = reps(|| {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            assert_eq!(prism::get(&a.noop()).expect("call"), 1);
+        }
+        1_000.0 / secs(t)
+    });
+    prism::shutdown();
+    vec![
+        figure("W2_actor_async_calls_per_s", async_rate, "calls/s"),
+        figure("W2_actor_sync_calls_per_s", sync_rate, "calls/s"),
+    ]
+}
+
+fn w3() -> Vec<Figure> {
+    init(2.0);
+    let puts = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000i64).map(prism::put).collect();
+        let dt = secs(t);
+        drop(refs);
+        10_000.0 / dt
+    });
+    let len = 100 * 1024 * 1024 / 8;
+    let gb = (len * 8) as f64 / 1e9;
+    let (mut put, mut put_copy, mut get, mut get_copy) = (vec![], vec![], vec![], vec![]);
+    for _ in 0..REPS {
+        let data: Vec<f64> = (0..len).map(|i| i as f64).collect();
+        let t = Instant::now();
+        let copy = prism::put(data.clone());
+        put_copy.push(gb / secs(t));
+        drop(copy);
+        let t = Instant::now();
+        let r = prism::put(data);
+        put.push(gb / secs(t));
+        let t = Instant::now();
+        let shared = prism::get_arc(&r).expect("get");
+        get.push(gb / secs(t));
+        assert_eq!(shared[12345], 12345.0);
+        let t = Instant::now();
+        let owned = prism::get(&r).expect("get");
+        get_copy.push(gb / secs(t));
+        assert_eq!(owned.len(), len);
+    }
+    prism::shutdown();
+    vec![
+        figure("W3_small_put_per_s", puts, "puts/s"),
+        figure("W3_100MiB_put_GBps", median(put), "GB/s"),
+        figure("W3_100MiB_get_GBps", median(get), "GB/s"),
+        figure("W3_100MiB_put_copy_GBps", median(put_copy), "GB/s"),
+        figure("W3_100MiB_get_copy_GBps", median(get_copy), "GB/s"),
+    ]
+}
+
+fn sleep_makespan(cpus: f64) -> f64 {
+    init(cpus);
+    let m = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = SLEEPS.iter().map(|&s| sleep_for::remote(s)).collect();
+        assert_eq!(prism::get_all(&refs).expect("sleeps"), SLEEPS);
+        secs(t)
+    });
+    prism::shutdown();
+    m
+}
+
+fn w4() -> Vec<Figure> {
+    vec![
+        figure("W4_makespan_cpus2_s", sleep_makespan(2.0), "s"),
+        figure("W4_makespan_cpus16_s", sleep_makespan(16.0), "s"),
+    ]
+}
+
+fn w5() -> Vec<Figure> {
+    const N: usize = 1000;
+    let agg_in_process = reps(|| {
+        let t = Instant::now();
+        let m: Vec<_> = (0..4).map(|s| Matrix::random_normal(N, s)).collect();
+        let out = m[0].matmul(&m[1]).add(&m[2].matmul(&m[3]));
+        assert!(out.total().is_finite());
+        secs(t)
+    });
+    init(2.0);
+    let agg = reps(|| {
+        let t = Instant::now();
+        let m: Vec<_> = (0..4).map(|s| random_matrix::remote(N, s)).collect();
+        let p1 = multiply::remote(&m[0], &m[1]);
+        let p2 = multiply::remote(&m[2], &m[3]);
+        let out = prism::get_arc(&add::remote(&p1, &p2)).expect("aggregation");
+        assert!(out.total().is_finite());
+        secs(t)
+    });
+    let tree = reps(|| {
+        let t = Instant::now();
+        let xs: Vec<_> = (0..16).map(|s| random_matrix::remote(N, s)).collect();
+        prism::get_arc(&tree_sum(xs)).expect("tree");
+        secs(t)
+    });
+    let chain = reps(|| {
+        let t = Instant::now();
+        let xs: Vec<_> = (0..16).map(|s| random_matrix::remote(N, s)).collect();
+        prism::get_arc(&chain_sum(xs)).expect("chain");
+        secs(t)
+    });
+    prism::shutdown();
+    vec![
+        figure("W5_matmul_agg_s", agg, "s"),
+        figure("W5_matmul_agg_one_process_s", agg_in_process, "s"),
+        figure("W5_tree_sum16_s", tree, "s"),
+        figure("W5_chain_sum16_s", chain, "s"),
+    ]
+}
+
+fn w6() -> Vec<Figure> {
+    init(4.0);
+    let m = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (1..=4).map(|x| func2::remote(func1::remote(x))).collect();
+        assert_eq!(prism::get_all(&refs).expect("chains"), vec![3, 5, 7, 9]);
+        secs(t)
+    });
+    prism::shutdown();
+    vec![figure("W6_makespan_s", m, "s")]
+}
+
+fn w7() -> Vec<Figure> {
+    init(2.0);
+    let m = reps(|| {
+        let t = Instant::now();
+        let cs = [SlowCounter::remote(0), SlowCounter::remote(0)];
+        let refs: Vec<_> = cs
+            .iter()
+            .flat_map(|c| (0..3).map(move |_| c.increment(1.0)))
+            .collect();
+        assert_eq!(
+            prism::get_all(&refs).expect("counters"),
+            vec![1, 2, 3, 1, 2, 3]
+        );
+        let dt = secs(t);
+        for c in &cs {
+            prism::kill(c);
+        }
+        dt
+    });
+    prism::shutdown();
+    vec![figure("W7_makespan_s", m, "s")]
+}
+
+/// A million no-op tasks submitted then got, in a fresh process so that its peak RSS is
+/// its own.
+fn million_child() {
+    prism::init().expect("prism starts");
+    let t = Instant::now();
+    let refs: Vec<_> = (0..1_000_000).map(|_| noop::remote()).collect();
+    let sum: i64 = prism::get_all(&refs).expect("tasks").iter().sum();
+    assert_eq!(sum, 1_000_000);
+    let dt = secs(t);
+    println!("{}", json!({"s": dt, "peak_rss_bytes": peak_rss()}));
+}
+
+fn million() -> Vec<Figure> {
+    let exe = std::env::current_exe().expect("own path");
+    let out = Command::new(exe)
+        .arg("--million-child")
+        .output()
+        .expect("child runs");
+    let v: Json = serde_json::from_slice(&out.stdout).expect("child prints JSON");
+    vec![
+        figure("million_tasks_s", v["s"].as_f64().unwrap_or(f64::NAN), "s"),
+        figure(
+            "million_tasks_peak_rss_MiB",
+            v["peak_rss_bytes"].as_f64().unwrap_or(f64::NAN) / (1 << 20) as f64,
+            "MiB",
+        ),
+    ]
+}
+
+/// Ray's figure for one of our keys, from the JSON files the Ray scripts write.
+fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
+    let read = |file: &str| -> Option<Json> {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(file)).ok()?).ok()
+    };
+    let (file, path): (&str, &[&str]) = match key {
+        "W0_init_first_task_s" => ("w0_startup.json", &["median_init_plus_first_task_s"]),
+        "W1_tasks_async_per_s"
+        | "W1_tasks_sync_per_s"
+        | "W2_actor_async_calls_per_s"
+        | "W2_actor_sync_calls_per_s"
+        | "W3_small_put_per_s"
+        | "W3_100MiB_put_GBps"
+        | "W3_100MiB_get_GBps" => ("w1_w3_micro.json", &[]),
+        "W4_makespan_cpus2_s" => ("w4_w6_w7_sleep.json", &["W4_makespan_cpus2", "median"]),
+        "W4_makespan_cpus16_s" => ("w4_w6_w7_sleep.json", &["W4_makespan_cpus16", "median"]),
+        "W6_makespan_s" => ("w4_w6_w7_sleep.json", &["W6_makespan", "median"]),
+        "W7_makespan_s" => (
+            "w4_w6_w7_sleep.json",
+            &["W7_makespan_incl_actor_creation", "median"],
+        ),
+        "W5_matmul_agg_s" => ("w5_matmul.json", &["ray_matmul_agg", "median_s_excl_first"]),
+        "W5_matmul_agg_one_process_s" => (
+            "w5_matmul.json",
+            &["numpy_matmul_agg", "median_s_excl_first"],
+        ),
+        "W5_tree_sum16_s" => ("w5_matmul.json", &["ray_tree_sum16", "median_s_excl_first"]),
+        "W5_chain_sum16_s" => (
+            "w5_matmul.json",
+            &["ray_chain_sum16", "median_s_excl_first"],
+        ),
+        _ => return None,
+    };
+    let doc = read(file)?;
+    let mut v = &doc;
+    if path.is_empty() {
+        v = v.get(key)?.get("median")?;
+    }
+    for p in path {
+        v = v.get(p)?;
+    }
+    v.as_f64()
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--w0-child") {
+        return w0_child();
+    }
+    if args.iter().any(|a| a == "--million-child") {
+        return million_child();
+    }
+    let as_json = args.iter().any(|a| a == "--json");
+    let value_of = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1).cloned())
+    };
+    let ray_dir = value_of("--ray").map(PathBuf::from);
+    let only: Option<Vec<String>> =
+        value_of("--only").map(|s| s.split(',').map(|w| w.trim().to_uppercase()).collect());
+    let workloads: [(&str, Workload); 9] = [
+        ("W0", w0),
+        ("W1", w1),
+        ("W2", w2),
+        ("W3", w3),
+        ("W4", w4),
+        ("W5", w5),
+        ("W6", w6),
+        ("W7", w7),
+        ("MILLION", million),
+    ];
+    let mut figures = Vec::new();
+    for (name, run) in workloads {
+        if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
+            continue;
+        }
+        if !as_json {
+            eprintln!("measuring {name} ...");
+        }
+        figures.extend(run());
+    }
+    if as_json {
+        let map: BTreeMap<&str, &Json> = figures.iter().map(|f| (f.key, &f.value)).collect();
+        println!("{}", serde_json::to_string_pretty(&map).expect("JSON"));
+        return;
+    }
+    println!(
+        "{:<30} {:>14} {:<8} {:>12} {:>10}",
+        "figure", "prism", "unit", "ray", "prism/ray"
+    );
+    for f in &figures {
+        let ours = f.value.as_f64().unwrap_or(f64::NAN);
+        let theirs = ray_dir.as_deref().and_then(|d| ray_figure(d, f.key));
+        let (ray_col, ratio_col) = match theirs {
+            Some(r) => {
+                let better = if f.higher_is_better {
+                    ours / r
+                } else {
+                    r / ours
+                };
+                (format!("{r:.4}"), format!("{better:.1}x"))
+            }
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<30} {:>14.4} {:<8} {:>12} {:>10}",
+            f.key, ours, f.unit, ray_col, ratio_col
+        );
+    }
+    if ray_dir.is_some() {
+        println!("(prism/ray: how many times better prism is; rates divided, times inverted)");
+    }
+}
