@@ -1,4 +1,5 @@
-//! Criterion benches of W1–W5 of the shared workload list, on the embedded runtime.
+//! Criterion benches of W1–W5 of the shared workload list, on the embedded runtime
+//! (prism is started once with every core of the machine).
 //!
 //! `cargo bench -p prism-benches --bench runtime`
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use prism_benches::{noop, Noop};
 use prism_examples::matrix::{add, multiply, random_matrix, Matrix};
+use prism_examples::sleep::{sleep_for, SLEEPS};
 
 fn w1_tasks(c: &mut Criterion) {
     let mut g = c.benchmark_group("w1_tasks");
@@ -63,6 +65,23 @@ fn w3_objects(c: &mut Criterion) {
     g.finish();
 }
 
+fn w4_sleep(c: &mut Criterion) {
+    // The W4 sleeps scaled down a hundredfold: what is measured is how closely the
+    // scheduler packs them, i.e. its overhead over the in-order bound (52 ms on 2 CPUs).
+    let mut g = c.benchmark_group("w4_sleep");
+    g.sample_size(10);
+    g.bench_function("sixteen_sleeps_scaled_1_100", |b| {
+        b.iter(|| {
+            let refs: Vec<_> = SLEEPS
+                .iter()
+                .map(|&s| sleep_for::remote(s / 100.0))
+                .collect();
+            prism::get_all(&refs).unwrap()
+        })
+    });
+    g.finish();
+}
+
 fn w5_matmul(c: &mut Criterion) {
     let mut g = c.benchmark_group("w5_matmul");
     g.sample_size(10);
@@ -92,6 +111,6 @@ fn runtime() -> Criterion {
 criterion_group! {
     name = benches;
     config = runtime();
-    targets = w1_tasks, w2_actor, w3_objects, w5_matmul
+    targets = w1_tasks, w2_actor, w3_objects, w4_sleep, w5_matmul
 }
 criterion_main!(benches);

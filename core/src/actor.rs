@@ -32,6 +32,17 @@ use crate::sched::{Demand, Grant, Job};
 use crate::task::{Arg, LocalArgs, Output, TaskOptions};
 
 /// The id of an actor.
+///
+/// ```
+/// #[prism::actor]
+/// pub struct Box1;
+/// #[prism::actor]
+/// impl Box1 { pub fn new() -> Self { Box1 } }
+/// # prism::init().unwrap();
+/// let a = Box1::remote();
+/// assert!(a.id().to_string().starts_with("actor-"));
+/// # prism::shutdown();
+/// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ActorId(pub(crate) ObjectId);
 
@@ -48,6 +59,22 @@ impl fmt::Debug for ActorId {
 }
 
 /// A type usable as an actor. Implemented by `#[prism::actor]` on the struct.
+///
+/// ```
+/// #[prism::actor]
+/// pub struct Greeter { greeting: String }
+/// #[prism::actor]
+/// impl Greeter {
+///     pub fn new(greeting: String) -> Self { Greeter { greeting } }
+///     pub fn greet(&self, name: &str) -> String { format!("{} {name}", self.greeting) }
+/// }
+/// use prism::Actor;
+/// assert!(Greeter::CLASS.ends_with("Greeter"));
+/// # prism::init().unwrap();
+/// let g: GreeterHandle = Greeter::remote("hello");
+/// assert_eq!(prism::get(&g.greet("ray")).unwrap(), "hello ray");
+/// # prism::shutdown();
+/// ```
 pub trait Actor: Send + Sync + Sized + 'static {
     /// The generated handle type, with one method per actor method.
     type Handle: From<ActorHandle<Self>> + std::ops::Deref<Target = ActorHandle<Self>>;
@@ -58,6 +85,11 @@ pub trait Actor: Send + Sync + Sized + 'static {
 /// Options of an actor: resources reserved for its life, a name, concurrency, restarts.
 ///
 /// Every `Actor::options()` builder exposes these methods.
+///
+/// ```
+/// let opts = prism::ActorOptions::default().name("cache").num_cpus(1.0).max_concurrency(4);
+/// assert_eq!(opts, prism::ActorOptions::default().max_concurrency(4).num_cpus(1.0).name("cache"));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActorOptions {
     pub(crate) task: TaskOptions,
@@ -223,6 +255,25 @@ impl Drop for HandleCount {
 /// dereferences to it, adding a method per actor method.
 ///
 /// Handles are `Clone + Serialize`: they can be passed to tasks and to other actors.
+///
+/// ```
+/// #[prism::actor]
+/// pub struct Tally { n: u64 }
+/// #[prism::actor]
+/// impl Tally {
+///     pub fn new() -> Self { Tally { n: 0 } }
+///     pub fn bump(&mut self) -> u64 { self.n += 1; self.n }
+/// }
+/// #[prism::remote]
+/// fn bump_twice(t: TallyHandle) -> u64 {
+///     t.bump();
+///     prism::get(&t.bump()).unwrap()
+/// }
+/// # prism::init().unwrap();
+/// let t = Tally::remote();
+/// assert_eq!(prism::get(&bump_twice::remote(t.clone())).unwrap(), 2);
+/// # prism::shutdown();
+/// ```
 pub struct ActorHandle<A> {
     count: Arc<HandleCount>,
     _type: PhantomData<fn() -> A>,

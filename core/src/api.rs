@@ -306,7 +306,14 @@ pub fn get_actor<A: Actor>(name: &str) -> Result<A::Handle> {
     crate::actor::find_named::<A>(name)
 }
 
-/// Where the current code runs and what it was given.
+/// Where the current code runs and what it was given; see [`context`].
+///
+/// ```
+/// # prism::init().unwrap();
+/// let here: prism::RuntimeContext = prism::context().unwrap();
+/// assert_eq!(here.pid, std::process::id());
+/// # prism::shutdown();
+/// ```
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub struct RuntimeContext {

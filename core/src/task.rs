@@ -217,6 +217,19 @@ impl Arg {
 /// What can be passed where a remote function or method expects a `T`: a `T`, an
 /// `Arc<T>`, or an `ObjectRef<T>` (owned or borrowed), plus `&str` for `String` and
 /// `&[T]` for `Vec<T>`.
+///
+/// ```
+/// #[prism::remote]
+/// fn len(v: Vec<u8>) -> usize { v.len() }
+/// # prism::init().unwrap();
+/// let stored = prism::put(vec![1u8, 2, 3]);
+/// let a = len::remote(vec![1u8]);                        // a value
+/// let b = len::remote(&stored);                          // a borrowed ref
+/// let c = len::remote(std::sync::Arc::new(vec![0u8; 2])); // a shared value, not copied
+/// let d = len::remote(&[9u8, 9][..]);                     // a slice, copied into a Vec
+/// assert_eq!(prism::get_all(&[a, b, c, d]).unwrap(), vec![1, 3, 2, 2]);
+/// # prism::shutdown();
+/// ```
 pub trait IntoArg<T> {
     /// Turns `self` into an argument.
     fn into_arg(self) -> Arg;
@@ -359,6 +372,11 @@ pub struct TaskSpec {
 }
 
 /// An argument of a [`TaskSpec`].
+///
+/// ```
+/// let arg = prism::task::EncodedArg::inline(&42u32).unwrap();
+/// assert_eq!(arg, prism::task::EncodedArg::Inline(vec![42]));
+/// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum EncodedArg {
     /// The encoded value itself.

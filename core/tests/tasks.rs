@@ -180,6 +180,21 @@ fn a_failure_propagates_through_a_chain_with_its_cause() {
 }
 
 #[test]
+fn a_failure_at_the_head_of_a_long_chain_fails_it_all_without_overflow() {
+    start(1.0);
+    // The blocker outlives the test; the process ends with it.
+    let blocker = sleep_ms::remote(600_000);
+    let head = add::remote(blocker.untyped_u64(), 0);
+    let mut tail = head.clone();
+    for _ in 0..200_000 {
+        tail = add::remote(&tail, 1);
+    }
+    assert!(prism::cancel(&head).unwrap());
+    assert_eq!(prism::get(&tail), Err(Error::Cancelled(head.id())));
+    prism::shutdown();
+}
+
+#[test]
 fn get_all_fails_as_soon_as_one_fails() {
     start(2.0);
     let slow = sleep_ms::remote(30_000);

@@ -33,6 +33,12 @@ pub(crate) use store::{downcast as store_downcast, AnyValue, Codec, Signal, Stor
 /// Every such type is `Serialize + DeserializeOwned + Send + Sync + 'static`, checked at
 /// compile time in every mode: a program that compiles for the embedded runtime also
 /// runs on a cluster. Implemented for every type that meets the bounds.
+///
+/// ```
+/// fn storable<T: prism::Value>() {}
+/// storable::<Vec<(String, f64)>>();
+/// storable::<prism::ObjectRef<u8>>(); // refs nest inside values
+/// ```
 pub trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Value for T {}
@@ -200,6 +206,14 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
 
 /// The future of an [`ObjectRef`]: resolves to the value (cloned out of the store) or
 /// the object's error.
+///
+/// ```
+/// # prism::init().unwrap();
+/// let r = prism::put(5u8);
+/// let v = prism::task::block_on(async { r.await });
+/// assert_eq!(v.unwrap(), 5);
+/// # prism::shutdown();
+/// ```
 pub struct ObjectFuture<T> {
     target: ObjectRef<T>,
     waiting: Option<std::task::Waker>,
@@ -250,11 +264,21 @@ pub(crate) fn footprint<T: Serialize>(value: &T) -> u64 {
 }
 
 /// Encodes a value for spilling or the wire.
+///
+/// ```
+/// let bytes = prism::object::encode(&(1u8, "a")).unwrap();
+/// let back: (u8, String) = prism::object::decode(&bytes).unwrap();
+/// assert_eq!(back, (1, "a".to_string()));
+/// ```
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     Ok(postcard::to_allocvec(value)?)
 }
 
-/// Decodes a value encoded with [`encode`].
+/// Decodes a value encoded with [`encode`]; malformed bytes are an error, not a panic.
+///
+/// ```
+/// assert!(prism::object::decode::<String>(&[200]).is_err());
+/// ```
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     Ok(postcard::from_bytes(bytes)?)
 }
