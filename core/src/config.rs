@@ -96,20 +96,10 @@ impl Config {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
-        let bad = |what: &str, v: f64| {
-            Err(Error::Config(format!(
-                "{what} must be a finite amount >= 0, got {v}"
-            )))
-        };
-        for (what, v) in [("num_cpus", self.num_cpus), ("num_gpus", self.num_gpus)] {
-            if !v.is_finite() || v < 0.0 {
-                return bad(what, v);
-            }
-        }
+        check_amount("num_cpus", self.num_cpus)?;
+        check_amount("num_gpus", self.num_gpus)?;
         for (name, &v) in &self.resources {
-            if !v.is_finite() || v < 0.0 {
-                return bad(name, v);
-            }
+            check_amount(name, v)?;
         }
         if self.num_gpus.fract() != 0.0 {
             return Err(Error::Config(format!(
@@ -127,6 +117,17 @@ impl Config {
 
     pub(crate) fn memory_resource(&self) -> u64 {
         self.memory.unwrap_or_else(system_memory)
+    }
+}
+
+/// Fails unless `v` is a usable amount of a resource: finite and not negative.
+pub(crate) fn check_amount(what: &str, v: f64) -> Result<()> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} must be a finite amount >= 0, got {v}"
+        )))
     }
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::check_amount;
 use crate::error::{Error, Result};
 use crate::object::{AnyValue, Codec, ObjectId, ObjectRef, RefCount, Value};
 use crate::sched::{to_fixed, Demand};
@@ -109,20 +110,11 @@ impl TaskOptions {
     }
 
     pub(crate) fn demand(&self) -> Result<Demand> {
-        let check = |what: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                Err(Error::Config(format!(
-                    "{what} must be a finite amount >= 0, got {v}"
-                )))
-            }
-        };
-        check("num_cpus", self.num_cpus)?;
-        check("num_gpus", self.num_gpus)?;
+        check_amount("num_cpus", self.num_cpus)?;
+        check_amount("num_gpus", self.num_gpus)?;
         let mut custom = Vec::with_capacity(self.resources.len());
         for (k, v) in &self.resources {
-            check(k, *v)?;
+            check_amount(k, *v)?;
             if *v > 0.0 {
                 custom.push((Arc::from(k.as_str()), to_fixed(*v)));
             }
