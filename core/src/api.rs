@@ -32,15 +32,16 @@ pub fn init() -> Result<()> {
 /// prism::shutdown();
 /// ```
 pub fn init_with(config: Config) -> Result<()> {
-    if let Ok(addr) = std::env::var("PRISM_ADDRESS") {
-        if !addr.is_empty() {
-            return Err(Error::Config(format!(
-                "PRISM_ADDRESS={addr} asks for a cluster, and this build of prism runs the \
-                 embedded runtime only: unset PRISM_ADDRESS"
-            )));
-        }
+    crate::cluster::worker::enter_if_worker();
+    let address = config.address.clone().or_else(|| {
+        std::env::var("PRISM_ADDRESS")
+            .ok()
+            .filter(|a| !a.is_empty())
+    });
+    match address {
+        Some(address) => runtime::start_driver(config, &address),
+        None => runtime::start(config),
     }
-    runtime::start(config)
 }
 
 /// Stops the runtime: queued tasks are dropped, pending objects fail with

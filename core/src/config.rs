@@ -26,6 +26,8 @@ pub struct Config {
     pub(crate) object_store_memory: Option<u64>,
     pub(crate) spill_dir: Option<PathBuf>,
     pub(crate) spilling: bool,
+    pub(crate) address: Option<String>,
+    pub(crate) token: Option<String>,
 }
 
 impl Default for Config {
@@ -40,6 +42,8 @@ impl Default for Config {
             object_store_memory: None,
             spill_dir: None,
             spilling: true,
+            address: None,
+            token: None,
         }
     }
 }
@@ -87,6 +91,20 @@ impl Config {
     /// [`Error::ObjectStoreFull`].
     pub fn spilling(mut self, on: bool) -> Self {
         self.spilling = on;
+        self
+    }
+
+    /// Joins the cluster whose head is at `address` (`HOST:PORT`, or `auto` for the one
+    /// recorded in this machine's session) instead of starting the embedded runtime.
+    /// `PRISM_ADDRESS` does the same without code.
+    pub fn address(mut self, address: impl Into<String>) -> Self {
+        self.address = Some(address.into());
+        self
+    }
+
+    /// The cluster token (default: `PRISM_TOKEN`, else the session's token file).
+    pub fn token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
         self
     }
 

@@ -126,6 +126,19 @@ pub enum Error {
         message: String,
     },
 
+    /// A cluster connection or daemon failed.
+    #[error("cluster error: {0}")]
+    Cluster(String),
+
+    /// The worker process running the task died.
+    #[error("the worker process running {function} died: {reason}")]
+    WorkerCrashed {
+        /// The function that was running.
+        function: String,
+        /// What is known of the death.
+        reason: String,
+    },
+
     /// The runtime was shut down while the operation was under way.
     #[error("the runtime was shut down")]
     Shutdown,

@@ -69,6 +69,7 @@
 
 pub mod actor;
 mod api;
+pub mod cluster;
 mod config;
 mod error;
 pub mod object;

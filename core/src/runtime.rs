@@ -9,11 +9,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use crate::actor::Directory;
+use crate::cluster::client::Client;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::object::{ObjectId, ObjectRef, RefCount, Store, Waiter};
 use crate::sched::{Demand, Grant, Job, Scheduler};
-use crate::task::{Arg, ArgKind, LocalArgs, RemoteFunction, TaskOptions};
+use crate::task::{Arg, ArgKind, EncodedArg, LocalArgs, RemoteFunction, TaskOptions, TaskSpec};
 
 /// The parts of a running runtime.
 pub(crate) struct Runtime {
@@ -21,7 +22,11 @@ pub(crate) struct Runtime {
     pub sched: Arc<Scheduler>,
     pub actors: Directory,
     pub node_id: String,
+    /// The id this process's objects carry (0 for the embedded runtime).
+    owner: u32,
     next_seq: AtomicU64,
+    /// The connection to the cluster, in a driver or a worker process.
+    client: OnceLock<Arc<Client>>,
     /// A spill directory prism made itself, removed at shutdown.
     own_spill_dir: Option<PathBuf>,
 }
@@ -37,19 +42,67 @@ pub(crate) fn current() -> Result<Arc<Runtime>> {
         .ok_or(Error::NotInitialized)
 }
 
+/// Starts the embedded runtime and makes it current.
 pub(crate) fn start(config: Config) -> Result<()> {
-    config.validate()?;
     let mut slot = CURRENT.write().unwrap_or_else(|e| e.into_inner());
     if slot.is_some() {
         return Err(Error::AlreadyInitialized);
     }
+    *slot = Some(build(config, 0)?);
+    Ok(())
+}
+
+/// Starts a runtime whose tasks run on the cluster at `address`: this process is a driver.
+pub(crate) fn start_driver(config: Config, address: &str) -> Result<()> {
+    let mut slot = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let session = crate::cluster::session::dir();
+    let head = if address == "auto" {
+        crate::cluster::session::read_address(&session)?
+    } else {
+        address.to_string()
+    };
+    let token = match &config.token {
+        Some(t) => t.clone(),
+        None => crate::cluster::session::read_token(&session)?,
+    };
+    let rt = build(config, crate::cluster::session::random_u32())?;
+    let client = Client::connect_driver(&head, &token, rt.store.clone())?;
+    let _ = rt.client.set(Arc::new(client));
+    *slot = Some(rt);
+    Ok(())
+}
+
+/// Starts a local runtime for a worker process, current but not yet connected.
+pub(crate) fn start_local(config: Config, owner: u32) -> Result<Arc<Runtime>> {
+    let mut slot = CURRENT.write().unwrap_or_else(|e| e.into_inner());
+    if slot.is_some() {
+        return Err(Error::AlreadyInitialized);
+    }
+    let rt = build(config, owner)?;
+    *slot = Some(rt.clone());
+    Ok(rt)
+}
+
+/// Connects the current runtime to its node.
+pub(crate) fn attach_client(client: Arc<Client>) {
+    if let Ok(rt) = current() {
+        let _ = rt.client.set(client);
+    }
+}
+
+fn build(config: Config, owner: u32) -> Result<Arc<Runtime>> {
+    config.validate()?;
     install_panic_hook();
-    let node_id = new_node_id();
+    let node_id = std::env::var("PRISM_WORKER_NODE_ID").unwrap_or_else(|_| new_node_id());
     let (spill_dir, own_spill_dir) = match (&config.spill_dir, config.spilling) {
         (_, false) => (None, None),
         (Some(dir), true) => (Some(dir.clone()), None),
         (None, true) => {
-            let dir = std::env::temp_dir().join(format!("prism-spill-{node_id}"));
+            let dir =
+                std::env::temp_dir().join(format!("prism-spill-{node_id}-{}", std::process::id()));
             (Some(dir.clone()), Some(dir))
         }
     };
@@ -62,12 +115,13 @@ pub(crate) fn start(config: Config) -> Result<()> {
         sched,
         actors: Directory::default(),
         node_id,
+        owner,
         next_seq: AtomicU64::new(1),
+        client: OnceLock::new(),
         own_spill_dir,
     };
     tracing::debug!(node = %rt.node_id, cpus = config.num_cpus, "prism runtime started");
-    *slot = Some(Arc::new(rt));
-    Ok(())
+    Ok(Arc::new(rt))
 }
 
 pub(crate) fn stop() {
@@ -94,7 +148,7 @@ fn new_node_id() -> String {
 
 impl Runtime {
     pub fn next_id(&self) -> ObjectId {
-        ObjectId::new(0, self.next_seq.fetch_add(1, Ordering::Relaxed))
+        ObjectId::new(self.owner, self.next_seq.fetch_add(1, Ordering::Relaxed))
     }
 
     /// A new pending object and the first reference to it.
@@ -152,6 +206,9 @@ impl Runtime {
         args: Vec<Arg>,
         options: TaskOptions,
     ) {
+        if let Some(client) = self.client.get() {
+            return self.submit_to_cluster(client.clone(), id, function, args, options);
+        }
         let demand = match self.feasible_demand(&options) {
             Ok(d) => d,
             Err(e) => {
@@ -176,6 +233,42 @@ impl Runtime {
         });
     }
 
+    /// Sends a task to the cluster once its reference arguments are ready, with every
+    /// argument encoded inline.
+    fn submit_to_cluster(
+        self: &Arc<Self>,
+        client: Arc<Client>,
+        id: ObjectId,
+        function: &'static RemoteFunction,
+        args: Vec<Arg>,
+        options: TaskOptions,
+    ) {
+        let rt = self.clone();
+        self.when_ready(refs_of(&args), move |deps| {
+            let spec = deps.and_then(|()| {
+                let args = args
+                    .iter()
+                    .map(|a| match &a.0 {
+                        ArgKind::Value(v, codec) => (codec.encode)(v).map(EncodedArg::Inline),
+                        ArgKind::Ref(c) => rt.store.encoded(c.id).map(EncodedArg::Inline),
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok(TaskSpec {
+                    task_id: id,
+                    function: function.name.to_string(),
+                    args,
+                    options,
+                })
+            });
+            match spec {
+                Ok(spec) => client.submit(spec),
+                Err(e) => {
+                    rt.store.fail(id, e);
+                }
+            }
+        });
+    }
+
     fn enqueue(self: &Arc<Self>, task: LocalTask) {
         let rt = self.clone();
         self.sched.submit(Job {
@@ -192,7 +285,7 @@ impl Runtime {
         let mut values = Vec::with_capacity(args.len());
         for arg in args.iter() {
             match &arg.0 {
-                ArgKind::Value(v) => values.push(Some(v.clone())),
+                ArgKind::Value(v, _) => values.push(Some(v.clone())),
                 ArgKind::Ref(c) => match &c.home {
                     crate::object::Home::Store(s) => match s.poll_value(c.id, None) {
                         Some(Ok(v)) => values.push(Some(v)),
@@ -272,7 +365,7 @@ pub(crate) fn refs_of(args: &[Arg]) -> Vec<Arc<RefCount>> {
     args.iter()
         .filter_map(|a| match &a.0 {
             ArgKind::Ref(c) => Some(c.clone()),
-            ArgKind::Value(_) => None,
+            ArgKind::Value(..) => None,
         })
         .collect()
 }

@@ -102,8 +102,9 @@ struct Class {
     queue: VecDeque<Job>,
 }
 
+/// Amounts of each resource: what a node has, or has left.
 #[derive(Debug, Clone)]
-struct Capacity {
+pub(crate) struct Capacity {
     cpu: i64,
     memory: i64,
     /// Remaining share of each GPU, by GPU id.
@@ -159,8 +160,26 @@ pub(crate) fn current_worker() -> Option<u32> {
     WORKER.with(|w| w.borrow().as_ref().map(|s| s.worker_id))
 }
 
+/// Called with `true` when a task of a worker process starts waiting and `false` when it
+/// resumes, so that the node lends its CPUs meanwhile.
+pub(crate) type BlockHook = Box<dyn Fn(bool) -> bool + Send + Sync>;
+
+static BLOCK_HOOK: std::sync::OnceLock<BlockHook> = std::sync::OnceLock::new();
+
+/// Installs the worker process's [`BlockHook`].
+pub(crate) fn set_block_hook(hook: BlockHook) {
+    let _ = BLOCK_HOOK.set(hook);
+}
+
 /// Runs `f`, a wait, with the current job's CPUs given back to the pool meanwhile.
 pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    if let Some(hook) = BLOCK_HOOK.get() {
+        if hook(true) {
+            let out = f();
+            hook(false);
+            return out;
+        }
+    }
     let slot = WORKER.with(|w| w.borrow().clone());
     let held = HELD_CPU.with(|c| c.get());
     match slot {
@@ -175,7 +194,91 @@ pub(crate) fn blocking<R>(f: impl FnOnce() -> R) -> R {
 }
 
 impl Capacity {
-    fn fits(&self, d: &Demand) -> bool {
+    /// The total resources a configuration gives.
+    pub fn from_config(config: &Config) -> Capacity {
+        Capacity {
+            cpu: to_fixed(config.num_cpus) as i64,
+            memory: config.memory_resource() as i64,
+            gpus: vec![UNIT; config.num_gpus as usize],
+            custom: config
+                .resources
+                .iter()
+                .map(|(k, v)| (Arc::from(k.as_str()), to_fixed(*v) as i64))
+                .collect(),
+        }
+    }
+
+    /// The amounts per resource name, in natural units.
+    pub fn amounts(&self) -> Amounts {
+        let mut v = vec![
+            ("CPU".to_string(), self.cpu as f64 / UNIT as f64),
+            (
+                "GPU".to_string(),
+                self.gpus.iter().sum::<u64>() as f64 / UNIT as f64,
+            ),
+            ("memory".to_string(), self.memory as f64),
+        ];
+        let mut custom: Vec<_> = self
+            .custom
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v as f64 / UNIT as f64))
+            .collect();
+        custom.sort_by(|a, b| a.0.cmp(&b.0));
+        v.extend(custom);
+        v
+    }
+
+    /// A total rebuilt from amounts in natural units (as nodes report them).
+    pub fn from_amounts(amounts: &[(String, f64)]) -> Capacity {
+        let mut c = Capacity {
+            cpu: 0,
+            memory: 0,
+            gpus: Vec::new(),
+            custom: HashMap::new(),
+        };
+        for (name, v) in amounts {
+            match name.as_str() {
+                "CPU" => c.cpu = to_fixed(*v) as i64,
+                "GPU" => c.gpus = vec![UNIT; v.floor().max(0.0) as usize],
+                "memory" => c.memory = *v as i64,
+                other => {
+                    c.custom.insert(Arc::from(other), to_fixed(*v) as i64);
+                }
+            }
+        }
+        c
+    }
+
+    /// Fails with [`Error::Infeasible`] if no amount of waiting could satisfy `d`.
+    pub fn check_feasible(&self, d: &Demand) -> Result<()> {
+        let t = self;
+        let infeasible = |resource: &str, requested: f64, capacity: f64| {
+            Err(Error::Infeasible {
+                resource: resource.to_string(),
+                requested,
+                capacity,
+            })
+        };
+        if d.cpu as i64 > t.cpu {
+            return infeasible("CPU", from_fixed(d.cpu), from_fixed(t.cpu as u64));
+        }
+        let gpus = t.gpus.len() as f64;
+        if from_fixed(d.gpu) > gpus || (d.gpu > UNIT && d.gpu % UNIT != 0) {
+            return infeasible("GPU", from_fixed(d.gpu), gpus);
+        }
+        if d.memory as i64 > t.memory {
+            return infeasible("memory", d.memory as f64, t.memory as f64);
+        }
+        for (name, v) in &d.custom {
+            let have = t.custom.get(name).copied().unwrap_or(0);
+            if *v as i64 > have {
+                return infeasible(name, from_fixed(*v), from_fixed(have as u64));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn fits(&self, d: &Demand) -> bool {
         if d.cpu as i64 > self.cpu || d.memory as i64 > self.memory {
             return false;
         }
@@ -213,7 +316,16 @@ impl Capacity {
         (free.len() == whole).then_some(free)
     }
 
-    fn take(&mut self, d: &Demand) -> Vec<usize> {
+    /// Lends (`lend = true`) or takes back CPUs of a running task that waits.
+    pub fn lend_cpu(&mut self, cpu: u64, lend: bool) {
+        if lend {
+            self.cpu += cpu as i64;
+        } else {
+            self.cpu -= cpu as i64;
+        }
+    }
+
+    pub fn take(&mut self, d: &Demand) -> Vec<usize> {
         let ids = self.place_gpus(d.gpu).unwrap_or_default();
         let per_gpu = if d.gpu < UNIT { d.gpu } else { UNIT };
         for &i in &ids {
@@ -227,7 +339,7 @@ impl Capacity {
         ids
     }
 
-    fn give(&mut self, g: &Grant) {
+    pub fn give(&mut self, g: &Grant) {
         let d = &g.demand;
         let per_gpu = if d.gpu < UNIT { d.gpu } else { UNIT };
         for &i in &g.gpu_ids {
@@ -271,16 +383,7 @@ impl State {
 
 impl Scheduler {
     pub fn new(config: &Config) -> Arc<Self> {
-        let total = Capacity {
-            cpu: to_fixed(config.num_cpus) as i64,
-            memory: config.memory_resource() as i64,
-            gpus: vec![UNIT; config.num_gpus as usize],
-            custom: config
-                .resources
-                .iter()
-                .map(|(k, v)| (Arc::from(k.as_str()), to_fixed(*v) as i64))
-                .collect(),
-        };
+        let total = Capacity::from_config(config);
         Arc::new(Scheduler {
             state: Mutex::new(State {
                 available: total.clone(),
@@ -307,31 +410,7 @@ impl Scheduler {
 
     /// Fails with [`Error::Infeasible`] if no amount of waiting could satisfy `d`.
     pub fn check_feasible(&self, d: &Demand) -> Result<()> {
-        let t = &self.total;
-        let infeasible = |resource: &str, requested: f64, capacity: f64| {
-            Err(Error::Infeasible {
-                resource: resource.to_string(),
-                requested,
-                capacity,
-            })
-        };
-        if d.cpu as i64 > t.cpu {
-            return infeasible("CPU", from_fixed(d.cpu), from_fixed(t.cpu as u64));
-        }
-        let gpus = t.gpus.len() as f64;
-        if from_fixed(d.gpu) > gpus || (d.gpu > UNIT && d.gpu % UNIT != 0) {
-            return infeasible("GPU", from_fixed(d.gpu), gpus);
-        }
-        if d.memory as i64 > t.memory {
-            return infeasible("memory", d.memory as f64, t.memory as f64);
-        }
-        for (name, v) in &d.custom {
-            let have = t.custom.get(name).copied().unwrap_or(0);
-            if *v as i64 > have {
-                return infeasible(name, from_fixed(*v), from_fixed(have as u64));
-            }
-        }
-        Ok(())
+        self.total.check_feasible(d)
     }
 
     /// Queues a job; it runs once its demand fits.
@@ -477,26 +556,7 @@ impl Scheduler {
 
     /// Total and available amounts per resource, in natural units.
     pub fn resources(&self) -> (Amounts, Amounts) {
-        let st = self.lock();
-        let list = |c: &Capacity| {
-            let mut v = vec![
-                ("CPU".to_string(), c.cpu as f64 / UNIT as f64),
-                (
-                    "GPU".to_string(),
-                    c.gpus.iter().sum::<u64>() as f64 / UNIT as f64,
-                ),
-                ("memory".to_string(), c.memory as f64),
-            ];
-            let mut custom: Vec<_> = c
-                .custom
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v as f64 / UNIT as f64))
-                .collect();
-            custom.sort_by(|a, b| a.0.cmp(&b.0));
-            v.extend(custom);
-            v
-        };
-        (list(&self.total), list(&st.available))
+        (self.total.amounts(), self.lock().available.amounts())
     }
 }
 

@@ -185,7 +185,7 @@ macro_rules! __option_methods {
 pub struct Arg(pub(crate) ArgKind);
 
 pub(crate) enum ArgKind {
-    Value(AnyValue),
+    Value(AnyValue, Codec),
     Ref(Arc<RefCount>),
 }
 
@@ -197,7 +197,7 @@ impl Arg {
 
     /// A value argument already shared behind an `Arc`: not copied.
     pub fn shared<T: Value>(v: Arc<T>) -> Arg {
-        Arg(ArgKind::Value(v))
+        Arg(ArgKind::Value(v, Codec::of::<T>()))
     }
 
     /// A reference argument: the call waits for the object and receives its value.

@@ -25,7 +25,12 @@ fn main() -> prism::Result<()> {
         order.push(v);
         pending = rest;
     }
-    assert_eq!(order, vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
+    // With a CPU per task (the embedded runtime here) they finish shortest first; on
+    // fewer CPUs (a small cluster) the shortest still comes back first.
+    assert_eq!(order[0], 0.1);
+    let mut sorted = order.clone();
+    sorted.sort_by(f64::total_cmp);
+    assert_eq!(sorted, vec![0.1, 0.2, 0.3, 0.4, 0.5, 0.6]);
     println!("all done in {:.3} s", secs(t));
     prism::shutdown();
     Ok(())

@@ -26,7 +26,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::error::{Error, Result};
 
 pub use store::StoreStats;
-pub(crate) use store::{downcast as store_downcast, AnyValue, Codec, Signal, Store, Waiter};
+pub(crate) use store::{
+    downcast as store_downcast, AnyValue, Codec, Encoded, Signal, Store, Waiter,
+};
 
 /// Values that can be task arguments, results or stored objects.
 ///

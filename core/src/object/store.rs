@@ -31,7 +31,24 @@ pub(crate) struct Codec {
     pub decode: fn(&[u8]) -> Result<AnyValue>,
 }
 
+/// A value as bytes, as it arrives from another process; decoded on `get` into the type
+/// asked for.
+pub(crate) struct Encoded(pub Vec<u8>);
+
 impl Codec {
+    /// The codec of values that are already bytes.
+    pub fn encoded() -> Codec {
+        Codec {
+            encode: |v| match v.downcast_ref::<Encoded>() {
+                Some(e) => Ok(e.0.clone()),
+                None => Err(Error::Serialization(
+                    "stored value is not encoded bytes".into(),
+                )),
+            },
+            decode: |b| Ok(Arc::new(Encoded(b.to_vec()))),
+        }
+    }
+
     pub fn of<T: Value>() -> Codec {
         Codec {
             encode: |v| match v.downcast_ref::<T>() {
@@ -256,6 +273,9 @@ pub(crate) struct Store {
 
 /// Casts a stored value to its type.
 pub(crate) fn downcast<T: Value>(id: ObjectId, v: AnyValue) -> Result<Arc<T>> {
+    if let Some(e) = v.downcast_ref::<Encoded>() {
+        return crate::object::decode::<T>(&e.0).map(Arc::new);
+    }
     v.downcast::<T>().map_err(|_| Error::TypeMismatch {
         object: id,
         expected: std::any::type_name::<T>().to_string(),
@@ -505,8 +525,42 @@ impl Store {
         }
     }
 
+    /// The encoded bytes of a final object, to send it to another process.
+    pub fn encoded(&self, id: ObjectId) -> Result<Vec<u8>> {
+        let inner = self.lock();
+        match inner.entries.get(&id) {
+            Some(Entry {
+                slot: Slot::Ready { value, .. },
+                codec: Some(codec),
+                ..
+            }) => (codec.encode)(value),
+            Some(Entry {
+                slot: Slot::Spilled { path, .. },
+                codec: Some(codec),
+                ..
+            }) => {
+                let bytes =
+                    std::fs::read(path).map_err(|e| Error::io("reading a spilled object", e))?;
+                // Spilled bytes are the codec's encoding: decode-encode is only needed
+                // for values stored as bytes already, which spill as themselves.
+                let _ = codec;
+                Ok(bytes)
+            }
+            Some(Entry {
+                slot: Slot::Failed(e),
+                ..
+            }) => Err(e.clone()),
+            _ => Err(Error::ObjectLost(id)),
+        }
+    }
+
     /// Fails every pending object, so that nobody waits on a runtime that is gone.
     pub fn shut_down(&self) {
+        self.fail_pending(Error::Shutdown)
+    }
+
+    /// Fails every pending object with `err`.
+    pub fn fail_pending(&self, err: Error) {
         let ids: Vec<ObjectId> = {
             let inner = self.lock();
             inner
@@ -517,7 +571,7 @@ impl Store {
                 .collect()
         };
         for id in ids {
-            self.fail(id, Error::Shutdown);
+            self.fail(id, err.clone());
         }
     }
 

@@ -1,0 +1,376 @@
+//! The `prism` command line: start and stop the daemons of a cluster, and see its state.
+//!
+//! ```sh
+//! prism start --head                      # a head (and a node) in the background
+//! prism start --address 127.0.0.1:6379    # another node joins
+//! prism status                            # nodes and their resources
+//! prism stop                              # ends the daemons this machine started
+//! ```
+
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+use prism::cluster::head::Head;
+use prism::cluster::node::{Node, NodeOptions};
+use prism::cluster::session;
+use prism::cluster::wire::{self, Msg, Role};
+use prism::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "prism",
+    version,
+    about = "Start, inspect and stop prism clusters"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Starts a head (`--head`) or a node joining a head (`--address`), in the background.
+    Start(Start),
+    /// Ends the daemons this machine started (by their recorded PIDs).
+    Stop,
+    /// Prints the cluster's nodes and their resources.
+    Status {
+        /// The head's address (default: the one recorded in the session).
+        #[arg(long)]
+        address: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+struct Start {
+    /// Start a head node.
+    #[arg(long, conflicts_with = "address")]
+    head: bool,
+    /// Join the head at HOST:PORT as a node.
+    #[arg(long, required_unless_present = "head")]
+    address: Option<String>,
+    /// The head's port (0: any free port).
+    #[arg(long, default_value_t = 6379)]
+    port: u16,
+    /// The address this machine's daemons listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip_address: String,
+    /// CPUs this node offers (default: all of the machine's; 0 on a head: no node).
+    #[arg(long)]
+    num_cpus: Option<f64>,
+    /// GPUs this node offers.
+    #[arg(long, default_value_t = 0.0)]
+    num_gpus: f64,
+    /// Custom resources as JSON, such as '{"node1": 1}'.
+    #[arg(long)]
+    resources: Option<String>,
+    /// The node's object store memory cap in bytes.
+    #[arg(long)]
+    object_store_memory: Option<u64>,
+    /// The dashboard's port (reserved; the dashboard is not served yet).
+    #[arg(long, default_value_t = 8265)]
+    dashboard_port: u16,
+    /// Stay in the foreground.
+    #[arg(long)]
+    block: bool,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Cmd::Start(s) if s.block => run_blocking(s),
+        Cmd::Start(s) => start_background(s),
+        Cmd::Stop => stop(),
+        Cmd::Status { address } => status(address),
+    };
+    if let Err(e) = result {
+        eprintln!("prism: {e}");
+        std::process::exit(1);
+    }
+}
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn node_config(s: &Start) -> Res<Config> {
+    let mut c = Config::default().num_gpus(s.num_gpus);
+    if let Some(n) = s.num_cpus {
+        c = c.num_cpus(n);
+    }
+    if let Some(b) = s.object_store_memory {
+        c = c.object_store_memory(b);
+    }
+    if let Some(json) = &s.resources {
+        let map: BTreeMap<String, f64> = serde_json::from_str(json)
+            .map_err(|e| format!("--resources must be a JSON object of numbers: {e}"))?;
+        for (k, v) in map {
+            c = c.resource(k, v);
+        }
+    }
+    Ok(c)
+}
+
+/// Re-runs this command with `--block` in the background and waits until it serves.
+fn start_background(s: Start) -> Res<()> {
+    let dir = session::dir();
+    session::create(&dir)?;
+    let role = if s.head { "head" } else { "node" };
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis();
+    let log =
+        |ext: &str| std::fs::File::create(dir.join("logs").join(format!("{role}-{stamp}.{ext}")));
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    args.push("--block".into());
+    let mut child = {
+        use std::os::unix::process::CommandExt;
+        Command::new(std::env::current_exe()?)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(log("out")?)
+            .stderr(log("err")?)
+            .process_group(0)
+            .spawn()?
+    };
+    let pid = child.id();
+    let pid_file = dir.join("pids").join(format!("{role}-{pid}"));
+    let t = Instant::now();
+    while !pid_file.exists() {
+        if let Some(status) = child.try_wait()? {
+            let err = std::fs::read_to_string(dir.join("logs").join(format!("{role}-{stamp}.err")))
+                .unwrap_or_default();
+            return Err(format!("the {role} exited at start ({status}): {}", err.trim()).into());
+        }
+        if t.elapsed() > Duration::from_secs(20) {
+            return Err(format!(
+                "the {role} did not come up within 20 s; see {}",
+                dir.join("logs").display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let served = std::fs::read_to_string(&pid_file)?;
+    if s.head {
+        println!(
+            "prism head started at {served} (pid {pid}, ready in {:.0} ms)",
+            t.elapsed().as_secs_f64() * 1e3
+        );
+        println!();
+        println!("  run a program on it:  PRISM_ADDRESS={served} cargo run --release --example where_did_it_run");
+        println!("  add a node:           prism start --address {served}");
+        println!("  see the cluster:      prism status");
+        println!("  stop its daemons:     prism stop");
+    } else {
+        println!(
+            "prism node started at {served} (pid {pid}), joined {}",
+            s.address.unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn run_blocking(s: Start) -> Res<()> {
+    init_logs();
+    let dir = session::dir();
+    session::create(&dir)?;
+    let io = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("prism-daemon")
+        .enable_all()
+        .build()?;
+    io.block_on(async move {
+        let config = node_config(&s)?;
+        let (head_address, token) = if s.head {
+            let token = session::new_token()?;
+            let listener = tokio::net::TcpListener::bind((s.node_ip_address.as_str(), s.port))
+                .await
+                .map_err(|e| format!("cannot listen on {}:{}: {e}", s.node_ip_address, s.port))?;
+            let address = listener.local_addr()?.to_string();
+            session::write_token(&dir, &token)?;
+            let head = Head::new(
+                token.clone(),
+                dir.join("executables"),
+                Duration::from_secs(5),
+            );
+            tokio::spawn(head.serve(listener));
+            (address, token)
+        } else {
+            let address = s.address.clone().unwrap_or_default();
+            (address, session::read_token(&dir)?)
+        };
+        let run_node = !s.head || s.num_cpus.is_none_or(|n| n > 0.0);
+        let mut node = None;
+        if run_node {
+            let options = NodeOptions {
+                head: head_address.clone(),
+                listen: format!("{}:0", s.node_ip_address),
+                config,
+                session: dir.clone(),
+                token,
+                heartbeat: Duration::from_millis(200),
+            };
+            let (n, listener) = Node::bind(options).await?;
+            tracing::info!(node = n.id(), address = n.address(), "node listening");
+            tokio::spawn(n.clone().run(listener));
+            node = Some(n);
+        }
+        let (role, served) = if s.head {
+            session::write_address(&dir, &head_address)?;
+            ("head", head_address.clone())
+        } else {
+            (
+                "node",
+                node.as_ref()
+                    .map(|n| n.address().to_string())
+                    .unwrap_or_default(),
+            )
+        };
+        let pid_file = session::write_pid(&dir, role, &served)?;
+        wait_for_termination().await;
+        if let Some(n) = &node {
+            n.kill_workers();
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        if s.head && session::read_address(&dir).ok().as_deref() == Some(head_address.as_str()) {
+            let _ = std::fs::remove_file(dir.join("address"));
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    })?;
+    Ok(())
+}
+
+fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has no cmdline; a live daemon of ours was started with --block.
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| !c.is_empty())
+        .unwrap_or(false)
+}
+
+fn is_our_daemon(pid: u32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| c.split(|b| *b == 0).any(|arg| arg == b"--block"))
+        .unwrap_or(false)
+}
+
+fn stop() -> Res<()> {
+    let dir = session::dir();
+    let daemons = session::pids(&dir);
+    let mut stopped = 0;
+    for (pid, file) in &daemons {
+        if !is_our_daemon(*pid) {
+            let _ = std::fs::remove_file(file);
+            continue;
+        }
+        prism::cluster::session::signal(*pid, libc_signal::TERM);
+        let t = Instant::now();
+        while alive(*pid) && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if alive(*pid) {
+            prism::cluster::session::signal(*pid, libc_signal::KILL);
+        }
+        let _ = std::fs::remove_file(file);
+        stopped += 1;
+    }
+    let _ = std::fs::remove_file(dir.join("address"));
+    println!("stopped {stopped} prism daemon(s)");
+    Ok(())
+}
+
+mod libc_signal {
+    pub const TERM: i32 = 15;
+    pub const KILL: i32 = 9;
+}
+
+fn status(address: Option<String>) -> Res<()> {
+    let dir = session::dir();
+    let address = match address {
+        Some(a) => a,
+        None => session::read_address(&dir)?,
+    };
+    let token = session::read_token(&dir)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let nodes = io
+        .block_on(async {
+            let (mut s, _) = wire::connect(&address, &token, Role::Cli).await?;
+            wire::write_msg(&mut s, &Msg::Status).await?;
+            match wire::read_msg(&mut s).await? {
+                Msg::ClusterView { nodes } => Ok(nodes),
+                other => Err(format!("unexpected answer {other:?}").into()),
+            }
+        })
+        .map_err(|e: Box<dyn std::error::Error>| e)?;
+    println!(
+        "cluster at {address}: {} node(s)",
+        nodes.iter().filter(|n| n.alive).count()
+    );
+    println!(
+        "{:<10} {:<22} {:<6} {:>14} {:>10} {:>8} {:>7}",
+        "node", "address", "state", "CPU used/total", "GPU", "running", "queued"
+    );
+    for n in &nodes {
+        let get = |list: &[(String, f64)], k: &str| {
+            list.iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0)
+        };
+        let cpu_total = get(&n.total, "CPU");
+        let cpu_used = cpu_total - get(&n.available, "CPU");
+        let gpu_total = get(&n.total, "GPU");
+        let gpu_used = gpu_total - get(&n.available, "GPU");
+        println!(
+            "{:<10} {:<22} {:<6} {:>14} {:>10} {:>8} {:>7}",
+            n.node_id,
+            n.address,
+            if n.alive { "alive" } else { "dead" },
+            format!("{cpu_used}/{cpu_total}"),
+            format!("{gpu_used}/{gpu_total}"),
+            n.running,
+            n.queued
+        );
+        let custom: Vec<String> = n
+            .total
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_str(), "CPU" | "GPU" | "memory"))
+            .map(|(k, v)| format!("{k}: {}/{v}", v - get(&n.available, k)))
+            .collect();
+        if !custom.is_empty() {
+            println!("           custom: {}", custom.join(", "));
+        }
+        if n.queued > 0 && n.running == 0 {
+            println!(
+                "           {} task(s) wait: their demands do not fit the free resources",
+                n.queued
+            );
+        }
+    }
+    Ok(())
+}

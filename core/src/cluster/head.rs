@@ -1,0 +1,306 @@
+//! The head: the cluster's control state. It knows the nodes (and whether they still
+//! send heartbeats), the jobs and their executables (stored once, by content hash), and
+//! a small key-value store. Drivers register jobs here and are told which node to
+//! submit to; nodes fetch executables from here; `prism status` asks here.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
+
+/// The head's tables.
+pub struct Head {
+    token: String,
+    executables: PathBuf,
+    heartbeat_timeout: Duration,
+    nodes: Mutex<HashMap<String, (NodeView, Instant)>>,
+    /// Registration order, for a stable default node.
+    node_order: Mutex<Vec<String>>,
+    jobs: Mutex<Vec<JobInfo>>,
+    kv: Mutex<HashMap<String, Vec<u8>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Head {
+    /// A head keeping executables under `executables`.
+    pub fn new(token: String, executables: PathBuf, heartbeat_timeout: Duration) -> Arc<Head> {
+        Arc::new(Head {
+            token,
+            executables,
+            heartbeat_timeout,
+            nodes: Mutex::new(HashMap::new()),
+            node_order: Mutex::new(Vec::new()),
+            jobs: Mutex::new(Vec::new()),
+            kv: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Serves connections until the listener fails.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener) {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("head: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let head = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = head.connection(stream, peer).await {
+                    tracing::info!(%peer, "head: connection closed: {e}");
+                }
+            });
+        }
+    }
+
+    fn view(&self) -> Vec<NodeView> {
+        let nodes = lock(&self.nodes);
+        let order = lock(&self.node_order);
+        order
+            .iter()
+            .filter_map(|id| nodes.get(id))
+            .map(|(v, seen)| {
+                let mut v = v.clone();
+                v.alive = v.alive && seen.elapsed() < self.heartbeat_timeout;
+                v
+            })
+            .collect()
+    }
+
+    /// The node a driver connecting from `peer` should submit to: one on the same
+    /// address if any, else the first alive node.
+    fn node_for(&self, peer: &SocketAddr) -> Option<String> {
+        let view = self.view();
+        let ip = peer.ip().to_string();
+        view.iter()
+            .filter(|n| n.alive)
+            .find(|n| n.address.rsplit_once(':').is_some_and(|(h, _)| h == ip))
+            .or_else(|| view.iter().find(|n| n.alive))
+            .map(|n| n.address.clone())
+    }
+
+    async fn connection(
+        self: Arc<Self>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+    ) -> Result<(), WireError> {
+        let role = wire::accept(&mut stream, &self.token, "head").await?;
+        let mut node_id = None;
+        let result = loop {
+            let msg: Msg = match wire::read_msg(&mut stream).await {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            let reply = match (&role, msg) {
+                (Role::Node { node_id: id }, Msg::RegisterNode { mut node }) => {
+                    node.alive = true;
+                    node.node_id = id.clone();
+                    tracing::info!(node = %id, address = %node.address, "head: node joined");
+                    let mut order = lock(&self.node_order);
+                    if !order.contains(id) {
+                        order.push(id.clone());
+                    }
+                    drop(order);
+                    lock(&self.nodes).insert(id.clone(), (node, Instant::now()));
+                    node_id = Some(id.clone());
+                    Msg::ClusterView { nodes: self.view() }
+                }
+                (
+                    Role::Node { node_id: id },
+                    Msg::Heartbeat {
+                        available,
+                        queued,
+                        running,
+                    },
+                ) => {
+                    if let Some((v, seen)) = lock(&self.nodes).get_mut(id) {
+                        v.available = available;
+                        v.queued = queued;
+                        v.running = running;
+                        v.alive = true;
+                        *seen = Instant::now();
+                    }
+                    Msg::ClusterView { nodes: self.view() }
+                }
+                (Role::Node { .. }, Msg::FetchExecutable { hash }) => {
+                    self.send_executable(&mut stream, &hash).await?;
+                    continue;
+                }
+                (Role::Node { .. }, Msg::DescribeJob { job }) => Msg::JobDescription {
+                    job: lock(&self.jobs).iter().find(|j| j.job == job).cloned(),
+                },
+                (Role::Driver, Msg::RegisterJob { hash, size, args }) => {
+                    self.register_job(&mut stream, peer, hash, size, args)
+                        .await?
+                }
+                (_, Msg::KvPut { key, value }) => {
+                    lock(&self.kv).insert(key, value);
+                    Msg::KvValue { value: None }
+                }
+                (_, Msg::KvGet { key }) => Msg::KvValue {
+                    value: lock(&self.kv).get(&key).cloned(),
+                },
+                (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
+                (role, other) => Msg::Failed {
+                    reason: format!("a {role:?} cannot send {}", message_name(&other)),
+                },
+            };
+            if let Err(e) = wire::write_msg(&mut stream, &reply).await {
+                break Err(e);
+            }
+        };
+        if let Some(id) = node_id {
+            if let Some((v, _)) = lock(&self.nodes).get_mut(&id) {
+                v.alive = false;
+            }
+            tracing::info!(node = %id, "head: node left");
+        }
+        result
+    }
+
+    async fn register_job(
+        &self,
+        stream: &mut TcpStream,
+        peer: SocketAddr,
+        hash: String,
+        size: u64,
+        args: Vec<String>,
+    ) -> Result<Msg, WireError> {
+        if !valid_hash(&hash) {
+            return Ok(Msg::Failed {
+                reason: "an executable hash is 64 hex digits".into(),
+            });
+        }
+        let path = self.executables.join(&hash);
+        if !path.exists() {
+            wire::write_msg(stream, &Msg::NeedExecutable).await?;
+            let mut bytes = Vec::with_capacity(size.min(1 << 30) as usize);
+            loop {
+                match wire::read_msg(stream).await? {
+                    Msg::ExecutableChunk {
+                        hash: h,
+                        data,
+                        last,
+                    } if h == hash => {
+                        bytes.extend_from_slice(&data);
+                        if bytes.len() as u64 > size {
+                            return Ok(Msg::Failed {
+                                reason: "the executable is larger than announced".into(),
+                            });
+                        }
+                        if last {
+                            break;
+                        }
+                    }
+                    other => {
+                        return Ok(Msg::Failed {
+                            reason: format!(
+                                "expected executable chunks, got {}",
+                                message_name(&other)
+                            ),
+                        })
+                    }
+                }
+            }
+            let actual = hex(&Sha256::digest(&bytes));
+            if actual != hash {
+                return Ok(Msg::Failed {
+                    reason: format!("the executable's hash is {actual}, not {hash}"),
+                });
+            }
+            let tmp = path.with_extension("part");
+            let mut f = tokio::fs::File::create(&tmp).await?;
+            f.write_all(&bytes).await?;
+            f.flush().await?;
+            drop(f);
+            {
+                use std::os::unix::fs::PermissionsExt;
+                tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).await?;
+            }
+            tokio::fs::rename(&tmp, &path).await?;
+        }
+        let job = {
+            let mut jobs = lock(&self.jobs);
+            let job = JobInfo {
+                job: jobs.len() as u32 + 1,
+                hash,
+                args,
+            };
+            jobs.push(job.clone());
+            job
+        };
+        let Some(node_address) = self.node_for(&peer) else {
+            return Ok(Msg::Failed {
+                reason: "the cluster has no live node to run work".into(),
+            });
+        };
+        tracing::info!(job = job.job, %node_address, "head: job registered");
+        Ok(Msg::JobAccepted { job, node_address })
+    }
+
+    async fn send_executable(&self, stream: &mut TcpStream, hash: &str) -> Result<(), WireError> {
+        let bytes = if valid_hash(hash) {
+            tokio::fs::read(self.executables.join(hash)).await.ok()
+        } else {
+            None
+        };
+        let Some(bytes) = bytes else {
+            return wire::write_msg(
+                stream,
+                &Msg::Failed {
+                    reason: format!("no executable {hash}"),
+                },
+            )
+            .await;
+        };
+        let mut chunks = bytes.chunks(wire::CHUNK).peekable();
+        if chunks.peek().is_none() {
+            return wire::write_msg(
+                stream,
+                &Msg::ExecutableChunk {
+                    hash: hash.to_string(),
+                    data: Vec::new(),
+                    last: true,
+                },
+            )
+            .await;
+        }
+        while let Some(c) = chunks.next() {
+            let msg = Msg::ExecutableChunk {
+                hash: hash.to_string(),
+                data: c.to_vec(),
+                last: chunks.peek().is_none(),
+            };
+            stream.write_all(&wire::frame(&msg)?).await?;
+        }
+        stream.flush().await?;
+        Ok(())
+    }
+}
+
+fn valid_hash(h: &str) -> bool {
+    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A message's variant name, for error messages.
+pub fn message_name(m: &Msg) -> String {
+    let dbg = format!("{m:?}");
+    dbg.split([' ', '{', '(']).next().unwrap_or("?").to_string()
+}

@@ -1,0 +1,717 @@
+//! The node daemon, one per machine: it registers with the head and sends heartbeats,
+//! accounts its resources, runs tasks in worker processes it starts and supervises, and
+//! spills work to other nodes when its own resources are saturated.
+//!
+//! Placement is local first: a task that fits here runs here. One that does not waits in
+//! the node's queue, from which it is handed to a peer node that has room (at most twice
+//! the peer's CPUs outstanding, so the peer never idles between results and never hoards
+//! the queue), or run here when resources free up. A task received from a peer is never
+//! passed on again. Results travel back the way the task came.
+//!
+//! Worker processes are the job's own executable, fetched from the head once by content
+//! hash and cached, started with the environment that makes `prism::init()` enter
+//! worker mode; one process per job, running its tasks on many threads.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::head::message_name;
+use crate::cluster::wire::{self, JobInfo, Msg, NodeView, Outbox, Role, WireError};
+use crate::config::Config;
+use crate::error::Error;
+use crate::object::ObjectId;
+use crate::sched::{Capacity, Demand, Grant};
+use crate::task::TaskSpec;
+
+/// Environment variables that put a process in worker mode.
+pub const ENV_NODE: &str = "PRISM_WORKER_NODE";
+/// The job a worker serves.
+pub const ENV_JOB: &str = "PRISM_WORKER_JOB";
+/// The cluster token, for workers.
+pub const ENV_TOKEN: &str = "PRISM_TOKEN";
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The head's address.
+    pub head: String,
+    /// The address to listen on (`ip:port`, port 0 for any).
+    pub listen: String,
+    /// Resources.
+    pub config: Config,
+    /// The session directory (logs, executable cache).
+    pub session: PathBuf,
+    /// The cluster token.
+    pub token: String,
+    /// How often to send heartbeats.
+    pub heartbeat: Duration,
+}
+
+struct Queued {
+    job: u32,
+    spec: TaskSpec,
+    demand: Demand,
+    reply: Outbox,
+    /// Came from a peer: run here, never pass on.
+    pinned: bool,
+}
+
+struct Route {
+    reply: Outbox,
+    /// Resources held here, for a task running on this node.
+    grant: Option<Grant>,
+    /// The job whose worker runs it, for a task running on this node.
+    job: Option<u32>,
+    /// The peer running it, for a task handed on.
+    peer: Option<String>,
+    function: String,
+}
+
+enum Worker {
+    /// The process is starting; tasks wait for it to connect.
+    Starting(Vec<Msg>),
+    Ready(Outbox),
+}
+
+struct Peer {
+    view: NodeView,
+    outbox: Option<Outbox>,
+    connecting: bool,
+    outstanding: u32,
+}
+
+struct State {
+    available: Capacity,
+    queue: VecDeque<Queued>,
+    routes: HashMap<ObjectId, Route>,
+    workers: HashMap<u32, Worker>,
+    /// Worker processes by job.
+    children: HashMap<u32, Child>,
+    peers: HashMap<String, Peer>,
+    running: u32,
+}
+
+/// A node daemon.
+pub struct Node {
+    id: String,
+    address: String,
+    options: NodeOptions,
+    total: Capacity,
+    state: Mutex<State>,
+}
+
+impl Node {
+    /// Binds the node's listener; the node is then served by [`Node::run`].
+    pub async fn bind(options: NodeOptions) -> Result<(Arc<Node>, TcpListener), Error> {
+        let listener = TcpListener::bind(&options.listen)
+            .await
+            .map_err(|e| Error::io(format!("binding the node to {}", options.listen), e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the node's address", e))?
+            .to_string();
+        let total = Capacity::from_config(&options.config);
+        let id = format!("{:08x}", crate::cluster::session::random_u32());
+        let node = Arc::new(Node {
+            id,
+            address,
+            total: total.clone(),
+            state: Mutex::new(State {
+                available: total,
+                queue: VecDeque::new(),
+                routes: HashMap::new(),
+                workers: HashMap::new(),
+                children: HashMap::new(),
+                peers: HashMap::new(),
+                running: 0,
+            }),
+            options,
+        });
+        Ok((node, listener))
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the node accepts connections.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves connections and keeps the head informed, forever.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        tokio::spawn(self.clone().heartbeats());
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("node: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.connection(stream).await {
+                    tracing::info!(%peer, "node: connection closed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Ends the worker processes this node started.
+    pub fn kill_workers(&self) {
+        let children = std::mem::take(&mut self.lock().children);
+        for (_, mut c) in children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn view(&self, st: &State) -> NodeView {
+        NodeView {
+            node_id: self.id.clone(),
+            address: self.address.clone(),
+            total: self.total.amounts(),
+            available: st.available.amounts(),
+            queued: st.queue.len() as u32,
+            running: st.running,
+            alive: true,
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.clone().heartbeat_session().await {
+                tracing::warn!(node = %self.id, "node: lost the head ({e}); reconnecting");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn heartbeat_session(self: Arc<Self>) -> Result<(), WireError> {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let (mut head, _) = wire::connect(&self.options.head, &self.options.token, role).await?;
+        let me = self.view(&self.lock());
+        wire::write_msg(&mut head, &Msg::RegisterNode { node: me }).await?;
+        loop {
+            match wire::read_msg(&mut head).await? {
+                Msg::ClusterView { nodes } => self.update_peers(nodes),
+                other => tracing::warn!("node: unexpected {} from the head", message_name(&other)),
+            }
+            tokio::time::sleep(self.options.heartbeat).await;
+            let hb = {
+                let st = self.lock();
+                Msg::Heartbeat {
+                    available: st.available.amounts(),
+                    queued: st.queue.len() as u32,
+                    running: st.running,
+                }
+            };
+            wire::write_msg(&mut head, &hb).await?;
+        }
+    }
+
+    fn update_peers(self: &Arc<Self>, nodes: Vec<NodeView>) {
+        let mut connect = Vec::new();
+        {
+            let mut st = self.lock();
+            for n in nodes {
+                if n.node_id == self.id {
+                    continue;
+                }
+                let peer = st.peers.entry(n.node_id.clone()).or_insert_with(|| Peer {
+                    view: n.clone(),
+                    outbox: None,
+                    connecting: false,
+                    outstanding: 0,
+                });
+                peer.view = n;
+                if peer.view.alive && peer.outbox.is_none() && !peer.connecting {
+                    peer.connecting = true;
+                    connect.push((peer.view.node_id.clone(), peer.view.address.clone()));
+                }
+            }
+            self.dispatch(&mut st);
+        }
+        for (id, address) in connect {
+            tokio::spawn(self.clone().connect_peer(id, address));
+        }
+    }
+
+    async fn connect_peer(self: Arc<Self>, peer_id: String, address: String) {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let stream = match wire::connect(&address, &self.options.token, role).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(peer = %peer_id, "node: cannot reach peer: {e}");
+                if let Some(p) = self.lock().peers.get_mut(&peer_id) {
+                    p.connecting = false;
+                }
+                return;
+            }
+        };
+        let (mut r, w) = stream.into_split();
+        let outbox = wire::spawn_writer(w, address.clone());
+        {
+            let mut st = self.lock();
+            if let Some(p) = st.peers.get_mut(&peer_id) {
+                p.outbox = Some(outbox);
+                p.connecting = false;
+            }
+            self.dispatch(&mut st);
+        }
+        // Results of the tasks handed to this peer come back on this connection.
+        loop {
+            match wire::read_msg::<_, Msg>(&mut r).await {
+                Ok(Msg::TaskDone { task_id, result }) => self.finished(task_id, result),
+                Ok(other) => {
+                    tracing::warn!("node: unexpected {} from a peer", message_name(&other))
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer_id, "node: peer connection closed: {e}");
+                    break;
+                }
+            }
+        }
+        let mut st = self.lock();
+        if let Some(p) = st.peers.get_mut(&peer_id) {
+            p.outbox = None;
+        }
+        // Tasks that were running there come back as failures of their worker.
+        let lost: Vec<ObjectId> = st
+            .routes
+            .iter()
+            .filter(|(_, r)| r.peer.as_deref() == Some(peer_id.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        drop(st);
+        for id in lost {
+            self.finished(
+                id,
+                Err(Error::WorkerCrashed {
+                    function: String::new(),
+                    reason: format!("node {peer_id} went away"),
+                }),
+            );
+        }
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: TcpStream) -> Result<(), WireError> {
+        let role = wire::accept(&mut stream, &self.options.token, &self.id).await?;
+        let (mut r, w) = stream.into_split();
+        let outbox = wire::spawn_writer(w, format!("{role:?}"));
+        if let Role::Worker { job } = role {
+            self.worker_connected(job, outbox.clone());
+        }
+        // The job a driver connection runs: when the driver goes, so do its workers.
+        let mut driver_job = None;
+        let result = loop {
+            let msg: Msg = match wire::read_msg(&mut r).await {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            match (&role, msg) {
+                (Role::Driver, Msg::SubmitTask { job, spec }) => {
+                    driver_job = Some(job);
+                    self.submit(job, spec, outbox.clone(), false)
+                }
+                (Role::Worker { .. }, Msg::SubmitTask { job, spec }) => {
+                    self.submit(job, spec, outbox.clone(), false)
+                }
+                (Role::Node { .. }, Msg::SubmitTask { job, spec }) => {
+                    self.submit(job, spec, outbox.clone(), true)
+                }
+                (Role::Worker { .. }, Msg::TaskDone { task_id, result }) => {
+                    self.finished(task_id, result)
+                }
+                (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (Role::Worker { .. }, Msg::Blocked { task_id }) => self.lend(task_id, true),
+                (Role::Worker { .. }, Msg::Unblocked { task_id }) => self.lend(task_id, false),
+                (_, Msg::Status) => {
+                    let view = self.view(&self.lock());
+                    let _ = outbox.send(Msg::ClusterView { nodes: vec![view] });
+                }
+                (role, other) => {
+                    let _ = outbox.send(Msg::Failed {
+                        reason: format!("a {role:?} cannot send {}", message_name(&other)),
+                    });
+                }
+            }
+        };
+        if let Role::Worker { job } = role {
+            self.worker_gone(job);
+        }
+        if let Some(job) = driver_job {
+            self.end_job(job);
+            let peers: Vec<Outbox> = self
+                .lock()
+                .peers
+                .values()
+                .filter_map(|p| p.outbox.clone())
+                .collect();
+            for p in peers {
+                let _ = p.send(Msg::EndJob { job });
+            }
+        }
+        result
+    }
+
+    /// The job's driver went away: drop its queued tasks and end its worker process.
+    fn end_job(&self, job: u32) {
+        let child = {
+            let mut st = self.lock();
+            st.queue.retain(|q| q.job != job || q.pinned);
+            st.workers.remove(&job);
+            st.children.remove(&job)
+        };
+        if let Some(mut c) = child {
+            tracing::info!(job, pid = c.id(), "node: job ended, stopping its worker");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Takes a task from a client or a peer.
+    fn submit(self: &Arc<Self>, job: u32, spec: TaskSpec, reply: Outbox, pinned: bool) {
+        let demand = match spec.options.demand() {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = reply.send(Msg::TaskDone {
+                    task_id: spec.task_id,
+                    result: Err(e),
+                });
+                return;
+            }
+        };
+        let mut st = self.lock();
+        if let Err(e) = self.total.check_feasible(&demand) {
+            let elsewhere = !pinned
+                && st.peers.values().any(|p| {
+                    p.view.alive
+                        && Capacity::from_amounts(&p.view.total)
+                            .check_feasible(&demand)
+                            .is_ok()
+                });
+            if !elsewhere {
+                drop(st);
+                let _ = reply.send(Msg::TaskDone {
+                    task_id: spec.task_id,
+                    result: Err(e),
+                });
+                return;
+            }
+        }
+        st.queue.push_back(Queued {
+            job,
+            spec,
+            demand,
+            reply,
+            pinned,
+        });
+        self.dispatch(&mut st);
+    }
+
+    /// Starts what can start: queued tasks that fit here, or that a peer has room for.
+    fn dispatch(self: &Arc<Self>, st: &mut State) {
+        while let Some(front) = st.queue.front() {
+            if st.available.fits(&front.demand) {
+                let Some(q) = st.queue.pop_front() else { break };
+                let gpu_ids = st.available.take(&q.demand);
+                st.running += 1;
+                st.routes.insert(
+                    q.spec.task_id,
+                    Route {
+                        reply: q.reply,
+                        grant: Some(Grant {
+                            demand: q.demand,
+                            gpu_ids,
+                        }),
+                        job: Some(q.job),
+                        peer: None,
+                        function: q.spec.function.clone(),
+                    },
+                );
+                self.send_to_worker(st, q.job, Msg::RunTask { spec: q.spec });
+                continue;
+            }
+            if front.pinned {
+                break;
+            }
+            let demand = front.demand.clone();
+            let Some(peer_id) = choose_peer(st, &demand) else {
+                break;
+            };
+            let Some(q) = st.queue.pop_front() else { break };
+            let Some(peer) = st.peers.get_mut(&peer_id) else {
+                break;
+            };
+            let Some(out) = peer.outbox.clone() else {
+                break;
+            };
+            peer.outstanding += 1;
+            st.routes.insert(
+                q.spec.task_id,
+                Route {
+                    reply: q.reply,
+                    grant: None,
+                    job: None,
+                    peer: Some(peer_id),
+                    function: q.spec.function.clone(),
+                },
+            );
+            let _ = out.send(Msg::SubmitTask {
+                job: q.job,
+                spec: q.spec,
+            });
+        }
+    }
+
+    fn send_to_worker(self: &Arc<Self>, st: &mut State, job: u32, msg: Msg) {
+        match st.workers.get_mut(&job) {
+            Some(Worker::Ready(out)) => {
+                let _ = out.send(msg);
+            }
+            Some(Worker::Starting(waiting)) => waiting.push(msg),
+            None => {
+                st.workers.insert(job, Worker::Starting(vec![msg]));
+                tokio::spawn(self.clone().start_worker(job));
+            }
+        }
+    }
+
+    fn worker_connected(&self, job: u32, outbox: Outbox) {
+        let mut st = self.lock();
+        if let Some(Worker::Starting(waiting)) = st.workers.remove(&job) {
+            for m in waiting {
+                let _ = outbox.send(m);
+            }
+        }
+        st.workers.insert(job, Worker::Ready(outbox));
+    }
+
+    fn worker_gone(self: &Arc<Self>, job: u32) {
+        let lost: Vec<ObjectId> = {
+            let mut st = self.lock();
+            st.workers.remove(&job);
+            st.routes
+                .iter()
+                .filter(|(_, r)| r.job == Some(job))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in lost {
+            let function = self
+                .lock()
+                .routes
+                .get(&id)
+                .map(|r| r.function.clone())
+                .unwrap_or_default();
+            self.finished(
+                id,
+                Err(Error::WorkerCrashed {
+                    function,
+                    reason: format!("the worker process of job {job} on node {} exited", self.id),
+                }),
+            );
+        }
+    }
+
+    /// A running task waits (`true`) or resumes (`false`): its CPUs serve others meanwhile.
+    fn lend(self: &Arc<Self>, task_id: ObjectId, waiting: bool) {
+        let mut st = self.lock();
+        let Some(cpu) = st
+            .routes
+            .get(&task_id)
+            .and_then(|r| r.grant.as_ref())
+            .map(|g| g.demand.cpu)
+        else {
+            return;
+        };
+        st.available.lend_cpu(cpu, waiting);
+        if waiting {
+            self.dispatch(&mut st);
+        }
+    }
+
+    /// A task ended, here or at a peer: return its resources and pass the result back.
+    fn finished(self: &Arc<Self>, task_id: ObjectId, result: Result<Vec<u8>, Error>) {
+        let mut st = self.lock();
+        let Some(route) = st.routes.remove(&task_id) else {
+            return;
+        };
+        if let Some(grant) = &route.grant {
+            st.available.give(grant);
+            st.running -= 1;
+        }
+        if let Some(p) = route.peer.as_ref().and_then(|id| st.peers.get_mut(id)) {
+            p.outstanding = p.outstanding.saturating_sub(1);
+        }
+        let _ = route.reply.send(Msg::TaskDone { task_id, result });
+        self.dispatch(&mut st);
+    }
+
+    async fn start_worker(self: Arc<Self>, job: u32) {
+        if let Err(e) = self.clone().spawn_worker(job).await {
+            tracing::error!(job, "node: cannot start a worker: {e}");
+            let waiting = match self.lock().workers.remove(&job) {
+                Some(Worker::Starting(w)) => w,
+                _ => Vec::new(),
+            };
+            for m in waiting {
+                if let Msg::RunTask { spec } = m {
+                    self.finished(
+                        spec.task_id,
+                        Err(Error::Cluster(format!(
+                            "cannot start a worker for job {job}: {e}"
+                        ))),
+                    );
+                }
+            }
+        }
+    }
+
+    async fn spawn_worker(self: Arc<Self>, job: u32) -> Result<(), Error> {
+        let info = self.describe_job(job).await?;
+        let exe = self.executable(&info.hash).await?;
+        let logs = self.options.session.join("logs");
+        let log = |kind: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(logs.join(format!("worker-{}-job{job}.{kind}", self.id)))
+                .map_err(|e| Error::io("opening a worker log", e))
+        };
+        let child = Command::new(&exe)
+            .args(&info.args)
+            .env(ENV_NODE, &self.address)
+            .env(ENV_JOB, job.to_string())
+            .env("PRISM_WORKER_NODE_ID", &self.id)
+            .env(ENV_TOKEN, &self.options.token)
+            .env("PRISM_SESSION_DIR", &self.options.session)
+            .env_remove("PRISM_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(log("out")?)
+            .stderr(log("err")?)
+            .spawn()
+            .map_err(|e| Error::io(format!("starting worker {}", exe.display()), e))?;
+        tracing::info!(job, pid = child.id(), "node: worker started");
+        self.lock().children.insert(job, child);
+        Ok(())
+    }
+
+    async fn head_request(&self, msg: Msg) -> Result<TcpStream, Error> {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let (mut head, _) = wire::connect(&self.options.head, &self.options.token, role).await?;
+        wire::write_msg(&mut head, &msg).await?;
+        Ok(head)
+    }
+
+    async fn describe_job(&self, job: u32) -> Result<JobInfo, Error> {
+        let mut head = self.head_request(Msg::DescribeJob { job }).await?;
+        match wire::read_msg(&mut head).await? {
+            Msg::JobDescription { job: Some(info) } => Ok(info),
+            _ => Err(Error::Cluster(format!("the head does not know job {job}"))),
+        }
+    }
+
+    /// The path of a job's executable: the head's copy if it shares this machine's
+    /// session, else this machine's cache, else fetched from the head into the cache.
+    async fn executable(&self, hash: &str) -> Result<PathBuf, Error> {
+        let shared = self.options.session.join("executables").join(hash);
+        if shared.exists() {
+            return Ok(shared);
+        }
+        let cache = self.options.session.join("exe-cache");
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| Error::io("creating the executable cache", e))?;
+        let path = cache.join(hash);
+        if path.exists() {
+            return Ok(path);
+        }
+        let mut head = self
+            .head_request(Msg::FetchExecutable {
+                hash: hash.to_string(),
+            })
+            .await?;
+        let tmp = cache.join(format!("{hash}.{}.part", self.id));
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io("caching an executable", e))?;
+        loop {
+            match wire::read_msg(&mut head).await? {
+                Msg::ExecutableChunk { data, last, .. } => {
+                    f.write_all(&data)
+                        .await
+                        .map_err(|e| Error::io("caching an executable", e))?;
+                    if last {
+                        break;
+                    }
+                }
+                other => {
+                    return Err(Error::Cluster(format!(
+                        "fetching executable {hash}: got {}",
+                        message_name(&other)
+                    )))
+                }
+            }
+        }
+        f.flush()
+            .await
+            .map_err(|e| Error::io("caching an executable", e))?;
+        drop(f);
+        make_executable(&tmp)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("caching an executable", e))?;
+        Ok(path)
+    }
+}
+
+fn make_executable(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io("marking an executable", e))
+}
+
+/// A connected live peer with room for `demand`: fewer tasks outstanding there than twice
+/// its CPUs (at least two), the least loaded first.
+fn choose_peer(st: &State, demand: &Demand) -> Option<String> {
+    st.peers
+        .iter()
+        .filter(|(_, p)| p.view.alive && p.outbox.is_some())
+        .filter(|(_, p)| {
+            let total = Capacity::from_amounts(&p.view.total);
+            if total.check_feasible(demand).is_err() {
+                return false;
+            }
+            let cpus = p
+                .view
+                .total
+                .iter()
+                .find(|(n, _)| n == "CPU")
+                .map(|(_, v)| *v)
+                .unwrap_or(0.0);
+            let per_task = (demand.cpu as f64 / crate::sched::UNIT as f64).max(0.25);
+            let room = ((cpus / per_task) * 2.0).max(2.0) as u32;
+            p.outstanding < room
+        })
+        .min_by_key(|(_, p)| p.outstanding)
+        .map(|(id, _)| id.clone())
+}

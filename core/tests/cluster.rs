@@ -1,0 +1,155 @@
+//! The cluster runtime with real processes on real sockets: a head and nodes on their
+//! own loopback addresses, this test process as the driver, and worker processes that
+//! are this very test binary re-run in worker mode. One scenario per test.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use prism::cluster::testing::LocalCluster;
+use prism::prelude::*;
+
+#[prism::remote]
+fn where_am_i() -> String {
+    prism::context().unwrap().node_id
+}
+
+#[prism::remote]
+fn add(x: i64, y: i64) -> i64 {
+    x + y
+}
+
+#[prism::remote]
+fn boom() -> i64 {
+    panic!("exploded on a worker")
+}
+
+#[prism::remote]
+fn sum_squares(n: i64) -> i64 {
+    // Nested tasks from inside a worker process.
+    let refs: Vec<_> = (0..n).map(|i| add::remote(i * i, 0)).collect();
+    prism::get_all(&refs).unwrap().iter().sum()
+}
+
+#[test]
+fn where_did_it_run_on_two_nodes() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+    );
+    cluster.connect().unwrap();
+    let refs: Vec<_> = (0..10_000).map(|_| where_am_i::remote()).collect();
+    let nodes = prism::get_all(&refs).unwrap();
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    for n in nodes {
+        *counts.entry(n).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 2, "{counts:?}");
+    for (node, n) in &counts {
+        assert!(
+            *n >= 3_000,
+            "node {node} ran only {n} of 10,000: {counts:?}"
+        );
+    }
+}
+
+#[test]
+fn values_refs_errors_and_nested_tasks_cross_processes() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 2.0)]);
+    cluster.connect().unwrap();
+    let a = add::remote(1, 2);
+    let b = add::remote(&a, 10);
+    let big = prism::put(40i64);
+    let c = add::remote(&big, &b);
+    assert_eq!(prism::get(&c).unwrap(), 53);
+    match prism::get(&boom::remote()).unwrap_err() {
+        Error::TaskFailed {
+            function,
+            message,
+            location,
+        } => {
+            assert!(function.ends_with("::boom"));
+            assert!(message.contains("exploded on a worker"));
+            assert!(
+                !location.contains(&std::process::id().to_string()),
+                "ran in another process: {location}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(prism::get(&sum_squares::remote(5)).unwrap(), 30);
+    let infeasible = add::options().num_gpus(1.0).remote(1, 1);
+    assert!(matches!(
+        prism::get_timeout(&infeasible, Duration::from_secs(10)),
+        Err(Error::Infeasible { .. })
+    ));
+}
+
+#[test]
+fn a_wrong_token_is_refused_and_the_daemon_keeps_serving() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let refused = io.block_on(prism::cluster::wire::connect(
+        &cluster.head,
+        "not-the-token",
+        prism::cluster::wire::Role::Driver,
+    ));
+    match refused {
+        Err(e) => assert!(e.to_string().contains("wrong cluster token"), "{e}"),
+        Ok(_) => panic!("a wrong token was accepted"),
+    }
+    let bad = prism::init_with(
+        prism::Config::default()
+            .address(&cluster.head)
+            .token("nope"),
+    );
+    assert!(matches!(bad, Err(Error::Cluster(_))), "{bad:?}");
+    cluster.connect().unwrap();
+    assert_eq!(prism::get(&add::remote(2, 2)).unwrap(), 4);
+}
+
+#[test]
+fn random_and_truncated_frames_leave_head_and_node_serving() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let node = cluster.nodes()[0].address.clone();
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..10_000u32 {
+        let target = if i % 2 == 0 { &cluster.head } else { &node };
+        let Ok(mut s) = TcpStream::connect(target) else {
+            continue;
+        };
+        let _ = s.set_write_timeout(Some(Duration::from_millis(200)));
+        let len = (next() % 64) as usize;
+        let mut bytes: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        match i % 4 {
+            // A frame header announcing more than is sent (truncated).
+            0 => bytes.splice(0..0, 1000u32.to_be_bytes()).for_each(drop),
+            // An absurd length.
+            1 => bytes.splice(0..0, u32::MAX.to_be_bytes()).for_each(drop),
+            // A well-formed frame of garbage.
+            2 => bytes
+                .splice(0..0, (len as u32).to_be_bytes())
+                .for_each(drop),
+            _ => {}
+        }
+        let _ = s.write_all(&bytes);
+        if i % 500 == 0 {
+            // Now and then, read what the daemon says before hanging up.
+            let _ = s.set_read_timeout(Some(Duration::from_millis(100)));
+            let _ = s.read(&mut [0u8; 64]);
+        }
+    }
+    assert_eq!(cluster.nodes().len(), 1, "the head still answers");
+    cluster.connect().unwrap();
+    assert_eq!(prism::get(&add::remote(20, 22)).unwrap(), 42);
+}

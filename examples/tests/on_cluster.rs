@@ -1,0 +1,54 @@
+//! The example programs, unchanged, as drivers of a two-node cluster on loopback: each
+//! is run with `PRISM_ADDRESS` pointing at a local head and must exit successfully
+//! (every example asserts its own results).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use prism::cluster::testing::{sibling_prism_bin, LocalCluster};
+
+fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile = exe.parent().and_then(|p| p.parent()).unwrap();
+    profile.join("examples").join(name)
+}
+
+fn run_on(cluster: &LocalCluster, name: &str) {
+    let out = Command::new(example(name))
+        .env("PRISM_ADDRESS", &cluster.head)
+        .env("PRISM_SESSION_DIR", &cluster.dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
+    assert!(
+        out.status.success(),
+        "example {name} failed on the cluster:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn cluster() -> LocalCluster {
+    let bin = sibling_prism_bin().expect("the prism binary is built next to the tests");
+    LocalCluster::start(bin, &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)])
+}
+
+#[test]
+fn task_examples_run_on_a_two_node_cluster() {
+    let cluster = cluster();
+    for name in [
+        "square_tasks",
+        "dependent_tasks",
+        "nested_tasks",
+        "wait_first",
+        "matmul_aggregation",
+        "where_did_it_run",
+        "counter_actors",
+    ] {
+        run_on(&cluster, name);
+    }
+}
+
+#[test]
+fn sleep_tasks_runs_on_a_two_node_cluster() {
+    run_on(&cluster(), "sleep_tasks");
+}
