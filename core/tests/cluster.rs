@@ -153,3 +153,116 @@ fn random_and_truncated_frames_leave_head_and_node_serving() {
     cluster.connect().unwrap();
     assert_eq!(prism::get(&add::remote(20, 22)).unwrap(), 42);
 }
+
+/// The process ids recorded in a session, and whether each is still alive.
+fn live(pids: &[u32]) -> Vec<u32> {
+    pids.iter()
+        .copied()
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline"))
+                .map(|c| !c.is_empty())
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+#[test]
+fn cli_start_status_and_stop_leave_nothing_behind() {
+    prism::cluster::enter_if_worker();
+    let dir = std::env::temp_dir().join(format!("prism-cli-test-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+            .args(args)
+            .env("PRISM_SESSION_DIR", &dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "prism {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let started = cli(&["start", "--head", "--port", "0", "--num-cpus", "1"]);
+    assert!(
+        started.contains("prism head started at 127.0.0.1:"),
+        "{started}"
+    );
+    let head = std::fs::read_to_string(dir.join("address")).unwrap();
+    cli(&[
+        "start",
+        "--address",
+        &head,
+        "--num-cpus",
+        "2",
+        "--node-ip-address",
+        "127.0.0.2",
+    ]);
+    let pids: Vec<u32> = prism::cluster::session::pids(&dir)
+        .iter()
+        .map(|(p, _)| *p)
+        .collect();
+    assert_eq!(live(&pids).len(), 2);
+
+    let status = common_wait(|| {
+        let s = cli(&["status"]);
+        s.contains(": 2 node(s)").then_some(s)
+    });
+    assert!(status.contains("127.0.0.2:"), "{status}");
+
+    // A driver through PRISM_ADDRESS=auto: the head recorded in the session.
+    let token = std::fs::read_to_string(dir.join("token")).unwrap();
+    prism::init_with(prism::Config::default().address(&head).token(token)).unwrap();
+    assert_eq!(prism::get(&add::remote(1, 1)).unwrap(), 2);
+    prism::shutdown();
+
+    let stopped = cli(&["stop"]);
+    assert!(stopped.contains("stopped 2"), "{stopped}");
+    assert!(
+        live(&pids).is_empty(),
+        "daemons still running: {:?}",
+        live(&pids)
+    );
+    assert!(
+        TcpStream::connect(&head).is_err(),
+        "the head's port is still bound"
+    );
+    assert!(!dir.join("address").exists());
+    let again = cli(&["stop"]);
+    assert!(again.contains("stopped 0"), "{again}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn common_wait<T>(f: impl FnMut() -> Option<T>) -> T {
+    prism::cluster::testing::wait_for(f, "the cluster")
+}
+
+#[prism::remote]
+fn fib(n: u64) -> u64 {
+    if n < 2 {
+        return n;
+    }
+    let a = fib::remote(n - 1);
+    let b = fib::remote(n - 2);
+    prism::get(&a).unwrap() + prism::get(&b).unwrap()
+}
+
+#[test]
+fn nested_gets_on_one_cpu_nodes_do_not_deadlock() {
+    // Waiting tasks lend their CPU, and tasks pipelined behind a task that starts to wait
+    // are let go on both sides of the node-worker connection: a mistake here hangs.
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+    );
+    cluster.connect().unwrap();
+    for n in [10, 13] {
+        let r = fib::remote(n);
+        let expected = [55, 89, 144, 233][(n - 10) as usize];
+        assert_eq!(
+            prism::get_timeout(&r, Duration::from_secs(60)),
+            Ok(expected)
+        );
+    }
+}

@@ -8,7 +8,13 @@
 //! cargo run --release -p prism-benches --bin compare -- --json    # machine-readable
 //! cargo run --release -p prism-benches --bin compare -- --ray DIR # beside Ray's figures
 //! cargo run --release -p prism-benches --bin compare -- --only W1,W3
+//! cargo build --release && cargo run --release -p prism-benches --bin compare -- --mode cluster
 //! ```
+//!
+//! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
+//! (from the `prism` binary built next to this one), or uses the running cluster given
+//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W11
+//! through it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -304,6 +310,8 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
     };
     let (file, path): (&str, &[&str]) = match key {
         "W0_init_first_task_s" => ("w0_startup.json", &["median_init_plus_first_task_s"]),
+        "W0_head_ready_s" => ("w0_startup.json", &["median_ray_start_s"]),
+        "W11_tasks_per_s" => ("w11_cluster.json", &["median_tasks_per_s"]),
         "W1_tasks_async_per_s"
         | "W1_tasks_sync_per_s"
         | "W2_actor_async_calls_per_s"
@@ -341,7 +349,110 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
     v.as_f64()
 }
 
+/// W0 for the CLI: `prism start --head` until it accepts work, then `prism stop`.
+fn w0_head(bin: &Path) -> Vec<Figure> {
+    let runs = (0..REPS)
+        .map(|i| {
+            let dir = std::env::temp_dir().join(format!("prism-w0-{}-{i}", std::process::id()));
+            let cli = |args: &[&str]| {
+                Command::new(bin)
+                    .args(args)
+                    .env("PRISM_SESSION_DIR", &dir)
+                    .output()
+                    .expect("the prism CLI runs")
+            };
+            let t = Instant::now();
+            let out = cli(&["start", "--head", "--port", "0", "--num-cpus", "1"]);
+            let ready = secs(t);
+            assert!(
+                out.status.success(),
+                "prism start failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cli(&["stop"]);
+            let _ = std::fs::remove_dir_all(&dir);
+            ready
+        })
+        .collect();
+    vec![figure("W0_head_ready_s", median(runs), "s")]
+}
+
+#[prism::remote]
+fn node_id() -> String {
+    prism::context().expect("in a task").node_id
+}
+
+/// W1 and W11 through a cluster this process is a driver of.
+fn cluster_workloads() -> Vec<Figure> {
+    prism::get_all(&(0..200).map(|_| noop::remote()).collect::<Vec<_>>()).expect("warm-up");
+    let async_rate = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000).map(|_| noop::remote()).collect();
+        assert_eq!(
+            prism::get_all(&refs).expect("tasks").iter().sum::<i64>(),
+            10_000
+        );
+        10_000.0 / secs(t)
+    });
+    let sync_rate = reps(|| {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            assert_eq!(prism::get(&noop::remote()).expect("task"), 1);
+        }
+        1_000.0 / secs(t)
+    });
+    let mut counts = Vec::new();
+    let w11 = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000).map(|_| node_id::remote()).collect();
+        let ids = prism::get_all(&refs).expect("tasks");
+        let rate = 10_000.0 / secs(t);
+        let mut by_node: BTreeMap<String, usize> = BTreeMap::new();
+        for id in ids {
+            *by_node.entry(id).or_default() += 1;
+        }
+        counts = by_node.into_values().collect();
+        rate
+    });
+    vec![
+        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
+        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
+        figure("W11_tasks_per_s", w11, "tasks/s"),
+        Figure {
+            key: "W11_node_counts",
+            value: json!(counts),
+            unit: "tasks",
+            higher_is_better: true,
+        },
+    ]
+}
+
+fn cluster_mode(address: Option<String>) -> Vec<Figure> {
+    let bin = prism::cluster::testing::sibling_prism_bin()
+        .expect("the prism binary next to this one: run `cargo build --release` first");
+    let mut figures = w0_head(&bin);
+    let _cluster;
+    match address {
+        Some(a) => {
+            prism::init_with(prism::Config::default().address(a)).expect("joins the cluster")
+        }
+        None => {
+            let c = prism::cluster::testing::LocalCluster::start(
+                &bin,
+                &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+            );
+            c.connect().expect("joins the local cluster");
+            _cluster = c;
+        }
+    }
+    figures.extend(cluster_workloads());
+    prism::shutdown();
+    figures
+}
+
 fn main() {
+    // In a worker process of the cluster mode this serves tasks and never returns.
+    prism::cluster::enter_if_worker();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--w0-child") {
         return w0_child();
@@ -370,7 +481,13 @@ fn main() {
         ("MILLION", million),
     ];
     let mut figures = Vec::new();
+    if value_of("--mode").as_deref() == Some("cluster") {
+        figures = cluster_mode(value_of("--address"));
+    }
     for (name, run) in workloads {
+        if !figures.is_empty() {
+            break;
+        }
         if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
             continue;
         }
@@ -389,7 +506,10 @@ fn main() {
         "figure", "prism", "unit", "ray", "prism/ray"
     );
     for f in &figures {
-        let ours = f.value.as_f64().unwrap_or(f64::NAN);
+        let Some(ours) = f.value.as_f64() else {
+            println!("{:<30} {:>14} {:<8}", f.key, f.value.to_string(), f.unit);
+            continue;
+        };
         let theirs = ray_dir.as_deref().and_then(|d| ray_figure(d, f.key));
         let (ray_col, ratio_col) = match theirs {
             Some(r) => {

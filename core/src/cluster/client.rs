@@ -10,11 +10,11 @@ use sha2::{Digest, Sha256};
 use crate::cluster::head::{hex, message_name};
 use crate::cluster::wire::{self, JobInfo, Msg, Outbox, Role};
 use crate::error::{Error, Result};
-use crate::object::{Codec, Encoded, Store};
+use crate::object::{Codec, Encoded, ObjectId, Store};
 use crate::task::TaskSpec;
 
 /// What a worker does with a task the node sends it.
-pub(crate) type RunHandler = Box<dyn Fn(TaskSpec, Outbox) + Send + Sync>;
+pub(crate) type RunHandler = Box<dyn Fn(TaskSpec, Option<(ObjectId, u32)>, Outbox) + Send + Sync>;
 
 /// A connection to a node, with the I/O threads that serve it.
 pub(crate) struct Client {
@@ -129,10 +129,11 @@ impl Client {
     ) -> Result<Client> {
         let stream =
             io.block_on(async { wire::connect(node, token, role).await.map(|(s, _)| s) })?;
-        let (mut r, w) = {
+        let (r, w) = {
             let _guard = io.enter();
             stream.into_split()
         };
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
         let outbox = {
             let _guard = io.enter();
             wire::spawn_writer(w, node.to_string())
@@ -156,8 +157,8 @@ impl Client {
                             store.fail(task_id, e);
                         }
                     },
-                    Ok(Msg::RunTask { spec }) => match &run {
-                        Some(run) => run(spec, out.clone()),
+                    Ok(Msg::RunTask { spec, after }) => match &run {
+                        Some(run) => run(spec, after, out.clone()),
                         None => tracing::warn!("a driver was sent a task to run"),
                     },
                     Ok(Msg::Failed { reason }) => {

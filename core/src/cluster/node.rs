@@ -3,9 +3,11 @@
 //! spills work to other nodes when its own resources are saturated.
 //!
 //! Placement is local first: a task that fits here runs here. One that does not waits in
-//! the node's queue, from which it is handed to a peer node that has room (at most twice
-//! the peer's CPUs outstanding, so the peer never idles between results and never hoards
-//! the queue), or run here when resources free up. A task received from a peer is never
+//! the node's queue, from which it is handed to a peer node that has room (at most four
+//! times the peer's CPUs outstanding, so the peer never idles between results and never
+//! hoards the queue), or run here when resources free up. A task of the same shape as
+//! one running here is sent to its worker to start right after it (pipelining), so no
+//! round trip through the node separates consecutive tasks. A task received from a peer is never
 //! passed on again. Results travel back the way the task came.
 //!
 //! Worker processes are the job's own executable, fetched from the head once by content
@@ -71,6 +73,12 @@ struct Route {
     /// The peer running it, for a task handed on.
     peer: Option<String>,
     function: String,
+    /// The task sent to run right after this one, on its resources.
+    successor: Option<ObjectId>,
+    /// The task waits in `get`/`wait` and lends its CPUs.
+    blocked: bool,
+    /// How many times the task has started waiting.
+    waits: u32,
 }
 
 enum Worker {
@@ -267,7 +275,8 @@ impl Node {
                 return;
             }
         };
-        let (mut r, w) = stream.into_split();
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
         let outbox = wire::spawn_writer(w, address.clone());
         {
             let mut st = self.lock();
@@ -315,7 +324,8 @@ impl Node {
 
     async fn connection(self: Arc<Self>, mut stream: TcpStream) -> Result<(), WireError> {
         let role = wire::accept(&mut stream, &self.options.token, &self.id).await?;
-        let (mut r, w) = stream.into_split();
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
         let outbox = wire::spawn_writer(w, format!("{role:?}"));
         if let Role::Worker { job } = role {
             self.worker_connected(job, outbox.clone());
@@ -446,16 +456,39 @@ impl Node {
                         job: Some(q.job),
                         peer: None,
                         function: q.spec.function.clone(),
+                        successor: None,
+                        blocked: false,
+                        waits: 0,
                     },
                 );
-                self.send_to_worker(st, q.job, Msg::RunTask { spec: q.spec });
+                self.send_to_worker(
+                    st,
+                    q.job,
+                    Msg::RunTask {
+                        spec: q.spec,
+                        after: None,
+                    },
+                );
                 continue;
+            }
+            // A peer with an idle CPU beats queueing behind a task here; queueing behind a
+            // task here (pipelining) beats a peer's queue.
+            let idle_peer = if front.pinned {
+                None
+            } else {
+                choose_peer(st, &front.demand, 1)
+            };
+            if idle_peer.is_none() {
+                if let Some(pred) = pipeline_slot(st, front.job, &front.demand) {
+                    self.pipeline(st, pred);
+                    continue;
+                }
             }
             if front.pinned {
                 break;
             }
             let demand = front.demand.clone();
-            let Some(peer_id) = choose_peer(st, &demand) else {
+            let Some(peer_id) = idle_peer.or_else(|| choose_peer(st, &demand, 4)) else {
                 break;
             };
             let Some(q) = st.queue.pop_front() else { break };
@@ -474,6 +507,9 @@ impl Node {
                     job: None,
                     peer: Some(peer_id),
                     function: q.spec.function.clone(),
+                    successor: None,
+                    blocked: false,
+                    waits: 0,
                 },
             );
             let _ = out.send(Msg::SubmitTask {
@@ -481,6 +517,39 @@ impl Node {
                 spec: q.spec,
             });
         }
+    }
+
+    /// Sends the queue's head to run right after `pred` on `pred`'s resources.
+    fn pipeline(self: &Arc<Self>, st: &mut State, pred: ObjectId) {
+        let Some(q) = st.queue.pop_front() else {
+            return;
+        };
+        let mut waits = 0;
+        if let Some(r) = st.routes.get_mut(&pred) {
+            r.successor = Some(q.spec.task_id);
+            waits = r.waits;
+        }
+        st.routes.insert(
+            q.spec.task_id,
+            Route {
+                reply: q.reply,
+                grant: None,
+                job: Some(q.job),
+                peer: None,
+                function: q.spec.function.clone(),
+                successor: None,
+                blocked: false,
+                waits: 0,
+            },
+        );
+        self.send_to_worker(
+            st,
+            q.job,
+            Msg::RunTask {
+                spec: q.spec,
+                after: Some((pred, waits)),
+            },
+        );
     }
 
     fn send_to_worker(self: &Arc<Self>, st: &mut State, job: u32, msg: Msg) {
@@ -536,15 +605,38 @@ impl Node {
     /// A running task waits (`true`) or resumes (`false`): its CPUs serve others meanwhile.
     fn lend(self: &Arc<Self>, task_id: ObjectId, waiting: bool) {
         let mut st = self.lock();
-        let Some(cpu) = st
-            .routes
-            .get(&task_id)
-            .and_then(|r| r.grant.as_ref())
-            .map(|g| g.demand.cpu)
-        else {
+        let Some(route) = st.routes.get_mut(&task_id) else {
             return;
         };
+        let Some(cpu) = route.grant.as_ref().map(|g| g.demand.cpu) else {
+            return;
+        };
+        route.blocked = waiting;
+        if waiting {
+            route.waits += 1;
+        }
+        let successor = if waiting {
+            route.successor.take()
+        } else {
+            None
+        };
         st.available.lend_cpu(cpu, waiting);
+        // The task queued right behind a waiting one starts now (the worker does the
+        // same), on the CPUs the waiting task lends.
+        if let Some(next) = successor.and_then(|s| st.routes.get_mut(&s)) {
+            if next.grant.is_none() {
+                let demand = Demand {
+                    cpu,
+                    ..Demand::default()
+                };
+                next.grant = Some(Grant {
+                    demand,
+                    gpu_ids: Vec::new(),
+                });
+                st.available.lend_cpu(cpu, false);
+                st.running += 1;
+            }
+        }
         if waiting {
             self.dispatch(&mut st);
         }
@@ -556,9 +648,18 @@ impl Node {
         let Some(route) = st.routes.remove(&task_id) else {
             return;
         };
-        if let Some(grant) = &route.grant {
-            st.available.give(grant);
-            st.running -= 1;
+        match (
+            route.grant,
+            route.successor.and_then(|s| st.routes.get_mut(&s)),
+        ) {
+            // The successor was already sent to run right after this task: it inherits
+            // the resources.
+            (Some(grant), Some(next)) => next.grant = Some(grant),
+            (Some(grant), None) => {
+                st.available.give(&grant);
+                st.running -= 1;
+            }
+            (None, _) => {}
         }
         if let Some(p) = route.peer.as_ref().and_then(|id| st.peers.get_mut(id)) {
             p.outstanding = p.outstanding.saturating_sub(1);
@@ -575,7 +676,7 @@ impl Node {
                 _ => Vec::new(),
             };
             for m in waiting {
-                if let Msg::RunTask { spec } = m {
+                if let Msg::RunTask { spec, .. } = m {
                     self.finished(
                         spec.task_id,
                         Err(Error::Cluster(format!(
@@ -690,9 +791,28 @@ fn make_executable(path: &Path) -> Result<(), Error> {
         .map_err(|e| Error::io("marking an executable", e))
 }
 
-/// A connected live peer with room for `demand`: fewer tasks outstanding there than twice
-/// its CPUs (at least two), the least loaded first.
-fn choose_peer(st: &State, demand: &Demand) -> Option<String> {
+/// A task of `job` running here with exactly `demand` and nothing queued behind it: the
+/// next task of that shape can be sent to run right after it.
+/// Only tasks that ask for CPUs alone are pipelined, so that a task that waits can hand
+/// its successor the CPUs it lends and nothing else is ever double-booked.
+fn pipeline_slot(st: &State, job: u32, demand: &Demand) -> Option<ObjectId> {
+    if demand.gpu > 0 || demand.memory > 0 || !demand.custom.is_empty() {
+        return None;
+    }
+    st.routes
+        .iter()
+        .find(|(_, r)| {
+            r.job == Some(job)
+                && r.successor.is_none()
+                && !r.blocked
+                && r.grant.as_ref().is_some_and(|g| g.demand == *demand)
+        })
+        .map(|(id, _)| *id)
+}
+
+/// A connected live peer with room for `demand`: fewer tasks outstanding there than
+/// `per_cpu` times its CPUs (at least `per_cpu`), the least loaded first.
+fn choose_peer(st: &State, demand: &Demand, per_cpu: u32) -> Option<String> {
     st.peers
         .iter()
         .filter(|(_, p)| p.view.alive && p.outbox.is_some())
@@ -709,7 +829,7 @@ fn choose_peer(st: &State, demand: &Demand) -> Option<String> {
                 .map(|(_, v)| *v)
                 .unwrap_or(0.0);
             let per_task = (demand.cpu as f64 / crate::sched::UNIT as f64).max(0.25);
-            let room = ((cpus / per_task) * 2.0).max(2.0) as u32;
+            let room = ((cpus / per_task) * per_cpu as f64).max(per_cpu as f64) as u32;
             p.outstanding < room
         })
         .min_by_key(|(_, p)| p.outstanding)

@@ -31,6 +31,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 /// arrive, not when its header announces them.
 pub const MAX_FRAME: usize = 512 << 20;
 
+/// Read buffer of a connection: many small frames arrive per system call.
+pub const READ_BUFFER: usize = 64 << 10;
+
 /// Size of the chunks executables travel in.
 pub const CHUNK: usize = 4 << 20;
 
@@ -212,6 +215,12 @@ pub enum Msg {
     RunTask {
         /// The task.
         spec: TaskSpec,
+        /// Run it right after this task of the same worker ends, on its resources (the
+        /// node pipelines tasks of one shape so that no round trip separates them), with
+        /// the number of waits of that task the node had heard of when it decided: if
+        /// the task has waited since, the node has let the successor go and so does the
+        /// worker.
+        after: Option<(ObjectId, u32)>,
     },
     /// Worker → node, node → client or peer: a task finished.
     TaskDone {
