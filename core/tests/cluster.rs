@@ -266,3 +266,67 @@ fn nested_gets_on_one_cpu_nodes_do_not_deadlock() {
         );
     }
 }
+
+#[prism::remote]
+fn slow_square(x: u64, ms: u64) -> u64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    x * x
+}
+
+/// PIDs of the worker processes of a cluster (started from its stored executables).
+fn worker_pids(cluster: &LocalCluster) -> Vec<u32> {
+    let marker = cluster.dir.join("executables");
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
+            if exe.starts_with(&marker) {
+                pids.push(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[test]
+fn killing_a_worker_mid_job_loses_no_result() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+    );
+    cluster.connect().unwrap();
+    let refs: Vec<_> = (0..1000u64).map(|i| slow_square::remote(i, 2)).collect();
+    // Let the job get going on both nodes, then kill one worker process outright.
+    prism::get_timeout(&refs[100], Duration::from_secs(60)).unwrap();
+    let pids = prism::cluster::testing::wait_for(
+        || Some(worker_pids(&cluster)).filter(|p| p.len() == 2),
+        "two worker processes",
+    );
+    assert!(prism::cluster::session::signal(pids[0], 9));
+    let squares = prism::get_all(&refs).unwrap();
+    assert_eq!(squares, (0..1000u64).map(|i| i * i).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_dead_worker_without_retries_is_a_typed_error() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let r = slow_square::options().max_retries(0).remote(3, 60_000);
+    let pid =
+        prism::cluster::testing::wait_for(|| worker_pids(&cluster).first().copied(), "the worker");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(prism::cluster::session::signal(pid, 9));
+    match prism::get_timeout(&r, Duration::from_secs(30)) {
+        Err(Error::WorkerCrashed { function, .. }) => {
+            assert!(function.ends_with("slow_square"), "{function}")
+        }
+        other => panic!("expected WorkerCrashed, got {other:?}"),
+    }
+    // The node starts a new worker for later tasks.
+    assert_eq!(
+        prism::get_timeout(&slow_square::remote(4, 0), Duration::from_secs(30)),
+        Ok(16)
+    );
+}

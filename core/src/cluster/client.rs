@@ -3,7 +3,7 @@
 //! which land in the process's own object store as encoded bytes, decoded on `get` into
 //! the type asked for. In a worker it also receives the tasks to run.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
@@ -14,13 +14,25 @@ use crate::object::{Codec, Encoded, ObjectId, Store};
 use crate::task::TaskSpec;
 
 /// What a worker does with a task the node sends it.
-pub(crate) type RunHandler = Box<dyn Fn(TaskSpec, Option<(ObjectId, u32)>, Outbox) + Send + Sync>;
+pub(crate) type RunHandler = Box<dyn Fn(Delivery, Outbox) + Send + Sync>;
+
+/// What a node delivers to a worker.
+pub(crate) enum Delivery {
+    /// A task, possibly to run right after another.
+    Run(TaskSpec, Option<ObjectId>),
+    /// Start a task queued behind another now.
+    Release(ObjectId),
+}
 
 /// A connection to a node, with the I/O threads that serve it.
 pub(crate) struct Client {
     /// The job this process belongs to.
     pub job: u32,
     outbox: Outbox,
+    /// Submitted tasks not yet finished, kept to be sent again if a worker dies.
+    inflight: Arc<Inflight>,
+    /// Starts the connection's reader; see [`Client::start`].
+    go: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Keeps the I/O threads alive as long as the client.
     _io: tokio::runtime::Runtime,
 }
@@ -96,7 +108,9 @@ impl Client {
             }
         })?;
         tracing::debug!(job = job.job, %node, "registered with the cluster");
-        Self::connect_node(io, &node, token, Role::Driver, job.job, store, None)
+        let client = Self::connect_node(io, &node, token, Role::Driver, job.job, store, None)?;
+        client.start();
+        Ok(client)
     }
 
     /// Connects a worker process to the node that started it.
@@ -140,25 +154,40 @@ impl Client {
         };
         let out = outbox.clone();
         let is_worker = run.is_some();
+        let inflight = Arc::new(Inflight::default());
+        let tasks = inflight.clone();
+        let (go, started) = tokio::sync::oneshot::channel::<()>();
         io.spawn(async move {
+            // Nothing is read until the process is ready for it (a worker installs its
+            // wait hook first, or its first tasks would wait without telling the node).
+            if started.await.is_err() {
+                return;
+            }
             loop {
                 match wire::read_msg::<_, Msg>(&mut r).await {
-                    Ok(Msg::TaskDone { task_id, result }) => match result {
-                        Ok(bytes) => {
-                            let size = bytes.len() as u64;
-                            store.complete(
-                                task_id,
-                                Arc::new(Encoded(bytes)),
-                                size,
-                                Codec::encoded(),
-                            );
+                    Ok(Msg::TaskDone { task_id, result }) => {
+                        if let Some(retry) = tasks.settle(task_id, &result) {
+                            tracing::info!(task = %task_id, attempt = retry.1, "retrying after a worker died");
+                            let _ = out.send(Msg::SubmitTask { job, spec: retry.0 });
+                            continue;
                         }
-                        Err(e) => {
-                            store.fail(task_id, e);
+                        match result {
+                            Ok(bytes) => {
+                                let size = bytes.len() as u64;
+                                store.complete(task_id, Arc::new(Encoded(bytes)), size, Codec::encoded());
+                            }
+                            Err(e) => {
+                                store.fail(task_id, e);
+                            }
                         }
-                    },
+                    }
+                    Ok(Msg::Release { task_id }) => {
+                        if let Some(run) = &run {
+                            run(Delivery::Release(task_id), out.clone());
+                        }
+                    }
                     Ok(Msg::RunTask { spec, after }) => match &run {
-                        Some(run) => run(spec, after, out.clone()),
+                        Some(run) => run(Delivery::Run(spec, after), out.clone()),
                         None => tracing::warn!("a driver was sent a task to run"),
                     },
                     Ok(Msg::Failed { reason }) => {
@@ -182,8 +211,17 @@ impl Client {
         Ok(Client {
             job,
             outbox,
+            inflight,
+            go: Mutex::new(Some(go)),
             _io: io,
         })
+    }
+
+    /// Starts reading what the node sends (results, and tasks for a worker).
+    pub fn start(&self) {
+        if let Some(go) = self.go.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = go.send(());
+        }
     }
 
     /// Sends a message to the node.
@@ -193,9 +231,44 @@ impl Client {
 
     /// Sends a task to the node.
     pub fn submit(&self, spec: TaskSpec) {
+        self.inflight.track(&spec);
         let _ = self.outbox.send(Msg::SubmitTask {
             job: self.job,
             spec,
         });
+    }
+}
+
+/// Tasks this process submitted and has no result for yet, with the attempts made.
+#[derive(Default)]
+struct Inflight {
+    tasks: std::sync::Mutex<std::collections::HashMap<ObjectId, (TaskSpec, u32)>>,
+}
+
+impl Inflight {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, (TaskSpec, u32)>> {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn track(&self, spec: &TaskSpec) {
+        self.lock().insert(spec.task_id, (spec.clone(), 0));
+    }
+
+    /// Records a result. A task whose worker process or node died, with retries left, is
+    /// returned to be submitted again (with its attempt number); anything else is done.
+    fn settle(&self, id: ObjectId, result: &Result<Vec<u8>, Error>) -> Option<(TaskSpec, u32)> {
+        let mut tasks = self.lock();
+        if matches!(result, Err(Error::WorkerCrashed { .. })) {
+            if let Some((spec, attempts)) = tasks.get_mut(&id) {
+                if *attempts < spec.options.max_retries {
+                    *attempts += 1;
+                    return Some((spec.clone(), *attempts));
+                }
+            }
+        }
+        tasks.remove(&id);
+        None
     }
 }

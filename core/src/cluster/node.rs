@@ -77,8 +77,6 @@ struct Route {
     successor: Option<ObjectId>,
     /// The task waits in `get`/`wait` and lends its CPUs.
     blocked: bool,
-    /// How many times the task has started waiting.
-    waits: u32,
 }
 
 enum Worker {
@@ -458,7 +456,6 @@ impl Node {
                         function: q.spec.function.clone(),
                         successor: None,
                         blocked: false,
-                        waits: 0,
                     },
                 );
                 self.send_to_worker(
@@ -509,7 +506,6 @@ impl Node {
                     function: q.spec.function.clone(),
                     successor: None,
                     blocked: false,
-                    waits: 0,
                 },
             );
             let _ = out.send(Msg::SubmitTask {
@@ -524,10 +520,8 @@ impl Node {
         let Some(q) = st.queue.pop_front() else {
             return;
         };
-        let mut waits = 0;
         if let Some(r) = st.routes.get_mut(&pred) {
             r.successor = Some(q.spec.task_id);
-            waits = r.waits;
         }
         st.routes.insert(
             q.spec.task_id,
@@ -539,7 +533,6 @@ impl Node {
                 function: q.spec.function.clone(),
                 successor: None,
                 blocked: false,
-                waits: 0,
             },
         );
         self.send_to_worker(
@@ -547,7 +540,7 @@ impl Node {
             q.job,
             Msg::RunTask {
                 spec: q.spec,
-                after: Some((pred, waits)),
+                after: Some(pred),
             },
         );
     }
@@ -612,18 +605,17 @@ impl Node {
             return;
         };
         route.blocked = waiting;
-        if waiting {
-            route.waits += 1;
-        }
+        let job = route.job;
         let successor = if waiting {
             route.successor.take()
         } else {
             None
         };
         st.available.lend_cpu(cpu, waiting);
-        // The task queued right behind a waiting one starts now (the worker does the
-        // same), on the CPUs the waiting task lends.
-        if let Some(next) = successor.and_then(|s| st.routes.get_mut(&s)) {
+        // The task queued right behind a waiting one starts now, on the CPUs the waiting
+        // task lends; the worker starts it when told, so both sides agree on it.
+        if let Some((next_id, next)) = successor.and_then(|s| st.routes.get_mut(&s).map(|r| (s, r)))
+        {
             if next.grant.is_none() {
                 let demand = Demand {
                     cpu,
@@ -635,6 +627,9 @@ impl Node {
                 });
                 st.available.lend_cpu(cpu, false);
                 st.running += 1;
+                if let Some(job) = job {
+                    self.send_to_worker(&mut st, job, Msg::Release { task_id: next_id });
+                }
             }
         }
         if waiting {

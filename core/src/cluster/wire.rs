@@ -216,11 +216,15 @@ pub enum Msg {
         /// The task.
         spec: TaskSpec,
         /// Run it right after this task of the same worker ends, on its resources (the
-        /// node pipelines tasks of one shape so that no round trip separates them), with
-        /// the number of waits of that task the node had heard of when it decided: if
-        /// the task has waited since, the node has let the successor go and so does the
-        /// worker.
-        after: Option<(ObjectId, u32)>,
+        /// node pipelines tasks of one shape so that no round trip separates them),
+        /// unless the node releases it earlier.
+        after: Option<ObjectId>,
+    },
+    /// Node → worker: start this task queued behind another now (the other waits and
+    /// lends it its CPUs). Ignored if the task already started.
+    Release {
+        /// The queued task.
+        task_id: ObjectId,
     },
     /// Worker → node, node → client or peer: a task finished.
     TaskDone {

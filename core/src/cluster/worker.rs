@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use crate::cluster::client::Client;
+use crate::cluster::client::{Client, Delivery};
 use crate::cluster::node::{ENV_JOB, ENV_NODE, ENV_TOKEN};
 use crate::cluster::wire::{Msg, Outbox};
 use crate::config::Config;
@@ -50,16 +50,14 @@ fn serve() -> Result<()> {
         .and_then(|j| j.parse().ok())
         .ok_or_else(|| Error::Config(format!("{ENV_JOB} is not a job id")))?;
     let rt = runtime::start_local(Config::default(), crate::cluster::session::random_u32())?;
-    let pipeline = Arc::new(Pipeline {
+    let p = Arc::new(Pipeline {
         pool: rt.clone(),
         state: Mutex::new(PipelineState::default()),
     });
-    let p = pipeline.clone();
-    let run = Box::new(
-        move |spec: TaskSpec, after: Option<(ObjectId, u32)>, reply: Outbox| {
-            p.arrived(spec, after, reply);
-        },
-    );
+    let run = Box::new(move |delivery: Delivery, reply: Outbox| match delivery {
+        Delivery::Run(spec, after) => p.arrived(spec, after, reply),
+        Delivery::Release(task) => p.release(task),
+    });
     let client = Arc::new(Client::connect_worker(
         &node,
         &token,
@@ -72,19 +70,15 @@ fn serve() -> Result<()> {
         let Some(task_id) = runtime::running().and_then(|r| r.task_id) else {
             return false;
         };
-        // Node and worker must agree on which tasks wait. Waiting: the node hears of it
-        // before anything the released successor sends. Resuming: the worker marks it
-        // before the node, told, can queue a new successor behind the task.
-        if waiting {
-            hook_client.send(Msg::Blocked { task_id });
-            pipeline.blocked(task_id, true);
+        hook_client.send(if waiting {
+            Msg::Blocked { task_id }
         } else {
-            pipeline.blocked(task_id, false);
-            hook_client.send(Msg::Unblocked { task_id });
-        }
+            Msg::Unblocked { task_id }
+        });
         true
     }));
-    runtime::attach_client(client);
+    runtime::attach_client(client.clone());
+    client.start();
     Ok(())
 }
 
@@ -92,15 +86,14 @@ fn serve() -> Result<()> {
 struct PipelineState {
     /// Tasks started, or queued to start right after another.
     running: HashSet<ObjectId>,
-    blocked: HashSet<ObjectId>,
-    /// How many times each running task has started waiting.
-    waits: HashMap<ObjectId, u32>,
     /// Tasks to run right after the task they are keyed by.
     waiting: HashMap<ObjectId, (TaskSpec, Outbox)>,
 }
 
-/// The tasks of this worker and the ones queued right behind them: a successor runs on
-/// the same thread as soon as its predecessor ends, or at once if the predecessor waits.
+/// The tasks of this worker and the ones the node queued right behind them. A queued
+/// task runs on its predecessor's thread as soon as the predecessor ends, or when the
+/// node releases it (its predecessor waits): the node decides, the worker follows, so
+/// the two never disagree on which tasks hold resources.
 struct Pipeline {
     pool: Arc<runtime::Runtime>,
     state: Mutex<PipelineState>,
@@ -111,44 +104,34 @@ impl Pipeline {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<(ObjectId, u32)>, reply: Outbox) {
+    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<ObjectId>, reply: Outbox) {
         let mut st = self.lock();
-        if let Some((pred, waits)) = after {
-            // The node decided with all of pred's waits in view, and pred runs: queue
-            // behind it. Otherwise pred waited since (the node let this task go when it
-            // heard) or ended: start now.
-            let seen = st.waits.get(&pred).copied().unwrap_or(0);
-            if st.running.contains(&pred) && seen == waits && !st.blocked.contains(&pred) {
-                // Queued counts as running: the node counts it so, and a task sent to run
-                // after this one must wait for it, not take its absence for its end.
-                st.running.insert(spec.task_id);
-                if let Some((earlier, r)) = st.waiting.insert(pred, (spec, reply)) {
-                    tracing::error!(task = %earlier.task_id, "two successors queued behind one task");
-                    st.running.insert(earlier.task_id);
-                    drop(st);
-                    self.start(earlier, r);
-                }
-                return;
-            }
-        }
         st.running.insert(spec.task_id);
+        if let Some(pred) = after.filter(|p| st.running.contains(p)) {
+            if let Some((earlier, r)) = st.waiting.insert(pred, (spec, reply)) {
+                tracing::error!(task = %earlier.task_id, "two tasks queued behind one");
+                drop(st);
+                self.start(earlier, r);
+            }
+            return;
+        }
         drop(st);
         self.start(spec, reply);
     }
 
-    fn blocked(self: &Arc<Self>, task: ObjectId, waiting: bool) {
+    /// The node let a queued task go: start it now unless it already started.
+    fn release(self: &Arc<Self>, task: ObjectId) {
         let mut st = self.lock();
-        if !waiting {
-            st.blocked.remove(&task);
+        let pred = st
+            .waiting
+            .iter()
+            .find(|(_, (spec, _))| spec.task_id == task)
+            .map(|(p, _)| *p);
+        let Some((spec, reply)) = pred.and_then(|p| st.waiting.remove(&p)) else {
             return;
-        }
-        st.blocked.insert(task);
-        *st.waits.entry(task).or_insert(0) += 1;
-        if let Some((next, reply)) = st.waiting.remove(&task) {
-            st.running.insert(next.task_id);
-            drop(st);
-            self.start(next, reply);
-        }
+        };
+        drop(st);
+        self.start(spec, reply);
     }
 
     fn start(self: &Arc<Self>, spec: TaskSpec, reply: Outbox) {
@@ -178,13 +161,8 @@ impl Pipeline {
             });
             let mut st = self.lock();
             st.running.remove(&spec.task_id);
-            st.blocked.remove(&spec.task_id);
-            st.waits.remove(&spec.task_id);
             match st.waiting.remove(&spec.task_id) {
-                Some((next, next_reply)) => {
-                    st.running.insert(next.task_id);
-                    (spec, reply) = (next, next_reply);
-                }
+                Some((next, next_reply)) => (spec, reply) = (next, next_reply),
                 None => return,
             }
         }
