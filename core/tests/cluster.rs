@@ -330,3 +330,26 @@ fn a_dead_worker_without_retries_is_a_typed_error() {
         Ok(16)
     );
 }
+
+#[test]
+fn killing_a_node_daemon_mid_job_loses_no_result() {
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let second = cluster.add_node("127.0.0.3", 1.0, None);
+    cluster.wait_nodes(2);
+    cluster.connect().unwrap();
+    let refs: Vec<_> = (0..600u64).map(|i| slow_square::remote(i, 3)).collect();
+    prism::get_timeout(&refs[50], Duration::from_secs(60)).unwrap();
+    // The second node is not the driver's: tasks it holds come back as lost and run
+    // again on the first; its orphaned worker exits when its node's socket closes.
+    assert!(prism::cluster::session::signal(
+        cluster.daemon_pid(second),
+        9
+    ));
+    let squares = prism::get_all(&refs).unwrap();
+    assert_eq!(squares, (0..600u64).map(|i| i * i).collect::<Vec<_>>());
+    let alive = prism::cluster::testing::wait_for(
+        || Some(cluster.nodes()).filter(|n| n.iter().filter(|v| v.alive).count() == 1),
+        "the head to see the node gone",
+    );
+    assert_eq!(alive.iter().filter(|v| !v.alive).count(), 1);
+}
