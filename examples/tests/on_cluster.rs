@@ -13,7 +13,7 @@ fn example(name: &str) -> PathBuf {
     profile.join("examples").join(name)
 }
 
-fn run_on(cluster: &LocalCluster, name: &str) {
+fn run_on(cluster: &LocalCluster, name: &str) -> (String, String) {
     let out = Command::new(example(name))
         .env("PRISM_ADDRESS", &cluster.head)
         .env("PRISM_SESSION_DIR", &cluster.dir)
@@ -25,6 +25,10 @@ fn run_on(cluster: &LocalCluster, name: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
 }
 
 fn cluster() -> LocalCluster {
@@ -51,4 +55,25 @@ fn task_examples_run_on_a_two_node_cluster() {
 #[test]
 fn sleep_tasks_runs_on_a_two_node_cluster() {
     run_on(&cluster(), "sleep_tasks");
+}
+
+#[test]
+fn what_tasks_print_reaches_the_driver_with_where_it_ran() {
+    let cluster = cluster();
+    let (stdout, stderr) = run_on(&cluster, "task_output");
+    for i in 0..4 {
+        let line = stdout
+            .lines()
+            .find(|l| l.ends_with(&format!("task {i} says hello")))
+            .unwrap_or_else(|| panic!("no output of task {i} in:\n{stdout}"));
+        assert!(
+            line.starts_with("(pid="),
+            "not prefixed with where it ran: {line}"
+        );
+        assert!(
+            stderr.contains(&format!("task {i} writes to stderr too")),
+            "{stderr}"
+        );
+    }
+    assert!(stdout.contains("4 tasks done"));
 }

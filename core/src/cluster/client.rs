@@ -190,6 +190,16 @@ impl Client {
                         Some(run) => run(Delivery::Run(spec, after), out.clone()),
                         None => tracing::warn!("a driver was sent a task to run"),
                     },
+                    Ok(Msg::Output { stderr, lines, .. }) => {
+                        use std::io::Write;
+                        for line in lines {
+                            if stderr {
+                                let _ = writeln!(std::io::stderr(), "{line}");
+                            } else {
+                                let _ = writeln!(std::io::stdout(), "{line}");
+                            }
+                        }
+                    }
                     Ok(Msg::Failed { reason }) => {
                         tracing::warn!("the node refused a request: {reason}")
                     }

@@ -231,20 +231,21 @@ impl Head {
             }
             tokio::fs::rename(&tmp, &path).await?;
         }
+        let Some(node_address) = self.node_for(&peer) else {
+            return Ok(Msg::Failed {
+                reason: "the cluster has no live node to run work".into(),
+            });
+        };
         let job = {
             let mut jobs = lock(&self.jobs);
             let job = JobInfo {
                 job: jobs.len() as u32 + 1,
                 hash,
                 args,
+                driver_node: node_address.clone(),
             };
             jobs.push(job.clone());
             job
-        };
-        let Some(node_address) = self.node_for(&peer) else {
-            return Ok(Msg::Failed {
-                reason: "the cluster has no live node to run work".into(),
-            });
         };
         tracing::info!(job = job.job, %node_address, "head: job registered");
         Ok(Msg::JobAccepted { job, node_address })

@@ -101,6 +101,8 @@ struct State {
     children: HashMap<u32, Child>,
     peers: HashMap<String, Peer>,
     running: u32,
+    /// The connection of each job's driver, if it submits here.
+    drivers: HashMap<u32, Outbox>,
 }
 
 /// A node daemon.
@@ -136,6 +138,7 @@ impl Node {
                 children: HashMap::new(),
                 peers: HashMap::new(),
                 running: 0,
+                drivers: HashMap::new(),
             }),
             options,
         });
@@ -337,6 +340,9 @@ impl Node {
             };
             match (&role, msg) {
                 (Role::Driver, Msg::SubmitTask { job, spec }) => {
+                    if driver_job.is_none() {
+                        self.lock().drivers.insert(job, outbox.clone());
+                    }
                     driver_job = Some(job);
                     self.submit(job, spec, outbox.clone(), false)
                 }
@@ -350,6 +356,12 @@ impl Node {
                     self.finished(task_id, result)
                 }
                 (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (Role::Node { .. }, Msg::Output { job, stderr, lines }) => {
+                    let driver = self.lock().drivers.get(&job).cloned();
+                    if let Some(d) = driver {
+                        let _ = d.send(Msg::Output { job, stderr, lines });
+                    }
+                }
                 (Role::Worker { .. }, Msg::Blocked { task_id }) => self.lend(task_id, true),
                 (Role::Worker { .. }, Msg::Unblocked { task_id }) => self.lend(task_id, false),
                 (_, Msg::Status) => {
@@ -387,6 +399,7 @@ impl Node {
             let mut st = self.lock();
             st.queue.retain(|q| q.job != job || q.pinned);
             st.workers.remove(&job);
+            st.drivers.remove(&job);
             st.children.remove(&job)
         };
         if let Some(mut c) = child {
@@ -694,7 +707,7 @@ impl Node {
                 .open(logs.join(format!("worker-{}-job{job}.{kind}", self.id)))
                 .map_err(|e| Error::io("opening a worker log", e))
         };
-        let child = Command::new(&exe)
+        let mut child = Command::new(&exe)
             .args(&info.args)
             .env(ENV_NODE, &self.address)
             .env(ENV_JOB, job.to_string())
@@ -703,13 +716,64 @@ impl Node {
             .env("PRISM_SESSION_DIR", &self.options.session)
             .env_remove("PRISM_ADDRESS")
             .stdin(Stdio::null())
-            .stdout(log("out")?)
-            .stderr(log("err")?)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| Error::io(format!("starting worker {}", exe.display()), e))?;
         tracing::info!(job, pid = child.id(), "node: worker started");
+        let prefix = format!("(pid={}, node={})", child.id(), self.id);
+        let streams: [(Option<Box<dyn std::io::Read + Send>>, bool); 2] = [
+            (child.stdout.take().map(|s| Box::new(s) as _), false),
+            (child.stderr.take().map(|s| Box::new(s) as _), true),
+        ];
+        for (stream, stderr) in streams {
+            let (Some(stream), Ok(file)) = (stream, log(if stderr { "err" } else { "out" })) else {
+                continue;
+            };
+            let node = self.clone();
+            let (prefix, driver_node) = (prefix.clone(), info.driver_node.clone());
+            std::thread::spawn(move || {
+                node.relay_output(stream, file, stderr, job, &prefix, &driver_node)
+            });
+        }
         self.lock().children.insert(job, child);
         Ok(())
+    }
+
+    /// Copies a worker's output, line by line, to its log file and to the job's driver
+    /// (through the driver's node, if that is another node).
+    fn relay_output(
+        &self,
+        stream: Box<dyn std::io::Read + Send>,
+        mut file: std::fs::File,
+        stderr: bool,
+        job: u32,
+        prefix: &str,
+        driver_node: &str,
+    ) {
+        use std::io::{BufRead, Write};
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(file, "{line}");
+            let msg = Msg::Output {
+                job,
+                stderr,
+                lines: vec![format!("{prefix} {line}")],
+            };
+            let st = self.lock();
+            let target = if driver_node == self.address {
+                st.drivers.get(&job).cloned()
+            } else {
+                st.peers
+                    .values()
+                    .find(|p| p.view.address == driver_node)
+                    .and_then(|p| p.outbox.clone())
+            };
+            drop(st);
+            if let Some(t) = target {
+                let _ = t.send(msg);
+            }
+        }
     }
 
     async fn head_request(&self, msg: Msg) -> Result<TcpStream, Error> {

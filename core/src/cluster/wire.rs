@@ -138,6 +138,8 @@ pub struct JobInfo {
     pub hash: String,
     /// The arguments a worker process is started with.
     pub args: Vec<String>,
+    /// The node the job's driver submits to: where its workers' output is sent.
+    pub driver_node: String,
 }
 
 /// Every message after the handshake.
@@ -242,6 +244,16 @@ pub enum Msg {
     Unblocked {
         /// The task.
         task_id: ObjectId,
+    },
+    /// Worker output, node → driver node → driver: lines a job's worker printed,
+    /// prefixed with where they were printed.
+    Output {
+        /// The job.
+        job: u32,
+        /// Whether the lines went to standard error.
+        stderr: bool,
+        /// The lines.
+        lines: Vec<String>,
     },
     /// Node → peer node: a job's driver is gone; end its workers there too.
     EndJob {
