@@ -300,3 +300,48 @@ fn actor_lifetime_resources_and_constructor_failure() {
     ));
     prism::shutdown();
 }
+
+#[test]
+fn an_actor_is_built_and_called_by_name_from_bytes() {
+    // What a worker process hosting an actor does: no handle, no runtime, only names
+    // and encoded arguments.
+    use prism::actor::{call_encoded, construct};
+    use prism::object::{decode, encode};
+    use prism::Actor;
+    let class = Counter::CLASS;
+    assert!(class.ends_with("actors::Counter"));
+    let mut state = construct(class, &[encode(&41i64).unwrap()]).unwrap();
+    let inc = format!("{class}::increment");
+    assert_eq!(
+        decode::<i64>(&call_encoded(&mut state, &inc, &[]).unwrap()).unwrap(),
+        42
+    );
+    let add = format!("{class}::add");
+    let out = call_encoded(&mut state, &add, &[encode(&8i64).unwrap()]).unwrap();
+    assert_eq!(decode::<i64>(&out).unwrap(), 50);
+    let read = format!("{class}::read");
+    assert_eq!(
+        decode::<i64>(&call_encoded(&mut state, &read, &[]).unwrap()).unwrap(),
+        50
+    );
+    assert!(matches!(
+        call_encoded(&mut state, &add, &[]),
+        Err(Error::Serialization(_))
+    ));
+    assert!(matches!(
+        call_encoded(&mut state, &format!("{class}::fail"), &[]),
+        Err(Error::TaskFailed { .. })
+    ));
+    assert!(matches!(
+        call_encoded(&mut state, "nope::X::y", &[]),
+        Err(Error::FunctionNotFound(_))
+    ));
+    assert!(matches!(
+        construct("nope::X", &[]),
+        Err(Error::FunctionNotFound(_))
+    ));
+    assert!(matches!(
+        construct(class, &[vec![0xff; 11]]),
+        Err(Error::Serialization(_))
+    ));
+}

@@ -433,8 +433,25 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
     let (ctor_binds, ctor_uses) = local_bindings(&ctor_ps);
     let (ctor_decls, ctor_args) = remote_params(&ctor_ps);
     let ctor_names: Vec<&Ident> = ctor_ps.iter().map(|p| &p.name).collect();
+    let ctor_stored: Vec<&Type> = ctor_ps.iter().map(|p| &p.stored).collect();
+    let ctor_indices: Vec<usize> = (0..ctor_ps.len()).collect();
+    let ctor_arity = ctor_ps.len();
+    let ctor_enc_uses: Vec<Tokens> = ctor_ps
+        .iter()
+        .map(|p| {
+            let n = &p.name;
+            if p.by_ref {
+                quote!(&#n)
+            } else {
+                quote!(#n)
+            }
+        })
+        .collect();
+    let enc_ctor = format_ident!("__prism_actor_new_{}", ty);
+    let enc_class = format_ident!("__PRISM_ACTOR_CLASS_{}", ty);
 
     let mut handle_methods = Vec::new();
+    let mut encoded_items = Vec::new();
     for m in &methods {
         let Some(recv) = m.sig.receiver() else {
             continue;
@@ -483,6 +500,75 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
                 ::prism::actor::Method::Shared(__body)
             }
         };
+        // The entry point a worker process uses: arguments and result as bytes.
+        let enc_fn = format_ident!("__prism_actor_{}_{}", ty, mname);
+        let enc_static = format_ident!("__PRISM_ACTOR_{}_{}", ty, mname);
+        let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
+        let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
+        let indices: Vec<usize> = (0..ps.len()).collect();
+        let enc_uses: Vec<Tokens> = ps
+            .iter()
+            .map(|p| {
+                let n = &p.name;
+                if p.by_ref {
+                    quote!(&#n)
+                } else {
+                    quote!(#n)
+                }
+            })
+            .collect();
+        let enc_call = if m.sig.asyncness.is_some() {
+            quote!(::prism::task::block_on(__this.#mname(#(#enc_uses),*)))
+        } else {
+            quote!(__this.#mname(#(#enc_uses),*))
+        };
+        let arity = ps.len();
+        let (recv_ty, downcast, variant) = if exclusive {
+            (
+                quote!(&mut (dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync)),
+                quote!(downcast_mut),
+                quote!(Exclusive),
+            )
+        } else {
+            (
+                quote!(&(dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync)),
+                quote!(downcast_ref),
+                quote!(Shared),
+            )
+        };
+        encoded_items.push(quote! {
+            #[doc(hidden)]
+            #[allow(non_snake_case)]
+            fn #enc_fn(
+                __state: #recv_ty,
+                __args: &[::std::vec::Vec<u8>],
+            ) -> ::prism::Result<::std::vec::Vec<u8>> {
+                if __args.len() != #arity {
+                    return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
+                        "{}::{} takes {} arguments, got {}",
+                        ::std::stringify!(#ty), ::std::stringify!(#mname), #arity, __args.len()
+                    )));
+                }
+                let __this = __state
+                    .#downcast::<#ty>()
+                    .expect("an actor's state has the actor's type");
+                #(let #names: #stored = ::prism::object::decode(&__args[#indices])?;)*
+                ::prism::object::encode(&#enc_call)
+            }
+
+            #[doc(hidden)]
+            #[allow(non_upper_case_globals)]
+            static #enc_static: ::prism::actor::EncodedMethod = ::prism::actor::EncodedMethod {
+                name: ::std::concat!(
+                    ::std::module_path!(), "::", ::std::stringify!(#ty), "::", ::std::stringify!(#mname)
+                ),
+                body: ::prism::actor::EncodedBody::#variant(#enc_fn),
+            };
+
+            ::prism::__private::inventory::submit! {
+                ::prism::actor::MethodRegistration(&#enc_static)
+            }
+        });
         let doc = format!(
             "Calls [`{ty}::{mname}`] on the actor; returns a reference to the result at once."
         );
@@ -553,6 +639,33 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
 
         impl #handle {
             #(#handle_methods)*
+        }
+
+        #(#encoded_items)*
+
+        #[doc(hidden)]
+        #[allow(non_snake_case)]
+        fn #enc_ctor(
+            __args: &[::std::vec::Vec<u8>],
+        ) -> ::prism::Result<::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync>> {
+            if __args.len() != #ctor_arity {
+                return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
+                    "{}::new takes {} arguments, got {}", ::std::stringify!(#ty), #ctor_arity, __args.len()
+                )));
+            }
+            #(let #ctor_names: #ctor_stored = ::prism::object::decode(&__args[#ctor_indices])?;)*
+            ::std::result::Result::Ok(::std::boxed::Box::new(#ty::new(#(#ctor_enc_uses),*)))
+        }
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        static #enc_class: ::prism::actor::EncodedClass = ::prism::actor::EncodedClass {
+            name: ::std::concat!(::std::module_path!(), "::", ::std::stringify!(#ty)),
+            construct: #enc_ctor,
+        };
+
+        ::prism::__private::inventory::submit! {
+            ::prism::actor::ClassRegistration(&#enc_class)
         }
     })
 }

@@ -16,6 +16,13 @@
 //! Runners are ordinary jobs on the worker pool that hold no CPU: the resources an actor
 //! asks for (`num_cpus`, `num_gpus`, ...) are reserved once, for its whole life.
 
+mod registry;
+
+pub use registry::{
+    call as call_encoded, construct, lookup_class, lookup_method, ActorState, ClassRegistration,
+    EncodedBody, EncodedClass, EncodedMethod, ExclusiveFn, MethodRegistration, SharedFn,
+};
+
 use std::any::Any;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
