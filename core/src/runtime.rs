@@ -147,6 +147,11 @@ fn new_node_id() -> String {
 }
 
 impl Runtime {
+    /// The connection to the cluster, in a driver or worker process.
+    pub fn client(&self) -> Option<&Arc<Client>> {
+        self.client.get()
+    }
+
     pub fn next_id(&self) -> ObjectId {
         ObjectId::new(self.owner, self.next_seq.fetch_add(1, Ordering::Relaxed))
     }

@@ -353,3 +353,93 @@ fn killing_a_node_daemon_mid_job_loses_no_result() {
     );
     assert_eq!(alive.iter().filter(|v| !v.alive).count(), 1);
 }
+
+#[prism::actor]
+pub struct Tally {
+    n: i64,
+    pid: u32,
+}
+
+#[prism::actor]
+impl Tally {
+    pub fn new(start: i64) -> Self {
+        if start < 0 {
+            panic!("a tally cannot start below zero");
+        }
+        Tally {
+            n: start,
+            pid: std::process::id(),
+        }
+    }
+
+    pub fn add(&mut self, by: i64) -> i64 {
+        self.n += by;
+        self.n
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+}
+
+#[prism::remote]
+fn add_to(tally: TallyHandle, times: i64) -> i64 {
+    let refs: Vec<_> = (0..times).map(|_| tally.add(1)).collect();
+    *prism::get_all(&refs).unwrap().last().unwrap()
+}
+
+#[test]
+fn actors_live_in_workers_keep_order_and_travel_to_tasks() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+    );
+    cluster.connect().unwrap();
+    let t = Tally::remote(10);
+    let pid = prism::get_timeout(&t.pid(), Duration::from_secs(30)).unwrap();
+    assert_ne!(
+        pid,
+        std::process::id(),
+        "the actor lives in a worker process"
+    );
+    let refs: Vec<_> = (0..200).map(|_| t.add(1)).collect();
+    assert_eq!(
+        prism::get_all(&refs).unwrap(),
+        (11..=210).collect::<Vec<_>>()
+    );
+    // A ref argument that is not ready yet keeps its call's place in the order.
+    let slow = slow_square::remote(3, 200);
+    let a = t.add(slow.untyped_i64());
+    let b = t.add(1);
+    assert_eq!(prism::get(&b).unwrap(), 220);
+    assert_eq!(prism::get(&a).unwrap(), 219);
+    // Handles passed to tasks on either node reach the same actor.
+    let tasks: Vec<_> = (0..4).map(|_| add_to::remote(t.clone(), 25)).collect();
+    prism::get_all(&tasks).unwrap();
+    assert_eq!(prism::get(&t.add(0)).unwrap(), 320);
+    prism::kill(&t);
+    assert!(matches!(
+        prism::get_timeout(&t.add(1), Duration::from_secs(30)),
+        Err(Error::ActorDied { .. })
+    ));
+    let bad = Tally::remote(-1);
+    match prism::get_timeout(&bad.add(1), Duration::from_secs(30)) {
+        Err(Error::ActorDied { reason, .. }) => assert!(reason.contains("below zero"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+trait AsI64 {
+    fn untyped_i64(self) -> ObjectRef<i64>;
+}
+
+#[prism::remote]
+fn to_i64(x: u64) -> i64 {
+    x as i64
+}
+
+impl AsI64 for ObjectRef<u64> {
+    fn untyped_i64(self) -> ObjectRef<i64> {
+        to_i64::remote(self)
+    }
+}

@@ -47,6 +47,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "matmul_aggregation",
         "where_did_it_run",
         "counter_actors",
+        "actor_handle_passing",
     ] {
         run_on(&cluster, name);
     }

@@ -17,6 +17,9 @@
 //! asks for (`num_cpus`, `num_gpus`, ...) are reserved once, for its whole life.
 
 mod registry;
+mod remote;
+
+pub(crate) use remote::{Host, RemoteActor};
 
 pub use registry::{
     call as call_encoded, construct, lookup_class, lookup_method, ActorState, ClassRegistration,
@@ -247,15 +250,32 @@ impl Directory {
 
 /// Counts the handles of one actor; the last one dropped retires an unnamed actor.
 struct HandleCount {
-    cell: Arc<ActorCell>,
+    target: Target,
+}
+
+/// Where the actor lives: in this process, or in a worker process of the cluster.
+enum Target {
+    Local(Arc<ActorCell>),
+    Remote(Arc<RemoteActor>),
 }
 
 impl Drop for HandleCount {
     fn drop(&mut self) {
-        if self.cell.handles.fetch_sub(1, Ordering::AcqRel) == 1 && self.cell.name.is_none() {
-            self.cell.retire();
+        if let Target::Local(cell) = &self.target {
+            if cell.handles.fetch_sub(1, Ordering::AcqRel) == 1 && cell.name.is_none() {
+                cell.retire();
+            }
         }
     }
+}
+
+/// A handle as it travels: the id, the class and, for an actor on a cluster, the node
+/// that placed it.
+#[derive(Serialize, Deserialize)]
+struct HandleWire {
+    id: ActorId,
+    class: String,
+    home: Option<String>,
 }
 
 /// A handle on an actor of type `A`. The generated `<A>Handle` type wraps one and
@@ -297,13 +317,14 @@ impl<A> Clone for ActorHandle<A> {
 
 impl<A> fmt::Debug for ActorHandle<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "ActorHandle({} {}",
-            self.count.cell.class, self.count.cell.id
-        )?;
-        if let Some(n) = &self.count.cell.name {
-            write!(f, " {n:?}")?;
+        match &self.count.target {
+            Target::Local(cell) => {
+                write!(f, "ActorHandle({} {}", cell.class, cell.id)?;
+                if let Some(n) = &cell.name {
+                    write!(f, " {n:?}")?;
+                }
+            }
+            Target::Remote(r) => write!(f, "ActorHandle({} {} at {}", r.class, r.id, r.home)?,
         }
         write!(f, ")")
     }
@@ -311,19 +332,35 @@ impl<A> fmt::Debug for ActorHandle<A> {
 
 impl<A> Serialize for ActorHandle<A> {
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.count.cell.id.serialize(s)
+        let wire = match &self.count.target {
+            Target::Local(cell) => HandleWire {
+                id: cell.id,
+                class: cell.class.to_string(),
+                home: None,
+            },
+            Target::Remote(r) => HandleWire {
+                id: r.id,
+                class: r.class.clone(),
+                home: Some(r.home.clone()),
+            },
+        };
+        wire.serialize(s)
     }
 }
 
 impl<'de, A> Deserialize<'de> for ActorHandle<A> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         use serde::de::Error as _;
-        let id = ActorId::deserialize(d)?;
+        let wire = HandleWire::deserialize(d)?;
         let rt = runtime::current().map_err(D::Error::custom)?;
+        if let (Some(home), Some(client)) = (wire.home, rt.client()) {
+            let remote = RemoteActor::attach(&rt, client.clone(), wire.id, wire.class, home);
+            return Ok(ActorHandle::from_target(Target::Remote(remote)));
+        }
         let cell = rt
             .actors
-            .find(id)
-            .ok_or_else(|| D::Error::custom(format!("{id} no longer exists")))?;
+            .find(wire.id)
+            .ok_or_else(|| D::Error::custom(format!("{} no longer exists", wire.id)))?;
         Ok(ActorHandle::from_cell(cell))
     }
 }
@@ -331,26 +368,39 @@ impl<'de, A> Deserialize<'de> for ActorHandle<A> {
 impl<A> ActorHandle<A> {
     fn from_cell(cell: Arc<ActorCell>) -> Self {
         cell.handles.fetch_add(1, Ordering::AcqRel);
+        Self::from_target(Target::Local(cell))
+    }
+
+    fn from_target(target: Target) -> Self {
         ActorHandle {
-            count: Arc::new(HandleCount { cell }),
+            count: Arc::new(HandleCount { target }),
             _type: PhantomData,
         }
     }
 
     /// The actor's id.
     pub fn id(&self) -> ActorId {
-        self.count.cell.id
+        match &self.count.target {
+            Target::Local(cell) => cell.id,
+            Target::Remote(r) => r.id,
+        }
     }
 
     /// The actor's name, if it was given one.
     pub fn name(&self) -> Option<&str> {
-        self.count.cell.name.as_deref()
+        match &self.count.target {
+            Target::Local(cell) => cell.name.as_deref(),
+            Target::Remote(_) => None,
+        }
     }
 
     /// Queues a method call. Not for direct use: the generated handle methods call it.
     #[doc(hidden)]
     pub fn call<R>(&self, name: &'static str, args: Vec<Arg>, method: Method) -> ObjectRef<R> {
-        let cell = &self.count.cell;
+        let cell = match &self.count.target {
+            Target::Local(cell) => cell,
+            Target::Remote(r) => return r.call(name, args),
+        };
         let Some(rt) = cell.rt.upgrade() else {
             return ObjectRef::failed(cell.id.0, Error::Shutdown);
         };
@@ -368,7 +418,10 @@ impl<A> ActorHandle<A> {
     }
 
     pub(crate) fn kill(&self) {
-        let cell = &self.count.cell;
+        let cell = match &self.count.target {
+            Target::Local(cell) => cell,
+            Target::Remote(r) => return r.kill(),
+        };
         cell.die(Error::ActorDied {
             actor: cell.describe(),
             reason: "killed with prism::kill".into(),
@@ -384,6 +437,11 @@ pub fn spawn<A: Actor>(options: ActorOptions, args: Vec<Arg>, construct: Constru
         Ok(rt) => rt,
         Err(e) => return A::Handle::from(ActorHandle::from_cell(ActorCell::dead::<A>(e))),
     };
+    if let Some(client) = rt.client() {
+        // On a cluster the actor lives in a worker process; names are not cluster-wide yet.
+        let remote = RemoteActor::create(&rt, client.clone(), A::CLASS, options.task, args);
+        return A::Handle::from(ActorHandle::from_target(Target::Remote(remote)));
+    }
     let id = ActorId(rt.next_id());
     let cell = Arc::new(ActorCell {
         id,

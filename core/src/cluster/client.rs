@@ -22,12 +22,16 @@ pub(crate) enum Delivery {
     Run(TaskSpec, Option<ObjectId>),
     /// Start a task queued behind another now.
     Release(ObjectId),
+    /// Host, call or end an actor.
+    Actor(Msg),
 }
 
 /// A connection to a node, with the I/O threads that serve it.
 pub(crate) struct Client {
     /// The job this process belongs to.
     pub job: u32,
+    /// The node this process is connected to (the home of the actors it starts).
+    pub node: String,
     outbox: Outbox,
     /// Submitted tasks not yet finished, kept to be sent again if a worker dies.
     inflight: Arc<Inflight>,
@@ -186,6 +190,11 @@ impl Client {
                             run(Delivery::Release(task_id), out.clone());
                         }
                     }
+                    Ok(m @ (Msg::CreateActor { .. } | Msg::ActorCall { .. } | Msg::KillActor { .. })) => {
+                        if let Some(run) = &run {
+                            run(Delivery::Actor(m), out.clone());
+                        }
+                    }
                     Ok(Msg::RunTask { spec, after }) => match &run {
                         Some(run) => run(Delivery::Run(spec, after), out.clone()),
                         None => tracing::warn!("a driver was sent a task to run"),
@@ -220,6 +229,7 @@ impl Client {
         });
         Ok(Client {
             job,
+            node: node.to_string(),
             outbox,
             inflight,
             go: Mutex::new(Some(go)),

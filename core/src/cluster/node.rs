@@ -103,6 +103,18 @@ struct State {
     running: u32,
     /// The connection of each job's driver, if it submits here.
     drivers: HashMap<u32, Outbox>,
+    /// Where the actors placed by or living on this node are.
+    actors: HashMap<ObjectId, ActorPlace>,
+}
+
+/// Where an actor is, as a node knows it.
+enum ActorPlace {
+    /// In this node's worker of `job`, holding `grant` for its life.
+    Local { job: u32, grant: Grant },
+    /// On a peer node.
+    Peer(String),
+    /// It could not be placed, or it died.
+    Failed(Error),
 }
 
 /// A node daemon.
@@ -139,6 +151,7 @@ impl Node {
                 peers: HashMap::new(),
                 running: 0,
                 drivers: HashMap::new(),
+                actors: HashMap::new(),
             }),
             options,
         });
@@ -362,6 +375,21 @@ impl Node {
                         let _ = d.send(Msg::Output { job, stderr, lines });
                     }
                 }
+                (
+                    _,
+                    Msg::CreateActor {
+                        job,
+                        actor,
+                        class,
+                        args,
+                        options,
+                    },
+                ) => {
+                    let pinned = matches!(role, Role::Node { .. });
+                    self.create_actor(job, actor, class, args, options, outbox.clone(), pinned)
+                }
+                (_, m @ Msg::ActorCall { .. }) => self.route_actor(m, Some(outbox.clone())),
+                (_, m @ Msg::KillActor { .. }) => self.route_actor(m, None),
                 (Role::Worker { .. }, Msg::Blocked { task_id }) => self.lend(task_id, true),
                 (Role::Worker { .. }, Msg::Unblocked { task_id }) => self.lend(task_id, false),
                 (_, Msg::Status) => {
@@ -400,6 +428,7 @@ impl Node {
             st.queue.retain(|q| q.job != job || q.pinned);
             st.workers.remove(&job);
             st.drivers.remove(&job);
+            self.drop_actors(&mut st, job, "its job ended");
             st.children.remove(&job)
         };
         if let Some(mut c) = child {
@@ -407,6 +436,186 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Places an actor: here if its resources are free, else on a peer with room (unless
+    /// it came from a peer). Its creation's outcome returns to `reply` as a `TaskDone`.
+    #[allow(clippy::too_many_arguments)]
+    fn create_actor(
+        self: &Arc<Self>,
+        job: u32,
+        actor: ObjectId,
+        class: String,
+        args: Vec<Vec<u8>>,
+        options: crate::task::TaskOptions,
+        reply: Outbox,
+        pinned: bool,
+    ) {
+        let refuse = |e: Error| {
+            let _ = reply.send(Msg::TaskDone {
+                task_id: actor,
+                result: Err(e),
+            });
+        };
+        let demand = match options.demand() {
+            Ok(d) => d,
+            Err(e) => return refuse(e),
+        };
+        let mut st = self.lock();
+        let msg = Msg::CreateActor {
+            job,
+            actor,
+            class: class.clone(),
+            args,
+            options,
+        };
+        if st.available.fits(&demand) {
+            let gpu_ids = st.available.take(&demand);
+            st.actors.insert(
+                actor,
+                ActorPlace::Local {
+                    job,
+                    grant: Grant { demand, gpu_ids },
+                },
+            );
+            st.routes
+                .insert(actor, self.route(reply, Some(job), None, class));
+            self.send_to_worker(&mut st, job, msg);
+            return;
+        }
+        let peer = (!pinned)
+            .then(|| {
+                st.peers
+                    .iter()
+                    .find(|(_, p)| {
+                        p.view.alive
+                            && p.outbox.is_some()
+                            && Capacity::from_amounts(&p.view.available).fits(&demand)
+                    })
+                    .map(|(id, p)| (id.clone(), p.outbox.clone()))
+            })
+            .flatten();
+        if let Some((peer_id, Some(out))) = peer {
+            st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
+            st.routes
+                .insert(actor, self.route(reply, None, Some(peer_id), class));
+            let _ = out.send(msg);
+            return;
+        }
+        let err = match self.total.check_feasible(&demand) {
+            Err(e)
+                if !st.peers.values().any(|p| {
+                    Capacity::from_amounts(&p.view.total)
+                        .check_feasible(&demand)
+                        .is_ok()
+                }) =>
+            {
+                e
+            }
+            _ => Error::Cluster(format!(
+                "no node has the free resources for actor {class} now"
+            )),
+        };
+        st.actors.insert(actor, ActorPlace::Failed(err.clone()));
+        drop(st);
+        refuse(err);
+    }
+
+    fn route(
+        &self,
+        reply: Outbox,
+        job: Option<u32>,
+        peer: Option<String>,
+        function: String,
+    ) -> Route {
+        Route {
+            reply,
+            grant: None,
+            job,
+            peer,
+            function,
+            successor: None,
+            blocked: false,
+        }
+    }
+
+    /// Sends an actor call (with `reply` for its result) or a kill on towards the actor:
+    /// to this node's worker, to the peer that hosts it, or to the node that placed it.
+    fn route_actor(self: &Arc<Self>, msg: Msg, reply: Option<Outbox>) {
+        let (actor, call, home, method) = match &msg {
+            Msg::ActorCall {
+                actor,
+                call,
+                home,
+                method,
+                ..
+            } => (*actor, Some(*call), home.clone(), method.clone()),
+            Msg::KillActor { actor, home } => (*actor, None, home.clone(), String::new()),
+            _ => return,
+        };
+        let fail = |e: Error| {
+            if let (Some(call), Some(reply)) = (call, &reply) {
+                let _ = reply.send(Msg::TaskDone {
+                    task_id: call,
+                    result: Err(e),
+                });
+            }
+        };
+        let mut st = self.lock();
+        let peer_id = match st.actors.get(&actor) {
+            Some(ActorPlace::Local { job, .. }) => {
+                let job = *job;
+                if let (Some(call), Some(reply)) = (call, reply) {
+                    st.routes
+                        .insert(call, self.route(reply, Some(job), None, method));
+                } else if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(
+                    actor,
+                    ActorPlace::Failed(Error::ActorDied {
+                        actor: actor.to_string(),
+                        reason: "killed with prism::kill".into(),
+                    }),
+                ) {
+                    st.available.give(&grant);
+                    self.dispatch(&mut st);
+                }
+                self.send_to_worker(&mut st, job, msg);
+                return;
+            }
+            Some(ActorPlace::Failed(e)) => {
+                let e = Error::ActorDied {
+                    actor: actor.to_string(),
+                    reason: e.to_string(),
+                };
+                drop(st);
+                return fail(e);
+            }
+            Some(ActorPlace::Peer(id)) => Some(id.clone()),
+            None if home != self.address => st
+                .peers
+                .iter()
+                .find(|(_, p)| p.view.address == home)
+                .map(|(id, _)| id.clone()),
+            None => None,
+        };
+        let out = peer_id
+            .as_ref()
+            .and_then(|id| st.peers.get(id))
+            .and_then(|p| p.outbox.clone());
+        let (Some(peer_id), Some(out)) = (peer_id, out) else {
+            drop(st);
+            return fail(Error::ActorDied {
+                actor: actor.to_string(),
+                reason: "no node knows where it lives".into(),
+            });
+        };
+        if let (Some(call), Some(reply)) = (call, reply) {
+            if let Some(p) = st.peers.get_mut(&peer_id) {
+                p.outstanding += 1;
+            }
+            st.routes
+                .insert(call, self.route(reply, None, Some(peer_id), method));
+        }
+        let _ = out.send(msg);
     }
 
     /// Takes a task from a client or a peer.
@@ -581,10 +790,30 @@ impl Node {
         st.workers.insert(job, Worker::Ready(outbox));
     }
 
+    /// The job's actors here are gone: their resources return.
+    fn drop_actors(&self, st: &mut State, job: u32, reason: &str) {
+        let gone: Vec<ObjectId> = st
+            .actors
+            .iter()
+            .filter(|(_, p)| matches!(p, ActorPlace::Local { job: j, .. } if *j == job))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let dead = ActorPlace::Failed(Error::ActorDied {
+                actor: id.to_string(),
+                reason: reason.to_string(),
+            });
+            if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(id, dead) {
+                st.available.give(&grant);
+            }
+        }
+    }
+
     fn worker_gone(self: &Arc<Self>, job: u32) {
         let lost: Vec<ObjectId> = {
             let mut st = self.lock();
             st.workers.remove(&job);
+            self.drop_actors(&mut st, job, "its worker process died");
             st.routes
                 .iter()
                 .filter(|(_, r)| r.job == Some(job))

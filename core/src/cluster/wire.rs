@@ -245,6 +245,41 @@ pub enum Msg {
         /// The task.
         task_id: ObjectId,
     },
+    /// Client → node → (peer node) → worker: start an actor. Its outcome comes back as a
+    /// `TaskDone` for the actor's id (an empty result on success).
+    CreateActor {
+        /// The job it belongs to.
+        job: u32,
+        /// The actor's id.
+        actor: ObjectId,
+        /// The class's stable name.
+        class: String,
+        /// Encoded constructor arguments.
+        args: Vec<Vec<u8>>,
+        /// Resources held for the actor's life.
+        options: crate::task::TaskOptions,
+    },
+    /// Client → node → … → the worker hosting the actor: call a method. The result comes
+    /// back as a `TaskDone` for `call`.
+    ActorCall {
+        /// The actor.
+        actor: ObjectId,
+        /// The call's (and its result's) id.
+        call: ObjectId,
+        /// The method's stable name.
+        method: String,
+        /// Encoded arguments.
+        args: Vec<Vec<u8>>,
+        /// The node that placed the actor, which knows where it lives.
+        home: String,
+    },
+    /// Client → … → the hosting worker: end the actor; queued and later calls fail.
+    KillActor {
+        /// The actor.
+        actor: ObjectId,
+        /// The node that placed it.
+        home: String,
+    },
     /// Worker output, node → driver node → driver: lines a job's worker printed,
     /// prefixed with where they were printed.
     Output {
