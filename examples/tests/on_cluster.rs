@@ -78,3 +78,9 @@ fn what_tasks_print_reaches_the_driver_with_where_it_ran() {
     }
     assert!(stdout.contains("4 tasks done"));
 }
+
+#[test]
+fn put_big_object_runs_on_a_two_node_cluster() {
+    // 100 MiB read by ten tasks: today each task's argument travels inline.
+    run_on(&cluster(), "put_big_object");
+}

@@ -13,8 +13,8 @@
 //!
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
-//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W11
-//! through it.
+//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1, W2 and
+//! W11 through it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -382,7 +382,7 @@ fn node_id() -> String {
     prism::context().expect("in a task").node_id
 }
 
-/// W1 and W11 through a cluster this process is a driver of.
+/// W1, W2 and W11 through a cluster this process is a driver of.
 fn cluster_workloads() -> Vec<Figure> {
     prism::get_all(&(0..200).map(|_| noop::remote()).collect::<Vec<_>>()).expect("warm-up");
     let async_rate = reps(|| {
@@ -398,6 +398,24 @@ fn cluster_workloads() -> Vec<Figure> {
         let t = Instant::now();
         for _ in 0..1_000 {
             assert_eq!(prism::get(&noop::remote()).expect("task"), 1);
+        }
+        1_000.0 / secs(t)
+    });
+    let a = Noop::remote();
+    prism::get(&a.noop()).expect("the actor starts");
+    let actor_async = reps(|| {
+        let t = Instant::now();
+        let refs: Vec<_> = (0..10_000).map(|_| a.noop()).collect();
+        assert_eq!(
+            prism::get_all(&refs).expect("calls").iter().sum::<i64>(),
+            10_000
+        );
+        10_000.0 / secs(t)
+    });
+    let actor_sync = reps(|| {
+        let t = Instant::now();
+        for _ in 0..1_000 {
+            assert_eq!(prism::get(&a.noop()).expect("call"), 1);
         }
         1_000.0 / secs(t)
     });
@@ -417,6 +435,8 @@ fn cluster_workloads() -> Vec<Figure> {
     vec![
         figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
         figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
+        figure("W2_actor_async_calls_per_s", actor_async, "calls/s"),
+        figure("W2_actor_sync_calls_per_s", actor_sync, "calls/s"),
         figure("W11_tasks_per_s", w11, "tasks/s"),
         Figure {
             key: "W11_node_counts",
