@@ -87,8 +87,9 @@ fn w0() -> Vec<Figure> {
     vec![figure("W0_init_first_task_s", median(runs), "s")]
 }
 
-fn w1() -> Vec<Figure> {
-    init(2.0);
+/// W1's two rates through the current runtime: 10,000 tasks submitted then got, and
+/// 1,000 submitted and got one at a time.
+fn task_rates() -> (f64, f64) {
     prism::get_all(&(0..200).map(|_| noop::remote()).collect::<Vec<_>>()).expect("warm-up");
     let async_rate = reps(|| {
         let t = Instant::now();
@@ -106,17 +107,13 @@ fn w1() -> Vec<Figure> {
         }
         1_000.0 / secs(t)
     });
-    prism::shutdown();
-    vec![
-        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
-        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
-    ]
+    (async_rate, sync_rate)
 }
 
-fn w2() -> Vec<Figure> {
-    init(2.0);
+/// W2's two rates: calls of one actor's no-op method, in a burst and one at a time.
+fn actor_rates() -> (f64, f64) {
     let a = Noop::remote();
-    prism::get(&a.noop()).expect("actor starts");
+    prism::get(&a.noop()).expect("the actor starts");
     let async_rate = reps(|| {
         let t = Instant::now();
         let refs: Vec<_> = (0..10_000).map(|_| a.noop()).collect();
@@ -133,6 +130,22 @@ fn w2() -> Vec<Figure> {
         }
         1_000.0 / secs(t)
     });
+    (async_rate, sync_rate)
+}
+
+fn w1() -> Vec<Figure> {
+    init(2.0);
+    let (async_rate, sync_rate) = task_rates();
+    prism::shutdown();
+    vec![
+        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
+        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
+    ]
+}
+
+fn w2() -> Vec<Figure> {
+    init(2.0);
+    let (async_rate, sync_rate) = actor_rates();
     prism::shutdown();
     vec![
         figure("W2_actor_async_calls_per_s", async_rate, "calls/s"),
@@ -384,41 +397,8 @@ fn node_id() -> String {
 
 /// W1, W2 and W11 through a cluster this process is a driver of.
 fn cluster_workloads() -> Vec<Figure> {
-    prism::get_all(&(0..200).map(|_| noop::remote()).collect::<Vec<_>>()).expect("warm-up");
-    let async_rate = reps(|| {
-        let t = Instant::now();
-        let refs: Vec<_> = (0..10_000).map(|_| noop::remote()).collect();
-        assert_eq!(
-            prism::get_all(&refs).expect("tasks").iter().sum::<i64>(),
-            10_000
-        );
-        10_000.0 / secs(t)
-    });
-    let sync_rate = reps(|| {
-        let t = Instant::now();
-        for _ in 0..1_000 {
-            assert_eq!(prism::get(&noop::remote()).expect("task"), 1);
-        }
-        1_000.0 / secs(t)
-    });
-    let a = Noop::remote();
-    prism::get(&a.noop()).expect("the actor starts");
-    let actor_async = reps(|| {
-        let t = Instant::now();
-        let refs: Vec<_> = (0..10_000).map(|_| a.noop()).collect();
-        assert_eq!(
-            prism::get_all(&refs).expect("calls").iter().sum::<i64>(),
-            10_000
-        );
-        10_000.0 / secs(t)
-    });
-    let actor_sync = reps(|| {
-        let t = Instant::now();
-        for _ in 0..1_000 {
-            assert_eq!(prism::get(&a.noop()).expect("call"), 1);
-        }
-        1_000.0 / secs(t)
-    });
+    let (async_rate, sync_rate) = task_rates();
+    let (actor_async, actor_sync) = actor_rates();
     let mut counts = Vec::new();
     let w11 = reps(|| {
         let t = Instant::now();

@@ -150,6 +150,21 @@ fn local_bindings(ps: &[Param]) -> (Vec<Tokens>, Vec<Tokens>) {
     (binds, uses)
 }
 
+/// The expressions passing decoded arguments (owned locals) to the function: borrowed
+/// for reference parameters.
+fn encoded_uses(ps: &[Param]) -> Vec<Tokens> {
+    ps.iter()
+        .map(|p| {
+            let n = &p.name;
+            if p.by_ref {
+                quote!(&#n)
+            } else {
+                quote!(#n)
+            }
+        })
+        .collect()
+}
+
 /// The typed parameters of a generated `remote` method and the `Arg`s they make.
 fn remote_params(ps: &[Param]) -> (Vec<Tokens>, Tokens) {
     let decls = ps
@@ -226,17 +241,7 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
     let (decls, args) = remote_params(&ps);
     let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
     let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
-    let encoded_uses: Vec<Tokens> = ps
-        .iter()
-        .map(|p| {
-            let n = &p.name;
-            if p.by_ref {
-                quote!(&#n)
-            } else {
-                quote!(#n)
-            }
-        })
-        .collect();
+    let encoded_uses = encoded_uses(&ps);
     let indices: Vec<usize> = (0..ps.len()).collect();
     let arity = ps.len();
     let (local_call, encoded_call) = if sig.asyncness.is_some() {
@@ -436,17 +441,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
     let ctor_stored: Vec<&Type> = ctor_ps.iter().map(|p| &p.stored).collect();
     let ctor_indices: Vec<usize> = (0..ctor_ps.len()).collect();
     let ctor_arity = ctor_ps.len();
-    let ctor_enc_uses: Vec<Tokens> = ctor_ps
-        .iter()
-        .map(|p| {
-            let n = &p.name;
-            if p.by_ref {
-                quote!(&#n)
-            } else {
-                quote!(#n)
-            }
-        })
-        .collect();
+    let ctor_enc_uses = encoded_uses(&ctor_ps);
     let enc_ctor = format_ident!("__prism_actor_new_{}", ty);
     let enc_class = format_ident!("__PRISM_ACTOR_CLASS_{}", ty);
 
@@ -506,17 +501,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
         let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
         let indices: Vec<usize> = (0..ps.len()).collect();
-        let enc_uses: Vec<Tokens> = ps
-            .iter()
-            .map(|p| {
-                let n = &p.name;
-                if p.by_ref {
-                    quote!(&#n)
-                } else {
-                    quote!(#n)
-                }
-            })
-            .collect();
+        let enc_uses = encoded_uses(&ps);
         let enc_call = if m.sig.asyncness.is_some() {
             quote!(::prism::task::block_on(__this.#mname(#(#enc_uses),*)))
         } else {

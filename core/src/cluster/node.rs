@@ -79,6 +79,21 @@ struct Route {
     blocked: bool,
 }
 
+impl Route {
+    /// A route with no resources held yet.
+    fn new(reply: Outbox, job: Option<u32>, peer: Option<String>, function: String) -> Route {
+        Route {
+            reply,
+            grant: None,
+            job,
+            peer,
+            function,
+            successor: None,
+            blocked: false,
+        }
+    }
+}
+
 enum Worker {
     /// The process is starting; tasks wait for it to connect.
     Starting(Vec<Msg>),
@@ -479,7 +494,7 @@ impl Node {
                 },
             );
             st.routes
-                .insert(actor, self.route(reply, Some(job), None, class));
+                .insert(actor, Route::new(reply, Some(job), None, class));
             self.send_to_worker(&mut st, job, msg);
             return;
         }
@@ -498,7 +513,7 @@ impl Node {
         if let Some((peer_id, Some(out))) = peer {
             st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
             st.routes
-                .insert(actor, self.route(reply, None, Some(peer_id), class));
+                .insert(actor, Route::new(reply, None, Some(peer_id), class));
             let _ = out.send(msg);
             return;
         }
@@ -519,24 +534,6 @@ impl Node {
         st.actors.insert(actor, ActorPlace::Failed(err.clone()));
         drop(st);
         refuse(err);
-    }
-
-    fn route(
-        &self,
-        reply: Outbox,
-        job: Option<u32>,
-        peer: Option<String>,
-        function: String,
-    ) -> Route {
-        Route {
-            reply,
-            grant: None,
-            job,
-            peer,
-            function,
-            successor: None,
-            blocked: false,
-        }
     }
 
     /// Sends an actor call (with `reply` for its result) or a kill on towards the actor:
@@ -567,7 +564,7 @@ impl Node {
                 let job = *job;
                 if let (Some(call), Some(reply)) = (call, reply) {
                     st.routes
-                        .insert(call, self.route(reply, Some(job), None, method));
+                        .insert(call, Route::new(reply, Some(job), None, method));
                 } else if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(
                     actor,
                     ActorPlace::Failed(Error::ActorDied {
@@ -613,7 +610,7 @@ impl Node {
                 p.outstanding += 1;
             }
             st.routes
-                .insert(call, self.route(reply, None, Some(peer_id), method));
+                .insert(call, Route::new(reply, None, Some(peer_id), method));
         }
         let _ = out.send(msg);
     }
@@ -665,21 +662,12 @@ impl Node {
                 let Some(q) = st.queue.pop_front() else { break };
                 let gpu_ids = st.available.take(&q.demand);
                 st.running += 1;
-                st.routes.insert(
-                    q.spec.task_id,
-                    Route {
-                        reply: q.reply,
-                        grant: Some(Grant {
-                            demand: q.demand,
-                            gpu_ids,
-                        }),
-                        job: Some(q.job),
-                        peer: None,
-                        function: q.spec.function.clone(),
-                        successor: None,
-                        blocked: false,
-                    },
-                );
+                let mut route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
+                route.grant = Some(Grant {
+                    demand: q.demand,
+                    gpu_ids,
+                });
+                st.routes.insert(q.spec.task_id, route);
                 self.send_to_worker(
                     st,
                     q.job,
@@ -718,18 +706,8 @@ impl Node {
                 break;
             };
             peer.outstanding += 1;
-            st.routes.insert(
-                q.spec.task_id,
-                Route {
-                    reply: q.reply,
-                    grant: None,
-                    job: None,
-                    peer: Some(peer_id),
-                    function: q.spec.function.clone(),
-                    successor: None,
-                    blocked: false,
-                },
-            );
+            let route = Route::new(q.reply, None, Some(peer_id), q.spec.function.clone());
+            st.routes.insert(q.spec.task_id, route);
             let _ = out.send(Msg::SubmitTask {
                 job: q.job,
                 spec: q.spec,
@@ -745,18 +723,8 @@ impl Node {
         if let Some(r) = st.routes.get_mut(&pred) {
             r.successor = Some(q.spec.task_id);
         }
-        st.routes.insert(
-            q.spec.task_id,
-            Route {
-                reply: q.reply,
-                grant: None,
-                job: Some(q.job),
-                peer: None,
-                function: q.spec.function.clone(),
-                successor: None,
-                blocked: false,
-            },
-        );
+        let route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
+        st.routes.insert(q.spec.task_id, route);
         self.send_to_worker(
             st,
             q.job,
