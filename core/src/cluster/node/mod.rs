@@ -13,18 +13,23 @@
 //! Worker processes are the job's own executable, fetched from the head once by content
 //! hash and cached, started with the environment that makes `prism::init()` enter
 //! worker mode; one process per job, running its tasks on many threads.
+//!
+//! This module keeps the books and places tasks; `actors` places and routes actors,
+//! `process` starts worker processes and relays their output.
+
+mod actors;
+mod process;
 
 use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::head::message_name;
-use crate::cluster::wire::{self, JobInfo, Msg, NodeView, Outbox, Role, WireError};
+use crate::cluster::wire::{self, Msg, NodeView, Outbox, Role, WireError};
 use crate::config::Config;
 use crate::error::Error;
 use crate::object::ObjectId;
@@ -453,168 +458,6 @@ impl Node {
         }
     }
 
-    /// Places an actor: here if its resources are free, else on a peer with room (unless
-    /// it came from a peer). Its creation's outcome returns to `reply` as a `TaskDone`.
-    #[allow(clippy::too_many_arguments)]
-    fn create_actor(
-        self: &Arc<Self>,
-        job: u32,
-        actor: ObjectId,
-        class: String,
-        args: Vec<Vec<u8>>,
-        options: crate::task::TaskOptions,
-        reply: Outbox,
-        pinned: bool,
-    ) {
-        let refuse = |e: Error| {
-            let _ = reply.send(Msg::TaskDone {
-                task_id: actor,
-                result: Err(e),
-            });
-        };
-        let demand = match options.demand() {
-            Ok(d) => d,
-            Err(e) => return refuse(e),
-        };
-        let mut st = self.lock();
-        let msg = Msg::CreateActor {
-            job,
-            actor,
-            class: class.clone(),
-            args,
-            options,
-        };
-        if st.available.fits(&demand) {
-            let gpu_ids = st.available.take(&demand);
-            st.actors.insert(
-                actor,
-                ActorPlace::Local {
-                    job,
-                    grant: Grant { demand, gpu_ids },
-                },
-            );
-            st.routes
-                .insert(actor, Route::new(reply, Some(job), None, class));
-            self.send_to_worker(&mut st, job, msg);
-            return;
-        }
-        let peer = (!pinned)
-            .then(|| {
-                st.peers
-                    .iter()
-                    .find(|(_, p)| {
-                        p.view.alive
-                            && p.outbox.is_some()
-                            && Capacity::from_amounts(&p.view.available).fits(&demand)
-                    })
-                    .map(|(id, p)| (id.clone(), p.outbox.clone()))
-            })
-            .flatten();
-        if let Some((peer_id, Some(out))) = peer {
-            st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
-            st.routes
-                .insert(actor, Route::new(reply, None, Some(peer_id), class));
-            let _ = out.send(msg);
-            return;
-        }
-        let err = match self.total.check_feasible(&demand) {
-            Err(e)
-                if !st.peers.values().any(|p| {
-                    Capacity::from_amounts(&p.view.total)
-                        .check_feasible(&demand)
-                        .is_ok()
-                }) =>
-            {
-                e
-            }
-            _ => Error::Cluster(format!(
-                "no node has the free resources for actor {class} now"
-            )),
-        };
-        st.actors.insert(actor, ActorPlace::Failed(err.clone()));
-        drop(st);
-        refuse(err);
-    }
-
-    /// Sends an actor call (with `reply` for its result) or a kill on towards the actor:
-    /// to this node's worker, to the peer that hosts it, or to the node that placed it.
-    fn route_actor(self: &Arc<Self>, msg: Msg, reply: Option<Outbox>) {
-        let (actor, call, home, method) = match &msg {
-            Msg::ActorCall {
-                actor,
-                call,
-                home,
-                method,
-                ..
-            } => (*actor, Some(*call), home.clone(), method.clone()),
-            Msg::KillActor { actor, home } => (*actor, None, home.clone(), String::new()),
-            _ => return,
-        };
-        let fail = |e: Error| {
-            if let (Some(call), Some(reply)) = (call, &reply) {
-                let _ = reply.send(Msg::TaskDone {
-                    task_id: call,
-                    result: Err(e),
-                });
-            }
-        };
-        let mut st = self.lock();
-        let peer_id = match st.actors.get(&actor) {
-            Some(ActorPlace::Local { job, .. }) => {
-                let job = *job;
-                if let (Some(call), Some(reply)) = (call, reply) {
-                    st.routes
-                        .insert(call, Route::new(reply, Some(job), None, method));
-                } else if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(
-                    actor,
-                    ActorPlace::Failed(Error::ActorDied {
-                        actor: actor.to_string(),
-                        reason: "killed with prism::kill".into(),
-                    }),
-                ) {
-                    st.available.give(&grant);
-                    self.dispatch(&mut st);
-                }
-                self.send_to_worker(&mut st, job, msg);
-                return;
-            }
-            Some(ActorPlace::Failed(e)) => {
-                let e = Error::ActorDied {
-                    actor: actor.to_string(),
-                    reason: e.to_string(),
-                };
-                drop(st);
-                return fail(e);
-            }
-            Some(ActorPlace::Peer(id)) => Some(id.clone()),
-            None if home != self.address => st
-                .peers
-                .iter()
-                .find(|(_, p)| p.view.address == home)
-                .map(|(id, _)| id.clone()),
-            None => None,
-        };
-        let out = peer_id
-            .as_ref()
-            .and_then(|id| st.peers.get(id))
-            .and_then(|p| p.outbox.clone());
-        let (Some(peer_id), Some(out)) = (peer_id, out) else {
-            drop(st);
-            return fail(Error::ActorDied {
-                actor: actor.to_string(),
-                reason: "no node knows where it lives".into(),
-            });
-        };
-        if let (Some(call), Some(reply)) = (call, reply) {
-            if let Some(p) = st.peers.get_mut(&peer_id) {
-                p.outstanding += 1;
-            }
-            st.routes
-                .insert(call, Route::new(reply, None, Some(peer_id), method));
-        }
-        let _ = out.send(msg);
-    }
-
     /// Takes a task from a client or a peer.
     fn submit(self: &Arc<Self>, job: u32, spec: TaskSpec, reply: Outbox, pinned: bool) {
         let demand = match spec.options.demand() {
@@ -758,25 +601,6 @@ impl Node {
         st.workers.insert(job, Worker::Ready(outbox));
     }
 
-    /// The job's actors here are gone: their resources return.
-    fn drop_actors(&self, st: &mut State, job: u32, reason: &str) {
-        let gone: Vec<ObjectId> = st
-            .actors
-            .iter()
-            .filter(|(_, p)| matches!(p, ActorPlace::Local { job: j, .. } if *j == job))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
-            let dead = ActorPlace::Failed(Error::ActorDied {
-                actor: id.to_string(),
-                reason: reason.to_string(),
-            });
-            if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(id, dead) {
-                st.available.give(&grant);
-            }
-        }
-    }
-
     fn worker_gone(self: &Arc<Self>, job: u32) {
         let lost: Vec<ObjectId> = {
             let mut st = self.lock();
@@ -872,179 +696,6 @@ impl Node {
         let _ = route.reply.send(Msg::TaskDone { task_id, result });
         self.dispatch(&mut st);
     }
-
-    async fn start_worker(self: Arc<Self>, job: u32) {
-        if let Err(e) = self.clone().spawn_worker(job).await {
-            tracing::error!(job, "node: cannot start a worker: {e}");
-            let waiting = match self.lock().workers.remove(&job) {
-                Some(Worker::Starting(w)) => w,
-                _ => Vec::new(),
-            };
-            for m in waiting {
-                if let Msg::RunTask { spec, .. } = m {
-                    self.finished(
-                        spec.task_id,
-                        Err(Error::Cluster(format!(
-                            "cannot start a worker for job {job}: {e}"
-                        ))),
-                    );
-                }
-            }
-        }
-    }
-
-    async fn spawn_worker(self: Arc<Self>, job: u32) -> Result<(), Error> {
-        let info = self.describe_job(job).await?;
-        let exe = self.executable(&info.hash).await?;
-        let logs = self.options.session.join("logs");
-        let log = |kind: &str| {
-            std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(logs.join(format!("worker-{}-job{job}.{kind}", self.id)))
-                .map_err(|e| Error::io("opening a worker log", e))
-        };
-        let mut child = Command::new(&exe)
-            .args(&info.args)
-            .env(ENV_NODE, &self.address)
-            .env(ENV_JOB, job.to_string())
-            .env("PRISM_WORKER_NODE_ID", &self.id)
-            .env(ENV_TOKEN, &self.options.token)
-            .env("PRISM_SESSION_DIR", &self.options.session)
-            .env_remove("PRISM_ADDRESS")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::io(format!("starting worker {}", exe.display()), e))?;
-        tracing::info!(job, pid = child.id(), "node: worker started");
-        let prefix = format!("(pid={}, node={})", child.id(), self.id);
-        let streams: [(Option<Box<dyn std::io::Read + Send>>, bool); 2] = [
-            (child.stdout.take().map(|s| Box::new(s) as _), false),
-            (child.stderr.take().map(|s| Box::new(s) as _), true),
-        ];
-        for (stream, stderr) in streams {
-            let (Some(stream), Ok(file)) = (stream, log(if stderr { "err" } else { "out" })) else {
-                continue;
-            };
-            let node = self.clone();
-            let (prefix, driver_node) = (prefix.clone(), info.driver_node.clone());
-            std::thread::spawn(move || {
-                node.relay_output(stream, file, stderr, job, &prefix, &driver_node)
-            });
-        }
-        self.lock().children.insert(job, child);
-        Ok(())
-    }
-
-    /// Copies a worker's output, line by line, to its log file and to the job's driver
-    /// (through the driver's node, if that is another node).
-    fn relay_output(
-        &self,
-        stream: Box<dyn std::io::Read + Send>,
-        mut file: std::fs::File,
-        stderr: bool,
-        job: u32,
-        prefix: &str,
-        driver_node: &str,
-    ) {
-        use std::io::{BufRead, Write};
-        for line in std::io::BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            let _ = writeln!(file, "{line}");
-            let msg = Msg::Output {
-                job,
-                stderr,
-                lines: vec![format!("{prefix} {line}")],
-            };
-            let st = self.lock();
-            let target = if driver_node == self.address {
-                st.drivers.get(&job).cloned()
-            } else {
-                st.peers
-                    .values()
-                    .find(|p| p.view.address == driver_node)
-                    .and_then(|p| p.outbox.clone())
-            };
-            drop(st);
-            if let Some(t) = target {
-                let _ = t.send(msg);
-            }
-        }
-    }
-
-    async fn head_request(&self, msg: Msg) -> Result<TcpStream, Error> {
-        let role = Role::Node {
-            node_id: self.id.clone(),
-        };
-        let (mut head, _) = wire::connect(&self.options.head, &self.options.token, role).await?;
-        wire::write_msg(&mut head, &msg).await?;
-        Ok(head)
-    }
-
-    async fn describe_job(&self, job: u32) -> Result<JobInfo, Error> {
-        let mut head = self.head_request(Msg::DescribeJob { job }).await?;
-        match wire::read_msg(&mut head).await? {
-            Msg::JobDescription { job: Some(info) } => Ok(info),
-            _ => Err(Error::Cluster(format!("the head does not know job {job}"))),
-        }
-    }
-
-    /// The path of a job's executable: the head's copy if it shares this machine's
-    /// session, else this machine's cache, else fetched from the head into the cache.
-    async fn executable(&self, hash: &str) -> Result<PathBuf, Error> {
-        let shared = self.options.session.join("executables").join(hash);
-        if shared.exists() {
-            return Ok(shared);
-        }
-        let cache = self.options.session.join("exe-cache");
-        std::fs::create_dir_all(&cache)
-            .map_err(|e| Error::io("creating the executable cache", e))?;
-        let path = cache.join(hash);
-        if path.exists() {
-            return Ok(path);
-        }
-        let mut head = self
-            .head_request(Msg::FetchExecutable {
-                hash: hash.to_string(),
-            })
-            .await?;
-        let tmp = cache.join(format!("{hash}.{}.part", self.id));
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| Error::io("caching an executable", e))?;
-        loop {
-            match wire::read_msg(&mut head).await? {
-                Msg::ExecutableChunk { data, last, .. } => {
-                    f.write_all(&data)
-                        .await
-                        .map_err(|e| Error::io("caching an executable", e))?;
-                    if last {
-                        break;
-                    }
-                }
-                other => {
-                    return Err(Error::Cluster(format!(
-                        "fetching executable {hash}: got {}",
-                        message_name(&other)
-                    )))
-                }
-            }
-        }
-        f.flush()
-            .await
-            .map_err(|e| Error::io("caching an executable", e))?;
-        drop(f);
-        make_executable(&tmp)?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io("caching an executable", e))?;
-        Ok(path)
-    }
-}
-
-fn make_executable(path: &Path) -> Result<(), Error> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
-        .map_err(|e| Error::io("marking an executable", e))
 }
 
 /// A task of `job` running here with exactly `demand` and nothing queued behind it: the

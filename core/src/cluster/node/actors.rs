@@ -1,0 +1,193 @@
+//! Actors on a node: placing them where their resources are free, and routing calls
+//! and kills to the worker (or peer) that hosts them.
+
+use std::sync::Arc;
+
+use super::{ActorPlace, Node, Route, State};
+use crate::cluster::wire::{Msg, Outbox};
+use crate::error::Error;
+use crate::object::ObjectId;
+use crate::sched::{Capacity, Grant};
+
+impl Node {
+    /// Places an actor: here if its resources are free, else on a peer with room (unless
+    /// it came from a peer). Its creation's outcome returns to `reply` as a `TaskDone`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn create_actor(
+        self: &Arc<Self>,
+        job: u32,
+        actor: ObjectId,
+        class: String,
+        args: Vec<Vec<u8>>,
+        options: crate::task::TaskOptions,
+        reply: Outbox,
+        pinned: bool,
+    ) {
+        let refuse = |e: Error| {
+            let _ = reply.send(Msg::TaskDone {
+                task_id: actor,
+                result: Err(e),
+            });
+        };
+        let demand = match options.demand() {
+            Ok(d) => d,
+            Err(e) => return refuse(e),
+        };
+        let mut st = self.lock();
+        let msg = Msg::CreateActor {
+            job,
+            actor,
+            class: class.clone(),
+            args,
+            options,
+        };
+        if st.available.fits(&demand) {
+            let gpu_ids = st.available.take(&demand);
+            st.actors.insert(
+                actor,
+                ActorPlace::Local {
+                    job,
+                    grant: Grant { demand, gpu_ids },
+                },
+            );
+            st.routes
+                .insert(actor, Route::new(reply, Some(job), None, class));
+            self.send_to_worker(&mut st, job, msg);
+            return;
+        }
+        let peer = (!pinned)
+            .then(|| {
+                st.peers
+                    .iter()
+                    .find(|(_, p)| {
+                        p.view.alive
+                            && p.outbox.is_some()
+                            && Capacity::from_amounts(&p.view.available).fits(&demand)
+                    })
+                    .map(|(id, p)| (id.clone(), p.outbox.clone()))
+            })
+            .flatten();
+        if let Some((peer_id, Some(out))) = peer {
+            st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
+            st.routes
+                .insert(actor, Route::new(reply, None, Some(peer_id), class));
+            let _ = out.send(msg);
+            return;
+        }
+        let err = match self.total.check_feasible(&demand) {
+            Err(e)
+                if !st.peers.values().any(|p| {
+                    Capacity::from_amounts(&p.view.total)
+                        .check_feasible(&demand)
+                        .is_ok()
+                }) =>
+            {
+                e
+            }
+            _ => Error::Cluster(format!(
+                "no node has the free resources for actor {class} now"
+            )),
+        };
+        st.actors.insert(actor, ActorPlace::Failed(err.clone()));
+        drop(st);
+        refuse(err);
+    }
+
+    /// Sends an actor call (with `reply` for its result) or a kill on towards the actor:
+    /// to this node's worker, to the peer that hosts it, or to the node that placed it.
+    pub(super) fn route_actor(self: &Arc<Self>, msg: Msg, reply: Option<Outbox>) {
+        let (actor, call, home, method) = match &msg {
+            Msg::ActorCall {
+                actor,
+                call,
+                home,
+                method,
+                ..
+            } => (*actor, Some(*call), home.clone(), method.clone()),
+            Msg::KillActor { actor, home } => (*actor, None, home.clone(), String::new()),
+            _ => return,
+        };
+        let fail = |e: Error| {
+            if let (Some(call), Some(reply)) = (call, &reply) {
+                let _ = reply.send(Msg::TaskDone {
+                    task_id: call,
+                    result: Err(e),
+                });
+            }
+        };
+        let mut st = self.lock();
+        let peer_id = match st.actors.get(&actor) {
+            Some(ActorPlace::Local { job, .. }) => {
+                let job = *job;
+                if let (Some(call), Some(reply)) = (call, reply) {
+                    st.routes
+                        .insert(call, Route::new(reply, Some(job), None, method));
+                } else if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(
+                    actor,
+                    ActorPlace::Failed(Error::ActorDied {
+                        actor: actor.to_string(),
+                        reason: "killed with prism::kill".into(),
+                    }),
+                ) {
+                    st.available.give(&grant);
+                    self.dispatch(&mut st);
+                }
+                self.send_to_worker(&mut st, job, msg);
+                return;
+            }
+            Some(ActorPlace::Failed(e)) => {
+                let e = Error::ActorDied {
+                    actor: actor.to_string(),
+                    reason: e.to_string(),
+                };
+                drop(st);
+                return fail(e);
+            }
+            Some(ActorPlace::Peer(id)) => Some(id.clone()),
+            None if home != self.address => st
+                .peers
+                .iter()
+                .find(|(_, p)| p.view.address == home)
+                .map(|(id, _)| id.clone()),
+            None => None,
+        };
+        let out = peer_id
+            .as_ref()
+            .and_then(|id| st.peers.get(id))
+            .and_then(|p| p.outbox.clone());
+        let (Some(peer_id), Some(out)) = (peer_id, out) else {
+            drop(st);
+            return fail(Error::ActorDied {
+                actor: actor.to_string(),
+                reason: "no node knows where it lives".into(),
+            });
+        };
+        if let (Some(call), Some(reply)) = (call, reply) {
+            if let Some(p) = st.peers.get_mut(&peer_id) {
+                p.outstanding += 1;
+            }
+            st.routes
+                .insert(call, Route::new(reply, None, Some(peer_id), method));
+        }
+        let _ = out.send(msg);
+    }
+
+    /// The job's actors here are gone: their resources return.
+    pub(super) fn drop_actors(&self, st: &mut State, job: u32, reason: &str) {
+        let gone: Vec<ObjectId> = st
+            .actors
+            .iter()
+            .filter(|(_, p)| matches!(p, ActorPlace::Local { job: j, .. } if *j == job))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            let dead = ActorPlace::Failed(Error::ActorDied {
+                actor: id.to_string(),
+                reason: reason.to_string(),
+            });
+            if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(id, dead) {
+                st.available.give(&grant);
+            }
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! Worker processes of a node: fetching a job's executable (once, by content hash),
+//! starting it in worker mode, and relaying what it prints to the job's driver.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{Node, Worker, ENV_JOB, ENV_NODE, ENV_TOKEN};
+use crate::cluster::head::message_name;
+use crate::cluster::wire::{self, JobInfo, Msg, Role};
+use crate::error::Error;
+
+impl Node {
+    pub(super) async fn start_worker(self: Arc<Self>, job: u32) {
+        if let Err(e) = self.clone().spawn_worker(job).await {
+            tracing::error!(job, "node: cannot start a worker: {e}");
+            let waiting = match self.lock().workers.remove(&job) {
+                Some(Worker::Starting(w)) => w,
+                _ => Vec::new(),
+            };
+            for m in waiting {
+                if let Msg::RunTask { spec, .. } = m {
+                    self.finished(
+                        spec.task_id,
+                        Err(Error::Cluster(format!(
+                            "cannot start a worker for job {job}: {e}"
+                        ))),
+                    );
+                }
+            }
+        }
+    }
+
+    pub(super) async fn spawn_worker(self: Arc<Self>, job: u32) -> Result<(), Error> {
+        let info = self.describe_job(job).await?;
+        let exe = self.executable(&info.hash).await?;
+        let logs = self.options.session.join("logs");
+        let log = |kind: &str| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(logs.join(format!("worker-{}-job{job}.{kind}", self.id)))
+                .map_err(|e| Error::io("opening a worker log", e))
+        };
+        let mut child = Command::new(&exe)
+            .args(&info.args)
+            .env(ENV_NODE, &self.address)
+            .env(ENV_JOB, job.to_string())
+            .env("PRISM_WORKER_NODE_ID", &self.id)
+            .env(ENV_TOKEN, &self.options.token)
+            .env("PRISM_SESSION_DIR", &self.options.session)
+            .env_remove("PRISM_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::io(format!("starting worker {}", exe.display()), e))?;
+        tracing::info!(job, pid = child.id(), "node: worker started");
+        let prefix = format!("(pid={}, node={})", child.id(), self.id);
+        let streams: [(Option<Box<dyn std::io::Read + Send>>, bool); 2] = [
+            (child.stdout.take().map(|s| Box::new(s) as _), false),
+            (child.stderr.take().map(|s| Box::new(s) as _), true),
+        ];
+        for (stream, stderr) in streams {
+            let (Some(stream), Ok(file)) = (stream, log(if stderr { "err" } else { "out" })) else {
+                continue;
+            };
+            let node = self.clone();
+            let (prefix, driver_node) = (prefix.clone(), info.driver_node.clone());
+            std::thread::spawn(move || {
+                node.relay_output(stream, file, stderr, job, &prefix, &driver_node)
+            });
+        }
+        self.lock().children.insert(job, child);
+        Ok(())
+    }
+
+    /// Copies a worker's output, line by line, to its log file and to the job's driver
+    /// (through the driver's node, if that is another node).
+    pub(super) fn relay_output(
+        &self,
+        stream: Box<dyn std::io::Read + Send>,
+        mut file: std::fs::File,
+        stderr: bool,
+        job: u32,
+        prefix: &str,
+        driver_node: &str,
+    ) {
+        use std::io::{BufRead, Write};
+        for line in std::io::BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(file, "{line}");
+            let msg = Msg::Output {
+                job,
+                stderr,
+                lines: vec![format!("{prefix} {line}")],
+            };
+            let st = self.lock();
+            let target = if driver_node == self.address {
+                st.drivers.get(&job).cloned()
+            } else {
+                st.peers
+                    .values()
+                    .find(|p| p.view.address == driver_node)
+                    .and_then(|p| p.outbox.clone())
+            };
+            drop(st);
+            if let Some(t) = target {
+                let _ = t.send(msg);
+            }
+        }
+    }
+
+    pub(super) async fn head_request(&self, msg: Msg) -> Result<TcpStream, Error> {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let (mut head, _) = wire::connect(&self.options.head, &self.options.token, role).await?;
+        wire::write_msg(&mut head, &msg).await?;
+        Ok(head)
+    }
+
+    pub(super) async fn describe_job(&self, job: u32) -> Result<JobInfo, Error> {
+        let mut head = self.head_request(Msg::DescribeJob { job }).await?;
+        match wire::read_msg(&mut head).await? {
+            Msg::JobDescription { job: Some(info) } => Ok(info),
+            _ => Err(Error::Cluster(format!("the head does not know job {job}"))),
+        }
+    }
+
+    /// The path of a job's executable: the head's copy if it shares this machine's
+    /// session, else this machine's cache, else fetched from the head into the cache.
+    pub(super) async fn executable(&self, hash: &str) -> Result<PathBuf, Error> {
+        let shared = self.options.session.join("executables").join(hash);
+        if shared.exists() {
+            return Ok(shared);
+        }
+        let cache = self.options.session.join("exe-cache");
+        std::fs::create_dir_all(&cache)
+            .map_err(|e| Error::io("creating the executable cache", e))?;
+        let path = cache.join(hash);
+        if path.exists() {
+            return Ok(path);
+        }
+        let mut head = self
+            .head_request(Msg::FetchExecutable {
+                hash: hash.to_string(),
+            })
+            .await?;
+        let tmp = cache.join(format!("{hash}.{}.part", self.id));
+        let mut f = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| Error::io("caching an executable", e))?;
+        loop {
+            match wire::read_msg(&mut head).await? {
+                Msg::ExecutableChunk { data, last, .. } => {
+                    f.write_all(&data)
+                        .await
+                        .map_err(|e| Error::io("caching an executable", e))?;
+                    if last {
+                        break;
+                    }
+                }
+                other => {
+                    return Err(Error::Cluster(format!(
+                        "fetching executable {hash}: got {}",
+                        message_name(&other)
+                    )))
+                }
+            }
+        }
+        f.flush()
+            .await
+            .map_err(|e| Error::io("caching an executable", e))?;
+        drop(f);
+        make_executable(&tmp)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io("caching an executable", e))?;
+        Ok(path)
+    }
+}
+
+fn make_executable(path: &Path) -> Result<(), Error> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| Error::io("marking an executable", e))
+}
