@@ -443,3 +443,35 @@ impl AsI64 for ObjectRef<u64> {
         to_i64::remote(self)
     }
 }
+
+#[prism::remote]
+fn bump_named(name: String) -> i64 {
+    let t = prism::get_actor::<Tally>(&name).unwrap();
+    prism::get(&t.add(5)).unwrap()
+}
+
+#[test]
+fn named_actors_are_found_cluster_wide() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
+    );
+    cluster.connect().unwrap();
+    let t = Tally::options().name("shared").remote(0);
+    let bumps: Vec<_> = (0..4).map(|_| bump_named::remote("shared")).collect();
+    prism::get_all(&bumps).unwrap();
+    assert_eq!(prism::get(&t.add(0)).unwrap(), 20);
+    let found = prism::get_actor::<Tally>("shared").unwrap();
+    assert_eq!(prism::get(&found.add(1)).unwrap(), 21);
+    let dup = Tally::options().name("shared").remote(0);
+    assert!(matches!(prism::get(&dup.add(1)), Err(Error::Config(_))));
+    assert!(matches!(
+        prism::get_actor::<Tally>("nobody"),
+        Err(Error::ActorNotFound(_))
+    ));
+    prism::kill(&found);
+    assert!(matches!(
+        prism::get_actor::<Tally>("shared"),
+        Err(Error::ActorNotFound(_))
+    ));
+}

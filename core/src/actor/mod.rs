@@ -438,8 +438,15 @@ pub fn spawn<A: Actor>(options: ActorOptions, args: Vec<Arg>, construct: Constru
         Err(e) => return A::Handle::from(ActorHandle::from_cell(ActorCell::dead::<A>(e))),
     };
     if let Some(client) = rt.client() {
-        // On a cluster the actor lives in a worker process; names are not cluster-wide yet.
-        let remote = RemoteActor::create(&rt, client.clone(), A::CLASS, options.task, args);
+        // On a cluster the actor lives in a worker process and its name with the head.
+        let remote = RemoteActor::create(
+            &rt,
+            client.clone(),
+            A::CLASS,
+            options.task,
+            args,
+            options.name,
+        );
         return A::Handle::from(ActorHandle::from_target(Target::Remote(remote)));
     }
     let id = ActorId(rt.next_id());
@@ -494,6 +501,12 @@ pub fn spawn<A: Actor>(options: ActorOptions, args: Vec<Arg>, construct: Constru
 /// Finds a named actor.
 pub(crate) fn find_named<A: Actor>(name: &str) -> Result<A::Handle> {
     let rt = runtime::current()?;
+    if let Some(client) = rt.client() {
+        let remote = RemoteActor::find(&rt, client.clone(), name, A::CLASS)?;
+        return Ok(A::Handle::from(ActorHandle::from_target(Target::Remote(
+            remote,
+        ))));
+    }
     let cell = lock(&rt.actors.by_name)
         .get(name)
         .cloned()

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crate::actor::registry::{self, ActorState};
 use crate::actor::ActorId;
 use crate::cluster::client::Client;
-use crate::cluster::wire::{Msg, Outbox};
+use crate::cluster::wire::{Msg, NamedActor, Outbox};
 use crate::error::{Error, Result};
 use crate::object::{Home, ObjectId, ObjectRef, RefCount};
 use crate::runtime::{self, refs_of, Runtime};
@@ -70,6 +70,7 @@ impl RemoteActor {
         class: &str,
         options: TaskOptions,
         args: Vec<Arg>,
+        name: Option<String>,
     ) -> Arc<RemoteActor> {
         let actor = Arc::new(RemoteActor {
             id: ActorId(rt.next_id()),
@@ -79,11 +80,59 @@ impl RemoteActor {
             rt: Arc::downgrade(rt),
             out: Mutex::new(Outbound::default()),
         });
+        if let Some(name) = name {
+            let entry = NamedActor {
+                actor: actor.id.0,
+                class: class.to_string(),
+                home: actor.home.clone(),
+            };
+            let registered = actor.client.ask_head(Msg::RegisterActor {
+                name: name.clone(),
+                entry,
+            });
+            let refusal = match registered {
+                Ok(Msg::ActorFound { .. }) => None,
+                Ok(Msg::Failed { reason }) => Some(Error::Config(format!(
+                    "{reason}: use prism::get_actor to reach it"
+                ))),
+                Ok(_) => Some(Error::Cluster("the head answered out of turn".into())),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = refusal {
+                lock(&actor.out).dead = Some(e);
+                return actor;
+            }
+        }
         lock(&actor.out)
             .items
             .push_back(Outgoing::Create { options, args });
         actor.pump();
         actor
+    }
+
+    /// A named actor, from the head.
+    pub fn find(
+        rt: &Arc<Runtime>,
+        client: Arc<Client>,
+        name: &str,
+        class: &str,
+    ) -> Result<Arc<RemoteActor>> {
+        match client.ask_head(Msg::LookupActor {
+            name: name.to_string(),
+        })? {
+            Msg::ActorFound { entry: Some(e) } if e.class == class => Ok(RemoteActor::attach(
+                rt,
+                client,
+                ActorId(e.actor),
+                e.class,
+                e.home,
+            )),
+            Msg::ActorFound { entry: Some(e) } => Err(Error::ActorNotFound(format!(
+                "{name} (it is a {}, not a {class})",
+                e.class
+            ))),
+            _ => Err(Error::ActorNotFound(name.to_string())),
+        }
     }
 
     /// A handle on an actor another process started (a deserialized handle).
@@ -149,6 +198,10 @@ impl RemoteActor {
             actor: self.id.0,
             home: self.home.clone(),
         });
+        // Its name, if it has one, is free again.
+        let _ = self
+            .client
+            .ask_head(Msg::UnregisterActor { actor: self.id.0 });
     }
 
     /// Sends queued messages in order while their arguments are ready.

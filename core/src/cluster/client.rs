@@ -32,6 +32,8 @@ pub(crate) struct Client {
     pub job: u32,
     /// The node this process is connected to (the home of the actors it starts).
     pub node: String,
+    head: String,
+    token: String,
     outbox: Outbox,
     /// Submitted tasks not yet finished, kept to be sent again if a worker dies.
     inflight: Arc<Inflight>,
@@ -112,13 +114,15 @@ impl Client {
             }
         })?;
         tracing::debug!(job = job.job, %node, "registered with the cluster");
-        let client = Self::connect_node(io, &node, token, Role::Driver, job.job, store, None)?;
+        let client =
+            Self::connect_node(io, head, &node, token, Role::Driver, job.job, store, None)?;
         client.start();
         Ok(client)
     }
 
     /// Connects a worker process to the node that started it.
     pub fn connect_worker(
+        head: &str,
         node: &str,
         token: &str,
         job: u32,
@@ -127,6 +131,7 @@ impl Client {
     ) -> Result<Client> {
         Self::connect_node(
             io_runtime()?,
+            head,
             node,
             token,
             Role::Worker { job },
@@ -136,8 +141,10 @@ impl Client {
         )
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn connect_node(
         io: tokio::runtime::Runtime,
+        head: &str,
         node: &str,
         token: &str,
         role: Role,
@@ -230,6 +237,8 @@ impl Client {
         Ok(Client {
             job,
             node: node.to_string(),
+            head: head.to_string(),
+            token: token.to_string(),
             outbox,
             inflight,
             go: Mutex::new(Some(go)),
@@ -242,6 +251,15 @@ impl Client {
         if let Some(go) = self.go.lock().unwrap_or_else(|e| e.into_inner()).take() {
             let _ = go.send(());
         }
+    }
+
+    /// Asks the head one question on a connection of its own.
+    pub fn ask_head(&self, msg: Msg) -> Result<Msg> {
+        self._io.block_on(async {
+            let (mut s, _) = wire::connect(&self.head, &self.token, Role::Driver).await?;
+            wire::write_msg(&mut s, &msg).await?;
+            Ok(wire::read_msg(&mut s).await?)
+        })
     }
 
     /// Sends a message to the node.

@@ -25,6 +25,7 @@ pub struct Head {
     node_order: Mutex<Vec<String>>,
     jobs: Mutex<Vec<JobInfo>>,
     kv: Mutex<HashMap<String, Vec<u8>>>,
+    named_actors: Mutex<HashMap<String, wire::NamedActor>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -42,6 +43,7 @@ impl Head {
             node_order: Mutex::new(Vec::new()),
             jobs: Mutex::new(Vec::new()),
             kv: Mutex::new(HashMap::new()),
+            named_actors: Mutex::new(HashMap::new()),
         })
     }
 
@@ -153,6 +155,24 @@ impl Head {
                     value: lock(&self.kv).get(&key).cloned(),
                 },
                 (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
+                (_, Msg::RegisterActor { name, entry }) => {
+                    match lock(&self.named_actors).entry(name) {
+                        std::collections::hash_map::Entry::Occupied(o) => Msg::Failed {
+                            reason: format!("an actor named {:?} already exists", o.key()),
+                        },
+                        std::collections::hash_map::Entry::Vacant(v) => {
+                            v.insert(entry.clone());
+                            Msg::ActorFound { entry: Some(entry) }
+                        }
+                    }
+                }
+                (_, Msg::UnregisterActor { actor }) => {
+                    lock(&self.named_actors).retain(|_, e| e.actor != actor);
+                    Msg::ActorFound { entry: None }
+                }
+                (_, Msg::LookupActor { name }) => Msg::ActorFound {
+                    entry: lock(&self.named_actors).get(&name).cloned(),
+                },
                 (role, other) => Msg::Failed {
                     reason: format!("a {role:?} cannot send {}", message_name(&other)),
                 },

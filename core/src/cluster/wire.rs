@@ -129,6 +129,17 @@ pub struct NodeView {
     pub alive: bool,
 }
 
+/// A named actor as the head records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedActor {
+    /// The actor's id.
+    pub actor: ObjectId,
+    /// Its class's stable name.
+    pub class: String,
+    /// The node that placed it.
+    pub home: String,
+}
+
 /// A registered job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobInfo {
@@ -311,6 +322,28 @@ pub enum Msg {
     KvValue {
         /// The value, if the key exists.
         value: Option<Vec<u8>>,
+    },
+    /// Client → head: record a named actor (fails if the name is taken).
+    RegisterActor {
+        /// The name.
+        name: String,
+        /// Where to reach it.
+        entry: NamedActor,
+    },
+    /// Client → head: forget the names of an actor (it was killed).
+    UnregisterActor {
+        /// The actor.
+        actor: ObjectId,
+    },
+    /// Client → head: find a named actor.
+    LookupActor {
+        /// The name.
+        name: String,
+    },
+    /// Head → client: the named actor, if there is one.
+    ActorFound {
+        /// Where to reach it.
+        entry: Option<NamedActor>,
     },
     /// CLI → head: the cluster's state.
     Status,

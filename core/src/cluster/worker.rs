@@ -60,7 +60,9 @@ fn serve() -> Result<()> {
         Delivery::Release(task) => p.release(task),
         Delivery::Actor(msg) => host.deliver(msg, reply),
     });
+    let head = std::env::var(crate::cluster::node::ENV_HEAD).unwrap_or_default();
     let client = Arc::new(Client::connect_worker(
+        &head,
         &node,
         &token,
         job,

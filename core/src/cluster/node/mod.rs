@@ -42,6 +42,8 @@ pub const ENV_NODE: &str = "PRISM_WORKER_NODE";
 pub const ENV_JOB: &str = "PRISM_WORKER_JOB";
 /// The cluster token, for workers.
 pub const ENV_TOKEN: &str = "PRISM_TOKEN";
+/// The head's address, for workers.
+pub const ENV_HEAD: &str = "PRISM_WORKER_HEAD";
 
 /// How a node starts.
 #[derive(Debug, Clone)]

@@ -51,6 +51,7 @@ impl Node {
             .env(ENV_JOB, job.to_string())
             .env("PRISM_WORKER_NODE_ID", &self.id)
             .env(ENV_TOKEN, &self.options.token)
+            .env(super::ENV_HEAD, &self.options.head)
             .env("PRISM_SESSION_DIR", &self.options.session)
             .env_remove("PRISM_ADDRESS")
             .stdin(Stdio::null())
