@@ -475,3 +475,48 @@ fn named_actors_are_found_cluster_wide() {
         Err(Error::ActorNotFound(_))
     ));
 }
+
+#[test]
+fn a_restarted_head_takes_the_cluster_back() {
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let t = Tally::options().name("survivor").remote(1);
+    assert_eq!(prism::get(&t.add(1)).unwrap(), 2);
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (head, token) = (cluster.head.clone(), cluster.token.clone());
+    let kv = |msg: prism::cluster::wire::Msg| {
+        io.block_on(async {
+            let (mut s, _) =
+                prism::cluster::wire::connect(&head, &token, prism::cluster::wire::Role::Cli)
+                    .await
+                    .unwrap();
+            prism::cluster::wire::write_msg(&mut s, &msg).await.unwrap();
+            prism::cluster::wire::read_msg::<_, prism::cluster::wire::Msg>(&mut s)
+                .await
+                .unwrap()
+        })
+    };
+    kv(prism::cluster::wire::Msg::KvPut {
+        key: "answer".into(),
+        value: vec![42],
+    });
+
+    cluster.restart_head(1);
+
+    // The node reconnected, the name and the key are still there, the actor still runs.
+    assert_eq!(cluster.nodes().iter().filter(|n| n.alive).count(), 1);
+    assert_eq!(
+        kv(prism::cluster::wire::Msg::KvGet {
+            key: "answer".into()
+        }),
+        prism::cluster::wire::Msg::KvValue {
+            value: Some(vec![42])
+        }
+    );
+    let found = prism::get_actor::<Tally>("survivor").unwrap();
+    assert_eq!(prism::get(&found.add(1)).unwrap(), 3);
+    assert_eq!(prism::get(&add::remote(1, 2)).unwrap(), 3);
+}

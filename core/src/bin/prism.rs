@@ -183,17 +183,24 @@ fn run_blocking(s: Start) -> Res<()> {
     io.block_on(async move {
         let config = node_config(&s)?;
         let (head_address, token) = if s.head {
-            let token = session::new_token()?;
+            // A head restarted in the same session takes its tables and token back, so
+            // that the nodes still running reconnect to it.
+            let tables = dir.join("head-tables");
+            let token = match (tables.exists(), session::read_token(&dir)) {
+                (true, Ok(t)) => t,
+                _ => session::new_token()?,
+            };
             let listener = tokio::net::TcpListener::bind((s.node_ip_address.as_str(), s.port))
                 .await
                 .map_err(|e| format!("cannot listen on {}:{}: {e}", s.node_ip_address, s.port))?;
             let address = listener.local_addr()?.to_string();
             session::write_token(&dir, &token)?;
-            let head = Head::new(
+            let head = Head::persistent(
                 token.clone(),
                 dir.join("executables"),
                 Duration::from_secs(5),
-            );
+                tables,
+            )?;
             tokio::spawn(head.serve(listener));
             (address, token)
         } else {
@@ -298,6 +305,8 @@ fn stop() -> Res<()> {
         stopped += 1;
     }
     let _ = std::fs::remove_file(dir.join("address"));
+    // A stopped cluster is over: a new head starts with fresh tables and token.
+    let _ = std::fs::remove_file(dir.join("head-tables"));
     println!("stopped {stopped} prism daemon(s)");
     Ok(())
 }

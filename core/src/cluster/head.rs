@@ -26,6 +26,16 @@ pub struct Head {
     jobs: Mutex<Vec<JobInfo>>,
     kv: Mutex<HashMap<String, Vec<u8>>>,
     named_actors: Mutex<HashMap<String, wire::NamedActor>>,
+    /// Where the tables are kept, for a head that survives restarts.
+    tables: Option<PathBuf>,
+}
+
+/// What a head keeps across restarts.
+#[derive(Default, serde::Serialize, serde::Deserialize)]
+struct Tables {
+    jobs: Vec<JobInfo>,
+    named_actors: Vec<(String, wire::NamedActor)>,
+    kv: Vec<(String, Vec<u8>)>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -44,7 +54,62 @@ impl Head {
             jobs: Mutex::new(Vec::new()),
             kv: Mutex::new(HashMap::new()),
             named_actors: Mutex::new(HashMap::new()),
+            tables: None,
         })
+    }
+
+    /// A head whose tables (jobs, named actors, KV) are kept in `file` and read back
+    /// from it when the head restarts; nodes re-register on their own.
+    pub fn persistent(
+        token: String,
+        executables: PathBuf,
+        heartbeat_timeout: Duration,
+        file: PathBuf,
+    ) -> Result<Arc<Head>, crate::error::Error> {
+        let saved: Tables = match std::fs::read(&file) {
+            Ok(bytes) => crate::object::decode(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tables::default(),
+            Err(e) => return Err(crate::error::Error::io("reading the head's tables", e)),
+        };
+        let mut head =
+            Arc::into_inner(Head::new(token, executables, heartbeat_timeout)).expect("new");
+        if !saved.jobs.is_empty() || !saved.named_actors.is_empty() || !saved.kv.is_empty() {
+            tracing::info!(
+                jobs = saved.jobs.len(),
+                actors = saved.named_actors.len(),
+                keys = saved.kv.len(),
+                "head: tables recovered"
+            );
+        }
+        head.jobs = Mutex::new(saved.jobs);
+        head.named_actors = Mutex::new(saved.named_actors.into_iter().collect());
+        head.kv = Mutex::new(saved.kv.into_iter().collect());
+        head.tables = Some(file);
+        Ok(Arc::new(head))
+    }
+
+    /// Writes the tables (atomically: a new file renamed over the old).
+    fn save(&self) {
+        let Some(file) = &self.tables else { return };
+        let tables = Tables {
+            jobs: lock(&self.jobs).clone(),
+            named_actors: lock(&self.named_actors)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            kv: lock(&self.kv)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        };
+        let tmp = file.with_extension("part");
+        let written = crate::object::encode(&tables)
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
+            .and_then(|()| std::fs::rename(&tmp, file).map_err(|e| e.to_string()));
+        if let Err(e) = written {
+            tracing::error!("head: cannot save its tables: {e}");
+        }
     }
 
     /// Serves connections until the listener fails.
@@ -149,6 +214,7 @@ impl Head {
                 }
                 (_, Msg::KvPut { key, value }) => {
                     lock(&self.kv).insert(key, value);
+                    self.save();
                     Msg::KvValue { value: None }
                 }
                 (_, Msg::KvGet { key }) => Msg::KvValue {
@@ -156,18 +222,29 @@ impl Head {
                 },
                 (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
                 (_, Msg::RegisterActor { name, entry }) => {
-                    match lock(&self.named_actors).entry(name) {
-                        std::collections::hash_map::Entry::Occupied(o) => Msg::Failed {
-                            reason: format!("an actor named {:?} already exists", o.key()),
+                    let taken = {
+                        let mut names = lock(&self.named_actors);
+                        match names.entry(name) {
+                            std::collections::hash_map::Entry::Occupied(o) => Some(o.key().clone()),
+                            std::collections::hash_map::Entry::Vacant(v) => {
+                                v.insert(entry.clone());
+                                None
+                            }
+                        }
+                    };
+                    match taken {
+                        Some(name) => Msg::Failed {
+                            reason: format!("an actor named {name:?} already exists"),
                         },
-                        std::collections::hash_map::Entry::Vacant(v) => {
-                            v.insert(entry.clone());
+                        None => {
+                            self.save();
                             Msg::ActorFound { entry: Some(entry) }
                         }
                     }
                 }
                 (_, Msg::UnregisterActor { actor }) => {
                     lock(&self.named_actors).retain(|_, e| e.actor != actor);
+                    self.save();
                     Msg::ActorFound { entry: None }
                 }
                 (_, Msg::LookupActor { name }) => Msg::ActorFound {
@@ -267,6 +344,7 @@ impl Head {
             jobs.push(job.clone());
             job
         };
+        self.save();
         tracing::info!(job = job.job, %node_address, "head: job registered");
         Ok(Msg::JobAccepted { job, node_address })
     }

@@ -118,6 +118,30 @@ impl LocalCluster {
         self.daemons.len() - 1
     }
 
+    /// Kills the head outright (SIGKILL) and starts it again on the same port and
+    /// session: it takes back its tables and token, and the nodes reconnect.
+    pub fn restart_head(&mut self, nodes: usize) {
+        session::signal(self.daemons[0].id(), 9);
+        let _ = self.daemons[0].wait();
+        let _ = std::fs::remove_file(self.dir.join("address"));
+        let port = self.head.rsplit(':').next().unwrap_or("0").to_string();
+        self.daemons[0] = self.spawn(&[
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            &port,
+            "--num-cpus",
+            "0",
+        ]);
+        let dir = self.dir.clone();
+        wait_for(
+            || std::fs::read_to_string(dir.join("address")).ok(),
+            "the restarted head",
+        );
+        self.wait_nodes(nodes);
+    }
+
     /// The PID of a daemon (0 is the head).
     pub fn daemon_pid(&self, index: usize) -> u32 {
         self.daemons[index].id()
