@@ -507,20 +507,11 @@ impl Node {
                 let Some(q) = st.queue.pop_front() else { break };
                 let gpu_ids = st.available.take(&q.demand);
                 st.running += 1;
-                let mut route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
-                route.grant = Some(Grant {
-                    demand: q.demand,
+                let grant = Grant {
+                    demand: q.demand.clone(),
                     gpu_ids,
-                });
-                st.routes.insert(q.spec.task_id, route);
-                self.send_to_worker(
-                    st,
-                    q.job,
-                    Msg::RunTask {
-                        spec: q.spec,
-                        after: None,
-                    },
-                );
+                };
+                self.start_here(st, q, Some(grant), None);
                 continue;
             }
             // A peer with an idle CPU beats queueing behind a task here; queueing behind a
@@ -568,14 +559,27 @@ impl Node {
         if let Some(r) = st.routes.get_mut(&pred) {
             r.successor = Some(q.spec.task_id);
         }
-        let route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
+        self.start_here(st, q, None, Some(pred));
+    }
+
+    /// Records `q` as running in its job's worker here (right after `after`, if given,
+    /// on its resources) and sends it there.
+    fn start_here(
+        self: &Arc<Self>,
+        st: &mut State,
+        q: Queued,
+        grant: Option<Grant>,
+        after: Option<ObjectId>,
+    ) {
+        let mut route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
+        route.grant = grant;
         st.routes.insert(q.spec.task_id, route);
         self.send_to_worker(
             st,
             q.job,
             Msg::RunTask {
                 spec: q.spec,
-                after: Some(pred),
+                after,
             },
         );
     }
