@@ -520,3 +520,28 @@ fn a_restarted_head_takes_the_cluster_back() {
     assert_eq!(prism::get(&found.add(1)).unwrap(), 3);
     assert_eq!(prism::get(&add::remote(1, 2)).unwrap(), 3);
 }
+
+#[test]
+fn a_silent_node_is_declared_dead_after_the_timeout() {
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let frozen = cluster.add_node("127.0.0.3", 1.0, None);
+    cluster.wait_nodes(2);
+    // A stopped process keeps its sockets open: only the missing heartbeats tell.
+    assert!(prism::cluster::session::signal(
+        cluster.daemon_pid(frozen),
+        libc_sigstop()
+    ));
+    let view = prism::cluster::testing::wait_for(
+        || Some(cluster.nodes()).filter(|n| n.iter().filter(|v| v.alive).count() == 1),
+        "the head to declare the silent node dead",
+    );
+    assert_eq!(view.len(), 2);
+    assert!(prism::cluster::session::signal(
+        cluster.daemon_pid(frozen),
+        18
+    ));
+}
+
+fn libc_sigstop() -> i32 {
+    19
+}

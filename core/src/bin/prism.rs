@@ -72,6 +72,9 @@ struct Start {
     /// The dashboard's port (reserved; the dashboard is not served yet).
     #[arg(long, default_value_t = 8265)]
     dashboard_port: u16,
+    /// On a head: how long a node may stay silent before it counts as dead.
+    #[arg(long, default_value_t = 3000)]
+    node_timeout_ms: u64,
     /// Stay in the foreground.
     #[arg(long)]
     block: bool,
@@ -198,7 +201,7 @@ fn run_blocking(s: Start) -> Res<()> {
             let head = Head::persistent(
                 token.clone(),
                 dir.join("executables"),
-                Duration::from_secs(5),
+                Duration::from_millis(s.node_timeout_ms),
                 tables,
             )?;
             tokio::spawn(head.serve(listener));
