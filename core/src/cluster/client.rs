@@ -269,6 +269,7 @@ impl Client {
 
     /// Sends a task to the node.
     pub fn submit(&self, spec: TaskSpec) {
+        let spec = Arc::new(spec);
         self.inflight.track(&spec);
         let _ = self.outbox.send(Msg::SubmitTask {
             job: self.job,
@@ -280,23 +281,27 @@ impl Client {
 /// Tasks this process submitted and has no result for yet, with the attempts made.
 #[derive(Default)]
 struct Inflight {
-    tasks: std::sync::Mutex<std::collections::HashMap<ObjectId, (TaskSpec, u32)>>,
+    tasks: std::sync::Mutex<std::collections::HashMap<ObjectId, (Arc<TaskSpec>, u32)>>,
 }
 
 impl Inflight {
     fn lock(
         &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, (TaskSpec, u32)>> {
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, (Arc<TaskSpec>, u32)>> {
         self.tasks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn track(&self, spec: &TaskSpec) {
+    fn track(&self, spec: &Arc<TaskSpec>) {
         self.lock().insert(spec.task_id, (spec.clone(), 0));
     }
 
     /// Records a result. A task whose worker process or node died, with retries left, is
     /// returned to be submitted again (with its attempt number); anything else is done.
-    fn settle(&self, id: ObjectId, result: &Result<Vec<u8>, Error>) -> Option<(TaskSpec, u32)> {
+    fn settle(
+        &self,
+        id: ObjectId,
+        result: &Result<Vec<u8>, Error>,
+    ) -> Option<(Arc<TaskSpec>, u32)> {
         let mut tasks = self.lock();
         if matches!(result, Err(Error::WorkerCrashed { .. })) {
             if let Some((spec, attempts)) = tasks.get_mut(&id) {

@@ -221,8 +221,9 @@ pub enum Msg {
     SubmitTask {
         /// The job it belongs to.
         job: u32,
-        /// The task.
-        spec: TaskSpec,
+        /// The task, shared with the submitter's record of it (kept to resend it if its
+        /// worker dies) instead of copied, inline arguments and all.
+        spec: std::sync::Arc<TaskSpec>,
     },
     /// Node → worker: run this task.
     RunTask {

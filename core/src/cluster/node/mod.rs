@@ -379,13 +379,13 @@ impl Node {
                         self.lock().drivers.insert(job, outbox.clone());
                     }
                     driver_job = Some(job);
-                    self.submit(job, spec, outbox.clone(), false)
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), false)
                 }
                 (Role::Worker { .. }, Msg::SubmitTask { job, spec }) => {
-                    self.submit(job, spec, outbox.clone(), false)
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), false)
                 }
                 (Role::Node { .. }, Msg::SubmitTask { job, spec }) => {
-                    self.submit(job, spec, outbox.clone(), true)
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), true)
                 }
                 (Role::Worker { .. }, Msg::TaskDone { task_id, result }) => {
                     self.finished(task_id, result)
@@ -546,7 +546,7 @@ impl Node {
             st.routes.insert(q.spec.task_id, route);
             let _ = out.send(Msg::SubmitTask {
                 job: q.job,
-                spec: q.spec,
+                spec: Arc::new(q.spec),
             });
         }
     }
