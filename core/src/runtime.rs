@@ -238,8 +238,8 @@ impl Runtime {
         });
     }
 
-    /// Sends a task to the cluster once its reference arguments are ready, with every
-    /// argument encoded inline.
+    /// Sends a task to the cluster once its reference arguments are ready: values and
+    /// small objects inline, large objects as references to where they are kept.
     fn submit_to_cluster(
         self: &Arc<Self>,
         client: Arc<Client>,
@@ -249,13 +249,14 @@ impl Runtime {
         options: TaskOptions,
     ) {
         let rt = self.clone();
-        self.when_ready(refs_of(&args), move |deps| {
-            let spec = deps.and_then(|()| {
+        let deps = refs_of(&args);
+        self.when_ready(deps.clone(), move |ready| {
+            let spec = ready.and_then(|()| {
                 let args = args
                     .iter()
                     .map(|a| match &a.0 {
                         ArgKind::Value(v, codec) => (codec.encode)(v).map(EncodedArg::Inline),
-                        ArgKind::Ref(c) => rt.store.encoded(c.id).map(EncodedArg::Inline),
+                        ArgKind::Ref(c) => client.encode_ref(c.id),
                     })
                     .collect::<Result<Vec<_>>>()?;
                 Ok(TaskSpec {
@@ -266,7 +267,7 @@ impl Runtime {
                 })
             });
             match spec {
-                Ok(spec) => client.submit(spec),
+                Ok(spec) => client.submit(spec, deps),
                 Err(e) => {
                     rt.store.fail(id, e);
                 }

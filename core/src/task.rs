@@ -322,7 +322,7 @@ pub struct RemoteFunction {
     /// Runs with shared values (embedded runtime).
     pub run_local: fn(LocalArgs) -> Output,
     /// Runs with encoded arguments and returns the encoded result (worker processes).
-    pub run_encoded: fn(&[Vec<u8>]) -> Result<Vec<u8>>,
+    pub run_encoded: fn(&[&[u8]]) -> Result<Vec<u8>>,
 }
 
 /// An entry of the compile-time registry. Not for direct use.
@@ -373,8 +373,13 @@ pub struct TaskSpec {
 pub enum EncodedArg {
     /// The encoded value itself.
     Inline(Vec<u8>),
-    /// An object to fetch before the call.
-    Ref(ObjectId),
+    /// An object to fetch before the call, from the object server at `at`.
+    Ref {
+        /// The object.
+        id: ObjectId,
+        /// The object server that has it.
+        at: String,
+    },
 }
 
 impl EncodedArg {
@@ -396,8 +401,8 @@ impl TaskSpec {
     }
 
     /// Runs the task as a worker process does: finds the function by name, fetches
-    /// referenced arguments with `fetch`, and returns the encoded result. A panic becomes
-    /// [`Error::TaskFailed`].
+    /// referenced arguments with `fetch` (given the object and where it is), and returns
+    /// the encoded result. A panic becomes [`Error::TaskFailed`].
     ///
     /// ```
     /// use prism::task::{EncodedArg, TaskSpec};
@@ -407,20 +412,33 @@ impl TaskSpec {
     ///     args: vec![],
     ///     options: Default::default(),
     /// };
-    /// let err = spec.execute(|_| unreachable!()).unwrap_err();
+    /// let err = spec.execute(|_, _| unreachable!()).unwrap_err();
     /// assert!(matches!(err, prism::Error::FunctionNotFound(_)));
     /// ```
-    pub fn execute(&self, fetch: impl Fn(ObjectId) -> Result<Vec<u8>>) -> Result<Vec<u8>> {
+    pub fn execute(
+        &self,
+        fetch: impl Fn(ObjectId, &str) -> Result<crate::cluster::SharedBytes>,
+    ) -> Result<Vec<u8>> {
         let f =
             lookup(&self.function).ok_or_else(|| Error::FunctionNotFound(self.function.clone()))?;
-        let args = self
+        let fetched = self
             .args
             .iter()
             .map(|a| match a {
-                EncodedArg::Inline(b) => Ok(b.clone()),
-                EncodedArg::Ref(id) => fetch(*id),
+                EncodedArg::Inline(_) => Ok(None),
+                EncodedArg::Ref { id, at } => fetch(*id, at).map(Some),
             })
             .collect::<Result<Vec<_>>>()?;
+        let args: Vec<&[u8]> = self
+            .args
+            .iter()
+            .zip(&fetched)
+            .map(|(a, f)| match (a, f) {
+                (_, Some(bytes)) => (**bytes).as_ref(),
+                (EncodedArg::Inline(b), None) => b.as_slice(),
+                (EncodedArg::Ref { .. }, None) => &[],
+            })
+            .collect();
         match crate::runtime::catch_task_panic(|| (f.run_encoded)(&args)) {
             Ok(result) => result,
             Err(message) => Err(Error::TaskFailed {

@@ -164,7 +164,10 @@ fn a_task_spec_travels_as_bytes_and_runs_by_name() {
         task_id: prism::ObjectId::new(0, 9),
         function: scale::NAME.to_string(),
         args: vec![
-            EncodedArg::Ref(prism::ObjectId::new(0, 1)),
+            EncodedArg::Ref {
+                id: prism::ObjectId::new(0, 1),
+                at: "127.0.0.1:9".into(),
+            },
             EncodedArg::inline(&2.5_f64).unwrap(),
         ],
         options: prism::TaskOptions::default().num_cpus(0.5),
@@ -173,9 +176,9 @@ fn a_task_spec_travels_as_bytes_and_runs_by_name() {
     let received = TaskSpec::from_bytes(&wire).unwrap();
     assert_eq!(received, spec);
     let out = received
-        .execute(|id| {
-            assert_eq!(id, prism::ObjectId::new(0, 1));
-            Ok(stored.clone())
+        .execute(|id, at| {
+            assert_eq!((id, at), (prism::ObjectId::new(0, 1), "127.0.0.1:9"));
+            Ok(std::sync::Arc::new(stored.clone()))
         })
         .unwrap();
     let result: Vec<f64> = prism::object::decode(&out).unwrap();
@@ -187,7 +190,7 @@ fn a_task_spec_travels_as_bytes_and_runs_by_name() {
         ..spec.clone()
     };
     assert!(matches!(
-        bad_arity.execute(|_| unreachable!()),
+        bad_arity.execute(|_, _| unreachable!()),
         Err(Error::Serialization(_))
     ));
     let garbage = TaskSpec {
@@ -198,7 +201,7 @@ fn a_task_spec_travels_as_bytes_and_runs_by_name() {
         ..spec
     };
     assert!(matches!(
-        garbage.execute(|_| unreachable!()),
+        garbage.execute(|_, _| unreachable!()),
         Err(Error::Serialization(_))
     ));
     assert!(TaskSpec::from_bytes(&[1, 2, 3]).is_err());

@@ -294,13 +294,13 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
                 ::prism::task::Output::new(#local_call)
             }
 
-            fn __run_encoded(__args: &[::std::vec::Vec<u8>]) -> ::prism::Result<::std::vec::Vec<u8>> {
+            fn __run_encoded(__args: &[&[u8]]) -> ::prism::Result<::std::vec::Vec<u8>> {
                 if __args.len() != #arity {
                     return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
                         "{} takes {} arguments, got {}", Self::NAME, #arity, __args.len()
                     )));
                 }
-                #(let #names: #stored = ::prism::object::decode(&__args[#indices])?;)*
+                #(let #names: #stored = ::prism::object::decode(__args[#indices])?;)*
                 ::prism::object::encode(&#encoded_call)
             }
         }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use crate::actor::registry::{self, ActorState};
 use crate::actor::ActorId;
 use crate::cluster::client::Client;
+use crate::cluster::objects::Payload;
 use crate::cluster::wire::{Msg, NamedActor, Outbox};
 use crate::error::{Error, Result};
 use crate::object::{Home, ObjectId, ObjectRef, RefCount};
@@ -347,7 +348,7 @@ impl Host {
                     };
                     let _ = reply.send(Msg::TaskDone {
                         task_id: actor,
-                        result: outcome,
+                        result: outcome.map(Payload::Inline),
                     });
                     me.drain(actor, &hosted);
                 });
@@ -450,6 +451,10 @@ impl Host {
                 h.state = Some(state);
             }
             drop(h);
+            let result = match self.pool.client() {
+                Some(client) => client.payload(c.call, result),
+                None => result.map(Payload::Inline),
+            };
             let _ = c.reply.send(Msg::TaskDone {
                 task_id: c.call,
                 result,

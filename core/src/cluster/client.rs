@@ -3,15 +3,17 @@
 //! which land in the process's own object store as encoded bytes, decoded on `get` into
 //! the type asked for. In a worker it also receives the tasks to run.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
 use crate::cluster::head::{hex, message_name};
+use crate::cluster::objects::{Location, Objects, Payload, SharedBytes};
 use crate::cluster::wire::{self, JobInfo, Msg, Outbox, Role};
 use crate::error::{Error, Result};
-use crate::object::{Codec, Encoded, ObjectId, Store};
-use crate::task::TaskSpec;
+use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store, Waiter};
+use crate::task::{EncodedArg, TaskSpec};
 
 /// What a worker does with a task the node sends it.
 pub(crate) type RunHandler = Box<dyn Fn(Delivery, Outbox) + Send + Sync>;
@@ -34,13 +36,37 @@ pub(crate) struct Client {
     pub node: String,
     head: String,
     token: String,
-    outbox: Outbox,
-    /// Submitted tasks not yet finished, kept to be sent again if a worker dies.
-    inflight: Arc<Inflight>,
+    shared: Arc<Shared>,
     /// Starts the connection's reader; see [`Client::start`].
     go: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Keeps the I/O threads alive as long as the client.
     _io: tokio::runtime::Runtime,
+}
+
+/// What the client and its connection's reader share.
+struct Shared {
+    job: u32,
+    outbox: Outbox,
+    store: Arc<Store>,
+    objects: Arc<Objects>,
+    books: Mutex<Books>,
+}
+
+/// The tasks this process submitted, kept to run them again.
+#[derive(Default)]
+struct Books {
+    /// Submitted, without a result yet: sent again if their worker dies.
+    inflight: HashMap<ObjectId, Submitted>,
+    /// Finished, their result kept in another process: run again if it is lost.
+    lineage: HashMap<ObjectId, Submitted>,
+}
+
+/// A submitted task, the attempts made, and the objects its arguments refer to (kept
+/// alive as long as the task may run again).
+struct Submitted {
+    spec: Arc<TaskSpec>,
+    attempts: u32,
+    _deps: Vec<Arc<RefCount>>,
 }
 
 fn io_runtime() -> Result<tokio::runtime::Runtime> {
@@ -152,8 +178,20 @@ impl Client {
         store: Arc<Store>,
         run: Option<RunHandler>,
     ) -> Result<Client> {
-        let stream =
-            io.block_on(async { wire::connect(node, token, role).await.map(|(s, _)| s) })?;
+        let stream = io.block_on(async {
+            wire::connect(node, token, role.clone())
+                .await
+                .map(|(s, _)| s)
+        })?;
+        // The object server listens where this process meets its node: a worker on its
+        // node's address, a driver on its own.
+        let ip = match role {
+            Role::Worker { .. } => stream.peer_addr(),
+            _ => stream.local_addr(),
+        }
+        .map_err(|e| Error::io("reading the node connection's address", e))?
+        .ip();
+        let objects = Objects::bind(ip, token, store.clone(), &io)?;
         let (r, w) = {
             let _guard = io.enter();
             stream.into_split()
@@ -163,10 +201,22 @@ impl Client {
             let _guard = io.enter();
             wire::spawn_writer(w, node.to_string())
         };
-        let out = outbox.clone();
+        let shared = Arc::new(Shared {
+            job,
+            outbox: outbox.clone(),
+            store: store.clone(),
+            objects,
+            books: Mutex::new(Books::default()),
+        });
+        let weak = Arc::downgrade(&shared);
+        store.on_free(Box::new(move |id| {
+            if let Some(shared) = weak.upgrade() {
+                shared.freed(id);
+            }
+        }));
+        let out = outbox;
         let is_worker = run.is_some();
-        let inflight = Arc::new(Inflight::default());
-        let tasks = inflight.clone();
+        let reader = shared.clone();
         let (go, started) = tokio::sync::oneshot::channel::<()>();
         io.spawn(async move {
             // Nothing is read until the process is ready for it (a worker installs its
@@ -176,28 +226,18 @@ impl Client {
             }
             loop {
                 match wire::read_msg::<_, Msg>(&mut r).await {
-                    Ok(Msg::TaskDone { task_id, result }) => {
-                        if let Some(retry) = tasks.settle(task_id, &result) {
-                            tracing::info!(task = %task_id, attempt = retry.1, "retrying after a worker died");
-                            let _ = out.send(Msg::SubmitTask { job, spec: retry.0 });
-                            continue;
-                        }
-                        match result {
-                            Ok(bytes) => {
-                                let size = bytes.len() as u64;
-                                store.complete(task_id, Arc::new(Encoded(bytes)), size, Codec::encoded());
-                            }
-                            Err(e) => {
-                                store.fail(task_id, e);
-                            }
-                        }
-                    }
+                    Ok(Msg::TaskDone { task_id, result }) => reader.done(task_id, result),
+                    Ok(Msg::FreeObjects { ids, .. }) => reader.objects.free(&ids),
                     Ok(Msg::Release { task_id }) => {
                         if let Some(run) = &run {
                             run(Delivery::Release(task_id), out.clone());
                         }
                     }
-                    Ok(m @ (Msg::CreateActor { .. } | Msg::ActorCall { .. } | Msg::KillActor { .. })) => {
+                    Ok(
+                        m @ (Msg::CreateActor { .. }
+                        | Msg::ActorCall { .. }
+                        | Msg::KillActor { .. }),
+                    ) => {
                         if let Some(run) = &run {
                             run(Delivery::Actor(m), out.clone());
                         }
@@ -239,8 +279,7 @@ impl Client {
             node: node.to_string(),
             head: head.to_string(),
             token: token.to_string(),
-            outbox,
-            inflight,
+            shared,
             go: Mutex::new(Some(go)),
             _io: io,
         })
@@ -264,54 +303,258 @@ impl Client {
 
     /// Sends a message to the node.
     pub fn send(&self, msg: Msg) {
-        let _ = self.outbox.send(msg);
+        let _ = self.shared.outbox.send(msg);
     }
 
-    /// Sends a task to the node.
-    pub fn submit(&self, spec: TaskSpec) {
+    /// Sends a task to the node; `deps` are the objects its arguments refer to.
+    pub fn submit(&self, spec: TaskSpec, deps: Vec<Arc<RefCount>>) {
         let spec = Arc::new(spec);
-        self.inflight.track(&spec);
-        let _ = self.outbox.send(Msg::SubmitTask {
+        self.shared.books().inflight.insert(
+            spec.task_id,
+            Submitted {
+                spec: spec.clone(),
+                attempts: 0,
+                _deps: deps,
+            },
+        );
+        self.send(Msg::SubmitTask {
             job: self.job,
             spec,
         });
     }
-}
 
-/// Tasks this process submitted and has no result for yet, with the attempts made.
-#[derive(Default)]
-struct Inflight {
-    tasks: std::sync::Mutex<std::collections::HashMap<ObjectId, (Arc<TaskSpec>, u32)>>,
-}
-
-impl Inflight {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<ObjectId, (Arc<TaskSpec>, u32)>> {
-        self.tasks.lock().unwrap_or_else(|e| e.into_inner())
+    /// A reference argument as it travels: inline if small, otherwise a reference to
+    /// where it is kept (this process's object server, for objects it has).
+    pub fn encode_ref(&self, id: ObjectId) -> Result<EncodedArg> {
+        let shared = &self.shared;
+        match shared.store.poll_value(id, None) {
+            Some(Ok(v)) => {
+                if let Some(loc) = v.downcast_ref::<Location>() {
+                    return Ok(EncodedArg::Ref {
+                        id,
+                        at: loc.at.clone(),
+                    });
+                }
+                let bytes = shared.store.encoded(id)?;
+                if bytes.len() <= crate::cluster::objects::INLINE_MAX {
+                    return Ok(EncodedArg::Inline(bytes));
+                }
+                shared.store.mark_exported(id);
+                Ok(EncodedArg::Ref {
+                    id,
+                    at: shared.objects.address().to_string(),
+                })
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(Error::ObjectLost(id)),
+        }
     }
 
-    fn track(&self, spec: &Arc<TaskSpec>) {
-        self.lock().insert(spec.task_id, (spec.clone(), 0));
+    /// The bytes of a task's reference argument: kept here, or pulled from `at`.
+    pub fn fetch(&self, id: ObjectId, at: &str) -> Result<SharedBytes> {
+        self.shared.objects.fetch(id, at)
     }
 
-    /// Records a result. A task whose worker process or node died, with retries left, is
-    /// returned to be submitted again (with its attempt number); anything else is done.
-    fn settle(
-        &self,
-        id: ObjectId,
-        result: &Result<Vec<u8>, Error>,
-    ) -> Option<(Arc<TaskSpec>, u32)> {
-        let mut tasks = self.lock();
-        if matches!(result, Err(Error::WorkerCrashed { .. })) {
-            if let Some((spec, attempts)) = tasks.get_mut(&id) {
-                if *attempts < spec.options.max_retries {
-                    *attempts += 1;
-                    return Some((spec.clone(), *attempts));
+    /// A result made here, as it travels to its owner.
+    pub fn payload(&self, id: ObjectId, result: Result<Vec<u8>>) -> Result<Payload> {
+        result.map(|bytes| self.shared.objects.keep(id, bytes))
+    }
+}
+
+/// The value of `id`, whose store entry is a [`Location`]: pulled from there (and kept
+/// in the store in its place), or rebuilt from its lineage if it was lost.
+pub(crate) fn materialize(id: ObjectId) -> Result<AnyValue> {
+    let rt = crate::runtime::current()?;
+    let client = rt.client().ok_or(Error::ObjectLost(id))?;
+    client.shared.materialize(id)
+}
+
+impl Shared {
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.books.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A task's result arrived.
+    fn done(self: &Arc<Self>, id: ObjectId, result: Result<Payload>) {
+        match &result {
+            Err(Error::WorkerCrashed { .. }) => {
+                if let Some((spec, attempt)) = self.retry(id) {
+                    tracing::info!(task = %id, attempt, "retrying after a worker died");
+                    let _ = self.outbox.send(Msg::SubmitTask {
+                        job: self.job,
+                        spec,
+                    });
+                    return;
+                }
+            }
+            Err(Error::ObjectLost(dep))
+                if *dep != id && self.books().inflight.contains_key(&id) =>
+            {
+                return self.rebuild_then_rerun(id, *dep);
+            }
+            _ => {}
+        }
+        let submitted = self.books().inflight.remove(&id);
+        match result {
+            Ok(Payload::Inline(bytes)) => {
+                let size = bytes.len() as u64;
+                self.store
+                    .complete(id, Arc::new(Encoded(bytes)), size, Codec::encoded());
+            }
+            Ok(Payload::Held(loc)) => {
+                // Its freeing is announced, so that the copy kept for it is dropped.
+                self.store.mark_exported(id);
+                if let Some(s) = submitted {
+                    self.books().lineage.insert(id, s);
+                }
+                if !self.store.complete(id, Arc::new(loc), 0, Codec::encoded()) {
+                    // Freed before its result arrived.
+                    self.freed(id);
+                }
+            }
+            Err(e) => {
+                self.store.fail(id, e);
+            }
+        }
+    }
+
+    /// The task and its next attempt number, if its worker died and it has retries left.
+    fn retry(&self, id: ObjectId) -> Option<(Arc<TaskSpec>, u32)> {
+        let mut books = self.books();
+        let s = books.inflight.get_mut(&id)?;
+        if s.attempts >= s.spec.options.max_retries {
+            return None;
+        }
+        s.attempts += 1;
+        Some((s.spec.clone(), s.attempts))
+    }
+
+    /// Task `id` could not read its argument `dep`, which was lost: rebuild `dep`, then
+    /// run the task again with the argument's new place.
+    fn rebuild_then_rerun(self: &Arc<Self>, id: ObjectId, dep: ObjectId) {
+        if let Err(e) = self.recover(dep) {
+            self.books().inflight.remove(&id);
+            self.store.fail(id, e);
+            return;
+        }
+        let me = self.clone();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rerun = move |failure: Option<&Error>| {
+            if fired.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                return;
+            }
+            if let Some(e) = failure {
+                me.books().inflight.remove(&id);
+                me.store.fail(id, e.clone());
+                return;
+            }
+            let spec = {
+                let mut books = me.books();
+                let Some(s) = books.inflight.get_mut(&id) else {
+                    return;
+                };
+                s.spec = Arc::new(me.relocated(&s.spec));
+                s.spec.clone()
+            };
+            let _ = me.outbox.send(Msg::SubmitTask { job: me.job, spec });
+        };
+        let rerun = Arc::new(rerun);
+        match self
+            .store
+            .poll_value(dep, Some(Waiter::Dependent(rerun.clone())))
+        {
+            None => {}
+            Some(Ok(_)) => rerun(None),
+            Some(Err(e)) => rerun(Some(&e)),
+        }
+    }
+
+    /// Starts rebuilding the lost object `id` by running the task that made it again.
+    /// `Ok` if it is being rebuilt (or was never lost); [`Error::ObjectLost`] if it has
+    /// no lineage here or its task has no retries left.
+    fn recover(&self, id: ObjectId) -> Result<()> {
+        match self.store.poll_value(id, None) {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(v)) if !v.is::<Location>() => return Ok(()),
+            Some(Ok(_)) => {}
+        }
+        let mut books = self.books();
+        let Some(s) = books.lineage.get(&id) else {
+            return Err(Error::ObjectLost(id));
+        };
+        if s.attempts >= s.spec.options.max_retries {
+            return Err(Error::ObjectLost(id));
+        }
+        if !self.store.reset(id) {
+            return Ok(());
+        }
+        let Some(mut s) = books.lineage.remove(&id) else {
+            return Err(Error::ObjectLost(id));
+        };
+        s.attempts += 1;
+        s.spec = Arc::new(self.relocated(&s.spec));
+        let spec = s.spec.clone();
+        tracing::info!(object = %id, attempt = s.attempts, "rebuilding a lost object from its lineage");
+        books.inflight.insert(id, s);
+        drop(books);
+        let _ = self.outbox.send(Msg::SubmitTask {
+            job: self.job,
+            spec,
+        });
+        Ok(())
+    }
+
+    /// `spec` with each reference argument pointing where its object is now.
+    fn relocated(&self, spec: &TaskSpec) -> TaskSpec {
+        let mut spec = spec.clone();
+        for arg in &mut spec.args {
+            if let EncodedArg::Ref { id, at } = arg {
+                if let Some(Ok(v)) = self.store.poll_value(*id, None) {
+                    *at = match v.downcast_ref::<Location>() {
+                        Some(loc) => loc.at.clone(),
+                        None => self.objects.address().to_string(),
+                    };
                 }
             }
         }
-        tasks.remove(&id);
-        None
+        spec
+    }
+
+    /// See [`materialize`].
+    fn materialize(&self, id: ObjectId) -> Result<AnyValue> {
+        loop {
+            let v = match self.store.poll_value(id, None) {
+                Some(v) => v?,
+                None => {
+                    crate::api::wait_settled(&self.store, &[id], None);
+                    continue;
+                }
+            };
+            let Some(loc) = v.downcast_ref::<Location>() else {
+                return Ok(v);
+            };
+            match self.objects.pull(id, &loc.at) {
+                Ok(bytes) => {
+                    let size = bytes.len() as u64;
+                    let value: AnyValue = Arc::new(Encoded(bytes));
+                    self.store.replace(id, value.clone(), size);
+                    return Ok(value);
+                }
+                Err(Error::ObjectLost(_)) => self.recover(id)?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// An object whose copies live elsewhere was freed here: forget how to rebuild it and
+    /// tell the nodes to drop the copies.
+    fn freed(&self, id: ObjectId) {
+        let lineage = self.books().lineage.remove(&id);
+        drop(lineage);
+        let _ = self.outbox.send(Msg::FreeObjects {
+            job: self.job,
+            ids: vec![id],
+        });
     }
 }

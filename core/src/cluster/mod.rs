@@ -5,6 +5,7 @@
 //! * [`wire`]: frames, the authenticated handshake, the messages.
 //! * [`head`]: node membership, jobs and their executables, a small KV.
 //! * [`node`]: resources, worker processes, placement and spilling to peers.
+//! * [`objects`]: large objects kept where they were made and pulled in chunks.
 //! * [`worker`]: the mode `prism::init()` enters in a process a node started.
 //! * [`session`]: the per-user directory of address, token, PIDs and logs.
 //! * [`testing`]: a local cluster of real daemon processes, for tests and benches.
@@ -12,9 +13,11 @@
 pub(crate) mod client;
 pub mod head;
 pub mod node;
+pub mod objects;
 pub mod session;
 pub mod testing;
 pub mod wire;
 pub mod worker;
 
+pub use objects::{Location, Payload, SharedBytes};
 pub use worker::enter_if_worker;

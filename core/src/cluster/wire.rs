@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
+use crate::cluster::objects::Payload;
 use crate::error::Error;
 use crate::object::ObjectId;
 use crate::task::TaskSpec;
@@ -25,7 +26,7 @@ use crate::task::TaskSpec;
 pub const MAGIC: [u8; 4] = *b"PRSM";
 
 /// The protocol version; peers of other versions are refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest frame accepted (512 MiB). Memory for a frame is taken as its bytes
 /// arrive, not when its header announces them.
@@ -83,6 +84,8 @@ pub enum Role {
     },
     /// The `prism` command line.
     Cli,
+    /// A process pulling objects from another's object server.
+    Objects,
 }
 
 /// The first frame of a connection.
@@ -244,8 +247,8 @@ pub enum Msg {
     TaskDone {
         /// The task (and result object) id.
         task_id: ObjectId,
-        /// The encoded result, or why it failed.
-        result: Result<Vec<u8>, Error>,
+        /// The result (inline, or where it is kept), or why the task failed.
+        result: Result<Payload, Error>,
     },
     /// Worker → node: the task waits in `get`/`wait`; lend its CPUs to others meanwhile.
     Blocked {
@@ -345,6 +348,28 @@ pub enum Msg {
     ActorFound {
         /// Where to reach it.
         entry: Option<NamedActor>,
+    },
+    /// Client → node → peers → workers: the owner freed these objects; drop the copies
+    /// kept for it.
+    FreeObjects {
+        /// The owner's job.
+        job: u32,
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// Puller → object server: send this object.
+    PullObject {
+        /// The object.
+        id: ObjectId,
+    },
+    /// Object server → puller: the object's size, followed by its bytes in raw chunks
+    /// (each a 4-byte big-endian length and at most [`CHUNK`] bytes); or why it cannot be
+    /// sent.
+    ObjectHeader {
+        /// The object.
+        id: ObjectId,
+        /// Its encoded size.
+        size: Result<u64, Error>,
     },
     /// CLI → head: the cluster's state.
     Status,

@@ -148,6 +148,12 @@ impl Pipeline {
         });
     }
 
+    fn client(&self) -> Result<&Arc<Client>> {
+        self.pool
+            .client()
+            .ok_or_else(|| Error::Cluster("the worker is not connected".into()))
+    }
+
     fn run_chain(&self, mut spec: TaskSpec, mut reply: Outbox, grant: &crate::sched::Grant) {
         loop {
             let running = runtime::Running {
@@ -157,8 +163,9 @@ impl Pipeline {
                 grant: grant.clone(),
             };
             let result = runtime::with_running(running, || {
-                spec.execute(|id: ObjectId| Err(Error::ObjectLost(id)))
+                spec.execute(|id, at| self.client()?.fetch(id, at))
             });
+            let result = self.client().and_then(|c| c.payload(spec.task_id, result));
             let _ = reply.send(Msg::TaskDone {
                 task_id: spec.task_id,
                 result,

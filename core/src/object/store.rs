@@ -11,10 +11,11 @@ use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::Waker;
 use std::time::Instant;
 
+use crate::cluster::objects::Location;
 use crate::error::{Error, Result};
 use crate::object::{Home, ObjectId, RefCount, Value};
 
@@ -184,6 +185,8 @@ enum Slot {
 
 struct Entry {
     refs: usize,
+    /// Other processes may hold copies: its freeing is announced (see [`Store::on_free`]).
+    exported: bool,
     slot: Slot,
     codec: Option<Codec>,
     /// Position in the spill order, for large ready objects.
@@ -269,10 +272,20 @@ pub(crate) struct Store {
     inner: Mutex<Inner>,
     capacity: u64,
     spill_dir: Option<PathBuf>,
+    /// Told of every freed object marked exported, in a cluster process.
+    on_free: OnceLock<FreeHook>,
 }
+
+/// What a cluster process does when an object others may hold copies of is freed.
+pub(crate) type FreeHook = Box<dyn Fn(ObjectId) + Send + Sync>;
 
 /// Casts a stored value to its type.
 pub(crate) fn downcast<T: Value>(id: ObjectId, v: AnyValue) -> Result<Arc<T>> {
+    let v = if v.is::<Location>() {
+        crate::cluster::client::materialize(id)?
+    } else {
+        v
+    };
     if let Some(e) = v.downcast_ref::<Encoded>() {
         return crate::object::decode::<T>(&e.0).map(Arc::new);
     }
@@ -297,6 +310,7 @@ impl Store {
             }),
             capacity,
             spill_dir,
+            on_free: OnceLock::new(),
         })
     }
 
@@ -310,6 +324,7 @@ impl Store {
             id,
             Entry {
                 refs: 1,
+                exported: false,
                 slot: Slot::Pending(Vec::new()),
                 codec: None,
                 stamp: None,
@@ -348,6 +363,7 @@ impl Store {
         if let Some(stamp) = e.stamp {
             inner.spillable.remove(&stamp);
         }
+        let exported = e.exported;
         let freed = match e.slot {
             Slot::Ready { value, size } => {
                 inner.used -= size;
@@ -363,6 +379,91 @@ impl Store {
         drop(inner);
         // The value's own drop (which may release nested refs) runs outside the lock.
         drop(freed);
+        if exported {
+            if let Some(hook) = self.on_free.get() {
+                hook(id);
+            }
+        }
+    }
+
+    /// Sets what to do when an exported object is freed (once per store).
+    pub fn on_free(&self, hook: FreeHook) {
+        let _ = self.on_free.set(hook);
+    }
+
+    /// Marks an object as having copies elsewhere, so that its freeing is announced.
+    pub fn mark_exported(&self, id: ObjectId) {
+        if let Some(e) = self.lock().entries.get_mut(&id) {
+            e.exported = true;
+        }
+    }
+
+    /// A counted reference to `id` holding `value`: the existing object if there is one
+    /// (its value unchanged), a new ready one otherwise.
+    pub fn hold(
+        self: &Arc<Self>,
+        id: ObjectId,
+        value: AnyValue,
+        size: u64,
+        codec: Codec,
+    ) -> RefCount {
+        if let Some(count) = self.reacquire(id) {
+            return count;
+        }
+        let count = self.create(id);
+        self.complete(id, value, size, codec);
+        count
+    }
+
+    /// Replaces a ready object's value (a location by the bytes pulled from there).
+    pub fn replace(&self, id: ObjectId, value: AnyValue, size: u64) -> bool {
+        let mut inner = self.lock();
+        if let Err(e) = self.make_room(&mut inner, size, id) {
+            tracing::debug!(%id, "keeping a pulled object out of the store: {e}");
+            return false;
+        }
+        let stamp = self.stamp_if_large(&mut inner, id, size);
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        let Slot::Ready { value: v, size: s } = &mut entry.slot else {
+            return false;
+        };
+        let old_size = std::mem::replace(s, size);
+        let old = std::mem::replace(v, value);
+        entry.codec = Some(Codec::encoded());
+        let old_stamp = std::mem::replace(&mut entry.stamp, stamp);
+        inner.used = inner.used - old_size + size;
+        if let Some(s) = old_stamp {
+            inner.spillable.remove(&s);
+        }
+        if let Some(s) = stamp {
+            inner.spillable.insert(s, id);
+        }
+        drop(inner);
+        drop(old);
+        true
+    }
+
+    /// Makes a ready object pending again, to be rebuilt. Returns `false` if it is not
+    /// ready (already being rebuilt, failed or freed).
+    pub fn reset(&self, id: ObjectId) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        let size = match &entry.slot {
+            Slot::Ready { size, .. } => *size,
+            _ => return false,
+        };
+        let old = std::mem::replace(&mut entry.slot, Slot::Pending(Vec::new()));
+        if let Some(s) = entry.stamp.take() {
+            inner.spillable.remove(&s);
+        }
+        inner.used -= size;
+        drop(inner);
+        drop(old);
+        true
     }
 
     /// Makes a pending object ready. Returns `false` if the object was freed or already
@@ -529,6 +630,17 @@ impl Store {
     pub fn encoded(&self, id: ObjectId) -> Result<Vec<u8>> {
         let inner = self.lock();
         match inner.entries.get(&id) {
+            Some(Entry {
+                slot: Slot::Ready { value, .. },
+                ..
+            }) if value.is::<Location>() => {
+                drop(inner);
+                let v = crate::cluster::client::materialize(id)?;
+                match v.downcast_ref::<Encoded>() {
+                    Some(e) => Ok(e.0.clone()),
+                    None => self.encoded(id),
+                }
+            }
             Some(Entry {
                 slot: Slot::Ready { value, .. },
                 codec: Some(codec),

@@ -29,6 +29,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::head::message_name;
+use crate::cluster::objects::Payload;
 use crate::cluster::wire::{self, Msg, NodeView, Outbox, Role, WireError};
 use crate::config::Config;
 use crate::error::Error;
@@ -391,6 +392,9 @@ impl Node {
                     self.finished(task_id, result)
                 }
                 (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (_, Msg::FreeObjects { job, ids }) => {
+                    self.free_objects(job, ids, !matches!(role, Role::Node { .. }))
+                }
                 (Role::Node { .. }, Msg::Output { job, stderr, lines }) => {
                     let driver = self.lock().drivers.get(&job).cloned();
                     if let Some(d) = driver {
@@ -457,6 +461,25 @@ impl Node {
             tracing::info!(job, pid = c.id(), "node: job ended, stopping its worker");
             let _ = c.kill();
             let _ = c.wait();
+        }
+    }
+
+    /// An owner freed objects: its job's worker here drops the copies it keeps, and so
+    /// do the peers' (told when the news comes from a client, not from a peer).
+    fn free_objects(&self, job: u32, ids: Vec<ObjectId>, tell_peers: bool) {
+        let st = self.lock();
+        let mut outboxes: Vec<&Outbox> = Vec::new();
+        if let Some(Worker::Ready(out)) = st.workers.get(&job) {
+            outboxes.push(out);
+        }
+        if tell_peers {
+            outboxes.extend(st.peers.values().filter_map(|p| p.outbox.as_ref()));
+        }
+        for out in outboxes {
+            let _ = out.send(Msg::FreeObjects {
+                job,
+                ids: ids.clone(),
+            });
         }
     }
 
@@ -678,7 +701,7 @@ impl Node {
     }
 
     /// A task ended, here or at a peer: return its resources and pass the result back.
-    fn finished(self: &Arc<Self>, task_id: ObjectId, result: Result<Vec<u8>, Error>) {
+    fn finished(self: &Arc<Self>, task_id: ObjectId, result: Result<Payload, Error>) {
         let mut st = self.lock();
         let Some(route) = st.routes.remove(&task_id) else {
             return;

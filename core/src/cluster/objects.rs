@@ -1,0 +1,303 @@
+//! The object plane of a cluster.
+//!
+//! A small result (at most [`INLINE_MAX`] encoded bytes) travels inline with its task's
+//! completion to the process that owns it. A large one stays in the process that made it
+//! (a job's worker on some node) and its owner receives a [`Location`]: the address of
+//! that process's object server. Whoever reads the object pulls it from there: the owner
+//! on `get`, or the worker of a task that takes it as an argument, which keeps the copy
+//! for the job's later tasks on its node. Objects a driver `put` travel the same way: a
+//! task argument larger than [`INLINE_MAX`] goes out as a reference to the driver's own
+//! object server, so a value used by many tasks crosses the network once per node, not
+//! once per task.
+//!
+//! A pull is one connection: the handshake (the cluster token, as everywhere), a
+//! `PullObject` frame, then an `ObjectHeader` with the size and the bytes in raw chunks
+//! of at most [`CHUNK`] bytes, each with its length: no encoding step and no copy besides
+//! the socket's. Every chunk length is checked against the announced size.
+//!
+//! When the owner frees an object, it tells every node (`FreeObjects`), which tell the
+//! job's workers to drop the copies they keep. When the process holding an object dies
+//! with its node, a pull fails with [`Error::ObjectLost`] and the owner rebuilds the
+//! object from its lineage (see `client`).
+
+use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::cluster::wire::{self, Msg, Role, WireError, CHUNK};
+use crate::error::{Error, Result};
+use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store};
+
+/// Results and arguments up to this many encoded bytes travel inline; larger ones are
+/// pulled from where they are kept.
+pub const INLINE_MAX: usize = 100 << 10;
+
+/// Where a large object is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// The object server of the process holding it.
+    pub at: String,
+    /// Its encoded size in bytes.
+    pub size: u64,
+}
+
+/// A task's result as it travels back to its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The encoded value.
+    Inline(Vec<u8>),
+    /// The value stays where it was made; pull it from there.
+    Held(Location),
+}
+
+/// Encoded bytes shared between the store and a task reading them.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
+impl AsRef<[u8]> for Encoded {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// This process's object server and the copies it keeps for others.
+pub(crate) struct Objects {
+    address: String,
+    token: String,
+    store: Arc<Store>,
+    io: tokio::runtime::Handle,
+    /// Results made here and copies pulled here, kept until their owner frees them.
+    kept: Mutex<HashMap<ObjectId, RefCount>>,
+    /// Objects being pulled right now, so that concurrent readers pull once.
+    pulling: Mutex<HashSet<ObjectId>>,
+    pulled: Condvar,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Objects {
+    /// Binds an object server on `ip` (any port) serving `store`, on the runtime `io`.
+    pub fn bind(
+        ip: IpAddr,
+        token: &str,
+        store: Arc<Store>,
+        io: &tokio::runtime::Runtime,
+    ) -> Result<Arc<Objects>> {
+        let listener = io
+            .block_on(TcpListener::bind((ip, 0)))
+            .map_err(|e| Error::io(format!("binding an object server on {ip}"), e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the object server's address", e))?
+            .to_string();
+        let objects = Arc::new(Objects {
+            address,
+            token: token.to_string(),
+            store: store.clone(),
+            io: io.handle().clone(),
+            kept: Mutex::new(HashMap::new()),
+            pulling: Mutex::new(HashSet::new()),
+            pulled: Condvar::new(),
+        });
+        let token = token.to_string();
+        io.spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    continue;
+                };
+                let (store, token) = (store.clone(), token.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = serve(&store, stream, &token).await {
+                        tracing::info!(%peer, "object server: connection closed: {e}");
+                    }
+                });
+            }
+        });
+        Ok(objects)
+    }
+
+    /// Where this process serves objects.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    /// The result `id` made here, as it travels to its owner: inline if small; kept here
+    /// (until the owner frees it) and located otherwise.
+    pub fn keep(&self, id: ObjectId, bytes: Vec<u8>) -> Payload {
+        if bytes.len() <= INLINE_MAX {
+            return Payload::Inline(bytes);
+        }
+        let size = bytes.len() as u64;
+        let count = self
+            .store
+            .hold(id, Arc::new(Encoded(bytes)), size, Codec::encoded());
+        lock(&self.kept).insert(id, count);
+        Payload::Held(Location {
+            at: self.address.clone(),
+            size,
+        })
+    }
+
+    /// The owner freed these objects: drop the copies kept here.
+    pub fn free(&self, ids: &[ObjectId]) {
+        let dropped: Vec<RefCount> = {
+            let mut kept = lock(&self.kept);
+            ids.iter().filter_map(|id| kept.remove(id)).collect()
+        };
+        drop(dropped);
+    }
+
+    /// The bytes of `id` for a task argument: the copy kept here, or pulled from `at`
+    /// (once, however many tasks ask at the same time) and kept.
+    pub fn fetch(&self, id: ObjectId, at: &str) -> Result<SharedBytes> {
+        loop {
+            if let Some(bytes) = self.local(id) {
+                return bytes;
+            }
+            {
+                let mut pulling = lock(&self.pulling);
+                if pulling.contains(&id) {
+                    drop(self.pulled.wait(pulling));
+                    continue;
+                }
+                pulling.insert(id);
+            }
+            let pulled = self.pull(id, at).map(|bytes| {
+                let size = bytes.len() as u64;
+                let value = Arc::new(Encoded(bytes));
+                let count = self.store.hold(id, value.clone(), size, Codec::encoded());
+                lock(&self.kept).insert(id, count);
+                value as SharedBytes
+            });
+            lock(&self.pulling).remove(&id);
+            self.pulled.notify_all();
+            return pulled;
+        }
+    }
+
+    /// The bytes of `id` if this process has them.
+    fn local(&self, id: ObjectId) -> Option<Result<SharedBytes>> {
+        if !lock(&self.kept).contains_key(&id) {
+            return None;
+        }
+        match self.store.poll_value(id, None)? {
+            Ok(v) => Some(shared_bytes(&self.store, id, v)),
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Pulls `id` from the object server at `at`, blocking this (non-I/O) thread.
+    pub fn pull(&self, id: ObjectId, at: &str) -> Result<Vec<u8>> {
+        let started = std::time::Instant::now();
+        let bytes = self.io.block_on(pull(at, &self.token, id))?;
+        let secs = started.elapsed().as_secs_f64();
+        tracing::debug!(%id, at, bytes = bytes.len(), secs, "pulled an object");
+        Ok(bytes)
+    }
+}
+
+/// The encoded bytes of a stored value, shared if it is stored encoded.
+fn shared_bytes(store: &Store, id: ObjectId, v: AnyValue) -> Result<SharedBytes> {
+    match v.downcast::<Encoded>() {
+        Ok(e) => Ok(e),
+        Err(_) => Ok(Arc::new(Encoded(store.encoded(id)?))),
+    }
+}
+
+/// Serves pulls on one connection until the puller closes it.
+async fn serve(store: &Store, mut stream: TcpStream, token: &str) -> Result<(), WireError> {
+    wire::accept(&mut stream, token, "objects").await?;
+    loop {
+        let id = match wire::read_msg(&mut stream).await? {
+            Msg::PullObject { id } => id,
+            other => {
+                return Err(WireError::Malformed(format!(
+                    "an object server cannot serve {}",
+                    crate::cluster::head::message_name(&other)
+                )))
+            }
+        };
+        let bytes = match store.poll_value(id, None) {
+            Some(Ok(v)) if !v.is::<Location>() => shared_bytes(store, id, v),
+            Some(Err(e)) => Err(e),
+            _ => Err(Error::ObjectLost(id)),
+        };
+        let size = bytes.as_ref().map(|b| (**b).as_ref().len() as u64);
+        wire::write_msg(
+            &mut stream,
+            &Msg::ObjectHeader {
+                id,
+                size: size.map_err(|e| e.clone()),
+            },
+        )
+        .await?;
+        if let Ok(bytes) = bytes {
+            for chunk in (*bytes).as_ref().chunks(CHUNK) {
+                stream
+                    .write_all(&(chunk.len() as u32).to_be_bytes())
+                    .await?;
+                stream.write_all(chunk).await?;
+            }
+            stream.flush().await?;
+        }
+    }
+}
+
+/// Pulls object `id` from the object server at `at`. A server that cannot be reached or
+/// does not have the object is [`Error::ObjectLost`]; a server that breaks the protocol
+/// is [`Error::Cluster`].
+pub(crate) async fn pull(at: &str, token: &str, id: ObjectId) -> Result<Vec<u8>> {
+    let lost = |why: String| {
+        tracing::info!(%id, at, "cannot pull the object: {why}");
+        Error::ObjectLost(id)
+    };
+    let (mut s, _) = tokio::time::timeout(
+        wire::HANDSHAKE_TIMEOUT,
+        wire::connect(at, token, Role::Objects),
+    )
+    .await
+    .map_err(|_| lost("no answer in time".into()))?
+    .map_err(|e| lost(e.to_string()))?;
+    wire::write_msg(&mut s, &Msg::PullObject { id })
+        .await
+        .map_err(|e| lost(e.to_string()))?;
+    let size = match wire::read_msg(&mut s)
+        .await
+        .map_err(|e| lost(e.to_string()))?
+    {
+        Msg::ObjectHeader { id: got, size } if got == id => size?,
+        other => {
+            return Err(Error::Cluster(format!(
+                "object server at {at} answered {} to a pull",
+                crate::cluster::head::message_name(&other)
+            )))
+        }
+    };
+    let size = usize::try_from(size)
+        .map_err(|_| Error::Cluster(format!("object of {size} bytes is too large here")))?;
+    let mut buf = vec![0u8; size];
+    let mut filled = 0;
+    while filled < size {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len)
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        let len = u32::from_be_bytes(len) as usize;
+        if len == 0 || len > CHUNK || filled + len > size {
+            return Err(Error::Cluster(format!(
+                "object server at {at} sent a chunk of {len} bytes at offset {filled} of {size}"
+            )));
+        }
+        s.read_exact(&mut buf[filled..filled + len])
+            .await
+            .map_err(|e| lost(e.to_string()))?;
+        filled += len;
+    }
+    Ok(buf)
+}
