@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::actor::{Actor, ActorHandle, ActorId};
+use crate::cluster::wire::{Msg, NodeView};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::object::{self, Home, ObjectId, ObjectRef, Signal, Store, StoreStats, Value};
@@ -370,18 +371,65 @@ pub fn context() -> Result<RuntimeContext> {
     })
 }
 
-/// The runtime's total resources, in natural units (`CPU`, `GPU`, `memory`, custom).
-pub fn cluster_resources() -> BTreeMap<String, f64> {
-    runtime::current()
-        .map(|rt| rt.sched.resources().0.into_iter().collect())
-        .unwrap_or_default()
+/// The nodes of the runtime: on a cluster, every node the head knows, with its
+/// resources in total and not in use (as of its last heartbeat); in the embedded runtime,
+/// the one local node.
+///
+/// ```
+/// # prism::init().unwrap();
+/// let nodes = prism::nodes().unwrap();
+/// assert_eq!(nodes.len(), 1);
+/// assert!(nodes[0].alive);
+/// # prism::shutdown();
+/// ```
+pub fn nodes() -> Result<Vec<NodeView>> {
+    let rt = runtime::current()?;
+    let Some(client) = rt.client() else {
+        let (total, available) = rt.sched.resources();
+        return Ok(vec![NodeView {
+            node_id: rt.node_id.clone(),
+            address: String::new(),
+            total,
+            available,
+            queued: 0,
+            running: 0,
+            alive: true,
+        }]);
+    };
+    match client.ask_head(Msg::Status)? {
+        Msg::ClusterView { nodes } => Ok(nodes),
+        other => Err(Error::Cluster(format!(
+            "the head answered {} to a status request",
+            crate::cluster::head::message_name(&other)
+        ))),
+    }
 }
 
-/// The resources not held by running tasks and live actors.
+/// Sums one side of the live nodes' resources.
+fn summed(available: bool) -> BTreeMap<String, f64> {
+    let mut sum = BTreeMap::new();
+    for node in nodes().unwrap_or_default().into_iter().filter(|n| n.alive) {
+        let amounts = if available {
+            node.available
+        } else {
+            node.total
+        };
+        for (name, v) in amounts {
+            *sum.entry(name).or_insert(0.0) += v;
+        }
+    }
+    sum
+}
+
+/// The total resources of the live nodes, in natural units (`CPU`, `GPU`, `memory`,
+/// custom).
+pub fn cluster_resources() -> BTreeMap<String, f64> {
+    summed(false)
+}
+
+/// The resources of the live nodes not held by running tasks and live actors.
 pub fn available_resources() -> BTreeMap<String, f64> {
-    runtime::current()
-        .map(|rt| rt.sched.resources().1.into_iter().collect())
-        .unwrap_or_default()
+    summed(true)
 }
 
 /// Counters of the object store: objects alive, bytes in memory and spilled.

@@ -80,14 +80,15 @@ pub mod task;
 pub use actor::{Actor, ActorHandle, ActorId, ActorOptions};
 pub use api::{
     available_resources, cancel, cluster_resources, context, get, get_actor, get_all, get_all_arc,
-    get_arc, get_timeout, init, init_with, is_initialized, kill, put, put_arc, shutdown,
+    get_arc, get_timeout, init, init_with, is_initialized, kill, nodes, put, put_arc, shutdown,
     store_stats, wait, RuntimeContext,
 };
+pub use cluster::wire::NodeView;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use object::{ObjectId, ObjectRef, StoreStats, Value};
 pub use prism_macros::{actor, remote};
-pub use task::{IntoArg, TaskOptions};
+pub use task::{IntoArg, Strategy, TaskOptions};
 
 /// What most programs import: `use prism::prelude::*;`.
 pub mod prelude {

@@ -35,6 +35,38 @@ pub struct TaskOptions {
     pub(crate) max_retries: u32,
     pub(crate) retry_on_panic: bool,
     pub(crate) name: Option<String>,
+    pub(crate) scheduling: Strategy,
+}
+
+/// Where a call may run on a cluster. The embedded runtime is one node and runs every
+/// call there, whatever the strategy.
+///
+/// ```
+/// use prism::Strategy;
+/// let pinned = prism::TaskOptions::default().scheduling(Strategy::NodeAffinity {
+///     node_id: "3f2a9c1e".into(),
+///     soft: true,
+/// });
+/// let spread = prism::TaskOptions::default().scheduling(Strategy::Spread);
+/// assert_ne!(pinned, spread);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub enum Strategy {
+    /// The node the call is submitted to first; other nodes when it is saturated.
+    #[default]
+    Default,
+    /// Over the live nodes that can run it, in turn: calls of one batch land on
+    /// different nodes even when the first has room for all of them.
+    Spread,
+    /// On the node with this id (see [`crate::nodes`]). A hard affinity fails with
+    /// [`Error::Infeasible`] when that node is gone or can never meet the demand; a soft
+    /// one then runs the call wherever [`Strategy::Default`] would.
+    NodeAffinity {
+        /// The node's id.
+        node_id: String,
+        /// Whether another node may run it when this one cannot.
+        soft: bool,
+    },
 }
 
 impl Default for TaskOptions {
@@ -47,6 +79,7 @@ impl Default for TaskOptions {
             max_retries: 3,
             retry_on_panic: false,
             name: None,
+            scheduling: Strategy::Default,
         }
     }
 }
@@ -101,6 +134,12 @@ impl TaskOptions {
     /// A display name for the call, shown in errors and listings.
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Where the call may run on a cluster (default: [`Strategy::Default`]).
+    pub fn scheduling(mut self, strategy: Strategy) -> Self {
+        self.scheduling = strategy;
         self
     }
 
@@ -176,6 +215,11 @@ macro_rules! __option_methods {
         /// A display name for the call.
         pub fn name(mut self, name: impl Into<String>) -> Self {
             self.options = self.options.name(name);
+            self
+        }
+        /// Where the call may run on a cluster.
+        pub fn scheduling(mut self, strategy: $crate::Strategy) -> Self {
+            self.options = self.options.scheduling(strategy);
             self
         }
     };

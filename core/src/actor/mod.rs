@@ -155,6 +155,11 @@ impl ActorOptions {
         self.task = self.task.retry_on_panic(yes);
         self
     }
+    /// Where the actor may be placed on a cluster.
+    pub fn scheduling(mut self, strategy: crate::Strategy) -> Self {
+        self.task = self.task.scheduling(strategy);
+        self
+    }
     /// Registers the actor under a name, to be found with [`crate::get_actor`].
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());

@@ -196,8 +196,9 @@ impl Objects {
     pub fn pull(&self, id: ObjectId, at: &str) -> Result<Vec<u8>> {
         let started = std::time::Instant::now();
         let bytes = self.io.block_on(pull(at, &self.token, id))?;
-        let secs = started.elapsed().as_secs_f64();
-        tracing::debug!(%id, at, bytes = bytes.len(), secs, "pulled an object");
+        let took = started.elapsed();
+        self.store.record_pull(bytes.len() as u64, took);
+        tracing::debug!(%id, at, bytes = bytes.len(), secs = took.as_secs_f64(), "pulled an object");
         Ok(bytes)
     }
 }

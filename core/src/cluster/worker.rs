@@ -9,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::cluster::client::{Client, Delivery};
-use crate::cluster::node::{ENV_JOB, ENV_NODE, ENV_TOKEN};
+use crate::cluster::node::{ENV_JOB, ENV_NODE, ENV_SPILL, ENV_STORE, ENV_TOKEN};
 use crate::cluster::wire::{Msg, Outbox};
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -49,7 +49,14 @@ fn serve() -> Result<()> {
         .ok()
         .and_then(|j| j.parse().ok())
         .ok_or_else(|| Error::Config(format!("{ENV_JOB} is not a job id")))?;
-    let rt = runtime::start_local(Config::default(), crate::cluster::session::random_u32())?;
+    let mut config = Config::default();
+    if let Some(cap) = std::env::var(ENV_STORE).ok().and_then(|v| v.parse().ok()) {
+        config = config.object_store_memory(cap);
+    }
+    if let Some(dir) = std::env::var_os(ENV_SPILL) {
+        config = config.spill_dir(dir);
+    }
+    let rt = runtime::start_local(config, crate::cluster::session::random_u32())?;
     let p = Arc::new(Pipeline {
         pool: rt.clone(),
         state: Mutex::new(PipelineState::default()),

@@ -202,6 +202,9 @@ struct Inner {
     spilled_bytes: u64,
     spilled_objects: u64,
     restored_objects: u64,
+    pulls: u64,
+    bytes_pulled: u64,
+    pull_time: std::time::Duration,
 }
 
 /// The waiters of one failed object and its error.
@@ -261,6 +264,12 @@ pub struct StoreStats {
     pub bytes_spilled: u64,
     /// How many times an object was spilled.
     pub spill_count: u64,
+    /// How many objects this process pulled from other processes (cluster only).
+    pub pulls: u64,
+    /// The bytes of those pulls.
+    pub bytes_pulled: u64,
+    /// The time spent in those pulls, from connecting to the last byte.
+    pub pull_time: std::time::Duration,
     /// How many times a spilled object was read back.
     pub restore_count: u64,
     /// The memory cap.
@@ -307,6 +316,9 @@ impl Store {
                 spilled_bytes: 0,
                 spilled_objects: 0,
                 restored_objects: 0,
+                pulls: 0,
+                bytes_pulled: 0,
+                pull_time: std::time::Duration::ZERO,
             }),
             capacity,
             spill_dir,
@@ -384,6 +396,14 @@ impl Store {
                 hook(id);
             }
         }
+    }
+
+    /// Counts a pull of `bytes` from another process that took `took`.
+    pub fn record_pull(&self, bytes: u64, took: std::time::Duration) {
+        let mut inner = self.lock();
+        inner.pulls += 1;
+        inner.bytes_pulled += bytes;
+        inner.pull_time += took;
     }
 
     /// Sets what to do when an exported object is freed (once per store).
@@ -622,6 +642,9 @@ impl Store {
             bytes_spilled: inner.spilled_bytes,
             spill_count: inner.spilled_objects,
             restore_count: inner.restored_objects,
+            pulls: inner.pulls,
+            bytes_pulled: inner.bytes_pulled,
+            pull_time: inner.pull_time,
             capacity: self.capacity,
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{ActorPlace, Node, Route, State};
+use super::{ActorPlace, Node, Placement, Route, State};
 use crate::cluster::wire::{Msg, Outbox};
 use crate::error::Error;
 use crate::object::ObjectId;
@@ -34,6 +34,15 @@ impl Node {
             Err(e) => return refuse(e),
         };
         let mut st = self.lock();
+        let (pinned, chosen) = match self.place(&mut st, &options.scheduling, &demand, pinned) {
+            Placement::Default => (pinned, None),
+            Placement::Here => (true, None),
+            Placement::Peer(id) => (pinned, Some(id)),
+            Placement::Fail(e) => {
+                drop(st);
+                return refuse(e);
+            }
+        };
         let msg = Msg::CreateActor {
             job,
             actor,
@@ -41,7 +50,7 @@ impl Node {
             args,
             options,
         };
-        if st.available.fits(&demand) {
+        if chosen.is_none() && st.available.fits(&demand) {
             let gpu_ids = st.available.take(&demand);
             st.actors.insert(
                 actor,
@@ -59,10 +68,13 @@ impl Node {
             .then(|| {
                 st.peers
                     .iter()
-                    .find(|(_, p)| {
-                        p.view.alive
-                            && p.outbox.is_some()
-                            && Capacity::from_amounts(&p.view.available).fits(&demand)
+                    .find(|(id, p)| match &chosen {
+                        Some(c) => *id == c,
+                        None => {
+                            p.view.alive
+                                && p.outbox.is_some()
+                                && Capacity::from_amounts(&p.view.available).fits(&demand)
+                        }
                     })
                     .map(|(id, p)| (id.clone(), p.outbox.clone()))
             })

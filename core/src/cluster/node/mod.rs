@@ -35,7 +35,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::object::ObjectId;
 use crate::sched::{Capacity, Demand, Grant};
-use crate::task::TaskSpec;
+use crate::task::{Strategy, TaskSpec};
 
 /// Environment variables that put a process in worker mode.
 pub const ENV_NODE: &str = "PRISM_WORKER_NODE";
@@ -45,6 +45,10 @@ pub const ENV_JOB: &str = "PRISM_WORKER_JOB";
 pub const ENV_TOKEN: &str = "PRISM_TOKEN";
 /// The head's address, for workers.
 pub const ENV_HEAD: &str = "PRISM_WORKER_HEAD";
+/// The object store cap of a worker: the node's `--object-store-memory`.
+pub const ENV_STORE: &str = "PRISM_WORKER_OBJECT_STORE_MEMORY";
+/// Where a worker spills objects; the node removes it when the worker ends.
+pub const ENV_SPILL: &str = "PRISM_WORKER_SPILL_DIR";
 
 /// How a node starts.
 #[derive(Debug, Clone)]
@@ -128,6 +132,20 @@ struct State {
     drivers: HashMap<u32, Outbox>,
     /// Where the actors placed by or living on this node are.
     actors: HashMap<ObjectId, ActorPlace>,
+    /// The next turn of the `Spread` strategy.
+    spread_turn: usize,
+}
+
+/// Where a task's strategy sends it.
+enum Placement {
+    /// Local first, then peers with room (see [`Node::dispatch`]).
+    Default,
+    /// Here, and nowhere else.
+    Here,
+    /// To this peer.
+    Peer(String),
+    /// Nowhere: the strategy cannot be met.
+    Fail(Error),
 }
 
 /// Where an actor is, as a node knows it.
@@ -175,6 +193,7 @@ impl Node {
                 running: 0,
                 drivers: HashMap::new(),
                 actors: HashMap::new(),
+                spread_turn: 0,
             }),
             options,
         });
@@ -219,10 +238,19 @@ impl Node {
     /// Ends the worker processes this node started.
     pub fn kill_workers(&self) {
         let children = std::mem::take(&mut self.lock().children);
-        for (_, mut c) in children {
+        for (job, mut c) in children {
             let _ = c.kill();
             let _ = c.wait();
+            let _ = std::fs::remove_dir_all(self.spill_dir(job));
         }
+    }
+
+    /// Where the worker of `job` spills objects.
+    fn spill_dir(&self, job: u32) -> PathBuf {
+        self.options
+            .session
+            .join("spill")
+            .join(format!("{}-job{job}", self.id))
     }
 
     fn view(&self, st: &State) -> NodeView {
@@ -462,6 +490,7 @@ impl Node {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir_all(self.spill_dir(job));
     }
 
     /// An owner freed objects: its job's worker here drops the copies it keeps, and so
@@ -496,6 +525,32 @@ impl Node {
             }
         };
         let mut st = self.lock();
+        let pinned = match self.place(&mut st, &spec.options.scheduling, &demand, pinned) {
+            Placement::Default => pinned,
+            Placement::Here => true,
+            Placement::Peer(peer) => {
+                let q = Queued {
+                    job,
+                    spec,
+                    demand,
+                    reply,
+                    pinned,
+                };
+                if let Some(q) = self.hand_to_peer(&mut st, &peer, q) {
+                    st.queue.push_back(q);
+                    self.dispatch(&mut st);
+                }
+                return;
+            }
+            Placement::Fail(e) => {
+                drop(st);
+                let _ = reply.send(Msg::TaskDone {
+                    task_id: spec.task_id,
+                    result: Err(e),
+                });
+                return;
+            }
+        };
         if let Err(e) = self.total.check_feasible(&demand) {
             let elsewhere = !pinned
                 && st.peers.values().any(|p| {
@@ -558,19 +613,96 @@ impl Node {
                 break;
             };
             let Some(q) = st.queue.pop_front() else { break };
-            let Some(peer) = st.peers.get_mut(&peer_id) else {
+            if let Some(q) = self.hand_to_peer(st, &peer_id, q) {
+                st.queue.push_front(q);
                 break;
-            };
-            let Some(out) = peer.outbox.clone() else {
-                break;
-            };
-            peer.outstanding += 1;
-            let route = Route::new(q.reply, None, Some(peer_id), q.spec.function.clone());
-            st.routes.insert(q.spec.task_id, route);
-            let _ = out.send(Msg::SubmitTask {
-                job: q.job,
-                spec: Arc::new(q.spec),
-            });
+            }
+        }
+    }
+
+    /// Sends a task to a connected peer, which runs it (and never passes it on); the
+    /// task comes back if the peer is not connected.
+    fn hand_to_peer(&self, st: &mut State, peer_id: &str, q: Queued) -> Option<Queued> {
+        let Some(peer) = st.peers.get_mut(peer_id) else {
+            return Some(q);
+        };
+        let Some(out) = peer.outbox.clone() else {
+            return Some(q);
+        };
+        peer.outstanding += 1;
+        let route = Route::new(
+            q.reply,
+            None,
+            Some(peer_id.to_string()),
+            q.spec.function.clone(),
+        );
+        st.routes.insert(q.spec.task_id, route);
+        let _ = out.send(Msg::SubmitTask {
+            job: q.job,
+            spec: Arc::new(q.spec),
+        });
+        None
+    }
+
+    /// Where a task's strategy sends it, before load is considered. A task a peer handed
+    /// here was placed there already.
+    fn place(
+        &self,
+        st: &mut State,
+        strategy: &Strategy,
+        demand: &Demand,
+        from_peer: bool,
+    ) -> Placement {
+        let feasible_at =
+            |total: &[(String, f64)]| Capacity::from_amounts(total).check_feasible(demand);
+        let live_peers = st
+            .peers
+            .iter()
+            .filter(|(_, p)| p.view.alive && p.outbox.is_some());
+        match strategy {
+            _ if from_peer => Placement::Default,
+            Strategy::Default => Placement::Default,
+            Strategy::NodeAffinity { node_id, soft } => {
+                let verdict = if *node_id == self.id {
+                    self.total.check_feasible(demand).map(|()| Placement::Here)
+                } else {
+                    match live_peers.clone().find(|(id, _)| *id == node_id) {
+                        Some((_, p)) => {
+                            feasible_at(&p.view.total).map(|()| Placement::Peer(node_id.clone()))
+                        }
+                        None => Err(Error::Infeasible {
+                            resource: format!("node:{node_id} (no such live node)"),
+                            requested: 1.0,
+                            capacity: 0.0,
+                        }),
+                    }
+                };
+                match verdict {
+                    Ok(p) => p,
+                    Err(_) if *soft => Placement::Default,
+                    Err(e) => Placement::Fail(e),
+                }
+            }
+            Strategy::Spread => {
+                let mut nodes: Vec<String> = live_peers
+                    .filter(|(_, p)| feasible_at(&p.view.total).is_ok())
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                if self.total.check_feasible(demand).is_ok() {
+                    nodes.push(self.id.clone());
+                }
+                if nodes.is_empty() {
+                    return Placement::Default;
+                }
+                nodes.sort();
+                let pick = nodes.swap_remove(st.spread_turn % nodes.len());
+                st.spread_turn += 1;
+                if pick == self.id {
+                    Placement::Here
+                } else {
+                    Placement::Peer(pick)
+                }
+            }
         }
     }
 
@@ -631,6 +763,8 @@ impl Node {
     }
 
     fn worker_gone(self: &Arc<Self>, job: u32) {
+        // What it spilled died with it.
+        let _ = std::fs::remove_dir_all(self.spill_dir(job));
         let lost: Vec<ObjectId> = {
             let mut st = self.lock();
             st.workers.remove(&job);

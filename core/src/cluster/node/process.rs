@@ -50,6 +50,11 @@ impl Node {
             .env(ENV_NODE, &self.address)
             .env(ENV_JOB, job.to_string())
             .env("PRISM_WORKER_NODE_ID", &self.id)
+            .env(
+                super::ENV_STORE,
+                self.options.config.store_capacity().to_string(),
+            )
+            .env(super::ENV_SPILL, self.spill_dir(job))
             .env(ENV_TOKEN, &self.options.token)
             .env(super::ENV_HEAD, &self.options.head)
             .env("PRISM_SESSION_DIR", &self.options.session)
