@@ -13,8 +13,8 @@
 //!
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
-//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1, W2 and
-//! W11 through it.
+//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1, W2, W11
+//! and W12 (a 1 GiB object moved between two nodes) through it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -427,6 +427,51 @@ fn cluster_workloads() -> Vec<Figure> {
     ]
 }
 
+/// A byte buffer of `len` bytes (encoded as one block of bytes, not byte by byte).
+#[prism::remote]
+fn buffer(len: usize) -> serde_bytes::ByteBuf {
+    serde_bytes::ByteBuf::from(vec![7u8; len])
+}
+
+/// The buffer's length, and the bytes and nanoseconds this worker has spent pulling
+/// objects so far.
+#[prism::remote]
+fn buffer_len(b: serde_bytes::ByteBuf) -> (usize, u64, u64) {
+    let s = prism::store_stats().expect("in a worker");
+    (b.len(), s.bytes_pulled, s.pull_time.as_nanos() as u64)
+}
+
+/// W12: a 1 GiB object made on one node and read by a task on another. Two figures: the
+/// pull between the nodes as the reading worker timed it (connecting to the last byte),
+/// and the whole read from the reader's submission to its result (the pull, decoding
+/// into the task's argument and the task's round trip).
+fn w12() -> Vec<Figure> {
+    const GIB: usize = 1 << 30;
+    let nodes = prism::nodes().expect("the cluster's nodes");
+    let [a, b] = [&nodes[0], &nodes[nodes.len() - 1]].map(|n| prism::Strategy::NodeAffinity {
+        node_id: n.node_id.clone(),
+        soft: false,
+    });
+    let (mut pulled, mut nanos) = (0, 0);
+    let mut pull_rates = Vec::new();
+    let end_to_end = reps(|| {
+        let made = buffer::options().scheduling(a.clone()).remote(GIB);
+        prism::wait(std::slice::from_ref(&made), 1, None).expect("made");
+        let t = Instant::now();
+        let read = buffer_len::options().scheduling(b.clone()).remote(&made);
+        let (len, bytes, ns) = prism::get(&read).expect("read on the other node");
+        let rate = GIB as f64 / secs(t) / 1e9;
+        assert_eq!(len, GIB);
+        pull_rates.push((bytes - pulled) as f64 / (ns - nanos) as f64);
+        (pulled, nanos) = (bytes, ns);
+        rate
+    });
+    vec![
+        figure("W12_1GiB_pull_GB_per_s", median(pull_rates), "GB/s"),
+        figure("W12_1GiB_read_GB_per_s", end_to_end, "GB/s"),
+    ]
+}
+
 fn cluster_mode(address: Option<String>) -> Vec<Figure> {
     let bin = prism::cluster::testing::sibling_prism_bin()
         .expect("the prism binary next to this one: run `cargo build --release` first");
@@ -446,6 +491,7 @@ fn cluster_mode(address: Option<String>) -> Vec<Figure> {
         }
     }
     figures.extend(cluster_workloads());
+    figures.extend(w12());
     prism::shutdown();
     figures
 }
