@@ -429,6 +429,60 @@ fn actors_live_in_workers_keep_order_and_travel_to_tasks() {
     }
 }
 
+#[test]
+fn a_worker_that_exits_before_connecting_fails_its_work_at_once() {
+    // What a program that does not call `prism::init()` first looks like to its node.
+    if prism::cluster::worker::is_worker() {
+        std::process::exit(3);
+    }
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let task = add::remote(1, 2);
+    let actor = Tally::remote(1);
+    for result in [
+        prism::get_timeout(&task, Duration::from_secs(30)).map(|_| ()),
+        prism::get_timeout(&actor.add(1), Duration::from_secs(30)).map(|_| ()),
+    ] {
+        match result {
+            Err(Error::Cluster(reason)) | Err(Error::ActorDied { reason, .. }) => {
+                assert!(reason.contains("exited"), "{reason}");
+                assert!(reason.contains("prism::init()"), "{reason}");
+            }
+            other => panic!("expected a clear error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn an_actor_is_restarted_up_to_max_restarts_then_dies() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let t = Tally::options().max_restarts(1).remote(5);
+    assert_eq!(prism::get(&t.add(1)).unwrap(), 6);
+    let first = prism::get(&t.pid()).unwrap();
+
+    // Its process dies: the node starts it again (the constructor runs again, so its
+    // state starts over) and later calls reach the new instance.
+    assert!(prism::cluster::session::signal(first, 9));
+    let second = prism::cluster::testing::wait_for(
+        || prism::get(&t.pid()).ok().filter(|p| *p != first),
+        "the restarted actor",
+    );
+    assert_eq!(prism::get(&t.add(1)).unwrap(), 6);
+    assert_eq!(prism::get(&t.add(1)).unwrap(), 7);
+
+    // No restarts left: the second death is final, and calls fail with a typed error.
+    assert!(prism::cluster::session::signal(second, 9));
+    let err = prism::cluster::testing::wait_for(
+        || match prism::get_timeout(&t.add(1), Duration::from_secs(30)) {
+            Err(e @ Error::ActorDied { .. }) => Some(e),
+            _ => None,
+        },
+        "the actor to be dead",
+    );
+    assert!(err.to_string().contains("worker process died"), "{err}");
+}
+
 trait AsI64 {
     fn untyped_i64(self) -> ObjectRef<i64>;
 }

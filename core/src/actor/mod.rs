@@ -449,6 +449,7 @@ pub fn spawn<A: Actor>(options: ActorOptions, args: Vec<Arg>, construct: Constru
             client.clone(),
             A::CLASS,
             options.task,
+            options.max_restarts,
             args,
             options.name,
         );

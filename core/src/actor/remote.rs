@@ -27,6 +27,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 enum Outgoing {
     Create {
         options: TaskOptions,
+        max_restarts: u32,
         args: Vec<Arg>,
     },
     Call {
@@ -70,6 +71,7 @@ impl RemoteActor {
         client: Arc<Client>,
         class: &str,
         options: TaskOptions,
+        max_restarts: u32,
         args: Vec<Arg>,
         name: Option<String>,
     ) -> Arc<RemoteActor> {
@@ -104,9 +106,11 @@ impl RemoteActor {
                 return actor;
             }
         }
-        lock(&actor.out)
-            .items
-            .push_back(Outgoing::Create { options, args });
+        lock(&actor.out).items.push_back(Outgoing::Create {
+            options,
+            max_restarts,
+            args,
+        });
         actor.pump();
         actor
     }
@@ -234,13 +238,18 @@ impl RemoteActor {
             };
             // Sent under the lock: the order of the queue is the order on the wire.
             match item {
-                Outgoing::Create { options, args } => match encode_args(&rt, &args) {
+                Outgoing::Create {
+                    options,
+                    max_restarts,
+                    args,
+                } => match encode_args(&rt, &args) {
                     Ok(args) => self.client.send(Msg::CreateActor {
                         job: self.client.job,
                         actor: self.id.0,
                         class: self.class.clone(),
                         args,
                         options,
+                        max_restarts,
                     }),
                     Err(e) => {
                         let err = Error::ActorDied {

@@ -273,6 +273,8 @@ pub enum Msg {
         args: Vec<Vec<u8>>,
         /// Resources held for the actor's life.
         options: crate::task::TaskOptions,
+        /// How many times the node hosting it starts it again if its process dies.
+        max_restarts: u32,
     },
     /// Client → node → … → the worker hosting the actor: call a method. The result comes
     /// back as a `TaskDone` for `call`.

@@ -9,47 +9,58 @@ use crate::error::Error;
 use crate::object::ObjectId;
 use crate::sched::{Capacity, Grant};
 
+/// An actor's creation as a node receives it.
+pub(crate) struct Creation {
+    pub job: u32,
+    pub actor: ObjectId,
+    pub class: String,
+    pub args: Vec<Vec<u8>>,
+    pub options: crate::task::TaskOptions,
+    pub max_restarts: u32,
+}
+
+impl Creation {
+    fn into_msg(self) -> Msg {
+        Msg::CreateActor {
+            job: self.job,
+            actor: self.actor,
+            class: self.class,
+            args: self.args,
+            options: self.options,
+            max_restarts: self.max_restarts,
+        }
+    }
+}
+
 impl Node {
-    /// Places an actor: here if its resources are free, else on a peer with room (unless
-    /// it came from a peer). Its creation's outcome returns to `reply` as a `TaskDone`.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn create_actor(
-        self: &Arc<Self>,
-        job: u32,
-        actor: ObjectId,
-        class: String,
-        args: Vec<Vec<u8>>,
-        options: crate::task::TaskOptions,
-        reply: Outbox,
-        pinned: bool,
-    ) {
+    /// Places an actor: where its strategy says, else here if its resources are free,
+    /// else on a peer with room (unless it came from a peer). Its creation's outcome
+    /// returns to `reply` as a `TaskDone`.
+    pub(super) fn create_actor(self: &Arc<Self>, create: Creation, reply: Outbox, pinned: bool) {
+        let (job, actor, class) = (create.job, create.actor, create.class.clone());
+        let max_restarts = create.max_restarts;
         let refuse = |e: Error| {
             let _ = reply.send(Msg::TaskDone {
                 task_id: actor,
                 result: Err(e),
             });
         };
-        let demand = match options.demand() {
+        let demand = match create.options.demand() {
             Ok(d) => d,
             Err(e) => return refuse(e),
         };
         let mut st = self.lock();
-        let (pinned, chosen) = match self.place(&mut st, &options.scheduling, &demand, pinned) {
-            Placement::Default => (pinned, None),
-            Placement::Here => (true, None),
-            Placement::Peer(id) => (pinned, Some(id)),
-            Placement::Fail(e) => {
-                drop(st);
-                return refuse(e);
-            }
-        };
-        let msg = Msg::CreateActor {
-            job,
-            actor,
-            class: class.clone(),
-            args,
-            options,
-        };
+        let (pinned, chosen) =
+            match self.place(&mut st, &create.options.scheduling, &demand, pinned) {
+                Placement::Default => (pinned, None),
+                Placement::Here => (true, None),
+                Placement::Peer(id) => (pinned, Some(id)),
+                Placement::Fail(e) => {
+                    drop(st);
+                    return refuse(e);
+                }
+            };
+        let msg = create.into_msg();
         if chosen.is_none() && st.available.fits(&demand) {
             let gpu_ids = st.available.take(&demand);
             st.actors.insert(
@@ -57,6 +68,8 @@ impl Node {
                 ActorPlace::Local {
                     job,
                     grant: Grant { demand, gpu_ids },
+                    restarts_left: max_restarts,
+                    create: Box::new(msg.clone()),
                 },
             );
             st.routes
@@ -184,15 +197,40 @@ impl Node {
         let _ = out.send(msg);
     }
 
-    /// The job's actors here are gone: their resources return.
-    pub(super) fn drop_actors(&self, st: &mut State, job: u32, reason: &str) {
-        let gone: Vec<ObjectId> = st
-            .actors
-            .iter()
-            .filter(|(_, p)| matches!(p, ActorPlace::Local { job: j, .. } if *j == job))
-            .map(|(id, _)| *id)
-            .collect();
-        for id in gone {
+    /// The job's worker here is gone, and with it its actors. With `restart`, those with
+    /// restarts left stay placed here and their creations are returned, to be sent to the
+    /// job's next worker; the others are dead and their resources return.
+    pub(super) fn drop_actors(
+        &self,
+        st: &mut State,
+        job: u32,
+        reason: &str,
+        restart: bool,
+    ) -> Vec<Msg> {
+        let mut restarts = Vec::new();
+        let mut dead = Vec::new();
+        for (id, place) in st.actors.iter_mut() {
+            let ActorPlace::Local {
+                job: j,
+                restarts_left,
+                create,
+                ..
+            } = place
+            else {
+                continue;
+            };
+            if *j != job {
+                continue;
+            }
+            if restart && *restarts_left > 0 {
+                *restarts_left -= 1;
+                tracing::info!(actor = %id, left = *restarts_left, "node: restarting an actor whose worker died");
+                restarts.push((**create).clone());
+            } else {
+                dead.push(*id);
+            }
+        }
+        for id in dead {
             let dead = ActorPlace::Failed(Error::ActorDied {
                 actor: id.to_string(),
                 reason: reason.to_string(),
@@ -201,5 +239,6 @@ impl Node {
                 st.available.give(&grant);
             }
         }
+        restarts
     }
 }

@@ -150,8 +150,14 @@ enum Placement {
 
 /// Where an actor is, as a node knows it.
 enum ActorPlace {
-    /// In this node's worker of `job`, holding `grant` for its life.
-    Local { job: u32, grant: Grant },
+    /// In this node's worker of `job`, holding `grant` for its life; started again by
+    /// `create` (at most `restarts_left` more times) if that worker dies.
+    Local {
+        job: u32,
+        grant: Grant,
+        restarts_left: u32,
+        create: Box<Msg>,
+    },
     /// On a peer node.
     Peer(String),
     /// It could not be placed, or it died.
@@ -437,10 +443,19 @@ impl Node {
                         class,
                         args,
                         options,
+                        max_restarts,
                     },
                 ) => {
                     let pinned = matches!(role, Role::Node { .. });
-                    self.create_actor(job, actor, class, args, options, outbox.clone(), pinned)
+                    let create = actors::Creation {
+                        job,
+                        actor,
+                        class,
+                        args,
+                        options,
+                        max_restarts,
+                    };
+                    self.create_actor(create, outbox.clone(), pinned)
                 }
                 (_, m @ Msg::ActorCall { .. }) => self.route_actor(m, Some(outbox.clone())),
                 (_, m @ Msg::KillActor { .. }) => self.route_actor(m, None),
@@ -482,7 +497,7 @@ impl Node {
             st.queue.retain(|q| q.job != job || q.pinned);
             st.workers.remove(&job);
             st.drivers.remove(&job);
-            self.drop_actors(&mut st, job, "its job ended");
+            self.drop_actors(&mut st, job, "its job ended", false);
             st.children.remove(&job)
         };
         if let Some(mut c) = child {
@@ -768,7 +783,10 @@ impl Node {
         let lost: Vec<ObjectId> = {
             let mut st = self.lock();
             st.workers.remove(&job);
-            self.drop_actors(&mut st, job, "its worker process died");
+            let restarts = self.drop_actors(&mut st, job, "its worker process died", true);
+            for create in restarts {
+                self.send_to_worker(&mut st, job, create);
+            }
             st.routes
                 .iter()
                 .filter(|(_, r)| r.job == Some(job))

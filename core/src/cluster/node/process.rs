@@ -14,23 +14,60 @@ use crate::cluster::wire::{self, JobInfo, Msg, Role};
 use crate::error::Error;
 
 impl Node {
+    /// Starts the worker process of `job` and waits until it connects. If it cannot be
+    /// started, or exits before it connects (a program that does not call
+    /// `prism::init()` first, or a binary other than the job's), everything waiting for
+    /// it fails at once with the reason, instead of waiting forever.
     pub(super) async fn start_worker(self: Arc<Self>, job: u32) {
-        if let Err(e) = self.clone().spawn_worker(job).await {
-            tracing::error!(job, "node: cannot start a worker: {e}");
-            let waiting = match self.lock().workers.remove(&job) {
-                Some(Worker::Starting(w)) => w,
-                _ => Vec::new(),
+        let failure = match self.clone().spawn_worker(job).await {
+            Err(e) => format!("cannot start a worker for job {job}: {e}"),
+            Ok(()) => match self.connected_or_exited(job).await {
+                None => return,
+                Some(status) => format!(
+                    "the worker process of job {job} exited ({status}) before connecting to \
+                     its node: the program must call prism::init() before anything else, and \
+                     the executable must be the job's own (see {})",
+                    self.options.session.join("logs").display()
+                ),
+            },
+        };
+        tracing::error!(job, "node: {failure}");
+        let waiting = match self.lock().workers.remove(&job) {
+            Some(Worker::Starting(w)) => w,
+            _ => Vec::new(),
+        };
+        for m in waiting {
+            let id = match m {
+                Msg::RunTask { spec, .. } => spec.task_id,
+                Msg::CreateActor { actor, .. } => actor,
+                Msg::ActorCall { call, .. } => call,
+                _ => continue,
             };
-            for m in waiting {
-                if let Msg::RunTask { spec, .. } = m {
-                    self.finished(
-                        spec.task_id,
-                        Err(Error::Cluster(format!(
-                            "cannot start a worker for job {job}: {e}"
-                        ))),
-                    );
+            self.finished(id, Err(Error::Cluster(failure.clone())));
+        }
+    }
+
+    /// Waits until the worker of `job` connects (`None`) or its process exits first
+    /// (its exit status).
+    async fn connected_or_exited(&self, job: u32) -> Option<String> {
+        loop {
+            {
+                let mut st = self.lock();
+                if !matches!(st.workers.get(&job), Some(Worker::Starting(_))) {
+                    return None;
+                }
+                let exited = match st.children.get_mut(&job).map(|c| c.try_wait()) {
+                    Some(Ok(Some(status))) => Some(status.to_string()),
+                    Some(Err(e)) => Some(e.to_string()),
+                    None => Some("no process".into()),
+                    Some(Ok(None)) => None,
+                };
+                if let Some(status) = exited {
+                    st.children.remove(&job);
+                    return Some(status);
                 }
             }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
     }
 
@@ -182,6 +219,17 @@ impl Node {
             .await
             .map_err(|e| Error::io("caching an executable", e))?;
         drop(f);
+        let got = {
+            use sha2::Digest;
+            let bytes = std::fs::read(&tmp).map_err(|e| Error::io("checking an executable", e))?;
+            crate::cluster::head::hex(&sha2::Sha256::digest(&bytes))
+        };
+        if got != hash {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::Cluster(format!(
+                "the executable fetched as {hash} has hash {got}: it is not the job's"
+            )));
+        }
         make_executable(&tmp)?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io("caching an executable", e))?;
         Ok(path)
