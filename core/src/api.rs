@@ -394,6 +394,7 @@ pub fn nodes() -> Result<Vec<NodeView>> {
             queued: 0,
             running: 0,
             alive: true,
+            pending: Vec::new(),
         }]);
     };
     match client.ask_head(Msg::Status)? {

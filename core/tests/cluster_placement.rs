@@ -73,3 +73,83 @@ fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
         .iter()
         .any(|n| n.node_id == prism::get(&soft).unwrap()));
 }
+
+#[prism::remote]
+fn nap(ms: u64) -> u64 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    ms
+}
+
+#[prism::actor]
+pub struct Greeter {
+    greeting: String,
+}
+
+#[prism::actor]
+impl Greeter {
+    pub fn new(greeting: String) -> Self {
+        Greeter { greeting }
+    }
+
+    pub fn greet(&self, name: String) -> String {
+        format!("{} {name}", self.greeting)
+    }
+}
+
+#[test]
+fn work_that_does_not_fit_waits_with_its_reason_and_runs_when_room_frees() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let busy = nap::remote(1500);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // Neither fits while the sleeper holds the node's one CPU: they wait, the actor with
+    // its call. (A task of the sleeper's own shape would be queued in its worker right
+    // behind it instead: placed, not waiting.)
+    let greeter = Greeter::options().num_cpus(1.0).remote("hello".to_string());
+    let hello = greeter.greet("prism".to_string());
+    let after = nap::options().num_cpus(0.5).remote(1);
+    let pending = prism::cluster::testing::wait_for(
+        || {
+            let nodes = prism::nodes().ok()?;
+            let pending = nodes.first()?.pending.clone();
+            (pending.len() == 2).then_some(pending)
+        },
+        "both to be reported pending",
+    );
+    for p in &pending {
+        assert_eq!(p.count, 1);
+        let cpus = p.demand[0].1;
+        assert!(
+            p.reason
+                .contains(&format!("{cpus} CPU asked, 0 of 1 free here")),
+            "{}",
+            p.reason
+        );
+        assert!(p.reason.contains("no other node"), "{}", p.reason);
+    }
+    assert!(pending.iter().any(|p| p.what.ends_with("Greeter")));
+    assert!(pending.iter().any(|p| p.what.ends_with("::nap")));
+    // `prism status` shows the same.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("status")
+        .env("PRISM_SESSION_DIR", &cluster.dir)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("pending: 1 x"), "{text}");
+    assert!(text.contains("0 of 1 free here"), "{text}");
+
+    // The sleeper ends: the actor takes the CPU for its life, and the task runs once the
+    // actor is killed.
+    assert_eq!(prism::get(&busy).unwrap(), 1500);
+    assert_eq!(prism::get(&hello).unwrap(), "hello prism");
+    prism::kill(&greeter);
+    assert_eq!(prism::get(&after).unwrap(), 1);
+
+    // An actor no node could ever host fails at once.
+    let huge = Greeter::options().num_cpus(8.0).remote("hi".to_string());
+    match prism::get(&huge.greet("x".to_string())) {
+        Err(Error::ActorDied { reason, .. }) => assert!(reason.contains("infeasible"), "{reason}"),
+        other => panic!("expected an infeasible actor, got {other:?}"),
+    }
+}

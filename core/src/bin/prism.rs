@@ -377,10 +377,14 @@ fn status(address: Option<String>) -> Res<()> {
         if !custom.is_empty() {
             println!("           custom: {}", custom.join(", "));
         }
-        if n.queued > 0 && n.running == 0 {
+        for p in &n.pending {
+            let demand: Vec<String> = p.demand.iter().map(|(k, v)| format!("{k}: {v}")).collect();
             println!(
-                "           {} task(s) wait: their demands do not fit the free resources",
-                n.queued
+                "           pending: {} x {} {{{}}}: {}",
+                p.count,
+                p.what,
+                demand.join(", "),
+                p.reason
             );
         }
     }

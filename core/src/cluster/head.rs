@@ -190,10 +190,12 @@ impl Head {
                         available,
                         queued,
                         running,
+                        pending,
                     },
                 ) => {
                     if let Some((v, seen)) = lock(&self.nodes).get_mut(id) {
                         v.available = available;
+                        v.pending = pending;
                         v.queued = queued;
                         v.running = running;
                         v.alive = true;

@@ -130,6 +130,21 @@ pub struct NodeView {
     pub running: u32,
     /// Whether the node still sends heartbeats.
     pub alive: bool,
+    /// What waits on that node for resources, and why.
+    pub pending: Vec<PendingView>,
+}
+
+/// Work waiting on a node, grouped by what it is and what it asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingView {
+    /// The function, or `actor <class>`.
+    pub what: String,
+    /// How many wait.
+    pub count: u32,
+    /// What each asks for.
+    pub demand: Vec<(String, f64)>,
+    /// Why they cannot be placed now.
+    pub reason: String,
 }
 
 /// A named actor as the head records it.
@@ -172,6 +187,8 @@ pub enum Msg {
         queued: u32,
         /// Tasks running.
         running: u32,
+        /// What waits for resources, and why.
+        pending: Vec<PendingView>,
     },
     /// Head → node (answering a heartbeat) and head → CLI (answering `Status`).
     ClusterView {

@@ -32,10 +32,26 @@ impl Creation {
     }
 }
 
+/// An actor waiting for resources, here or on a peer.
+pub(super) struct WaitingActor {
+    pub create: Msg,
+    pub actor: ObjectId,
+    pub job: u32,
+    pub class: String,
+    pub demand: crate::sched::Demand,
+    pub reply: Outbox,
+    /// Came from a peer or its strategy named this node: placed here or nowhere.
+    pub pinned: bool,
+    pub max_restarts: u32,
+    /// Views of the cluster seen in a row in which no node could ever host it.
+    pub views: u32,
+}
+
 impl Node {
     /// Places an actor: where its strategy says, else here if its resources are free,
-    /// else on a peer with room (unless it came from a peer). Its creation's outcome
-    /// returns to `reply` as a `TaskDone`.
+    /// else on a peer with room (unless it came from a peer); if none has room now, it
+    /// waits (with its calls) until one does. One that no node could ever host fails with
+    /// [`Error::Infeasible`]. Its creation's outcome returns to `reply` as a `TaskDone`.
     pub(super) fn create_actor(self: &Arc<Self>, create: Creation, reply: Outbox, pinned: bool) {
         let (job, actor, class) = (create.job, create.actor, create.class.clone());
         let max_restarts = create.max_restarts;
@@ -50,77 +66,133 @@ impl Node {
             Err(e) => return refuse(e),
         };
         let mut st = self.lock();
-        let (pinned, chosen) =
-            match self.place(&mut st, &create.options.scheduling, &demand, pinned) {
-                Placement::Default => (pinned, None),
-                Placement::Here => (true, None),
-                Placement::Peer(id) => (pinned, Some(id)),
-                Placement::Fail(e) => {
-                    drop(st);
-                    return refuse(e);
+        let pinned = match self.place(&mut st, &create.options.scheduling, &demand, pinned) {
+            Placement::Default => pinned,
+            Placement::Here => true,
+            Placement::Peer(peer_id) => {
+                if let Some(out) = st.peers.get(&peer_id).and_then(|p| p.outbox.clone()) {
+                    st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
+                    st.routes
+                        .insert(actor, Route::new(reply, None, Some(peer_id), class));
+                    let _ = out.send(create.into_msg());
+                    return;
                 }
-            };
-        let msg = create.into_msg();
-        if chosen.is_none() && st.available.fits(&demand) {
-            let gpu_ids = st.available.take(&demand);
-            st.actors.insert(
-                actor,
-                ActorPlace::Local {
-                    job,
-                    grant: Grant { demand, gpu_ids },
-                    restarts_left: max_restarts,
-                    create: Box::new(msg.clone()),
-                },
-            );
-            st.routes
-                .insert(actor, Route::new(reply, Some(job), None, class));
-            self.send_to_worker(&mut st, job, msg);
-            return;
+                pinned
+            }
+            Placement::Fail(e) => {
+                drop(st);
+                return refuse(e);
+            }
+        };
+        st.actors.insert(actor, ActorPlace::Waiting(Vec::new()));
+        st.waiting_actors.push_back(WaitingActor {
+            create: create.into_msg(),
+            actor,
+            job,
+            class,
+            demand,
+            reply,
+            pinned,
+            max_restarts,
+            views: 0,
+        });
+        self.place_actors(&mut st);
+    }
+
+    /// Fails the waiting actors that no node could host in two views of the cluster
+    /// running (see `recheck_infeasible`), with their waiting calls.
+    pub(super) fn recheck_infeasible_actors(self: &Arc<Self>, st: &mut State) {
+        for mut w in std::mem::take(&mut st.waiting_actors) {
+            let verdict = self.feasible_somewhere(st, &w.demand, w.pinned);
+            match verdict {
+                Err(e) if w.views >= 1 => {
+                    let _ = w.reply.send(Msg::TaskDone {
+                        task_id: w.actor,
+                        result: Err(e.clone()),
+                    });
+                    let failed = ActorPlace::Failed(e);
+                    if let Some(ActorPlace::Waiting(calls)) = st.actors.insert(w.actor, failed) {
+                        for (msg, reply) in calls {
+                            self.route_locked(st, msg, reply);
+                        }
+                    }
+                }
+                Err(_) => {
+                    w.views += 1;
+                    st.waiting_actors.push_back(w);
+                }
+                Ok(()) => {
+                    w.views = 0;
+                    st.waiting_actors.push_back(w);
+                }
+            }
         }
-        let peer = (!pinned)
-            .then(|| {
-                st.peers
-                    .iter()
-                    .find(|(id, p)| match &chosen {
-                        Some(c) => *id == c,
-                        None => {
+    }
+
+    /// Places the waiting actors that fit now, here or on a peer with room, and sends
+    /// the calls that waited for them on.
+    pub(super) fn place_actors(self: &Arc<Self>, st: &mut State) {
+        let waiting = std::mem::take(&mut st.waiting_actors);
+        for w in waiting {
+            let placed = if st.available.fits(&w.demand) {
+                let gpu_ids = st.available.take(&w.demand);
+                let grant = Grant {
+                    demand: w.demand,
+                    gpu_ids,
+                };
+                st.routes
+                    .insert(w.actor, Route::new(w.reply, Some(w.job), None, w.class));
+                let local = ActorPlace::Local {
+                    job: w.job,
+                    grant,
+                    restarts_left: w.max_restarts,
+                    create: Box::new(w.create.clone()),
+                };
+                let calls = st.actors.insert(w.actor, local);
+                self.send_to_worker(st, w.job, w.create);
+                calls
+            } else {
+                let peer = (!w.pinned)
+                    .then(|| {
+                        st.peers.iter().find(|(_, p)| {
                             p.view.alive
                                 && p.outbox.is_some()
-                                && Capacity::from_amounts(&p.view.available).fits(&demand)
-                        }
+                                && Capacity::from_amounts(&p.view.available).fits(&w.demand)
+                        })
                     })
-                    .map(|(id, p)| (id.clone(), p.outbox.clone()))
-            })
-            .flatten();
-        if let Some((peer_id, Some(out))) = peer {
-            st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
-            st.routes
-                .insert(actor, Route::new(reply, None, Some(peer_id), class));
-            let _ = out.send(msg);
-            return;
-        }
-        let err = match self.total.check_feasible(&demand) {
-            Err(e)
-                if !st.peers.values().any(|p| {
-                    Capacity::from_amounts(&p.view.total)
-                        .check_feasible(&demand)
-                        .is_ok()
-                }) =>
-            {
-                e
+                    .flatten()
+                    .and_then(|(id, p)| Some((id.clone(), p.outbox.clone()?)));
+                match peer {
+                    Some((peer_id, out)) => {
+                        st.routes.insert(
+                            w.actor,
+                            Route::new(w.reply, None, Some(peer_id.clone()), w.class),
+                        );
+                        let _ = out.send(w.create);
+                        st.actors.insert(w.actor, ActorPlace::Peer(peer_id))
+                    }
+                    None => {
+                        st.waiting_actors.push_back(w);
+                        continue;
+                    }
+                }
+            };
+            if let Some(ActorPlace::Waiting(calls)) = placed {
+                for (msg, reply) in calls {
+                    self.route_locked(st, msg, reply);
+                }
             }
-            _ => Error::Cluster(format!(
-                "no node has the free resources for actor {class} now"
-            )),
-        };
-        st.actors.insert(actor, ActorPlace::Failed(err.clone()));
-        drop(st);
-        refuse(err);
+        }
     }
 
     /// Sends an actor call (with `reply` for its result) or a kill on towards the actor:
     /// to this node's worker, to the peer that hosts it, or to the node that placed it.
     pub(super) fn route_actor(self: &Arc<Self>, msg: Msg, reply: Option<Outbox>) {
+        let mut st = self.lock();
+        self.route_locked(&mut st, msg, reply);
+    }
+
+    fn route_locked(self: &Arc<Self>, st: &mut State, msg: Msg, reply: Option<Outbox>) {
         let (actor, call, home, method) = match &msg {
             Msg::ActorCall {
                 actor,
@@ -140,33 +212,45 @@ impl Node {
                 });
             }
         };
-        let mut st = self.lock();
-        let peer_id = match st.actors.get(&actor) {
+        let killed = || {
+            ActorPlace::Failed(Error::ActorDied {
+                actor: actor.to_string(),
+                reason: "killed with prism::kill".into(),
+            })
+        };
+        let peer_id = match st.actors.get_mut(&actor) {
+            Some(ActorPlace::Waiting(calls)) => {
+                if call.is_some() {
+                    calls.push((msg, reply));
+                    return;
+                }
+                st.waiting_actors.retain(|w| w.actor != actor);
+                if let Some(ActorPlace::Waiting(calls)) = st.actors.insert(actor, killed()) {
+                    for (msg, reply) in calls {
+                        self.route_locked(st, msg, reply);
+                    }
+                }
+                return;
+            }
             Some(ActorPlace::Local { job, .. }) => {
                 let job = *job;
                 if let (Some(call), Some(reply)) = (call, reply) {
                     st.routes
                         .insert(call, Route::new(reply, Some(job), None, method));
-                } else if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(
-                    actor,
-                    ActorPlace::Failed(Error::ActorDied {
-                        actor: actor.to_string(),
-                        reason: "killed with prism::kill".into(),
-                    }),
-                ) {
+                } else if let Some(ActorPlace::Local { grant, .. }) =
+                    st.actors.insert(actor, killed())
+                {
                     st.available.give(&grant);
-                    self.dispatch(&mut st);
+                    self.dispatch(st);
                 }
-                self.send_to_worker(&mut st, job, msg);
+                self.send_to_worker(st, job, msg);
                 return;
             }
             Some(ActorPlace::Failed(e)) => {
-                let e = Error::ActorDied {
+                return fail(Error::ActorDied {
                     actor: actor.to_string(),
                     reason: e.to_string(),
-                };
-                drop(st);
-                return fail(e);
+                });
             }
             Some(ActorPlace::Peer(id)) => Some(id.clone()),
             None if home != self.address => st
@@ -181,7 +265,6 @@ impl Node {
             .and_then(|id| st.peers.get(id))
             .and_then(|p| p.outbox.clone());
         let (Some(peer_id), Some(out)) = (peer_id, out) else {
-            drop(st);
             return fail(Error::ActorDied {
                 actor: actor.to_string(),
                 reason: "no node knows where it lives".into(),

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::head::message_name;
 use crate::cluster::objects::Payload;
-use crate::cluster::wire::{self, Msg, NodeView, Outbox, Role, WireError};
+use crate::cluster::wire::{self, Msg, NodeView, Outbox, PendingView, Role, WireError};
 use crate::config::Config;
 use crate::error::Error;
 use crate::object::ObjectId;
@@ -134,6 +134,10 @@ struct State {
     actors: HashMap<ObjectId, ActorPlace>,
     /// The next turn of the `Spread` strategy.
     spread_turn: usize,
+    /// Actors waiting for resources, in arrival order.
+    waiting_actors: VecDeque<actors::WaitingActor>,
+    /// Tasks no node in this node's view can run, with the views seen since.
+    infeasible: Vec<(Queued, u32)>,
 }
 
 /// Where a task's strategy sends it.
@@ -160,6 +164,9 @@ enum ActorPlace {
     },
     /// On a peer node.
     Peer(String),
+    /// Waiting for resources, with the calls (and where their results go) sent to it
+    /// meanwhile.
+    Waiting(Vec<(Msg, Option<Outbox>)>),
     /// It could not be placed, or it died.
     Failed(Error),
 }
@@ -200,6 +207,8 @@ impl Node {
                 drivers: HashMap::new(),
                 actors: HashMap::new(),
                 spread_turn: 0,
+                waiting_actors: VecDeque::new(),
+                infeasible: Vec::new(),
             }),
             options,
         });
@@ -268,7 +277,88 @@ impl Node {
             queued: st.queue.len() as u32,
             running: st.running,
             alive: true,
+            pending: self.pending(st),
         }
+    }
+
+    /// What waits here, grouped by function (or actor class) and demand, with why (at
+    /// most 16 groups, counted over the first 10,000 waiting: a node may queue millions,
+    /// and `queued` has the full count).
+    fn pending(&self, st: &State) -> Vec<PendingView> {
+        // (is an actor, function or class, demand, pinned, count)
+        let mut groups: Vec<(bool, &str, &Demand, bool, u32)> = Vec::new();
+        let waiting = st
+            .queue
+            .iter()
+            .chain(st.infeasible.iter().map(|(q, _)| q))
+            .map(|q| (false, q.spec.function.as_str(), &q.demand, q.pinned))
+            .chain(
+                st.waiting_actors
+                    .iter()
+                    .map(|w| (true, w.class.as_str(), &w.demand, w.pinned)),
+            )
+            .take(10_000);
+        for (actor, what, demand, pinned) in waiting {
+            let same = groups
+                .iter()
+                .position(|g| g.0 == actor && g.1 == what && g.2 == demand);
+            match same {
+                Some(i) => groups[i].4 += 1,
+                None if groups.len() < 16 => groups.push((actor, what, demand, pinned, 1)),
+                None => {}
+            }
+        }
+        groups
+            .into_iter()
+            .map(|(actor, what, demand, pinned, count)| PendingView {
+                what: if actor {
+                    format!("actor {what}")
+                } else {
+                    what.to_string()
+                },
+                count,
+                demand: demand.describe(),
+                reason: self.why_waiting(st, demand, pinned),
+            })
+            .collect()
+    }
+
+    /// Why work asking for `demand` cannot start now.
+    fn why_waiting(&self, st: &State, demand: &Demand, pinned: bool) -> String {
+        let free = st.available.amounts();
+        let total = self.total.amounts();
+        let amount = |list: &[(String, f64)], name: &str| {
+            list.iter()
+                .find(|(n, _)| n == name)
+                .map_or(0.0, |(_, v)| *v)
+        };
+        let short: Vec<String> = demand
+            .describe()
+            .into_iter()
+            .filter(|(name, v)| amount(&free, name) < *v)
+            .map(|(name, v)| {
+                format!(
+                    "{v} {name} asked, {} of {} free here",
+                    amount(&free, &name),
+                    amount(&total, &name)
+                )
+            })
+            .collect();
+        let here = if short.is_empty() {
+            "waits its turn in the queue".to_string()
+        } else {
+            short.join(", ")
+        };
+        let elsewhere = if self.feasible_somewhere(st, demand, pinned).is_err() {
+            "no live node could ever run it: it fails unless one that can joins"
+        } else if pinned {
+            "it must run on this node (its strategy or a peer placed it here)"
+        } else if !st.peers.values().any(|p| p.view.alive) {
+            "no other node is alive"
+        } else {
+            "no other node has room for it now"
+        };
+        format!("{here}; {elsewhere}")
     }
 
     async fn heartbeats(self: Arc<Self>) {
@@ -299,6 +389,7 @@ impl Node {
                     available: st.available.amounts(),
                     queued: st.queue.len() as u32,
                     running: st.running,
+                    pending: self.pending(&st),
                 }
             };
             wire::write_msg(&mut head, &hb).await?;
@@ -325,6 +416,7 @@ impl Node {
                     connect.push((peer.view.node_id.clone(), peer.view.address.clone()));
                 }
             }
+            self.recheck_infeasible(&mut st);
             self.dispatch(&mut st);
         }
         for (id, address) in connect {
@@ -495,6 +587,8 @@ impl Node {
         let child = {
             let mut st = self.lock();
             st.queue.retain(|q| q.job != job || q.pinned);
+            st.infeasible.retain(|(q, _)| q.job != job);
+            st.waiting_actors.retain(|w| w.job != job);
             st.workers.remove(&job);
             st.drivers.remove(&job);
             self.drop_actors(&mut st, job, "its job ended", false);
@@ -539,62 +633,84 @@ impl Node {
                 return;
             }
         };
-        let mut st = self.lock();
-        let pinned = match self.place(&mut st, &spec.options.scheduling, &demand, pinned) {
-            Placement::Default => pinned,
-            Placement::Here => true,
-            Placement::Peer(peer) => {
-                let q = Queued {
-                    job,
-                    spec,
-                    demand,
-                    reply,
-                    pinned,
-                };
-                if let Some(q) = self.hand_to_peer(&mut st, &peer, q) {
-                    st.queue.push_back(q);
-                    self.dispatch(&mut st);
-                }
-                return;
-            }
-            Placement::Fail(e) => {
-                drop(st);
-                let _ = reply.send(Msg::TaskDone {
-                    task_id: spec.task_id,
-                    result: Err(e),
-                });
-                return;
-            }
-        };
-        if let Err(e) = self.total.check_feasible(&demand) {
-            let elsewhere = !pinned
-                && st.peers.values().any(|p| {
-                    p.view.alive
-                        && Capacity::from_amounts(&p.view.total)
-                            .check_feasible(&demand)
-                            .is_ok()
-                });
-            if !elsewhere {
-                drop(st);
-                let _ = reply.send(Msg::TaskDone {
-                    task_id: spec.task_id,
-                    result: Err(e),
-                });
-                return;
-            }
-        }
-        st.queue.push_back(Queued {
+        let q = Queued {
             job,
             spec,
             demand,
             reply,
             pinned,
-        });
+        };
+        let mut st = self.lock();
+        self.admit(&mut st, q, 0);
         self.dispatch(&mut st);
     }
 
-    /// Starts what can start: queued tasks that fit here, or that a peer has room for.
+    /// Places a task by its strategy: to the queue here, or to the peer it names. A task
+    /// that cannot be placed waits for the next views of the cluster (a node that just
+    /// joined may not be in this node's view, or connected, yet) and fails with the
+    /// reason once two fresh views (`views`) confirm it.
+    fn admit(self: &Arc<Self>, st: &mut State, mut q: Queued, views: u32) {
+        let strategy = q.spec.options.scheduling.clone();
+        let failure = match self.place(st, &strategy, &q.demand, q.pinned) {
+            Placement::Here => {
+                q.pinned = true;
+                None
+            }
+            Placement::Default => self.feasible_somewhere(st, &q.demand, q.pinned).err(),
+            Placement::Peer(peer) => match self.hand_to_peer(st, &peer, q) {
+                None => return,
+                Some(back) => {
+                    q = back;
+                    Some(Error::Cluster(format!("node {peer} cannot be reached")))
+                }
+            },
+            Placement::Fail(e) => Some(e),
+        };
+        match failure {
+            None => st.queue.push_back(q),
+            Some(e) if views >= 2 => {
+                let _ = q.reply.send(Msg::TaskDone {
+                    task_id: q.spec.task_id,
+                    result: Err(e),
+                });
+            }
+            Some(_) => st.infeasible.push((q, views)),
+        }
+    }
+
+    /// `Ok` if this node, or (unless `pinned`) some live peer, could ever meet `demand`;
+    /// this node's verdict otherwise.
+    fn feasible_somewhere(&self, st: &State, demand: &Demand, pinned: bool) -> Result<(), Error> {
+        let here = self.total.check_feasible(demand);
+        let elsewhere = !pinned
+            && st.peers.values().any(|p| {
+                p.view.alive
+                    && Capacity::from_amounts(&p.view.total)
+                        .check_feasible(demand)
+                        .is_ok()
+            });
+        if elsewhere {
+            Ok(())
+        } else {
+            here
+        }
+    }
+
+    /// After a fresh view of the cluster: tasks that could not be placed try again (see
+    /// [`Node::admit`]).
+    fn recheck_infeasible(self: &Arc<Self>, st: &mut State) {
+        for (q, views) in std::mem::take(&mut st.infeasible) {
+            self.admit(st, q, views + 1);
+        }
+        self.recheck_infeasible_actors(st);
+    }
+
+    /// Starts what can start: waiting actors and queued tasks that fit here, or that a
+    /// peer has room for.
     fn dispatch(self: &Arc<Self>, st: &mut State) {
+        if !st.waiting_actors.is_empty() {
+            self.place_actors(st);
+        }
         while let Some(front) = st.queue.front() {
             if st.available.fits(&front.demand) {
                 let Some(q) = st.queue.pop_front() else { break };
