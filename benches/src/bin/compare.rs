@@ -13,8 +13,9 @@
 //!
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
-//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1, W2, W11
-//! and W12 (a 1 GiB object moved between two nodes) through it.
+//! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W2
+//! (together), W11 and W12 (a 1 GiB object moved between two nodes) through it;
+//! `--only` picks some of them there too.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -395,10 +396,20 @@ fn node_id() -> String {
     prism::context().expect("in a task").node_id
 }
 
-/// W1, W2 and W11 through a cluster this process is a driver of.
-fn cluster_workloads() -> Vec<Figure> {
+/// W1 and W2 through a cluster this process is a driver of.
+fn cluster_w1_w2() -> Vec<Figure> {
     let (async_rate, sync_rate) = task_rates();
     let (actor_async, actor_sync) = actor_rates();
+    vec![
+        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
+        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
+        figure("W2_actor_async_calls_per_s", actor_async, "calls/s"),
+        figure("W2_actor_sync_calls_per_s", actor_sync, "calls/s"),
+    ]
+}
+
+/// W11: 10,000 tasks that return where they ran.
+fn w11() -> Vec<Figure> {
     let mut counts = Vec::new();
     let w11 = reps(|| {
         let t = Instant::now();
@@ -413,10 +424,6 @@ fn cluster_workloads() -> Vec<Figure> {
         rate
     });
     vec![
-        figure("W1_tasks_async_per_s", async_rate, "tasks/s"),
-        figure("W1_tasks_sync_per_s", sync_rate, "tasks/s"),
-        figure("W2_actor_async_calls_per_s", actor_async, "calls/s"),
-        figure("W2_actor_sync_calls_per_s", actor_sync, "calls/s"),
         figure("W11_tasks_per_s", w11, "tasks/s"),
         Figure {
             key: "W11_node_counts",
@@ -472,10 +479,15 @@ fn w12() -> Vec<Figure> {
     ]
 }
 
-fn cluster_mode(address: Option<String>) -> Vec<Figure> {
+/// The cluster workloads, those of `only` if given.
+fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure> {
     let bin = prism::cluster::testing::sibling_prism_bin()
         .expect("the prism binary next to this one: run `cargo build --release` first");
-    let mut figures = w0_head(&bin);
+    let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|w| w == name));
+    let mut figures = Vec::new();
+    if wanted("W0") {
+        figures.extend(w0_head(&bin));
+    }
     let _cluster;
     match address {
         Some(a) => {
@@ -490,8 +502,12 @@ fn cluster_mode(address: Option<String>) -> Vec<Figure> {
             _cluster = c;
         }
     }
-    figures.extend(cluster_workloads());
-    figures.extend(w12());
+    let workloads: [(&str, Workload); 3] = [("W1", cluster_w1_w2), ("W11", w11), ("W12", w12)];
+    for (name, run) in workloads {
+        if wanted(name) || (name == "W1" && wanted("W2")) {
+            figures.extend(run());
+        }
+    }
     prism::shutdown();
     figures
 }
@@ -528,7 +544,7 @@ fn main() {
     ];
     let mut figures = Vec::new();
     if value_of("--mode").as_deref() == Some("cluster") {
-        figures = cluster_mode(value_of("--address"));
+        figures = cluster_mode(value_of("--address"), only.as_deref());
     }
     for (name, run) in workloads {
         if !figures.is_empty() {
