@@ -14,7 +14,7 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -28,8 +28,22 @@ pub(crate) const UNIT: u64 = 10_000;
 /// than a small task's round trip, short enough to cost nothing measurable.
 pub(crate) const SPIN: Duration = Duration::from_micros(50);
 
-/// Spins until `done` holds or `limit` passes; returns whether `done` held.
+/// Whether this process spins before sleeping (see [`spin_until`]).
+static SPINNING: AtomicBool = AtomicBool::new(true);
+
+/// Turns spinning off for this process: in a cluster, what a thread waits for comes from
+/// another process, later than a spin lasts, and the spin would take a core from the
+/// daemons and workers sharing the machine.
+pub(crate) fn stop_spinning() {
+    SPINNING.store(false, Ordering::Relaxed);
+}
+
+/// Spins until `done` holds or `limit` passes (at once if spinning is off); returns
+/// whether `done` held.
 pub(crate) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    if !SPINNING.load(Ordering::Relaxed) {
+        return done();
+    }
     let start = Instant::now();
     let mut i = 0u32;
     loop {
@@ -498,7 +512,7 @@ impl Scheduler {
                 }
                 continue;
             }
-            if !spun && st.spinning == 0 {
+            if !spun && st.spinning == 0 && SPINNING.load(Ordering::Relaxed) {
                 // One idle thread at a time spins briefly before sleeping: a caller
                 // submitting one task at a time then hands it over without waking anyone.
                 st.spinning += 1;

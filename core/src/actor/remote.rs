@@ -12,11 +12,11 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::actor::registry::{self, ActorState};
 use crate::actor::ActorId;
-use crate::cluster::client::Client;
+use crate::cluster::client::{Client, Direct};
 use crate::cluster::objects::Payload;
 use crate::cluster::wire::{Msg, NamedActor, Outbox};
 use crate::error::{Error, Result};
-use crate::object::{Home, ObjectId, ObjectRef, RefCount};
+use crate::object::{Home, ObjectId, ObjectRef, RefCount, Waiter};
 use crate::runtime::{self, refs_of, Runtime};
 use crate::task::{Arg, ArgKind, TaskOptions};
 
@@ -51,6 +51,20 @@ struct Outbound {
     /// A wait for the head's arguments is registered.
     waiting: bool,
     dead: Option<Error>,
+    route: Route,
+}
+
+/// How calls reach the actor.
+#[derive(Default)]
+enum Route {
+    /// Through the nodes: the node that placed it knows where it lives (and where it
+    /// lives after a restart).
+    #[default]
+    Nodes,
+    /// Held until the actor is created, then sent straight to its worker.
+    Creating,
+    /// Straight to the worker hosting it.
+    Direct(Arc<Direct>),
 }
 
 /// An actor living in a worker process, as its callers see it.
@@ -62,6 +76,8 @@ pub(crate) struct RemoteActor {
     client: Arc<Client>,
     rt: Weak<Runtime>,
     out: Mutex<Outbound>,
+    /// The creation's outcome (the worker's address), for the actor this process made.
+    _created: Option<RefCount>,
 }
 
 impl RemoteActor {
@@ -75,13 +91,19 @@ impl RemoteActor {
         args: Vec<Arg>,
         name: Option<String>,
     ) -> Arc<RemoteActor> {
+        let id = rt.next_id();
+        let created = rt.store.create(id);
         let actor = Arc::new(RemoteActor {
-            id: ActorId(rt.next_id()),
+            id: ActorId(id),
             class: class.to_string(),
             home: client.node.clone(),
             client,
             rt: Arc::downgrade(rt),
-            out: Mutex::new(Outbound::default()),
+            out: Mutex::new(Outbound {
+                route: Route::Creating,
+                ..Outbound::default()
+            }),
+            _created: Some(created),
         });
         if let Some(name) = name {
             let entry = NamedActor {
@@ -112,7 +134,55 @@ impl RemoteActor {
             args,
         });
         actor.pump();
+        let me = actor.clone();
+        let created = Waiter::Dependent(Arc::new(move |failure: Option<&Error>| {
+            me.created(failure.cloned())
+        }));
+        if let Some(outcome) = rt.store.poll_value(id, Some(created)) {
+            actor.created(outcome.err());
+        }
         actor
+    }
+
+    /// The actor's creation ended: calls go straight to its worker from now on, or fail
+    /// with why it could not be created.
+    fn created(self: &Arc<Self>, failure: Option<Error>) {
+        let Some(rt) = self.rt.upgrade() else { return };
+        if let Some(e) = failure {
+            let err = match e {
+                e @ Error::ActorDied { .. } => e,
+                e => Error::ActorDied {
+                    actor: format!("{} {}", self.class, self.id),
+                    reason: e.to_string(),
+                },
+            };
+            let mut out = lock(&self.out);
+            out.dead = Some(err.clone());
+            for item in out.items.drain(..) {
+                if let Outgoing::Call { call, .. } = item {
+                    rt.store.fail(call, err.clone());
+                }
+            }
+            return;
+        }
+        let address = rt
+            .store
+            .encoded(self.id.0)
+            .ok()
+            .and_then(|b| crate::object::decode::<Option<String>>(&b).ok())
+            .flatten();
+        let Some(address) = address else {
+            lock(&self.out).route = Route::Nodes;
+            return self.pump();
+        };
+        let me = self.clone();
+        self.client.direct(address, move |direct| {
+            lock(&me.out).route = match direct {
+                Some(d) => Route::Direct(d),
+                None => Route::Nodes,
+            };
+            me.pump();
+        });
     }
 
     /// A named actor, from the head.
@@ -155,6 +225,7 @@ impl RemoteActor {
             client,
             rt: Arc::downgrade(rt),
             out: Mutex::new(Outbound::default()),
+            _created: None,
         })
     }
 
@@ -214,6 +285,10 @@ impl RemoteActor {
         let Some(rt) = self.rt.upgrade() else { return };
         let mut out = lock(&self.out);
         while let Some(head) = out.items.front() {
+            if matches!(out.route, Route::Creating) && matches!(head, Outgoing::Call { .. }) {
+                // Sent once the actor exists and its worker is known.
+                return;
+            }
             let pending: Vec<Arc<RefCount>> = refs_of(head.args())
                 .into_iter()
                 .filter(|c| match &c.home {
@@ -265,13 +340,24 @@ impl RemoteActor {
                     }
                 },
                 Outgoing::Call { call, method, args } => match encode_args(&rt, &args) {
-                    Ok(args) => self.client.send(Msg::ActorCall {
-                        actor: self.id.0,
-                        call,
-                        method,
-                        args,
-                        home: self.home.clone(),
-                    }),
+                    Ok(args) => {
+                        let mut msg = Msg::ActorCall {
+                            actor: self.id.0,
+                            call,
+                            method,
+                            args,
+                            home: self.home.clone(),
+                        };
+                        if let Route::Direct(d) = &out.route {
+                            match d.send(call, msg) {
+                                None => continue,
+                                // Its worker died: the nodes know where it lives now.
+                                Some(back) => msg = back,
+                            }
+                            out.route = Route::Nodes;
+                        }
+                        self.client.send(msg);
+                    }
                     Err(e) => {
                         rt.store.fail(call, e);
                     }
@@ -344,7 +430,9 @@ impl Host {
                     let outcome = match built {
                         Ok(state) => {
                             lock(&hosted).state = Some(state);
-                            Ok(Vec::new())
+                            // Where its caller can send the calls straight to.
+                            let here = me.pool.client().map(|c| c.address().to_string());
+                            crate::object::encode(&here)
                         }
                         Err(e) => {
                             let err = Error::ActorDied {

@@ -178,8 +178,9 @@ fn run_blocking(s: Start) -> Res<()> {
     init_logs();
     let dir = session::dir();
     session::create(&dir)?;
-    let io = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    // One thread serves every connection: a message then goes from one socket to
+    // another without waking a second thread, and the cores stay with the tasks.
+    let io = tokio::runtime::Builder::new_current_thread()
         .thread_name("prism-daemon")
         .enable_all()
         .build()?;

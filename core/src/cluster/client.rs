@@ -16,7 +16,7 @@ use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store, Waiter}
 use crate::task::{EncodedArg, TaskSpec};
 
 /// What a worker does with a task the node sends it.
-pub(crate) type RunHandler = Box<dyn Fn(Delivery, Outbox) + Send + Sync>;
+pub(crate) type RunHandler = Arc<dyn Fn(Delivery, Outbox) + Send + Sync>;
 
 /// What a node delivers to a worker.
 pub(crate) enum Delivery {
@@ -37,10 +37,48 @@ pub(crate) struct Client {
     head: String,
     token: String,
     shared: Arc<Shared>,
+    /// Connections straight to the workers hosting this process's actors, by address.
+    directs: Arc<Mutex<HashMap<String, Arc<Direct>>>>,
     /// Starts the connection's reader; see [`Client::start`].
     go: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Keeps the I/O threads alive as long as the client.
     _io: tokio::runtime::Runtime,
+}
+
+/// A connection straight to a worker process, for the calls of the actors it hosts: two
+/// hops per call instead of four through the nodes.
+pub(crate) struct Direct {
+    outbox: Outbox,
+    /// Calls sent and not answered yet: they fail if the connection drops.
+    inflight: Mutex<std::collections::HashSet<ObjectId>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Direct {
+    /// Sends an actor call; gives it back if the connection is gone.
+    pub fn send(&self, call: ObjectId, msg: Msg) -> Option<Msg> {
+        use std::sync::atomic::Ordering::SeqCst;
+        lock(&self.inflight).insert(call);
+        // Checked after the insert: a connection that closes drains `inflight` after
+        // setting `closed`, so no call is left without an answer.
+        if self.closed.load(SeqCst) {
+            lock(&self.inflight).remove(&call);
+            return Some(msg);
+        }
+        self.outbox.send(msg).err().map(|e| {
+            lock(&self.inflight).remove(&call);
+            e.0
+        })
+    }
+
+    /// Whether the connection dropped.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the client and its connection's reader share.
@@ -178,6 +216,7 @@ impl Client {
         store: Arc<Store>,
         run: Option<RunHandler>,
     ) -> Result<Client> {
+        crate::sched::stop_spinning();
         let stream = io.block_on(async {
             wire::connect(node, token, role.clone())
                 .await
@@ -191,7 +230,7 @@ impl Client {
         }
         .map_err(|e| Error::io("reading the node connection's address", e))?
         .ip();
-        let objects = Objects::bind(ip, token, store.clone(), &io)?;
+        let objects = Objects::bind(ip, token, store.clone(), &io, run.clone())?;
         let (r, w) = {
             let _guard = io.enter();
             stream.into_split()
@@ -280,9 +319,79 @@ impl Client {
             head: head.to_string(),
             token: token.to_string(),
             shared,
+            directs: Arc::new(Mutex::new(HashMap::new())),
             go: Mutex::new(Some(go)),
             _io: io,
         })
+    }
+
+    /// The connection straight to the worker whose object server is at `address`,
+    /// opened on first use; `then` receives it, or `None` if the worker cannot be
+    /// reached (calls then go through the nodes).
+    pub fn direct(&self, address: String, then: impl FnOnce(Option<Arc<Direct>>) + Send + 'static) {
+        let open = lock(&self.directs)
+            .get(&address)
+            .filter(|d| !d.is_closed())
+            .cloned();
+        if let Some(d) = open {
+            return then(Some(d));
+        }
+        let (shared, token, directs) = (
+            self.shared.clone(),
+            self.token.clone(),
+            self.directs.clone(),
+        );
+        self._io.spawn(async move {
+            let stream = match wire::connect(&address, &token, Role::Caller).await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::info!(%address, "cannot call actors directly: {e}");
+                    return then(None);
+                }
+            };
+            let (r, w) = stream.into_split();
+            let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+            let direct = Arc::new(Direct {
+                outbox: wire::spawn_writer(w, address.clone()),
+                inflight: Mutex::new(std::collections::HashSet::new()),
+                closed: std::sync::atomic::AtomicBool::new(false),
+            });
+            lock(&directs).insert(address.clone(), direct.clone());
+            then(Some(direct.clone()));
+            loop {
+                match wire::read_msg::<_, Msg>(&mut r).await {
+                    Ok(Msg::TaskDone { task_id, result }) => {
+                        lock(&direct.inflight).remove(&task_id);
+                        shared.done(task_id, result);
+                    }
+                    Ok(other) => {
+                        tracing::warn!("unexpected {} from a worker", message_name(&other))
+                    }
+                    Err(e) => {
+                        tracing::info!(%address, "direct connection closed: {e}");
+                        break;
+                    }
+                }
+            }
+            direct
+                .closed
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            let orphans: Vec<ObjectId> = lock(&direct.inflight).drain().collect();
+            for call in orphans {
+                shared.store.fail(
+                    call,
+                    Error::ActorDied {
+                        actor: String::new(),
+                        reason: "its worker process died".into(),
+                    },
+                );
+            }
+        });
+    }
+
+    /// Where this process serves objects (and, in a worker, direct actor calls).
+    pub fn address(&self) -> &str {
+        self.shared.objects.address()
     }
 
     /// Starts reading what the node sends (results, and tasks for a worker).

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::cluster::client::{Delivery, RunHandler};
 use crate::cluster::wire::{self, Msg, Role, WireError, CHUNK};
 use crate::error::{Error, Result};
 use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store};
@@ -82,11 +83,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Objects {
     /// Binds an object server on `ip` (any port) serving `store`, on the runtime `io`.
+    /// In a worker, `run` takes the actor calls callers send straight here.
     pub fn bind(
         ip: IpAddr,
         token: &str,
         store: Arc<Store>,
         io: &tokio::runtime::Runtime,
+        run: Option<RunHandler>,
     ) -> Result<Arc<Objects>> {
         let listener = io
             .block_on(TcpListener::bind((ip, 0)))
@@ -111,9 +114,9 @@ impl Objects {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                     continue;
                 };
-                let (store, token) = (store.clone(), token.clone());
+                let (store, token, run) = (store.clone(), token.clone(), run.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = serve(&store, stream, &token).await {
+                    if let Err(e) = serve(&store, stream, &token, run).await {
                         tracing::info!(%peer, "object server: connection closed: {e}");
                     }
                 });
@@ -211,9 +214,35 @@ fn shared_bytes(store: &Store, id: ObjectId, v: AnyValue) -> Result<SharedBytes>
     }
 }
 
-/// Serves pulls on one connection until the puller closes it.
-async fn serve(store: &Store, mut stream: TcpStream, token: &str) -> Result<(), WireError> {
-    wire::accept(&mut stream, token, "objects").await?;
+/// Serves one connection until the peer closes it: pulls, or (in a worker) the actor
+/// calls of a caller that sends them straight here, answered on the same connection.
+async fn serve(
+    store: &Store,
+    mut stream: TcpStream,
+    token: &str,
+    run: Option<RunHandler>,
+) -> Result<(), WireError> {
+    if wire::accept(&mut stream, token, "objects").await? == Role::Caller {
+        let Some(run) = run else {
+            return Err(WireError::Handshake(
+                "actor calls go to worker processes".into(),
+            ));
+        };
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+        let reply = wire::spawn_writer(w, "a caller".into());
+        loop {
+            match wire::read_msg(&mut r).await? {
+                m @ Msg::ActorCall { .. } => run(Delivery::Actor(m), reply.clone()),
+                other => {
+                    return Err(WireError::Malformed(format!(
+                        "a caller cannot send {}",
+                        crate::cluster::head::message_name(&other)
+                    )))
+                }
+            }
+        }
+    }
     loop {
         let id = match wire::read_msg(&mut stream).await? {
             Msg::PullObject { id } => id,

@@ -86,6 +86,8 @@ pub enum Role {
     Cli,
     /// A process pulling objects from another's object server.
     Objects,
+    /// A process sending actor calls straight to the worker hosting the actor.
+    Caller,
 }
 
 /// The first frame of a connection.

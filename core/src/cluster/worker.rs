@@ -62,7 +62,7 @@ fn serve() -> Result<()> {
         state: Mutex::new(PipelineState::default()),
     });
     let host = crate::actor::Host::new(rt.clone());
-    let run = Box::new(move |delivery: Delivery, reply: Outbox| match delivery {
+    let run = Arc::new(move |delivery: Delivery, reply: Outbox| match delivery {
         Delivery::Run(spec, after) => p.arrived(spec, after, reply),
         Delivery::Release(task) => p.release(task),
         Delivery::Actor(msg) => host.deliver(msg, reply),

@@ -24,7 +24,7 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::Child;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -87,8 +87,14 @@ struct Route {
     function: String,
     /// The task sent to run right after this one, on its resources.
     successor: Option<ObjectId>,
+    /// The task this one was sent to run right after.
+    pred: Option<ObjectId>,
     /// The task waits in `get`/`wait` and lends its CPUs.
     blocked: bool,
+    /// When it got its resources (its run time, as seen from here, starts).
+    granted_at: Option<Instant>,
+    /// A task sent to this node's worker (running, or pipelined behind one).
+    task_here: bool,
 }
 
 impl Route {
@@ -101,10 +107,21 @@ impl Route {
             peer,
             function,
             successor: None,
+            pred: None,
             blocked: false,
+            granted_at: None,
+            task_here: false,
         }
     }
 }
+
+/// Tasks of a function whose runs (as this node sees them) take less than this are
+/// pipelined up to [`DEEP_PIPELINE`] deep behind a running task; others one deep.
+const SHORT_TASK: Duration = Duration::from_millis(2);
+
+/// How many short tasks may wait in a worker behind one running task: enough to cover
+/// a round trip to the node, few enough not to hoard work a peer could take.
+const DEEP_PIPELINE: u32 = 8;
 
 enum Worker {
     /// The process is starting; tasks wait for it to connect.
@@ -114,6 +131,10 @@ enum Worker {
 
 struct Peer {
     view: NodeView,
+    /// Its total resources, as last reported.
+    total: Capacity,
+    /// Its CPUs, as last reported.
+    cpus: f64,
     outbox: Option<Outbox>,
     connecting: bool,
     outstanding: u32,
@@ -138,6 +159,10 @@ struct State {
     waiting_actors: VecDeque<actors::WaitingActor>,
     /// Tasks no node in this node's view can run, with the views seen since.
     infeasible: Vec<(Queued, u32)>,
+    /// Recent run time of each function's tasks here (a moving average, in seconds).
+    run_times: HashMap<String, f64>,
+    /// Tasks sent to this node's workers and not finished (running or pipelined).
+    tasks_here: u32,
 }
 
 /// Where a task's strategy sends it.
@@ -177,6 +202,8 @@ pub struct Node {
     address: String,
     options: NodeOptions,
     total: Capacity,
+    /// Its CPUs.
+    cpus: f64,
     state: Mutex<State>,
 }
 
@@ -196,6 +223,7 @@ impl Node {
             id,
             address,
             total: total.clone(),
+            cpus: options.config.num_cpus,
             state: Mutex::new(State {
                 available: total,
                 queue: VecDeque::new(),
@@ -209,6 +237,8 @@ impl Node {
                 spread_turn: 0,
                 waiting_actors: VecDeque::new(),
                 infeasible: Vec::new(),
+                run_times: HashMap::new(),
+                tasks_here: 0,
             }),
             options,
         });
@@ -406,10 +436,20 @@ impl Node {
                 }
                 let peer = st.peers.entry(n.node_id.clone()).or_insert_with(|| Peer {
                     view: n.clone(),
+                    total: Capacity::from_amounts(&n.total),
+                    cpus: 0.0,
                     outbox: None,
                     connecting: false,
                     outstanding: 0,
                 });
+                if peer.view.total != n.total {
+                    peer.total = Capacity::from_amounts(&n.total);
+                }
+                peer.cpus = n
+                    .total
+                    .iter()
+                    .find(|(name, _)| name == "CPU")
+                    .map_or(0.0, |(_, v)| *v);
                 peer.view = n;
                 if peer.view.alive && peer.outbox.is_none() && !peer.connecting {
                     peer.connecting = true;
@@ -683,12 +723,10 @@ impl Node {
     fn feasible_somewhere(&self, st: &State, demand: &Demand, pinned: bool) -> Result<(), Error> {
         let here = self.total.check_feasible(demand);
         let elsewhere = !pinned
-            && st.peers.values().any(|p| {
-                p.view.alive
-                    && Capacity::from_amounts(&p.view.total)
-                        .check_feasible(demand)
-                        .is_ok()
-            });
+            && st
+                .peers
+                .values()
+                .any(|p| p.view.alive && p.total.check_feasible(demand).is_ok());
         if elsewhere {
             Ok(())
         } else {
@@ -723,24 +761,34 @@ impl Node {
                 self.start_here(st, q, Some(grant), None);
                 continue;
             }
-            // A peer with an idle CPU beats queueing behind a task here; queueing behind a
-            // task here (pipelining) beats a peer's queue.
-            let idle_peer = if front.pinned {
+            // Queue it behind a task of its shape here (pipelining), or hand it to the
+            // peer with room that has the fewest tasks per CPU, whichever is less loaded;
+            // a peer with an idle CPU first.
+            let short = st
+                .run_times
+                .get(&front.spec.function)
+                .is_some_and(|t| *t < SHORT_TASK.as_secs_f64());
+            let depth = if short { DEEP_PIPELINE } else { 1 };
+            // A peer may hold as many as this node keeps in its worker (a running task
+            // and a pipeline behind it), and more for the longer way results travel.
+            let room = 2 * (depth + 1);
+            let peer = if front.pinned {
                 None
             } else {
-                choose_peer(st, &front.demand, 1)
+                choose_peer(st, &front.demand, room)
             };
-            if idle_peer.is_none() {
-                if let Some(pred) = pipeline_slot(st, front.job, &front.demand) {
+            let here_load = st.tasks_here as f64 / self.cpus.max(0.25);
+            let here_first = match &peer {
+                Some((_, load)) => *load >= 1.0 && here_load <= *load,
+                None => true,
+            };
+            if here_first {
+                if let Some(pred) = pipeline_slot(st, front.job, &front.demand, depth) {
                     self.pipeline(st, pred);
                     continue;
                 }
             }
-            if front.pinned {
-                break;
-            }
-            let demand = front.demand.clone();
-            let Some(peer_id) = idle_peer.or_else(|| choose_peer(st, &demand, 4)) else {
+            let Some((peer_id, _)) = peer else {
                 break;
             };
             let Some(q) = st.queue.pop_front() else { break };
@@ -784,8 +832,6 @@ impl Node {
         demand: &Demand,
         from_peer: bool,
     ) -> Placement {
-        let feasible_at =
-            |total: &[(String, f64)]| Capacity::from_amounts(total).check_feasible(demand);
         let live_peers = st
             .peers
             .iter()
@@ -798,9 +844,10 @@ impl Node {
                     self.total.check_feasible(demand).map(|()| Placement::Here)
                 } else {
                     match live_peers.clone().find(|(id, _)| *id == node_id) {
-                        Some((_, p)) => {
-                            feasible_at(&p.view.total).map(|()| Placement::Peer(node_id.clone()))
-                        }
+                        Some((_, p)) => p
+                            .total
+                            .check_feasible(demand)
+                            .map(|()| Placement::Peer(node_id.clone())),
                         None => Err(Error::Infeasible {
                             resource: format!("node:{node_id} (no such live node)"),
                             requested: 1.0,
@@ -816,7 +863,7 @@ impl Node {
             }
             Strategy::Spread => {
                 let mut nodes: Vec<String> = live_peers
-                    .filter(|(_, p)| feasible_at(&p.view.total).is_ok())
+                    .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
                     .map(|(id, _)| id.clone())
                     .collect();
                 if self.total.check_feasible(demand).is_ok() {
@@ -845,7 +892,11 @@ impl Node {
         if let Some(r) = st.routes.get_mut(&pred) {
             r.successor = Some(q.spec.task_id);
         }
+        let id = q.spec.task_id;
         self.start_here(st, q, None, Some(pred));
+        if let Some(r) = st.routes.get_mut(&id) {
+            r.pred = Some(pred);
+        }
     }
 
     /// Records `q` as running in its job's worker here (right after `after`, if given,
@@ -858,7 +909,10 @@ impl Node {
         after: Option<ObjectId>,
     ) {
         let mut route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
+        route.granted_at = grant.as_ref().map(|_| Instant::now());
         route.grant = grant;
+        route.task_here = true;
+        st.tasks_here += 1;
         st.routes.insert(q.spec.task_id, route);
         self.send_to_worker(
             st,
@@ -956,6 +1010,7 @@ impl Node {
                     demand,
                     gpu_ids: Vec::new(),
                 });
+                next.granted_at = Some(Instant::now());
                 st.available.lend_cpu(cpu, false);
                 st.running += 1;
                 if let Some(job) = job {
@@ -974,13 +1029,26 @@ impl Node {
         let Some(route) = st.routes.remove(&task_id) else {
             return;
         };
+        if route.task_here {
+            st.tasks_here -= 1;
+        }
+        if let Some(at) = route.granted_at {
+            let took = at.elapsed().as_secs_f64();
+            st.run_times
+                .entry(route.function.clone())
+                .and_modify(|t| *t = 0.8 * *t + 0.2 * took)
+                .or_insert(took);
+        }
         match (
             route.grant,
             route.successor.and_then(|s| st.routes.get_mut(&s)),
         ) {
             // The successor was already sent to run right after this task: it inherits
             // the resources.
-            (Some(grant), Some(next)) => next.grant = Some(grant),
+            (Some(grant), Some(next)) => {
+                next.grant = Some(grant);
+                next.granted_at = Some(Instant::now());
+            }
             (Some(grant), None) => {
                 st.available.give(&grant);
                 st.running -= 1;
@@ -995,13 +1063,28 @@ impl Node {
     }
 }
 
-/// A task of `job` running here with exactly `demand` and nothing queued behind it: the
-/// next task of that shape can be sent to run right after it.
+/// The last task of a chain of `job` running here on exactly `demand` (a running task
+/// and those sent to run right after it, fewer than `depth` of them): the next task of
+/// that shape can be sent to run right after it.
 /// Only tasks that ask for CPUs alone are pipelined, so that a task that waits can hand
 /// its successor the CPUs it lends and nothing else is ever double-booked.
-fn pipeline_slot(st: &State, job: u32, demand: &Demand) -> Option<ObjectId> {
+fn pipeline_slot(st: &State, job: u32, demand: &Demand, depth: u32) -> Option<ObjectId> {
     if demand.gpu > 0 || demand.memory > 0 || !demand.custom.is_empty() {
         return None;
+    }
+    // How many tasks wait ahead of `r` in its chain, and the resources the chain runs on.
+    fn chain<'a>(st: &'a State, mut r: &'a Route, depth: u32) -> Option<(u32, &'a Grant)> {
+        let mut ahead = 0;
+        loop {
+            if let Some(g) = &r.grant {
+                return Some((ahead, g));
+            }
+            r = st.routes.get(&r.pred?)?;
+            ahead += 1;
+            if ahead > depth {
+                return None;
+            }
+        }
     }
     st.routes
         .iter()
@@ -1009,33 +1092,25 @@ fn pipeline_slot(st: &State, job: u32, demand: &Demand) -> Option<ObjectId> {
             r.job == Some(job)
                 && r.successor.is_none()
                 && !r.blocked
-                && r.grant.as_ref().is_some_and(|g| g.demand == *demand)
+                && chain(st, r, depth)
+                    .is_some_and(|(ahead, g)| ahead < depth && g.demand == *demand)
         })
         .map(|(id, _)| *id)
 }
 
-/// A connected live peer with room for `demand`: fewer tasks outstanding there than
-/// `per_cpu` times its CPUs (at least `per_cpu`), the least loaded first.
-fn choose_peer(st: &State, demand: &Demand, per_cpu: u32) -> Option<String> {
+/// A connected live peer that can run `demand` and has room for it (fewer tasks
+/// outstanding there than `per_cpu` times its CPUs, at least `per_cpu`): the one with the
+/// fewest tasks outstanding per CPU, and that number.
+fn choose_peer(st: &State, demand: &Demand, per_cpu: u32) -> Option<(String, f64)> {
     st.peers
         .iter()
         .filter(|(_, p)| p.view.alive && p.outbox.is_some())
-        .filter(|(_, p)| {
-            let total = Capacity::from_amounts(&p.view.total);
-            if total.check_feasible(demand).is_err() {
-                return false;
-            }
-            let cpus = p
-                .view
-                .total
-                .iter()
-                .find(|(n, _)| n == "CPU")
-                .map(|(_, v)| *v)
-                .unwrap_or(0.0);
+        .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
+        .filter_map(|(id, p)| {
             let per_task = (demand.cpu as f64 / crate::sched::UNIT as f64).max(0.25);
-            let room = ((cpus / per_task) * per_cpu as f64).max(per_cpu as f64) as u32;
-            p.outstanding < room
+            let room = ((p.cpus / per_task) * per_cpu as f64).max(per_cpu as f64) as u32;
+            (p.outstanding < room).then(|| (id, p.outstanding as f64 / p.cpus.max(0.25)))
         })
-        .min_by_key(|(_, p)| p.outstanding)
-        .map(|(id, _)| id.clone())
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(id, load)| (id.clone(), load))
 }
