@@ -479,12 +479,54 @@ fn w12() -> Vec<Figure> {
     ]
 }
 
+/// The other side of [`rtt_floor`]: echoes 64-byte messages until the socket closes.
+fn echo_child(address: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).expect("connects back");
+    s.set_nodelay(true).expect("nodelay");
+    let mut b = [0u8; 64];
+    while s.read_exact(&mut b).is_ok() {
+        if s.write_all(&b).is_err() {
+            return;
+        }
+    }
+}
+
+/// The floor under every synchronous figure of the cluster: the round trip of a 64-byte
+/// message between two processes over loopback TCP with blocking sockets, no runtime.
+/// A synchronous call through prism is at least one such round trip (two through the
+/// nodes), plus the hand-offs between threads inside each process.
+fn rtt_floor() -> Vec<Figure> {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let address = listener.local_addr().expect("address").to_string();
+    let exe = std::env::current_exe().expect("own path");
+    let mut child = Command::new(exe)
+        .args(["--echo-child", &address])
+        .spawn()
+        .expect("starts the echo process");
+    let (mut s, _) = listener.accept().expect("the echo process connects");
+    s.set_nodelay(true).expect("nodelay");
+    let mut b = [0u8; 64];
+    let rtt = reps(|| {
+        let t = Instant::now();
+        for _ in 0..10_000 {
+            s.write_all(&b).expect("write");
+            s.read_exact(&mut b).expect("read");
+        }
+        secs(t) / 10_000.0 * 1e6
+    });
+    drop(s);
+    let _ = child.wait();
+    vec![figure("RTT_two_processes_us", rtt, "us")]
+}
+
 /// The cluster workloads, those of `only` if given.
 fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure> {
     let bin = prism::cluster::testing::sibling_prism_bin()
         .expect("the prism binary next to this one: run `cargo build --release` first");
     let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|w| w == name));
-    let mut figures = Vec::new();
+    let mut figures = rtt_floor();
     if wanted("W0") {
         figures.extend(w0_head(&bin));
     }
@@ -521,6 +563,9 @@ fn main() {
     }
     if args.iter().any(|a| a == "--million-child") {
         return million_child();
+    }
+    if let Some(i) = args.iter().position(|a| a == "--echo-child") {
+        return echo_child(args.get(i + 1).map_or("", String::as_str));
     }
     let as_json = args.iter().any(|a| a == "--json");
     let value_of = |flag: &str| {
