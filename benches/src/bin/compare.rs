@@ -14,7 +14,8 @@
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
 //! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W2
-//! (together), W11 and W12 (a 1 GiB object moved between two nodes) through it;
+//! (together), W11, W12 (a 1 GiB object moved between two nodes) and W13 (a million
+//! tasks in waves, and whether memory grows) through it;
 //! `--only` picks some of them there too.
 
 use std::collections::BTreeMap;
@@ -521,6 +522,53 @@ fn rtt_floor() -> Vec<Figure> {
     vec![figure("RTT_two_processes_us", rtt, "us")]
 }
 
+/// The resident memory of a process and its descendants, in bytes.
+fn tree_rss(root: u32) -> u64 {
+    let field = |pid: u32, file: &str, key: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+        text.lines()
+            .find(|l| l.starts_with(key))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    let mut total = field(root, "status", "VmRSS:").unwrap_or(0) * 1024;
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if field(pid, "status", "PPid:") == Some(root as u64) && pid != root {
+            total += tree_rss(pid);
+        }
+    }
+    total
+}
+
+/// W13: a million no-op tasks through the cluster in waves of 10,000 whose results are
+/// dropped: the rate, and how much the memory of every process (this driver, the
+/// daemons, the workers) grew from the tenth wave to the last. Nothing a finished task
+/// leaves behind may accumulate.
+fn w13(daemons: &[u32]) -> Vec<Figure> {
+    let rss = || tree_rss(std::process::id()) + daemons.iter().map(|p| tree_rss(*p)).sum::<u64>();
+    let t = Instant::now();
+    let mut after_ten = 0;
+    for wave in 0..100 {
+        let refs: Vec<_> = (0..10_000).map(|_| noop::remote()).collect();
+        let sum: i64 = prism::get_all(&refs).expect("tasks").iter().sum();
+        assert_eq!(sum, 10_000);
+        if wave == 9 {
+            after_ten = rss();
+        }
+    }
+    let rate = 1_000_000.0 / secs(t);
+    let growth = rss().saturating_sub(after_ten) as f64 / (1 << 20) as f64;
+    vec![
+        figure("W13_million_tasks_per_s", rate, "tasks/s"),
+        figure("W13_rss_growth_MiB", growth, "MiB"),
+    ]
+}
+
 /// The cluster workloads, those of `only` if given.
 fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure> {
     let bin = prism::cluster::testing::sibling_prism_bin()
@@ -531,6 +579,7 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
         figures.extend(w0_head(&bin));
     }
     let _cluster;
+    let mut daemons = Vec::new();
     match address {
         Some(a) => {
             prism::init_with(prism::Config::default().address(a)).expect("joins the cluster")
@@ -541,6 +590,7 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
                 &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
             );
             c.connect().expect("joins the local cluster");
+            daemons = (0..3).map(|i| c.daemon_pid(i)).collect();
             _cluster = c;
         }
     }
@@ -549,6 +599,9 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
         if wanted(name) || (name == "W1" && wanted("W2")) {
             figures.extend(run());
         }
+    }
+    if wanted("W13") {
+        figures.extend(w13(&daemons));
     }
     prism::shutdown();
     figures
