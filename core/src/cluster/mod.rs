@@ -14,6 +14,7 @@ pub(crate) mod client;
 pub mod head;
 pub mod node;
 pub mod objects;
+pub(crate) mod owner;
 pub mod session;
 pub mod testing;
 pub mod wire;

@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use super::{ActorPlace, Node, Placement, Route, State};
+use super::placement::Placement;
+use super::{ActorPlace, Node, Route, State};
 use crate::cluster::wire::{Msg, Outbox};
 use crate::error::Error;
 use crate::object::ObjectId;

@@ -14,11 +14,14 @@
 //! hash and cached, started with the environment that makes `prism::init()` enter
 //! worker mode; one process per job, running its tasks on many threads.
 //!
-//! This module keeps the books and places tasks; `actors` places and routes actors,
-//! `process` starts worker processes and relays their output.
+//! This module keeps the books and serves connections; `tasks` takes, places and
+//! finishes tasks, `placement` decides where work goes and why it waits, `actors` places
+//! and routes actors, `process` starts worker processes and relays their output.
 
 mod actors;
+mod placement;
 mod process;
+mod tasks;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -29,13 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::head::message_name;
-use crate::cluster::objects::Payload;
-use crate::cluster::wire::{self, Msg, NodeView, Outbox, PendingView, Role, WireError};
+use crate::cluster::wire::{self, Msg, NodeView, Outbox, Role, WireError};
 use crate::config::Config;
 use crate::error::Error;
 use crate::object::ObjectId;
 use crate::sched::{Capacity, Demand, Grant};
-use crate::task::{Strategy, TaskSpec};
+use crate::task::TaskSpec;
 
 /// Environment variables that put a process in worker mode.
 pub const ENV_NODE: &str = "PRISM_WORKER_NODE";
@@ -115,14 +117,6 @@ impl Route {
     }
 }
 
-/// Tasks of a function whose runs (as this node sees them) take less than this are
-/// pipelined up to [`DEEP_PIPELINE`] deep behind a running task; others one deep.
-const SHORT_TASK: Duration = Duration::from_millis(2);
-
-/// How many short tasks may wait in a worker behind one running task: enough to cover
-/// a round trip to the node, few enough not to hoard work a peer could take.
-const DEEP_PIPELINE: u32 = 8;
-
 enum Worker {
     /// The process is starting; tasks wait for it to connect.
     Starting(Vec<Msg>),
@@ -163,18 +157,6 @@ struct State {
     run_times: HashMap<String, f64>,
     /// Tasks sent to this node's workers and not finished (running or pipelined).
     tasks_here: u32,
-}
-
-/// Where a task's strategy sends it.
-enum Placement {
-    /// Local first, then peers with room (see [`Node::dispatch`]).
-    Default,
-    /// Here, and nowhere else.
-    Here,
-    /// To this peer.
-    Peer(String),
-    /// Nowhere: the strategy cannot be met.
-    Fail(Error),
 }
 
 /// Where an actor is, as a node knows it.
@@ -309,86 +291,6 @@ impl Node {
             alive: true,
             pending: self.pending(st),
         }
-    }
-
-    /// What waits here, grouped by function (or actor class) and demand, with why (at
-    /// most 16 groups, counted over the first 10,000 waiting: a node may queue millions,
-    /// and `queued` has the full count).
-    fn pending(&self, st: &State) -> Vec<PendingView> {
-        // (is an actor, function or class, demand, pinned, count)
-        let mut groups: Vec<(bool, &str, &Demand, bool, u32)> = Vec::new();
-        let waiting = st
-            .queue
-            .iter()
-            .chain(st.infeasible.iter().map(|(q, _)| q))
-            .map(|q| (false, q.spec.function.as_str(), &q.demand, q.pinned))
-            .chain(
-                st.waiting_actors
-                    .iter()
-                    .map(|w| (true, w.class.as_str(), &w.demand, w.pinned)),
-            )
-            .take(10_000);
-        for (actor, what, demand, pinned) in waiting {
-            let same = groups
-                .iter()
-                .position(|g| g.0 == actor && g.1 == what && g.2 == demand);
-            match same {
-                Some(i) => groups[i].4 += 1,
-                None if groups.len() < 16 => groups.push((actor, what, demand, pinned, 1)),
-                None => {}
-            }
-        }
-        groups
-            .into_iter()
-            .map(|(actor, what, demand, pinned, count)| PendingView {
-                what: if actor {
-                    format!("actor {what}")
-                } else {
-                    what.to_string()
-                },
-                count,
-                demand: demand.describe(),
-                reason: self.why_waiting(st, demand, pinned),
-            })
-            .collect()
-    }
-
-    /// Why work asking for `demand` cannot start now.
-    fn why_waiting(&self, st: &State, demand: &Demand, pinned: bool) -> String {
-        let free = st.available.amounts();
-        let total = self.total.amounts();
-        let amount = |list: &[(String, f64)], name: &str| {
-            list.iter()
-                .find(|(n, _)| n == name)
-                .map_or(0.0, |(_, v)| *v)
-        };
-        let short: Vec<String> = demand
-            .describe()
-            .into_iter()
-            .filter(|(name, v)| amount(&free, name) < *v)
-            .map(|(name, v)| {
-                format!(
-                    "{v} {name} asked, {} of {} free here",
-                    amount(&free, &name),
-                    amount(&total, &name)
-                )
-            })
-            .collect();
-        let here = if short.is_empty() {
-            "waits its turn in the queue".to_string()
-        } else {
-            short.join(", ")
-        };
-        let elsewhere = if self.feasible_somewhere(st, demand, pinned).is_err() {
-            "no live node could ever run it: it fails unless one that can joins"
-        } else if pinned {
-            "it must run on this node (its strategy or a peer placed it here)"
-        } else if !st.peers.values().any(|p| p.view.alive) {
-            "no other node is alive"
-        } else {
-            "no other node has room for it now"
-        };
-        format!("{here}; {elsewhere}")
     }
 
     async fn heartbeats(self: Arc<Self>) {
@@ -661,269 +563,6 @@ impl Node {
         }
     }
 
-    /// Takes a task from a client or a peer.
-    fn submit(self: &Arc<Self>, job: u32, spec: TaskSpec, reply: Outbox, pinned: bool) {
-        let demand = match spec.options.demand() {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = reply.send(Msg::TaskDone {
-                    task_id: spec.task_id,
-                    result: Err(e),
-                });
-                return;
-            }
-        };
-        let q = Queued {
-            job,
-            spec,
-            demand,
-            reply,
-            pinned,
-        };
-        let mut st = self.lock();
-        self.admit(&mut st, q, 0);
-        self.dispatch(&mut st);
-    }
-
-    /// Places a task by its strategy: to the queue here, or to the peer it names. A task
-    /// that cannot be placed waits for the next views of the cluster (a node that just
-    /// joined may not be in this node's view, or connected, yet) and fails with the
-    /// reason once two fresh views (`views`) confirm it.
-    fn admit(self: &Arc<Self>, st: &mut State, mut q: Queued, views: u32) {
-        let strategy = q.spec.options.scheduling.clone();
-        let failure = match self.place(st, &strategy, &q.demand, q.pinned) {
-            Placement::Here => {
-                q.pinned = true;
-                None
-            }
-            Placement::Default => self.feasible_somewhere(st, &q.demand, q.pinned).err(),
-            Placement::Peer(peer) => match self.hand_to_peer(st, &peer, q) {
-                None => return,
-                Some(back) => {
-                    q = back;
-                    Some(Error::Cluster(format!("node {peer} cannot be reached")))
-                }
-            },
-            Placement::Fail(e) => Some(e),
-        };
-        match failure {
-            None => st.queue.push_back(q),
-            Some(e) if views >= 2 => {
-                let _ = q.reply.send(Msg::TaskDone {
-                    task_id: q.spec.task_id,
-                    result: Err(e),
-                });
-            }
-            Some(_) => st.infeasible.push((q, views)),
-        }
-    }
-
-    /// `Ok` if this node, or (unless `pinned`) some live peer, could ever meet `demand`;
-    /// this node's verdict otherwise.
-    fn feasible_somewhere(&self, st: &State, demand: &Demand, pinned: bool) -> Result<(), Error> {
-        let here = self.total.check_feasible(demand);
-        let elsewhere = !pinned
-            && st
-                .peers
-                .values()
-                .any(|p| p.view.alive && p.total.check_feasible(demand).is_ok());
-        if elsewhere {
-            Ok(())
-        } else {
-            here
-        }
-    }
-
-    /// After a fresh view of the cluster: tasks that could not be placed try again (see
-    /// [`Node::admit`]).
-    fn recheck_infeasible(self: &Arc<Self>, st: &mut State) {
-        for (q, views) in std::mem::take(&mut st.infeasible) {
-            self.admit(st, q, views + 1);
-        }
-        self.recheck_infeasible_actors(st);
-    }
-
-    /// Starts what can start: waiting actors and queued tasks that fit here, or that a
-    /// peer has room for.
-    fn dispatch(self: &Arc<Self>, st: &mut State) {
-        if !st.waiting_actors.is_empty() {
-            self.place_actors(st);
-        }
-        while let Some(front) = st.queue.front() {
-            if st.available.fits(&front.demand) {
-                let Some(q) = st.queue.pop_front() else { break };
-                let gpu_ids = st.available.take(&q.demand);
-                st.running += 1;
-                let grant = Grant {
-                    demand: q.demand.clone(),
-                    gpu_ids,
-                };
-                self.start_here(st, q, Some(grant), None);
-                continue;
-            }
-            // Queue it behind a task of its shape here (pipelining), or hand it to the
-            // peer with room that has the fewest tasks per CPU, whichever is less loaded;
-            // a peer with an idle CPU first.
-            let short = st
-                .run_times
-                .get(&front.spec.function)
-                .is_some_and(|t| *t < SHORT_TASK.as_secs_f64());
-            let depth = if short { DEEP_PIPELINE } else { 1 };
-            // A peer may hold as many as this node keeps in its worker (a running task
-            // and a pipeline behind it), and more for the longer way results travel.
-            let room = 2 * (depth + 1);
-            let peer = if front.pinned {
-                None
-            } else {
-                choose_peer(st, &front.demand, room)
-            };
-            let here_load = st.tasks_here as f64 / self.cpus.max(0.25);
-            let here_first = match &peer {
-                Some((_, load)) => *load >= 1.0 && here_load <= *load,
-                None => true,
-            };
-            if here_first {
-                if let Some(pred) = pipeline_slot(st, front.job, &front.demand, depth) {
-                    self.pipeline(st, pred);
-                    continue;
-                }
-            }
-            let Some((peer_id, _)) = peer else {
-                break;
-            };
-            let Some(q) = st.queue.pop_front() else { break };
-            if let Some(q) = self.hand_to_peer(st, &peer_id, q) {
-                st.queue.push_front(q);
-                break;
-            }
-        }
-    }
-
-    /// Sends a task to a connected peer, which runs it (and never passes it on); the
-    /// task comes back if the peer is not connected.
-    fn hand_to_peer(&self, st: &mut State, peer_id: &str, q: Queued) -> Option<Queued> {
-        let Some(peer) = st.peers.get_mut(peer_id) else {
-            return Some(q);
-        };
-        let Some(out) = peer.outbox.clone() else {
-            return Some(q);
-        };
-        peer.outstanding += 1;
-        let route = Route::new(
-            q.reply,
-            None,
-            Some(peer_id.to_string()),
-            q.spec.function.clone(),
-        );
-        st.routes.insert(q.spec.task_id, route);
-        let _ = out.send(Msg::SubmitTask {
-            job: q.job,
-            spec: Arc::new(q.spec),
-        });
-        None
-    }
-
-    /// Where a task's strategy sends it, before load is considered. A task a peer handed
-    /// here was placed there already.
-    fn place(
-        &self,
-        st: &mut State,
-        strategy: &Strategy,
-        demand: &Demand,
-        from_peer: bool,
-    ) -> Placement {
-        let live_peers = st
-            .peers
-            .iter()
-            .filter(|(_, p)| p.view.alive && p.outbox.is_some());
-        match strategy {
-            _ if from_peer => Placement::Default,
-            Strategy::Default => Placement::Default,
-            Strategy::NodeAffinity { node_id, soft } => {
-                let verdict = if *node_id == self.id {
-                    self.total.check_feasible(demand).map(|()| Placement::Here)
-                } else {
-                    match live_peers.clone().find(|(id, _)| *id == node_id) {
-                        Some((_, p)) => p
-                            .total
-                            .check_feasible(demand)
-                            .map(|()| Placement::Peer(node_id.clone())),
-                        None => Err(Error::Infeasible {
-                            resource: format!("node:{node_id} (no such live node)"),
-                            requested: 1.0,
-                            capacity: 0.0,
-                        }),
-                    }
-                };
-                match verdict {
-                    Ok(p) => p,
-                    Err(_) if *soft => Placement::Default,
-                    Err(e) => Placement::Fail(e),
-                }
-            }
-            Strategy::Spread => {
-                let mut nodes: Vec<String> = live_peers
-                    .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                if self.total.check_feasible(demand).is_ok() {
-                    nodes.push(self.id.clone());
-                }
-                if nodes.is_empty() {
-                    return Placement::Default;
-                }
-                nodes.sort();
-                let pick = nodes.swap_remove(st.spread_turn % nodes.len());
-                st.spread_turn += 1;
-                if pick == self.id {
-                    Placement::Here
-                } else {
-                    Placement::Peer(pick)
-                }
-            }
-        }
-    }
-
-    /// Sends the queue's head to run right after `pred` on `pred`'s resources.
-    fn pipeline(self: &Arc<Self>, st: &mut State, pred: ObjectId) {
-        let Some(q) = st.queue.pop_front() else {
-            return;
-        };
-        if let Some(r) = st.routes.get_mut(&pred) {
-            r.successor = Some(q.spec.task_id);
-        }
-        let id = q.spec.task_id;
-        self.start_here(st, q, None, Some(pred));
-        if let Some(r) = st.routes.get_mut(&id) {
-            r.pred = Some(pred);
-        }
-    }
-
-    /// Records `q` as running in its job's worker here (right after `after`, if given,
-    /// on its resources) and sends it there.
-    fn start_here(
-        self: &Arc<Self>,
-        st: &mut State,
-        q: Queued,
-        grant: Option<Grant>,
-        after: Option<ObjectId>,
-    ) {
-        let mut route = Route::new(q.reply, Some(q.job), None, q.spec.function.clone());
-        route.granted_at = grant.as_ref().map(|_| Instant::now());
-        route.grant = grant;
-        route.task_here = true;
-        st.tasks_here += 1;
-        st.routes.insert(q.spec.task_id, route);
-        self.send_to_worker(
-            st,
-            q.job,
-            Msg::RunTask {
-                spec: q.spec,
-                after,
-            },
-        );
-    }
-
     fn send_to_worker(self: &Arc<Self>, st: &mut State, job: u32, msg: Msg) {
         match st.workers.get_mut(&job) {
             Some(Worker::Ready(out)) => {
@@ -979,138 +618,4 @@ impl Node {
             );
         }
     }
-
-    /// A running task waits (`true`) or resumes (`false`): its CPUs serve others meanwhile.
-    fn lend(self: &Arc<Self>, task_id: ObjectId, waiting: bool) {
-        let mut st = self.lock();
-        let Some(route) = st.routes.get_mut(&task_id) else {
-            return;
-        };
-        let Some(cpu) = route.grant.as_ref().map(|g| g.demand.cpu) else {
-            return;
-        };
-        route.blocked = waiting;
-        let job = route.job;
-        let successor = if waiting {
-            route.successor.take()
-        } else {
-            None
-        };
-        st.available.lend_cpu(cpu, waiting);
-        // The task queued right behind a waiting one starts now, on the CPUs the waiting
-        // task lends; the worker starts it when told, so both sides agree on it.
-        if let Some((next_id, next)) = successor.and_then(|s| st.routes.get_mut(&s).map(|r| (s, r)))
-        {
-            if next.grant.is_none() {
-                let demand = Demand {
-                    cpu,
-                    ..Demand::default()
-                };
-                next.grant = Some(Grant {
-                    demand,
-                    gpu_ids: Vec::new(),
-                });
-                next.granted_at = Some(Instant::now());
-                st.available.lend_cpu(cpu, false);
-                st.running += 1;
-                if let Some(job) = job {
-                    self.send_to_worker(&mut st, job, Msg::Release { task_id: next_id });
-                }
-            }
-        }
-        if waiting {
-            self.dispatch(&mut st);
-        }
-    }
-
-    /// A task ended, here or at a peer: return its resources and pass the result back.
-    fn finished(self: &Arc<Self>, task_id: ObjectId, result: Result<Payload, Error>) {
-        let mut st = self.lock();
-        let Some(route) = st.routes.remove(&task_id) else {
-            return;
-        };
-        if route.task_here {
-            st.tasks_here -= 1;
-        }
-        if let Some(at) = route.granted_at {
-            let took = at.elapsed().as_secs_f64();
-            st.run_times
-                .entry(route.function.clone())
-                .and_modify(|t| *t = 0.8 * *t + 0.2 * took)
-                .or_insert(took);
-        }
-        match (
-            route.grant,
-            route.successor.and_then(|s| st.routes.get_mut(&s)),
-        ) {
-            // The successor was already sent to run right after this task: it inherits
-            // the resources.
-            (Some(grant), Some(next)) => {
-                next.grant = Some(grant);
-                next.granted_at = Some(Instant::now());
-            }
-            (Some(grant), None) => {
-                st.available.give(&grant);
-                st.running -= 1;
-            }
-            (None, _) => {}
-        }
-        if let Some(p) = route.peer.as_ref().and_then(|id| st.peers.get_mut(id)) {
-            p.outstanding = p.outstanding.saturating_sub(1);
-        }
-        let _ = route.reply.send(Msg::TaskDone { task_id, result });
-        self.dispatch(&mut st);
-    }
-}
-
-/// The last task of a chain of `job` running here on exactly `demand` (a running task
-/// and those sent to run right after it, fewer than `depth` of them): the next task of
-/// that shape can be sent to run right after it.
-/// Only tasks that ask for CPUs alone are pipelined, so that a task that waits can hand
-/// its successor the CPUs it lends and nothing else is ever double-booked.
-fn pipeline_slot(st: &State, job: u32, demand: &Demand, depth: u32) -> Option<ObjectId> {
-    if demand.gpu > 0 || demand.memory > 0 || !demand.custom.is_empty() {
-        return None;
-    }
-    // How many tasks wait ahead of `r` in its chain, and the resources the chain runs on.
-    fn chain<'a>(st: &'a State, mut r: &'a Route, depth: u32) -> Option<(u32, &'a Grant)> {
-        let mut ahead = 0;
-        loop {
-            if let Some(g) = &r.grant {
-                return Some((ahead, g));
-            }
-            r = st.routes.get(&r.pred?)?;
-            ahead += 1;
-            if ahead > depth {
-                return None;
-            }
-        }
-    }
-    st.routes
-        .iter()
-        .find(|(_, r)| {
-            r.job == Some(job)
-                && r.successor.is_none()
-                && !r.blocked
-                && chain(st, r, depth)
-                    .is_some_and(|(ahead, g)| ahead < depth && g.demand == *demand)
-        })
-        .map(|(id, _)| *id)
-}
-
-/// A connected live peer that can run `demand` and has room for it (fewer tasks
-/// outstanding there than `per_cpu` times its CPUs, at least `per_cpu`): the one with the
-/// fewest tasks outstanding per CPU, and that number.
-fn choose_peer(st: &State, demand: &Demand, per_cpu: u32) -> Option<(String, f64)> {
-    st.peers
-        .iter()
-        .filter(|(_, p)| p.view.alive && p.outbox.is_some())
-        .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
-        .filter_map(|(id, p)| {
-            let per_task = (demand.cpu as f64 / crate::sched::UNIT as f64).max(0.25);
-            let room = ((p.cpus / per_task) * per_cpu as f64).max(per_cpu as f64) as u32;
-            (p.outstanding < room).then(|| (id, p.outstanding as f64 / p.cpus.max(0.25)))
-        })
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(id, load)| (id.clone(), load))
 }
