@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use crate::actor::registry::{self, ActorState};
 use crate::actor::ActorId;
-use crate::cluster::client::{Client, Direct};
+use crate::cluster::client::Client;
+use crate::cluster::direct::{Direct, Reply};
 use crate::cluster::objects::Payload;
-use crate::cluster::wire::{Msg, NamedActor, Outbox};
+use crate::cluster::wire::{Msg, NamedActor};
 use crate::error::{Error, Result};
 use crate::object::{Home, ObjectId, ObjectRef, RefCount, Waiter};
 use crate::runtime::{self, refs_of, Runtime};
@@ -380,7 +381,7 @@ struct Call {
     call: ObjectId,
     method: String,
     args: Vec<Vec<u8>>,
-    reply: Outbox,
+    reply: Reply,
 }
 
 #[derive(Default)]
@@ -407,7 +408,7 @@ impl Host {
     }
 
     /// Handles an actor message from the node.
-    pub fn deliver(self: &Arc<Self>, msg: Msg, reply: Outbox) {
+    pub fn deliver(self: &Arc<Self>, msg: Msg, reply: Reply) {
         match msg {
             Msg::CreateActor {
                 actor, class, args, ..
@@ -443,7 +444,7 @@ impl Host {
                             Err(err)
                         }
                     };
-                    let _ = reply.send(Msg::TaskDone {
+                    reply.send(Msg::TaskDone {
                         task_id: actor,
                         result: outcome.map(Payload::Inline),
                     });
@@ -458,7 +459,7 @@ impl Host {
                 ..
             } => {
                 let Some(hosted) = lock(&self.actors).get(&actor).cloned() else {
-                    let _ = reply.send(Msg::TaskDone {
+                    reply.send(Msg::TaskDone {
                         task_id: call,
                         result: Err(Error::ActorDied {
                             actor: ActorId(actor).to_string(),
@@ -492,7 +493,7 @@ impl Host {
                         h.state = None;
                         let err = h.dead.clone();
                         for c in h.queue.drain(..) {
-                            let _ = c.reply.send(Msg::TaskDone {
+                            c.reply.send(Msg::TaskDone {
                                 task_id: c.call,
                                 result: Err(err.clone().unwrap_or(Error::Shutdown)),
                             });
@@ -523,7 +524,7 @@ impl Host {
             if let Some(e) = h.dead.clone() {
                 h.state = None;
                 drop(h);
-                let _ = c.reply.send(Msg::TaskDone {
+                c.reply.send(Msg::TaskDone {
                     task_id: c.call,
                     result: Err(e),
                 });
@@ -552,7 +553,7 @@ impl Host {
                 Some(client) => client.payload(c.call, result),
                 None => result.map(Payload::Inline),
             };
-            let _ = c.reply.send(Msg::TaskDone {
+            c.reply.send(Msg::TaskDone {
                 task_id: c.call,
                 result,
             });

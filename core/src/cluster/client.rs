@@ -8,16 +8,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
+use crate::cluster::direct::{Direct, Reply, SocketWriter};
 use crate::cluster::head::{hex, message_name};
 use crate::cluster::objects::{Location, Objects, Payload, SharedBytes};
 use crate::cluster::owner::Owner;
-use crate::cluster::wire::{self, JobInfo, Msg, Outbox, Role};
+use crate::cluster::wire::{self, JobInfo, Msg, Role};
 use crate::error::{Error, Result};
 use crate::object::{AnyValue, ObjectId, RefCount, Store};
 use crate::task::{EncodedArg, TaskSpec};
 
 /// What a worker does with a task the node sends it.
-pub(crate) type RunHandler = Arc<dyn Fn(Delivery, Outbox) + Send + Sync>;
+pub(crate) type RunHandler = Arc<dyn Fn(Delivery, Reply) + Send + Sync>;
 
 /// What a node delivers to a worker.
 pub(crate) enum Delivery {
@@ -44,38 +45,6 @@ pub(crate) struct Client {
     go: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Keeps the I/O threads alive as long as the client.
     _io: tokio::runtime::Runtime,
-}
-
-/// A connection straight to a worker process, for the calls of the actors it hosts: two
-/// hops per call instead of four through the nodes.
-pub(crate) struct Direct {
-    outbox: Outbox,
-    /// Calls sent and not answered yet: they fail if the connection drops.
-    inflight: Mutex<std::collections::HashSet<ObjectId>>,
-    closed: std::sync::atomic::AtomicBool,
-}
-
-impl Direct {
-    /// Sends an actor call; gives it back if the connection is gone.
-    pub fn send(&self, call: ObjectId, msg: Msg) -> Option<Msg> {
-        use std::sync::atomic::Ordering::SeqCst;
-        lock(&self.inflight).insert(call);
-        // Checked after the insert: a connection that closes drains `inflight` after
-        // setting `closed`, so no call is left without an answer.
-        if self.closed.load(SeqCst) {
-            lock(&self.inflight).remove(&call);
-            return Some(msg);
-        }
-        self.outbox.send(msg).err().map(|e| {
-            lock(&self.inflight).remove(&call);
-            e.0
-        })
-    }
-
-    /// Whether the connection dropped.
-    pub fn is_closed(&self) -> bool {
-        self.closed.load(std::sync::atomic::Ordering::SeqCst)
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -244,7 +213,7 @@ impl Client {
                     Ok(Msg::FreeObjects { ids, .. }) => reader.objects.free(&ids),
                     Ok(Msg::Release { task_id }) => {
                         if let Some(run) = &run {
-                            run(Delivery::Release(task_id), out.clone());
+                            run(Delivery::Release(task_id), Reply::Queue(out.clone()));
                         }
                     }
                     Ok(
@@ -253,11 +222,11 @@ impl Client {
                         | Msg::KillActor { .. }),
                     ) => {
                         if let Some(run) = &run {
-                            run(Delivery::Actor(m), out.clone());
+                            run(Delivery::Actor(m), Reply::Queue(out.clone()));
                         }
                     }
                     Ok(Msg::RunTask { spec, after }) => match &run {
-                        Some(run) => run(Delivery::Run(spec, after), out.clone()),
+                        Some(run) => run(Delivery::Run(spec, after), Reply::Queue(out.clone())),
                         None => tracing::warn!("a driver was sent a task to run"),
                     },
                     Ok(Msg::Output { stderr, lines, .. }) => {
@@ -326,17 +295,13 @@ impl Client {
             };
             let (r, w) = stream.into_split();
             let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
-            let direct = Arc::new(Direct {
-                outbox: wire::spawn_writer(w, address.clone()),
-                inflight: Mutex::new(std::collections::HashSet::new()),
-                closed: std::sync::atomic::AtomicBool::new(false),
-            });
+            let direct = Arc::new(Direct::new(SocketWriter::new(w)));
             lock(&directs).insert(address.clone(), direct.clone());
             then(Some(direct.clone()));
             loop {
                 match wire::read_msg::<_, Msg>(&mut r).await {
                     Ok(Msg::TaskDone { task_id, result }) => {
-                        lock(&direct.inflight).remove(&task_id);
+                        direct.answered(task_id);
                         shared.done(task_id, result);
                     }
                     Ok(other) => {
@@ -348,11 +313,7 @@ impl Client {
                     }
                 }
             }
-            direct
-                .closed
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            let orphans: Vec<ObjectId> = lock(&direct.inflight).drain().collect();
-            for call in orphans {
+            for call in direct.close() {
                 shared.store.fail(
                     call,
                     Error::ActorDied {

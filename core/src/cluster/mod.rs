@@ -11,6 +11,7 @@
 //! * [`testing`]: a local cluster of real daemon processes, for tests and benches.
 
 pub(crate) mod client;
+pub(crate) mod direct;
 pub mod head;
 pub mod node;
 pub mod objects;

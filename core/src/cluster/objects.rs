@@ -29,6 +29,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::client::{Delivery, RunHandler};
+use crate::cluster::direct::{Reply, SocketWriter};
 use crate::cluster::wire::{self, Msg, Role, WireError, CHUNK};
 use crate::error::{Error, Result};
 use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store};
@@ -230,7 +231,7 @@ async fn serve(
         };
         let (r, w) = stream.into_split();
         let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
-        let reply = wire::spawn_writer(w, "a caller".into());
+        let reply = Reply::Socket(SocketWriter::new(w));
         loop {
             match wire::read_msg(&mut r).await? {
                 m @ Msg::ActorCall { .. } => run(Delivery::Actor(m), reply.clone()),

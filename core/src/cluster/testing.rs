@@ -70,7 +70,7 @@ impl LocalCluster {
             "0",
         ]);
         c.daemons.push(head);
-        c.head = wait_for(
+        c.head = c.wait_or_report(
             || std::fs::read_to_string(dir.join("address")).ok(),
             "the head's address",
         );
@@ -135,7 +135,7 @@ impl LocalCluster {
             "0",
         ]);
         let dir = self.dir.clone();
-        wait_for(
+        self.wait_or_report(
             || std::fs::read_to_string(dir.join("address")).ok(),
             "the restarted head",
         );
@@ -168,10 +168,35 @@ impl LocalCluster {
 
     /// Waits until `n` nodes are alive.
     pub fn wait_nodes(&self, n: usize) {
-        wait_for(
+        self.wait_or_report(
             || (self.nodes().iter().filter(|v| v.alive).count() >= n).then_some(()),
             "the nodes to join",
         );
+    }
+
+    /// Like [`wait_for`], but a timeout panics with what the daemons logged, which is
+    /// gone once the cluster is dropped.
+    fn wait_or_report<T>(&self, mut f: impl FnMut() -> Option<T>, what: &str) -> T {
+        let t = Instant::now();
+        loop {
+            if let Some(v) = f() {
+                return v;
+            }
+            if t.elapsed() > Duration::from_secs(30) {
+                let mut logs = String::new();
+                for i in 0..self.daemons.len() {
+                    let file = self.dir.join(format!("daemon-{i}.log"));
+                    let text = std::fs::read_to_string(&file).unwrap_or_default();
+                    let start = (text.len().saturating_sub(4000)..text.len())
+                        .find(|i| text.is_char_boundary(*i))
+                        .unwrap_or(text.len());
+                    let tail = &text[start..];
+                    logs.push_str(&format!("--- daemon {i} (last lines):\n{tail}\n"));
+                }
+                panic!("timed out waiting for {what}; the daemons logged:\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts the driver runtime in this process, connected to the cluster.

@@ -9,8 +9,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::cluster::client::{Client, Delivery};
+use crate::cluster::direct::Reply;
 use crate::cluster::node::{ENV_JOB, ENV_NODE, ENV_SPILL, ENV_STORE, ENV_TOKEN};
-use crate::cluster::wire::{Msg, Outbox};
+use crate::cluster::wire::Msg;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::object::ObjectId;
@@ -62,7 +63,7 @@ fn serve() -> Result<()> {
         state: Mutex::new(PipelineState::default()),
     });
     let host = crate::actor::Host::new(rt.clone());
-    let run = Arc::new(move |delivery: Delivery, reply: Outbox| match delivery {
+    let run = Arc::new(move |delivery: Delivery, reply: Reply| match delivery {
         Delivery::Run(spec, after) => p.arrived(spec, after, reply),
         Delivery::Release(task) => p.release(task),
         Delivery::Actor(msg) => host.deliver(msg, reply),
@@ -98,7 +99,7 @@ struct PipelineState {
     /// Tasks started, or queued to start right after another.
     running: HashSet<ObjectId>,
     /// Tasks to run right after the task they are keyed by.
-    waiting: HashMap<ObjectId, (TaskSpec, Outbox)>,
+    waiting: HashMap<ObjectId, (TaskSpec, Reply)>,
 }
 
 /// The tasks of this worker and the ones the node queued right behind them. A queued
@@ -115,7 +116,7 @@ impl Pipeline {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<ObjectId>, reply: Outbox) {
+    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<ObjectId>, reply: Reply) {
         let mut st = self.lock();
         st.running.insert(spec.task_id);
         if let Some(pred) = after.filter(|p| st.running.contains(p)) {
@@ -145,7 +146,7 @@ impl Pipeline {
         self.start(spec, reply);
     }
 
-    fn start(self: &Arc<Self>, spec: TaskSpec, reply: Outbox) {
+    fn start(self: &Arc<Self>, spec: TaskSpec, reply: Reply) {
         let me = self.clone();
         // The node only sends what its resources allow, so the pool runs it at once.
         self.pool.sched.submit(Job {
@@ -161,7 +162,7 @@ impl Pipeline {
             .ok_or_else(|| Error::Cluster("the worker is not connected".into()))
     }
 
-    fn run_chain(&self, mut spec: TaskSpec, mut reply: Outbox, grant: &crate::sched::Grant) {
+    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, grant: &crate::sched::Grant) {
         loop {
             let running = runtime::Running {
                 task_id: Some(spec.task_id),
@@ -173,7 +174,7 @@ impl Pipeline {
                 spec.execute(|id, at| self.client()?.fetch(id, at))
             });
             let result = self.client().and_then(|c| c.payload(spec.task_id, result));
-            let _ = reply.send(Msg::TaskDone {
+            reply.send(Msg::TaskDone {
                 task_id: spec.task_id,
                 result,
             });
