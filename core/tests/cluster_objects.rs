@@ -160,3 +160,64 @@ fn objects_lost_with_their_node_are_rebuilt_from_lineage() {
 fn add_one(x: i64) -> (String, i64) {
     (prism::context().unwrap().node_id, x + 1)
 }
+
+#[prism::actor]
+pub struct Spot {
+    n: i64,
+}
+
+#[prism::actor]
+impl Spot {
+    pub fn new(n: i64) -> Self {
+        Spot { n }
+    }
+
+    pub fn add(&mut self, by: i64) -> i64 {
+        self.n += by;
+        self.n
+    }
+
+    pub fn node(&self) -> String {
+        prism::context().unwrap().node_id
+    }
+}
+
+#[test]
+fn an_actor_whose_node_dies_is_restarted_on_another() {
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let doomed = cluster.add_node("127.0.0.3", 1.0, None);
+    cluster.wait_nodes(2);
+    cluster.connect().unwrap();
+    let b = prism::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.address.starts_with("127.0.0.3:"))
+        .unwrap()
+        .node_id;
+    let spot = Spot::options()
+        .max_restarts(1)
+        .scheduling(prism::Strategy::NodeAffinity {
+            node_id: b.clone(),
+            soft: true,
+        })
+        .remote(10);
+    assert_eq!(prism::get(&spot.node()).unwrap(), b);
+    assert_eq!(prism::get(&spot.add(1)).unwrap(), 11);
+
+    // Its whole node dies: the node that placed it creates it again on a live node.
+    assert!(prism::cluster::session::signal(
+        cluster.daemon_pid(doomed),
+        9
+    ));
+    let moved = wait_for(
+        || {
+            prism::get_timeout(&spot.node(), Duration::from_secs(30))
+                .ok()
+                .filter(|n| *n != b)
+        },
+        "the actor to start again elsewhere",
+    );
+    assert_ne!(moved, b);
+    // The constructor ran again: the state starts over.
+    assert_eq!(prism::get(&spot.add(1)).unwrap(), 11);
+}

@@ -326,6 +326,13 @@ pub enum Msg {
         /// The lines.
         lines: Vec<String>,
     },
+    /// Node → the peer that placed an actor here: it died with its worker process.
+    ActorGone {
+        /// The actor.
+        actor: ObjectId,
+        /// Why.
+        reason: String,
+    },
     /// Node → peer node: a job's driver is gone; end its workers there too.
     EndJob {
         /// The job.

@@ -21,6 +21,28 @@ pub(crate) struct Creation {
 }
 
 impl Creation {
+    /// The creation a `CreateActor` message carries.
+    fn from_msg(msg: Msg) -> Option<Creation> {
+        match msg {
+            Msg::CreateActor {
+                job,
+                actor,
+                class,
+                args,
+                options,
+                max_restarts,
+            } => Some(Creation {
+                job,
+                actor,
+                class,
+                args,
+                options,
+                max_restarts,
+            }),
+            _ => None,
+        }
+    }
+
     fn into_msg(self) -> Msg {
         Msg::CreateActor {
             job: self.job,
@@ -43,6 +65,8 @@ pub(super) struct WaitingActor {
     pub reply: Outbox,
     /// Came from a peer or its strategy named this node: placed here or nowhere.
     pub pinned: bool,
+    /// The peer that placed it here, which decides about its restarts.
+    pub home: Option<Outbox>,
     pub max_restarts: u32,
     /// Views of the cluster seen in a row in which no node could ever host it.
     pub views: u32,
@@ -67,15 +91,24 @@ impl Node {
             Err(e) => return refuse(e),
         };
         let mut st = self.lock();
+        let home = pinned.then(|| reply.clone());
         let pinned = match self.place(&mut st, &create.options.scheduling, &demand, pinned) {
             Placement::Default => pinned,
             Placement::Here => true,
             Placement::Peer(peer_id) => {
                 if let Some(out) = st.peers.get(&peer_id).and_then(|p| p.outbox.clone()) {
-                    st.actors.insert(actor, ActorPlace::Peer(peer_id.clone()));
+                    let msg = create.into_msg();
+                    let again = Box::new((msg.clone(), reply.clone()));
+                    st.actors.insert(
+                        actor,
+                        ActorPlace::Peer {
+                            node: peer_id.clone(),
+                            again,
+                        },
+                    );
                     st.routes
                         .insert(actor, Route::new(reply, None, Some(peer_id), class));
-                    let _ = out.send(create.into_msg());
+                    let _ = out.send(msg);
                     return;
                 }
                 pinned
@@ -94,6 +127,7 @@ impl Node {
             demand,
             reply,
             pinned,
+            home,
             max_restarts,
             views: 0,
         });
@@ -146,8 +180,10 @@ impl Node {
                 let local = ActorPlace::Local {
                     job: w.job,
                     grant,
-                    restarts_left: w.max_restarts,
+                    // The peer that placed it restarts it, anywhere.
+                    restarts_left: if w.home.is_some() { 0 } else { w.max_restarts },
                     create: Box::new(w.create.clone()),
+                    home: w.home,
                 };
                 let calls = st.actors.insert(w.actor, local);
                 self.send_to_worker(st, w.job, w.create);
@@ -165,12 +201,17 @@ impl Node {
                     .and_then(|(id, p)| Some((id.clone(), p.outbox.clone()?)));
                 match peer {
                     Some((peer_id, out)) => {
+                        let again = Box::new((w.create.clone(), w.reply.clone()));
                         st.routes.insert(
                             w.actor,
                             Route::new(w.reply, None, Some(peer_id.clone()), w.class),
                         );
                         let _ = out.send(w.create);
-                        st.actors.insert(w.actor, ActorPlace::Peer(peer_id))
+                        let place = ActorPlace::Peer {
+                            node: peer_id,
+                            again,
+                        };
+                        st.actors.insert(w.actor, place)
                     }
                     None => {
                         st.waiting_actors.push_back(w);
@@ -253,7 +294,7 @@ impl Node {
                     reason: e.to_string(),
                 });
             }
-            Some(ActorPlace::Peer(id)) => Some(id.clone()),
+            Some(ActorPlace::Peer { node, .. }) => Some(node.clone()),
             None if home != self.address => st
                 .peers
                 .iter()
@@ -319,10 +360,46 @@ impl Node {
                 actor: id.to_string(),
                 reason: reason.to_string(),
             });
-            if let Some(ActorPlace::Local { grant, .. }) = st.actors.insert(id, dead) {
+            if let Some(ActorPlace::Local { grant, home, .. }) = st.actors.insert(id, dead) {
                 st.available.give(&grant);
+                if let (true, Some(home)) = (restart, home) {
+                    // The peer that placed it decides whether it starts again elsewhere.
+                    let _ = home.send(Msg::ActorGone {
+                        actor: id,
+                        reason: reason.to_string(),
+                    });
+                }
             }
         }
         restarts
+    }
+
+    /// An actor this node placed on a peer died there, or with that peer: it is created
+    /// again wherever it fits if it has restarts left (later calls wait for it), and is
+    /// dead otherwise.
+    pub(super) fn actor_gone(self: &Arc<Self>, actor: ObjectId, reason: &str) {
+        let mut st = self.lock();
+        let again = match st.actors.get(&actor) {
+            Some(ActorPlace::Peer { again, .. }) => (**again).clone(),
+            _ => return,
+        };
+        let (msg, reply) = again;
+        match Creation::from_msg(msg) {
+            Some(mut create) if create.max_restarts > 0 => {
+                create.max_restarts -= 1;
+                tracing::info!(%actor, left = create.max_restarts, "node: restarting an actor that died on a peer ({reason})");
+                drop(st);
+                self.create_actor(create, reply, false);
+            }
+            _ => {
+                st.actors.insert(
+                    actor,
+                    ActorPlace::Failed(Error::ActorDied {
+                        actor: actor.to_string(),
+                        reason: reason.to_string(),
+                    }),
+                );
+            }
+        }
     }
 }

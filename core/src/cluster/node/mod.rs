@@ -168,9 +168,15 @@ enum ActorPlace {
         grant: Grant,
         restarts_left: u32,
         create: Box<Msg>,
+        /// The peer that placed it here, told when it dies.
+        home: Option<Outbox>,
     },
-    /// On a peer node.
-    Peer(String),
+    /// On a peer node; with how to create it again (and where its creation's outcome
+    /// goes) if it dies there.
+    Peer {
+        node: String,
+        again: Box<(Msg, Outbox)>,
+    },
     /// Waiting for resources, with the calls (and where their results go) sent to it
     /// meanwhile.
     Waiting(Vec<(Msg, Option<Outbox>)>),
@@ -415,7 +421,16 @@ impl Node {
             .filter(|(_, r)| r.peer.as_deref() == Some(peer_id.as_str()))
             .map(|(id, _)| *id)
             .collect();
+        let orphans: Vec<ObjectId> = st
+            .actors
+            .iter()
+            .filter(|(_, p)| matches!(p, ActorPlace::Peer { node, .. } if *node == peer_id))
+            .map(|(id, _)| *id)
+            .collect();
         drop(st);
+        for actor in orphans {
+            self.actor_gone(actor, &format!("its node {peer_id} went away"));
+        }
         for id in lost {
             self.finished(
                 id,
@@ -460,6 +475,9 @@ impl Node {
                     self.finished(task_id, result)
                 }
                 (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (Role::Node { .. }, Msg::ActorGone { actor, reason }) => {
+                    self.actor_gone(actor, &reason)
+                }
                 (_, Msg::FreeObjects { job, ids }) => {
                     self.free_objects(job, ids, !matches!(role, Role::Node { .. }))
                 }
