@@ -153,3 +153,65 @@ fn work_that_does_not_fit_waits_with_its_reason_and_runs_when_room_frees() {
         other => panic!("expected an infeasible actor, got {other:?}"),
     }
 }
+
+/// One HTTP exchange with the head's API: the status line and the body.
+fn http(address: &str, request: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(address).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+#[test]
+fn the_head_serves_nodes_and_metrics_over_http() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 2.0), ("127.0.0.3", 1.0)],
+    );
+    let api = std::fs::read_to_string(cluster.dir.join("dashboard")).unwrap();
+    assert!(api.starts_with("127.0.0.1:"), "bound to loopback: {api}");
+
+    let (status, body) = http(&api, "GET /api/nodes HTTP/1.1\r\nHost: prism\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let nodes: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let nodes = nodes.as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    let cpus: f64 = nodes
+        .iter()
+        .map(|n| {
+            n["total"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r[0] == "CPU")
+                .unwrap()[1]
+                .as_f64()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(cpus, 3.0);
+
+    let (status, body) = http(&api, "GET /metrics HTTP/1.1\r\n\r\n");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(body.contains("prism_nodes_alive 2"), "{body}");
+    assert!(body.contains("resource=\"CPU\"} 2"), "{body}");
+
+    assert!(http(&api, "GET /secret HTTP/1.1\r\n\r\n").0.contains("404"));
+    assert!(http(&api, "DELETE /api/nodes HTTP/1.1\r\n\r\n")
+        .0
+        .contains("405"));
+    assert!(http(&api, "\x16\x03\x01 not http at all\r\n\r\n")
+        .0
+        .contains("400"));
+    // A bad request closes its own connection only.
+    assert_eq!(
+        http(&api, "GET /api/nodes HTTP/1.0\r\n\r\n").0,
+        "HTTP/1.1 200 OK"
+    );
+}

@@ -69,9 +69,12 @@ struct Start {
     /// The node's object store memory cap in bytes.
     #[arg(long)]
     object_store_memory: Option<u64>,
-    /// The dashboard's port (reserved; the dashboard is not served yet).
+    /// On a head: the port of its HTTP API (`/api/nodes`, `/metrics`); 0 for any.
     #[arg(long, default_value_t = 8265)]
     dashboard_port: u16,
+    /// On a head: the address the HTTP API listens on.
+    #[arg(long, default_value = "127.0.0.1")]
+    dashboard_host: String,
     /// On a head: how long a node may stay silent before it counts as dead.
     #[arg(long, default_value_t = 3000)]
     node_timeout_ms: u64,
@@ -164,6 +167,9 @@ fn start_background(s: Start) -> Res<()> {
         println!("  run a program on it:  PRISM_ADDRESS={served} cargo run --release --example where_did_it_run");
         println!("  add a node:           prism start --address {served}");
         println!("  see the cluster:      prism status");
+        if let Ok(api) = std::fs::read_to_string(dir.join("dashboard")) {
+            println!("  its HTTP API:         curl http://{api}/api/nodes   (and /metrics)");
+        }
         println!("  stop its daemons:     prism stop");
     } else {
         println!(
@@ -205,7 +211,23 @@ fn run_blocking(s: Start) -> Res<()> {
                 Duration::from_millis(s.node_timeout_ms),
                 tables,
             )?;
-            tokio::spawn(head.serve(listener));
+            tokio::spawn(head.clone().serve(listener));
+            // The HTTP API is a convenience: a head whose port is taken still serves.
+            let _ = std::fs::remove_file(dir.join("dashboard"));
+            match tokio::net::TcpListener::bind((s.dashboard_host.as_str(), s.dashboard_port)).await
+            {
+                Ok(l) => {
+                    let at = l.local_addr()?.to_string();
+                    tracing::info!(address = %at, "dashboard API listening");
+                    std::fs::write(dir.join("dashboard"), &at)?;
+                    tokio::spawn(prism::cluster::dashboard::serve(l, head));
+                }
+                Err(e) => tracing::warn!(
+                    "no dashboard API: cannot listen on {}:{}: {e}",
+                    s.dashboard_host,
+                    s.dashboard_port
+                ),
+            }
             (address, token)
         } else {
             let address = s.address.clone().unwrap_or_default();
@@ -246,6 +268,7 @@ fn run_blocking(s: Start) -> Res<()> {
         let _ = std::fs::remove_file(&pid_file);
         if s.head && session::read_address(&dir).ok().as_deref() == Some(head_address.as_str()) {
             let _ = std::fs::remove_file(dir.join("address"));
+            let _ = std::fs::remove_file(dir.join("dashboard"));
         }
         Ok::<(), Box<dyn std::error::Error>>(())
     })?;

@@ -132,6 +132,11 @@ impl Head {
         }
     }
 
+    /// Every node the head knows, in the order they joined.
+    pub fn nodes(&self) -> Vec<NodeView> {
+        self.view()
+    }
+
     fn view(&self) -> Vec<NodeView> {
         let nodes = lock(&self.nodes);
         let order = lock(&self.node_order);

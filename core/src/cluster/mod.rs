@@ -4,6 +4,7 @@
 //!
 //! * [`wire`]: frames, the authenticated handshake, the messages.
 //! * [`head`]: node membership, jobs and their executables, a small KV.
+//! * [`dashboard`]: the head's HTTP API (nodes as JSON, Prometheus metrics).
 //! * [`node`]: resources, worker processes, placement and spilling to peers.
 //! * [`objects`]: large objects kept where they were made and pulled in chunks.
 //! * [`worker`]: the mode `prism::init()` enters in a process a node started.
@@ -11,6 +12,7 @@
 //! * [`testing`]: a local cluster of real daemon processes, for tests and benches.
 
 pub(crate) mod client;
+pub mod dashboard;
 pub(crate) mod direct;
 pub mod head;
 pub mod node;

@@ -68,6 +68,8 @@ impl LocalCluster {
             "0",
             "--num-cpus",
             "0",
+            "--dashboard-port",
+            "0",
         ]);
         c.daemons.push(head);
         c.head = c.wait_or_report(
@@ -132,6 +134,8 @@ impl LocalCluster {
             "--port",
             &port,
             "--num-cpus",
+            "0",
+            "--dashboard-port",
             "0",
         ]);
         let dir = self.dir.clone();
