@@ -83,7 +83,10 @@ pub fn read_token(dir: &Path) -> Result<String> {
 
 /// Records the head's address for `PRISM_ADDRESS=auto` and the CLI.
 pub fn write_address(dir: &Path, address: &str) -> Result<()> {
-    std::fs::write(dir.join("address"), address).map_err(io("writing the address"))
+    // Written aside and renamed into place: a reader never sees it half written.
+    let tmp = dir.join(format!("address.{}", std::process::id()));
+    std::fs::write(&tmp, address).map_err(io("writing the address"))?;
+    std::fs::rename(&tmp, dir.join("address")).map_err(io("writing the address"))
 }
 
 /// The head's address recorded in the session.

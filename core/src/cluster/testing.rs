@@ -73,7 +73,10 @@ impl LocalCluster {
         ]);
         c.daemons.push(head);
         c.head = c.wait_or_report(
-            || std::fs::read_to_string(dir.join("address")).ok(),
+            || {
+                let a = std::fs::read_to_string(dir.join("address")).ok()?;
+                (!a.trim().is_empty()).then(|| a.trim().to_string())
+            },
             "the head's address",
         );
         c.token = std::fs::read_to_string(dir.join("token")).unwrap();
