@@ -599,3 +599,40 @@ fn a_silent_node_is_declared_dead_after_the_timeout() {
 fn libc_sigstop() -> i32 {
     19
 }
+
+#[test]
+fn one_task_at_a_time_goes_straight_to_a_leased_worker_and_the_lease_comes_back() {
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    // Submit-and-wait, one at a time: after the first, tasks run on a lease.
+    for i in 0..300 {
+        assert_eq!(prism::get(&add::remote(i, 1)).unwrap(), i + 1);
+    }
+    // A task on the lease, then one through the node while it runs: the lease goes
+    // back when the first ends, so the second (queued on the one CPU) runs too.
+    let first = slow_square::remote(3, 100);
+    let second = add::remote(1, 1);
+    assert_eq!(prism::get_timeout(&second, Duration::from_secs(30)), Ok(2));
+    assert_eq!(prism::get_timeout(&first, Duration::from_secs(30)), Ok(9));
+    for i in 0..50 {
+        assert_eq!(prism::get(&add::remote(i, 1)).unwrap(), i + 1);
+    }
+    // Nested tasks from a task on the lease: the lease's CPU is lent while it waits,
+    // or the one-CPU node could never run them.
+    assert_eq!(prism::get(&sum_squares::remote(20)).unwrap(), 2470);
+    // Unused, the lease goes back: the node's CPU is free again.
+    prism::cluster::testing::wait_for(
+        || (prism::available_resources().get("CPU") == Some(&1.0)).then_some(()),
+        "the lease to be returned",
+    );
+    // The leased worker dies mid-task: the task is retried through the node.
+    for i in 0..5 {
+        assert_eq!(prism::get(&add::remote(i, 1)).unwrap(), i + 1);
+    }
+    let slow = slow_square::remote(7, 400);
+    let pid =
+        prism::cluster::testing::wait_for(|| worker_pids(&cluster).first().copied(), "the worker");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(prism::cluster::session::signal(pid, 9));
+    assert_eq!(prism::get_timeout(&slow, Duration::from_secs(30)), Ok(49));
+}

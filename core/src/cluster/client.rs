@@ -4,11 +4,11 @@
 //! the type asked for. In a worker it also receives the tasks to run.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 
-use crate::cluster::direct::{Direct, Reply, SocketWriter};
+use crate::cluster::direct::{Direct, Reply};
 use crate::cluster::head::{hex, message_name};
 use crate::cluster::objects::{Location, Objects, Payload, SharedBytes};
 use crate::cluster::owner::Owner;
@@ -22,8 +22,8 @@ pub(crate) type RunHandler = Arc<dyn Fn(Delivery, Reply) + Send + Sync>;
 
 /// What a node delivers to a worker.
 pub(crate) enum Delivery {
-    /// A task, possibly to run right after another.
-    Run(TaskSpec, Option<ObjectId>),
+    /// A task, possibly to run right after another, possibly on a driver's lease.
+    Run(TaskSpec, Option<ObjectId>, Option<ObjectId>),
     /// Start a task queued behind another now.
     Release(ObjectId),
     /// Host, call or end an actor.
@@ -39,16 +39,10 @@ pub(crate) struct Client {
     head: String,
     token: String,
     shared: Arc<Owner>,
-    /// Connections straight to the workers hosting this process's actors, by address.
-    directs: Arc<Mutex<HashMap<String, Arc<Direct>>>>,
     /// Starts the connection's reader; see [`Client::start`].
     go: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     /// Keeps the I/O threads alive as long as the client.
     _io: tokio::runtime::Runtime,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn io_runtime() -> Result<tokio::runtime::Runtime> {
@@ -190,6 +184,11 @@ impl Client {
             store: store.clone(),
             objects,
             books: Mutex::new(Default::default()),
+            io: io.handle().clone(),
+            token: token.to_string(),
+            directs: Mutex::new(HashMap::new()),
+            lease: Mutex::new(None),
+            leases: matches!(role, Role::Driver),
         });
         let weak = Arc::downgrade(&shared);
         store.on_free(Box::new(move |id| {
@@ -210,6 +209,7 @@ impl Client {
             loop {
                 match wire::read_msg::<_, Msg>(&mut r).await {
                     Ok(Msg::TaskDone { task_id, result }) => reader.done(task_id, result),
+                    Ok(Msg::LeaseGranted { lease }) => reader.lease_granted(lease),
                     Ok(Msg::FreeObjects { ids, .. }) => reader.objects.free(&ids),
                     Ok(Msg::Release { task_id }) => {
                         if let Some(run) = &run {
@@ -225,8 +225,10 @@ impl Client {
                             run(Delivery::Actor(m), Reply::Queue(out.clone()));
                         }
                     }
-                    Ok(Msg::RunTask { spec, after }) => match &run {
-                        Some(run) => run(Delivery::Run(spec, after), Reply::Queue(out.clone())),
+                    Ok(Msg::RunTask { spec, after, lease }) => match &run {
+                        Some(run) => {
+                            run(Delivery::Run(spec, after, lease), Reply::Queue(out.clone()))
+                        }
                         None => tracing::warn!("a driver was sent a task to run"),
                     },
                     Ok(Msg::Output { stderr, lines, .. }) => {
@@ -263,7 +265,6 @@ impl Client {
             head: head.to_string(),
             token: token.to_string(),
             shared,
-            directs: Arc::new(Mutex::new(HashMap::new())),
             go: Mutex::new(Some(go)),
             _io: io,
         })
@@ -273,56 +274,7 @@ impl Client {
     /// opened on first use; `then` receives it, or `None` if the worker cannot be
     /// reached (calls then go through the nodes).
     pub fn direct(&self, address: String, then: impl FnOnce(Option<Arc<Direct>>) + Send + 'static) {
-        let open = lock(&self.directs)
-            .get(&address)
-            .filter(|d| !d.is_closed())
-            .cloned();
-        if let Some(d) = open {
-            return then(Some(d));
-        }
-        let (shared, token, directs) = (
-            self.shared.clone(),
-            self.token.clone(),
-            self.directs.clone(),
-        );
-        self._io.spawn(async move {
-            let stream = match wire::connect(&address, &token, Role::Caller).await {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::info!(%address, "cannot call actors directly: {e}");
-                    return then(None);
-                }
-            };
-            let (r, w) = stream.into_split();
-            let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
-            let direct = Arc::new(Direct::new(SocketWriter::new(w)));
-            lock(&directs).insert(address.clone(), direct.clone());
-            then(Some(direct.clone()));
-            loop {
-                match wire::read_msg::<_, Msg>(&mut r).await {
-                    Ok(Msg::TaskDone { task_id, result }) => {
-                        direct.answered(task_id);
-                        shared.done(task_id, result);
-                    }
-                    Ok(other) => {
-                        tracing::warn!("unexpected {} from a worker", message_name(&other))
-                    }
-                    Err(e) => {
-                        tracing::info!(%address, "direct connection closed: {e}");
-                        break;
-                    }
-                }
-            }
-            for call in direct.close() {
-                shared.store.fail(
-                    call,
-                    Error::ActorDied {
-                        actor: String::new(),
-                        reason: "its worker process died".into(),
-                    },
-                );
-            }
-        });
+        self.shared.direct(address, then)
     }
 
     /// Where this process serves objects (and, in a worker, direct actor calls).
@@ -351,10 +303,17 @@ impl Client {
         let _ = self.shared.outbox.send(msg);
     }
 
-    /// Sends a task to the node; `deps` are the objects its arguments refer to.
+    /// Sends a task to the node, or straight to a leased worker; `deps` are the
+    /// objects its arguments refer to.
     pub fn submit(&self, spec: TaskSpec, deps: Vec<Arc<RefCount>>) {
         let spec = Arc::new(spec);
-        self.shared.track(&spec, deps);
+        let lone = self.shared.track(&spec, deps);
+        if lone && self.shared.send_on_lease(&spec) {
+            return;
+        }
+        if self.shared.leases {
+            self.shared.through_node();
+        }
         self.send(Msg::SubmitTask {
             job: self.job,
             spec,

@@ -235,6 +235,9 @@ async fn serve(
         loop {
             match wire::read_msg(&mut r).await? {
                 m @ Msg::ActorCall { .. } => run(Delivery::Actor(m), reply.clone()),
+                Msg::RunTask { spec, after, lease } => {
+                    run(Delivery::Run(spec, after, lease), reply.clone())
+                }
                 other => {
                     return Err(WireError::Malformed(format!(
                         "a caller cannot send {}",

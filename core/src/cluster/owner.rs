@@ -6,12 +6,19 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
+use crate::cluster::direct::{Direct, SocketWriter};
 use crate::cluster::objects::{Location, Objects, Payload};
-use crate::cluster::wire::{Msg, Outbox};
+use crate::cluster::wire::{self, Msg, Outbox, Role};
 use crate::error::{Error, Result};
 use crate::object::{AnyValue, Codec, Encoded, ObjectId, RefCount, Store, Waiter};
+use crate::sched::Demand;
 use crate::task::{EncodedArg, TaskSpec};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// What a process owns in a cluster, shared by its client and the connections'
 /// readers: the tasks it submitted (to send them again), how to rebuild the objects it
@@ -22,7 +29,37 @@ pub(crate) struct Owner {
     pub store: Arc<Store>,
     pub objects: Arc<Objects>,
     pub books: Mutex<Books>,
+    /// The I/O runtime, for connections opened later.
+    pub io: tokio::runtime::Handle,
+    pub token: String,
+    /// Connections straight to workers (actor calls, leased tasks), by address.
+    pub directs: Mutex<HashMap<String, Arc<Direct>>>,
+    /// The lease this driver holds or asked for (see [`Owner::send_on_lease`]).
+    pub lease: Mutex<Option<Lease>>,
+    /// Whether this process takes leases (drivers do; a worker's nested tasks go
+    /// through its node, which lends the CPUs of a task that waits for them).
+    pub leases: bool,
 }
+
+/// Resources a node holds for this driver's lone tasks, and the worker they go to.
+pub(crate) enum Lease {
+    /// Asked for; the node has not answered yet.
+    Asked(Demand),
+    /// Held.
+    Held {
+        id: ObjectId,
+        demand: Demand,
+        worker: Arc<Direct>,
+        last_used: Instant,
+        /// The task running on it (a lone task: at most one).
+        running: Option<ObjectId>,
+        /// Give it back as soon as that task ends: others went through the node.
+        release: bool,
+    },
+}
+
+/// A lease unused this long goes back to its node.
+const LEASE_IDLE: Duration = Duration::from_millis(20);
 
 /// The tasks this process submitted, kept to run them again.
 #[derive(Default)]
@@ -43,8 +80,10 @@ struct Submitted {
 
 impl Owner {
     /// Records a task sent to the cluster; `deps` are the objects its arguments refer to.
-    pub fn track(&self, spec: &Arc<TaskSpec>, deps: Vec<Arc<RefCount>>) {
-        self.books().inflight.insert(
+    /// Returns whether it is the only task in flight.
+    pub fn track(&self, spec: &Arc<TaskSpec>, deps: Vec<Arc<RefCount>>) -> bool {
+        let mut books = self.books();
+        books.inflight.insert(
             spec.task_id,
             Submitted {
                 spec: spec.clone(),
@@ -52,6 +91,251 @@ impl Owner {
                 _deps: deps,
             },
         );
+        books.inflight.len() == 1
+    }
+
+    /// Sends a lone task (nothing else in flight: a driver that submits and waits, one
+    /// task at a time) straight to the worker of a lease for its demand: one round trip
+    /// between two processes instead of two. Without such a lease, asks its node for
+    /// one, for the next task, and returns `false`: this one goes through the node.
+    /// Bursts always go through the nodes, which spread them.
+    pub fn send_on_lease(self: &Arc<Self>, spec: &Arc<TaskSpec>) -> bool {
+        if !self.leases {
+            return false;
+        }
+        let Ok(demand) = spec.options.demand() else {
+            return false;
+        };
+        if demand.gpu > 0 || demand.memory > 0 || !demand.custom.is_empty() {
+            return false;
+        }
+        if spec.options.scheduling != crate::task::Strategy::Default {
+            return false;
+        }
+        let mut lease = lock(&self.lease);
+        match &mut *lease {
+            Some(Lease::Held {
+                id,
+                demand: d,
+                worker,
+                last_used,
+                running: running @ None,
+                release: false,
+            }) if *d == demand && !worker.is_closed() => {
+                let msg = Msg::RunTask {
+                    spec: (**spec).clone(),
+                    after: None,
+                    lease: Some(*id),
+                };
+                if worker.send(spec.task_id, msg).is_none() {
+                    *last_used = Instant::now();
+                    *running = Some(spec.task_id);
+                    return true;
+                }
+                false
+            }
+            Some(Lease::Held { .. }) => false,
+            Some(Lease::Asked(_)) => false,
+            _ => {
+                if let Some(Lease::Held { id, .. }) = lease.take() {
+                    self.give_back(id);
+                }
+                *lease = Some(Lease::Asked(demand));
+                // Asked along with this task: its resources become the lease when it
+                // ends, if it ran on the node the lease is asked from.
+                let _ = self.outbox.send(Msg::SubmitTask {
+                    job: self.job,
+                    spec: spec.clone(),
+                });
+                let _ = self.outbox.send(Msg::Lease {
+                    job: self.job,
+                    options: spec.options.clone(),
+                    after: Some(spec.task_id),
+                });
+                true
+            }
+        }
+    }
+
+    /// Gives a lease back to the node.
+    fn give_back(&self, lease: ObjectId) {
+        let _ = self.outbox.send(Msg::ReturnLease { lease });
+    }
+
+    /// A task goes through the node: a lease this driver holds would keep CPUs from it,
+    /// so it goes back now, or as soon as the task on it ends.
+    pub fn through_node(&self) {
+        let mut lease = lock(&self.lease);
+        if let Some(Lease::Held {
+            id,
+            running,
+            release,
+            ..
+        }) = &mut *lease
+        {
+            if running.is_some() {
+                *release = true;
+            } else {
+                let id = *id;
+                *lease = None;
+                drop(lease);
+                self.give_back(id);
+            }
+        }
+    }
+
+    /// Task `id` ended: if it ran on the lease, the lease is free again (and goes back
+    /// if it was asked to, or if other tasks wait for results).
+    fn lease_task_done(&self, id: ObjectId) {
+        let mut lease = lock(&self.lease);
+        let Some(Lease::Held {
+            id: lease_id,
+            running,
+            release,
+            ..
+        }) = &mut *lease
+        else {
+            return;
+        };
+        if *running != Some(id) {
+            return;
+        }
+        *running = None;
+        let others = self.books().inflight.keys().any(|k| *k != id);
+        if *release || others {
+            let lease_id = *lease_id;
+            *lease = None;
+            drop(lease);
+            self.give_back(lease_id);
+        }
+    }
+
+    /// The node answered a lease request.
+    pub fn lease_granted(self: &Arc<Self>, granted: Option<(ObjectId, String)>) {
+        let Some((id, address)) = granted else {
+            *lock(&self.lease) = None;
+            return;
+        };
+        if !self.books().inflight.is_empty() {
+            // Tasks went through the node meanwhile (a burst): they may need these CPUs.
+            *lock(&self.lease) = None;
+            return self.give_back(id);
+        }
+        let me = self.clone();
+        self.direct(address, move |worker| {
+            let mut lease = lock(&me.lease);
+            match (&*lease, worker) {
+                (Some(Lease::Asked(d)), Some(worker)) => {
+                    let demand = d.clone();
+                    *lease = Some(Lease::Held {
+                        id,
+                        demand,
+                        worker,
+                        last_used: Instant::now(),
+                        running: None,
+                        release: false,
+                    });
+                }
+                _ => {
+                    drop(lease);
+                    me.give_back(id);
+                    return;
+                }
+            }
+            drop(lease);
+            // Give it back once unused for a while: it holds CPUs others may need.
+            let me2 = me.clone();
+            me.io.spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_IDLE / 2).await;
+                    let mut lease = lock(&me2.lease);
+                    match &*lease {
+                        Some(Lease::Held {
+                            id: held,
+                            last_used,
+                            running,
+                            ..
+                        }) if *held == id => {
+                            if running.is_none() && last_used.elapsed() >= LEASE_IDLE {
+                                *lease = None;
+                                drop(lease);
+                                me2.give_back(id);
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        });
+    }
+
+    /// The connection straight to the worker whose object server is at `address`,
+    /// opened on first use; `then` receives it, or `None` if the worker cannot be
+    /// reached. When it drops, the tasks in flight on it count as crashed (and are
+    /// retried through the nodes) and the actor calls fail.
+    pub fn direct(
+        self: &Arc<Self>,
+        address: String,
+        then: impl FnOnce(Option<Arc<Direct>>) + Send + 'static,
+    ) {
+        let open = lock(&self.directs)
+            .get(&address)
+            .filter(|d| !d.is_closed())
+            .cloned();
+        if let Some(d) = open {
+            return then(Some(d));
+        }
+        let me = self.clone();
+        self.io.spawn(async move {
+            let stream = match wire::connect(&address, &me.token, Role::Caller).await {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::info!(%address, "cannot reach a worker directly: {e}");
+                    return then(None);
+                }
+            };
+            let (r, w) = stream.into_split();
+            let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+            let direct = Arc::new(Direct::new(SocketWriter::new(w)));
+            lock(&me.directs).insert(address.clone(), direct.clone());
+            then(Some(direct.clone()));
+            loop {
+                match wire::read_msg::<_, Msg>(&mut r).await {
+                    Ok(Msg::TaskDone { task_id, result }) => {
+                        direct.answered(task_id);
+                        me.done(task_id, result);
+                    }
+                    Ok(other) => tracing::warn!(
+                        "unexpected {} from a worker",
+                        crate::cluster::head::message_name(&other)
+                    ),
+                    Err(e) => {
+                        tracing::info!(%address, "direct connection closed: {e}");
+                        break;
+                    }
+                }
+            }
+            for id in direct.close() {
+                let task = me.books().inflight.contains_key(&id);
+                let failure = if task {
+                    Error::WorkerCrashed {
+                        function: String::new(),
+                        reason: format!("the worker at {address} went away"),
+                    }
+                } else {
+                    Error::ActorDied {
+                        actor: String::new(),
+                        reason: "its worker process died".into(),
+                    }
+                };
+                if task {
+                    me.done(id, Err(failure));
+                } else {
+                    me.store.fail(id, failure);
+                }
+            }
+        });
     }
 
     fn books(&self) -> MutexGuard<'_, Books> {
@@ -60,6 +344,9 @@ impl Owner {
 
     /// A task's result arrived.
     pub fn done(self: &Arc<Self>, id: ObjectId, result: Result<Payload>) {
+        if self.leases {
+            self.lease_task_done(id);
+        }
         match &result {
             Err(Error::WorkerCrashed { .. }) => {
                 if let Some((spec, attempt)) = self.retry(id) {

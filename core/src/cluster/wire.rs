@@ -247,7 +247,7 @@ pub enum Msg {
         /// worker dies) instead of copied, inline arguments and all.
         spec: std::sync::Arc<TaskSpec>,
     },
-    /// Node → worker: run this task.
+    /// Node → worker, or a driver holding a lease → the leased worker: run this task.
     RunTask {
         /// The task.
         spec: TaskSpec,
@@ -255,6 +255,37 @@ pub enum Msg {
         /// node pipelines tasks of one shape so that no round trip separates them),
         /// unless the node releases it earlier.
         after: Option<ObjectId>,
+        /// The lease it runs on, for a task a driver sent straight to the worker: the
+        /// node lends the lease's CPUs while the task waits.
+        lease: Option<ObjectId>,
+    },
+    /// Driver → node: hold resources for tasks like this one and name the worker to send
+    /// them to (a driver that submits one task at a time then needs one round trip per
+    /// task, not two).
+    Lease {
+        /// The job.
+        job: u32,
+        /// The tasks' options (their demand).
+        options: crate::task::TaskOptions,
+        /// Grant it with this task's resources when the task ends (a driver asks along
+        /// with the task it submits and waits for).
+        after: Option<ObjectId>,
+    },
+    /// Node → driver: the lease and the worker's address, or `None` if the node has no
+    /// room or no worker ready for it now.
+    LeaseGranted {
+        /// The lease's id and the worker's object server.
+        lease: Option<(ObjectId, String)>,
+    },
+    /// Driver → node: the lease is no longer used; its resources go back.
+    ReturnLease {
+        /// The lease.
+        lease: ObjectId,
+    },
+    /// Worker → node: where its object server listens (for leases).
+    WorkerListening {
+        /// The address.
+        address: String,
     },
     /// Node → worker: start this task queued behind another now (the other waits and
     /// lends it its CPUs). Ignored if the task already started.

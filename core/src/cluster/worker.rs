@@ -62,9 +62,15 @@ fn serve() -> Result<()> {
         pool: rt.clone(),
         state: Mutex::new(PipelineState::default()),
     });
+    let hooked = p.clone();
     let host = crate::actor::Host::new(rt.clone());
     let run = Arc::new(move |delivery: Delivery, reply: Reply| match delivery {
-        Delivery::Run(spec, after) => p.arrived(spec, after, reply),
+        Delivery::Run(spec, after, lease) => {
+            if let Some(lease) = lease {
+                p.lock().leased.insert(spec.task_id, lease);
+            }
+            p.arrived(spec, after, reply)
+        }
         Delivery::Release(task) => p.release(task),
         Delivery::Actor(msg) => host.deliver(msg, reply),
     });
@@ -82,6 +88,13 @@ fn serve() -> Result<()> {
         let Some(task_id) = runtime::running().and_then(|r| r.task_id) else {
             return false;
         };
+        // A task on a lease lends the lease's CPUs: the node knows the lease, not it.
+        let task_id = hooked
+            .lock()
+            .leased
+            .get(&task_id)
+            .copied()
+            .unwrap_or(task_id);
         hook_client.send(if waiting {
             Msg::Blocked { task_id }
         } else {
@@ -90,6 +103,9 @@ fn serve() -> Result<()> {
         true
     }));
     runtime::attach_client(client.clone());
+    client.send(Msg::WorkerListening {
+        address: client.address().to_string(),
+    });
     client.start();
     Ok(())
 }
@@ -100,6 +116,8 @@ struct PipelineState {
     running: HashSet<ObjectId>,
     /// Tasks to run right after the task they are keyed by.
     waiting: HashMap<ObjectId, (TaskSpec, Reply)>,
+    /// Tasks a driver sent on a lease, with the lease.
+    leased: HashMap<ObjectId, ObjectId>,
 }
 
 /// The tasks of this worker and the ones the node queued right behind them. A queued
@@ -180,6 +198,7 @@ impl Pipeline {
             });
             let mut st = self.lock();
             st.running.remove(&spec.task_id);
+            st.leased.remove(&spec.task_id);
             match st.waiting.remove(&spec.task_id) {
                 Some((next, next_reply)) => (spec, reply) = (next, next_reply),
                 None => return,

@@ -97,6 +97,10 @@ struct Route {
     granted_at: Option<Instant>,
     /// A task sent to this node's worker (running, or pipelined behind one).
     task_here: bool,
+    /// Resources a driver leased for tasks it sends straight to the worker.
+    lease: bool,
+    /// When the task ends, its resources become a lease for this driver.
+    lease_to: Option<Outbox>,
 }
 
 impl Route {
@@ -113,6 +117,8 @@ impl Route {
             blocked: false,
             granted_at: None,
             task_here: false,
+            lease: false,
+            lease_to: None,
         }
     }
 }
@@ -157,6 +163,10 @@ struct State {
     run_times: HashMap<String, f64>,
     /// Tasks sent to this node's workers and not finished (running or pipelined).
     tasks_here: u32,
+    /// Where each job's worker serves objects and leased tasks.
+    worker_addresses: HashMap<u32, String>,
+    /// The sequence number of the next lease.
+    next_lease: u64,
 }
 
 /// Where an actor is, as a node knows it.
@@ -227,6 +237,8 @@ impl Node {
                 infeasible: Vec::new(),
                 run_times: HashMap::new(),
                 tasks_here: 0,
+                worker_addresses: HashMap::new(),
+                next_lease: 1,
             }),
             options,
         });
@@ -475,6 +487,18 @@ impl Node {
                     self.finished(task_id, result)
                 }
                 (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (
+                    Role::Driver,
+                    Msg::Lease {
+                        job,
+                        options,
+                        after,
+                    },
+                ) => self.lease(job, &options, after, outbox.clone()),
+                (Role::Driver, Msg::ReturnLease { lease }) => self.return_lease(lease),
+                (Role::Worker { job }, Msg::WorkerListening { address }) => {
+                    self.lock().worker_addresses.insert(*job, address);
+                }
                 (Role::Node { .. }, Msg::ActorGone { actor, reason }) => {
                     self.actor_gone(actor, &reason)
                 }

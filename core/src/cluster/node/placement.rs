@@ -212,6 +212,7 @@ pub(super) fn pipeline_slot(st: &State, job: u32, demand: &Demand, depth: u32) -
         .iter()
         .find(|(_, r)| {
             r.job == Some(job)
+                && !r.lease
                 && r.successor.is_none()
                 && !r.blocked
                 && chain(st, r, depth)

@@ -23,7 +23,66 @@ const SHORT_TASK: Duration = Duration::from_millis(2);
 /// a round trip to the node, few enough not to hoard work a peer could take.
 const DEEP_PIPELINE: u32 = 8;
 
+/// The owner id of lease ids (no process has it).
+const LEASES: u32 = u32::MAX;
+
 impl Node {
+    /// A driver asks for a lease: resources for tasks of `options`' shape, held for it,
+    /// and the job's worker here to send them to. Granted only for CPU-only demands that
+    /// fit now, when nothing waits in the queue (a lease must not jump it) and the job's
+    /// worker is ready; refused otherwise (the driver then goes through the node).
+    pub(super) fn lease(
+        self: &Arc<Self>,
+        job: u32,
+        options: &crate::task::TaskOptions,
+        after: Option<ObjectId>,
+        reply: Outbox,
+    ) {
+        let mut st = self.lock();
+        // Asked along with a task still running here with the same demand: the task's
+        // resources become the lease when it ends.
+        let demand = options.demand().ok();
+        if let Some(route) = after.and_then(|t| st.routes.get_mut(&t)) {
+            let same = route.grant.as_ref().map(|g| &g.demand) == demand.as_ref();
+            if route.job == Some(job) && route.successor.is_none() && same && !route.lease {
+                route.lease_to = Some(reply);
+                return;
+            }
+        }
+        let granted = demand.and_then(|demand| {
+            let cpu_only = demand.gpu == 0 && demand.memory == 0 && demand.custom.is_empty();
+            let ready = matches!(st.workers.get(&job), Some(super::Worker::Ready(_)));
+            let address = st.worker_addresses.get(&job)?.clone();
+            if !cpu_only || !ready || !st.queue.is_empty() || !st.available.fits(&demand) {
+                return None;
+            }
+            let gpu_ids = st.available.take(&demand);
+            st.running += 1;
+            let id = ObjectId::new(LEASES, st.next_lease);
+            st.next_lease += 1;
+            let mut route = Route::new(reply.clone(), Some(job), None, "lease".into());
+            route.grant = Some(Grant { demand, gpu_ids });
+            route.lease = true;
+            st.routes.insert(id, route);
+            Some((id, address))
+        });
+        drop(st);
+        let _ = reply.send(Msg::LeaseGranted { lease: granted });
+    }
+
+    /// A driver gave a lease back: its resources serve others again.
+    pub(super) fn return_lease(self: &Arc<Self>, lease: ObjectId) {
+        let mut st = self.lock();
+        if !st.routes.get(&lease).is_some_and(|r| r.lease) {
+            return;
+        }
+        if let Some(grant) = st.routes.remove(&lease).and_then(|r| r.grant) {
+            st.available.give(&grant);
+            st.running -= 1;
+        }
+        self.dispatch(&mut st);
+    }
+
     /// Takes a task from a client or a peer.
     pub(super) fn submit(self: &Arc<Self>, job: u32, spec: TaskSpec, reply: Outbox, pinned: bool) {
         let demand = match spec.options.demand() {
@@ -206,6 +265,7 @@ impl Node {
             Msg::RunTask {
                 spec: q.spec,
                 after,
+                lease: None,
             },
         );
     }
@@ -253,10 +313,11 @@ impl Node {
         }
     }
 
-    /// A task ended, here or at a peer: return its resources and pass the result back.
+    /// A task ended, here or at a peer: return its resources (or make them the lease a
+    /// driver asked for) and pass the result back.
     pub(super) fn finished(self: &Arc<Self>, task_id: ObjectId, result: Result<Payload, Error>) {
         let mut st = self.lock();
-        let Some(route) = st.routes.remove(&task_id) else {
+        let Some(mut route) = st.routes.remove(&task_id) else {
             return;
         };
         if route.task_here {
@@ -268,6 +329,31 @@ impl Node {
                 .entry(route.function.clone())
                 .and_modify(|t| *t = 0.8 * *t + 0.2 * took)
                 .or_insert(took);
+        }
+        if let Some(to) = route.lease_to.take() {
+            let address = route.job.and_then(|j| st.worker_addresses.get(&j).cloned());
+            match (address, route.grant.take(), route.successor) {
+                (Some(address), Some(grant), None) => {
+                    // The driver hears of its lease right after the result, on the same
+                    // connection, so its next task can go straight to the worker.
+                    let id = ObjectId::new(LEASES, st.next_lease);
+                    st.next_lease += 1;
+                    let mut leased = Route::new(to.clone(), route.job, None, "lease".into());
+                    leased.grant = Some(grant);
+                    leased.lease = true;
+                    st.routes.insert(id, leased);
+                    let _ = route.reply.send(Msg::TaskDone { task_id, result });
+                    let _ = to.send(Msg::LeaseGranted {
+                        lease: Some((id, address)),
+                    });
+                    self.dispatch(&mut st);
+                    return;
+                }
+                (_, grant, _) => {
+                    route.grant = grant;
+                    let _ = to.send(Msg::LeaseGranted { lease: None });
+                }
+            }
         }
         match (
             route.grant,
