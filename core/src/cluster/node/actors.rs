@@ -22,7 +22,7 @@ pub(crate) struct Creation {
 
 impl Creation {
     /// The creation a `CreateActor` message carries.
-    fn from_msg(msg: Msg) -> Option<Creation> {
+    pub(super) fn from_msg(msg: Msg) -> Option<Creation> {
         match msg {
             Msg::CreateActor {
                 job,

@@ -511,27 +511,11 @@ impl Node {
                         let _ = d.send(Msg::Output { job, stderr, lines });
                     }
                 }
-                (
-                    _,
-                    Msg::CreateActor {
-                        job,
-                        actor,
-                        class,
-                        args,
-                        options,
-                        max_restarts,
-                    },
-                ) => {
+                (_, m @ Msg::CreateActor { .. }) => {
                     let pinned = matches!(role, Role::Node { .. });
-                    let create = actors::Creation {
-                        job,
-                        actor,
-                        class,
-                        args,
-                        options,
-                        max_restarts,
-                    };
-                    self.create_actor(create, outbox.clone(), pinned)
+                    if let Some(create) = actors::Creation::from_msg(m) {
+                        self.create_actor(create, outbox.clone(), pinned)
+                    }
                 }
                 (_, m @ Msg::ActorCall { .. }) => self.route_actor(m, Some(outbox.clone())),
                 (_, m @ Msg::KillActor { .. }) => self.route_actor(m, None),
