@@ -1,0 +1,53 @@
+//! # prism-tune: parallel hyperparameter search on prism
+//!
+//! The pieces of a search, in the spirit of Ray Tune:
+//!
+//! * [`space`]: a [`Space`] of named parameters, each with a [`Domain`] (`uniform`,
+//!   `loguniform`, `quniform`, `randint`, `choice`, `grid`, or a constant), and the
+//!   [`Config`]s drawn from it, read with typed getters or into a struct with serde.
+//! * [`search`]: [`Searcher`]s that suggest configurations and hear their scores:
+//!   [`RandomSearch`] and [`GridSearch`] (a grid repeated `num_samples` times).
+//!
+//! Everything random takes a seed, so a search is reproducible.
+//!
+//! This crate is being built in stages. Here today: spaces and the random and grid
+//! searchers. To come: a model-based searcher, trial schedulers (FIFO, ASHA, median
+//! stopping), the `Tuner` running trials as prism tasks and actors with a live table and
+//! a resumable experiment directory, and the cross-validated estimator search with a
+//! fast RBF SVC (the SVM-on-digits search).
+//!
+//! ```
+//! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
+//! let space = Space::new()
+//!     .add("C", loguniform(1e-3, 1e3))
+//!     .add("gamma", loguniform(1e-4, 1e0))
+//!     .add("class_weight", choice(["none", "balanced"]));
+//! let mut search = RandomSearch::new(&space, 30, 0).unwrap();
+//! let mut n = 0;
+//! while let Some(config) = search.suggest() {
+//!     let (c, gamma) = (config.f64("C").unwrap(), config.f64("gamma").unwrap());
+//!     search.observe(&config, -(c.ln().powi(2) + gamma.ln().powi(2))); // a score
+//!     n += 1;
+//! }
+//! assert_eq!(n, 30);
+//! ```
+
+pub mod search;
+pub mod space;
+
+pub use search::{GridSearch, RandomSearch, Searcher};
+pub use space::{
+    choice, grid, loguniform, quniform, randint, uniform, Config, Domain, Param, Space,
+};
+
+/// What can go wrong in a search.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TuneError {
+    /// A search space cannot be sampled (bad bounds, an empty list).
+    #[error("invalid search space: {0}")]
+    Space(String),
+    /// A configuration lacks a parameter, or has it with another type.
+    #[error("configuration: {0}")]
+    Config(String),
+}
