@@ -7,12 +7,13 @@
 //!   [`Config`]s drawn from it, read with typed getters or into a struct with serde.
 //! * [`search`]: [`Searcher`]s that suggest configurations and hear their scores:
 //!   [`RandomSearch`] and [`GridSearch`] (a grid repeated `num_samples` times).
+//! * [`schedule`]: [`TrialScheduler`]s that decide after each reported result whether a
+//!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
-//! This crate is being built in stages. Here today: spaces and the random and grid
-//! searchers. To come: a model-based searcher, trial schedulers (FIFO, ASHA, median
-//! stopping), the `Tuner` running trials as prism tasks and actors with a live table and
+//! This crate is being built in stages. Here today: spaces, the random and grid
+//! searchers, and the trial schedulers. To come: a model-based searcher, the `Tuner` running trials as prism tasks and actors with a live table and
 //! a resumable experiment directory, and the cross-validated estimator search with a
 //! fast RBF SVC (the SVM-on-digits search).
 //!
@@ -32,9 +33,11 @@
 //! assert_eq!(n, 30);
 //! ```
 
+pub mod schedule;
 pub mod search;
 pub mod space;
 
+pub use schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 pub use search::{GridSearch, RandomSearch, Searcher};
 pub use space::{
     choice, grid, loguniform, quniform, randint, uniform, Config, Domain, Param, Space,
