@@ -6,14 +6,15 @@
 //!   `loguniform`, `quniform`, `randint`, `choice`, `grid`, or a constant), and the
 //!   [`Config`]s drawn from it, read with typed getters or into a struct with serde.
 //! * [`search`]: [`Searcher`]s that suggest configurations and hear their scores:
-//!   [`RandomSearch`] and [`GridSearch`] (a grid repeated `num_samples` times).
+//!   [`RandomSearch`] and [`GridSearch`] (a grid repeated `num_samples` times); and in
+//!   [`tpe`], [`Tpe`], a model-based searcher that steers toward what scored well.
 //! * [`schedule`]: [`TrialScheduler`]s that decide after each reported result whether a
 //!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
 //! This crate is being built in stages. Here today: spaces, the random and grid
-//! searchers, and the trial schedulers. To come: a model-based searcher, the `Tuner` running trials as prism tasks and actors with a live table and
+//! searchers, TPE, and the trial schedulers. To come: the `Tuner` running trials as prism tasks and actors with a live table and
 //! a resumable experiment directory, and the cross-validated estimator search with a
 //! fast RBF SVC (the SVM-on-digits search).
 //!
@@ -36,12 +37,14 @@
 pub mod schedule;
 pub mod search;
 pub mod space;
+pub mod tpe;
 
 pub use schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 pub use search::{GridSearch, RandomSearch, Searcher};
 pub use space::{
     choice, grid, loguniform, quniform, randint, uniform, Config, Domain, Param, Space,
 };
+pub use tpe::Tpe;
 
 /// What can go wrong in a search.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
