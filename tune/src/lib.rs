@@ -10,13 +10,16 @@
 //!   [`tpe`], [`Tpe`], a model-based searcher that steers toward what scored well.
 //! * [`schedule`]: [`TrialScheduler`]s that decide after each reported result whether a
 //!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
+//! * [`svc`]: a fast multi-class RBF support vector classifier (libsvm's method), and
+//!   [`datasets`]: the digits data set it is searched on.
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
-//! This crate is being built in stages. Here today: spaces, the random and grid
-//! searchers, TPE, and the trial schedulers. To come: the `Tuner` running trials as prism tasks and actors with a live table and
-//! a resumable experiment directory, and the cross-validated estimator search with a
-//! fast RBF SVC (the SVM-on-digits search).
+//! This crate is being built in stages. Here today: spaces, the random, grid and TPE
+//! searchers, the trial schedulers, and the SVC with the digits and scikit-learn's
+//! stratified folds. To come: the `Tuner` running trials as prism tasks and actors with
+//! a live table and a resumable experiment directory, and the cross-validated estimator
+//! search (the SVM-on-digits search).
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
@@ -34,9 +37,11 @@
 //! assert_eq!(n, 30);
 //! ```
 
+pub mod datasets;
 pub mod schedule;
 pub mod search;
 pub mod space;
+pub mod svc;
 pub mod tpe;
 
 pub use schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
@@ -56,4 +61,7 @@ pub enum TuneError {
     /// A configuration lacks a parameter, or has it with another type.
     #[error("configuration: {0}")]
     Config(String),
+    /// Training data or an estimator's parameters are unusable.
+    #[error("data: {0}")]
+    Data(String),
 }
