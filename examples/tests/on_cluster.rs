@@ -48,6 +48,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "where_did_it_run",
         "counter_actors",
         "actor_handle_passing",
+        "tune_svm_digits",
     ] {
         run_on(&cluster, name);
     }

@@ -2,7 +2,7 @@
 //! 8×8 pixels with values 0–16, ten classes), from the copy smartcore ships.
 
 /// A labelled data set: rows of features, row-major, and a class per row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Labelled {
     /// `rows × dims` feature values.
     pub x: Vec<f32>,

@@ -12,6 +12,8 @@
 //!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
 //! * [`svc`]: a fast multi-class RBF support vector classifier (libsvm's method), and
 //!   [`datasets`]: the digits data set it is searched on.
+//! * [`cv`]: the cross-validated search of scikit-learn's `RandomizedSearchCV`, every
+//!   (candidate, fold) fit a prism task on data put in the object store once.
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
@@ -37,6 +39,7 @@
 //! assert_eq!(n, 30);
 //! ```
 
+pub mod cv;
 pub mod datasets;
 pub mod schedule;
 pub mod search;
@@ -52,7 +55,7 @@ pub use space::{
 pub use tpe::Tpe;
 
 /// What can go wrong in a search.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[non_exhaustive]
 pub enum TuneError {
     /// A search space cannot be sampled (bad bounds, an empty list).
@@ -64,4 +67,7 @@ pub enum TuneError {
     /// Training data or an estimator's parameters are unusable.
     #[error("data: {0}")]
     Data(String),
+    /// The prism runtime failed a trial (not running, a task lost, a worker crashed).
+    #[error("runtime: {0}")]
+    Runtime(String),
 }

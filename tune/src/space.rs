@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::TuneError;
 
-/// One parameter's value.
+/// One parameter's value. (Encoded with its kind, so that it travels in prism's binary
+/// encoding too; [`Config::to_json`] gives the plain JSON values.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
 pub enum Param {
     /// A boolean.
     Bool(bool),
@@ -53,6 +53,20 @@ impl Param {
         match self {
             Param::Str(s) => Some(s),
             _ => None,
+        }
+    }
+}
+
+impl Param {
+    /// The value as plain JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Param::Bool(b) => (*b).into(),
+            Param::Int(i) => (*i).into(),
+            Param::Float(x) => serde_json::Number::from_f64(*x)
+                .map(serde_json::Value::Number)
+                .unwrap_or(serde_json::Value::Null),
+            Param::Str(s) => s.clone().into(),
         }
     }
 }
@@ -379,10 +393,20 @@ impl Config {
         }
     }
 
+    /// The configuration as a JSON object of plain values.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::Value::Object(
+            self.0
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_json()))
+                .collect(),
+        )
+    }
+
     /// The configuration read into a struct whose fields are its parameters.
     pub fn to_struct<T: DeserializeOwned>(&self) -> Result<T, TuneError> {
-        let value = serde_json::to_value(&self.0).map_err(|e| TuneError::Config(e.to_string()))?;
-        serde_json::from_value(value).map_err(|e| TuneError::Config(format!("{e} in {self}")))
+        serde_json::from_value(self.to_json())
+            .map_err(|e| TuneError::Config(format!("{e} in {self}")))
     }
 }
 

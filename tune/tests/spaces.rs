@@ -177,3 +177,16 @@ fn spaces_that_cannot_be_sampled_are_refused_with_the_parameter_named() {
         }
     }
 }
+
+#[test]
+fn configurations_travel_in_prisms_encoding_and_as_plain_json() {
+    let mut rng = StdRng::seed_from_u64(4);
+    let config = svm_space().sample(&mut rng).unwrap();
+    let bytes = prism::object::encode(&config).unwrap();
+    let back: Config = prism::object::decode(&bytes).unwrap();
+    assert_eq!(back, config);
+    let json = config.to_json();
+    assert_eq!(json["cache_mb"], 200);
+    assert!(json["C"].is_f64());
+    assert!(json["class_weight"].is_string());
+}
