@@ -1,4 +1,4 @@
-//! The `compare` harness: measures prism on the workloads W0–W7 of the shared workload
+//! The `compare` harness: measures prism on the workloads W0–W8 of the shared workload
 //! list, exactly as the Ray scripts measure Ray, and prints one table (or JSON with the
 //! keys of the workload list). Given the folder of the Ray scripts' JSON results, it
 //! prints Ray's figure and the ratio beside each of ours.
@@ -47,7 +47,7 @@ fn figure(key: &'static str, value: f64, unit: &'static str) -> Figure {
         key,
         value: json!(value),
         unit,
-        higher_is_better: unit.ends_with("/s") || unit == "GB/s",
+        higher_is_better: unit.ends_with("/s") || unit == "GB/s" || unit == "acc",
     }
 }
 
@@ -291,6 +291,42 @@ fn w7() -> Vec<Figure> {
 
 /// A million no-op tasks submitted then got, in a fresh process so that its peak RSS is
 /// its own.
+/// W8: the SVM-on-digits search, 30 candidates × 5 folds on two CPUs in the embedded
+/// runtime: random search (seed 0), its wall time and best score put beside Ray's joblib
+/// backend and beside Ray Tune (both random searches too); and TPE (seed 0), alone.
+fn w8() -> Vec<Figure> {
+    use prism_tune::cv::{search_svc, Quiet};
+    use prism_tune::{datasets, loguniform, RandomSearch, Space, Tpe};
+    init(2.0);
+    let data = datasets::digits();
+    let space = Space::new()
+        .add("C", loguniform(1e-2, 1e3))
+        .add("gamma", loguniform(1e-5, 1e-1));
+    let mut best = 0.0;
+    let wall = reps(|| {
+        let mut search = RandomSearch::new(&space, 30, 0).expect("space");
+        let r = search_svc(&data, &mut search, 5, 4, &mut Quiet).expect("search");
+        best = r.best_score().expect("a best");
+        r.elapsed.as_secs_f64()
+    });
+    let mut tpe_best = 0.0;
+    let tpe_wall = reps(|| {
+        let mut search = Tpe::new(&space, 30, 0).expect("space");
+        let r = search_svc(&data, &mut search, 5, 4, &mut Quiet).expect("search");
+        tpe_best = r.best_score().expect("a best");
+        r.elapsed.as_secs_f64()
+    });
+    prism::shutdown();
+    vec![
+        figure("W8_wall_s", wall, "s"),
+        figure("W8_best_score", best, "acc"),
+        figure("W8_wall_vs_tune_s", wall, "s"),
+        figure("W8_best_vs_tune_score", best, "acc"),
+        figure("W8_tpe_wall_s", tpe_wall, "s"),
+        figure("W8_tpe_best_score", tpe_best, "acc"),
+    ]
+}
+
 fn million_child() {
     prism::init().expect("prism starts");
     let t = Instant::now();
@@ -351,6 +387,10 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
             "w5_matmul.json",
             &["ray_chain_sum16", "median_s_excl_first"],
         ),
+        "W8_wall_s" => ("w8_svm_joblib.json", &["c_ray_backend", "wall_s"]),
+        "W8_best_score" => ("w8_svm_joblib.json", &["c_ray_backend", "best_score"]),
+        "W8_wall_vs_tune_s" => ("w8_svm_tune.json", &["tune_wall_s"]),
+        "W8_best_vs_tune_score" => ("w8_svm_tune.json", &["best_acc"]),
         _ => return None,
     };
     let doc = read(file)?;
@@ -629,7 +669,7 @@ fn main() {
     let ray_dir = value_of("--ray").map(PathBuf::from);
     let only: Option<Vec<String>> =
         value_of("--only").map(|s| s.split(',').map(|w| w.trim().to_uppercase()).collect());
-    let workloads: [(&str, Workload); 9] = [
+    let workloads: [(&str, Workload); 10] = [
         ("W0", w0),
         ("W1", w1),
         ("W2", w2),
@@ -638,6 +678,7 @@ fn main() {
         ("W5", w5),
         ("W6", w6),
         ("W7", w7),
+        ("W8", w8),
         ("MILLION", million),
     ];
     let mut figures = Vec::new();
