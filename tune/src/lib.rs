@@ -14,14 +14,17 @@
 //!   [`datasets`]: the digits data set it is searched on.
 //! * [`cv`]: the cross-validated search of scikit-learn's `RandomizedSearchCV`, every
 //!   (candidate, fold) fit a prism task on data put in the object store once.
+//! * [`tuner`]: the [`Tuner`](tuner::Tuner): trials of your trainable as prism tasks,
+//!   reporting each iteration to a controller actor whose scheduler stops the ones
+//!   behind; results as a grid with the best trial, CSV and JSON.
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
 //! This crate is being built in stages. Here today: spaces, the random, grid and TPE
-//! searchers, the trial schedulers, and the SVC with the digits and scikit-learn's
-//! stratified folds. To come: the `Tuner` running trials as prism tasks and actors with
-//! a live table and a resumable experiment directory, and the cross-validated estimator
-//! search (the SVM-on-digits search).
+//! searchers, the trial schedulers, the SVC with the digits and scikit-learn's
+//! stratified folds, the cross-validated search, and the Tuner. To come: the live trial
+//! table, a resumable experiment directory, retries of failed trials, and adapters for
+//! linfa and smartcore estimators.
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
@@ -46,6 +49,7 @@ pub mod search;
 pub mod space;
 pub mod svc;
 pub mod tpe;
+pub mod tuner;
 
 pub use schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 pub use search::{GridSearch, RandomSearch, Searcher};

@@ -46,7 +46,7 @@ pub enum Decision {
 }
 
 /// Decides, result by result, which trials go on.
-pub trait TrialScheduler: Send {
+pub trait TrialScheduler: Send + Sync {
     /// Trial `trial` reported `value` (of the metric the scheduler was made for) after
     /// `iteration` iterations (counted from 1).
     fn on_result(&mut self, trial: usize, iteration: u64, value: f64) -> Decision;

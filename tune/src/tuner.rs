@@ -1,0 +1,459 @@
+//! The `Tuner`: trials of a trainable run as prism tasks, at most `max_concurrent` at a
+//! time, their configurations from a [`Searcher`], their fate decided result by result
+//! by a [`TrialScheduler`].
+//!
+//! A trainable is a remote function of yours that takes its [`Config`] and a
+//! [`Reporter`], and reports its metrics once per iteration (an epoch, say): `report`
+//! answers whether to go on, so a trial that a scheduler stops ends at once. The
+//! reports go to a small actor, the trials' controller, which holds the scheduler and
+//! every trial's history; on a cluster the trials run on any node and still report to
+//! it. The outcome is a [`ResultGrid`]: every trial's configuration, metrics history and
+//! status, the best trial, and CSV or JSON export.
+//!
+//! ```
+//! use prism_tune::tuner::{Metrics, Reporter, SchedulerSpec, TuneOptions, Tuner};
+//! use prism_tune::{uniform, Mode, RandomSearch, Space, TuneError};
+//!
+//! #[prism::remote]
+//! fn climb(config: prism_tune::Config, reporter: Reporter) -> Result<(), TuneError> {
+//!     let rate = config.f64("rate")?;
+//!     for epoch in 1..=10 {
+//!         let score = rate * epoch as f64;
+//!         if !reporter.report(Metrics::from([("score".to_string(), score)]))? {
+//!             break; // the scheduler stopped this trial
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! prism::init().unwrap();
+//! let space = Space::new().add("rate", uniform(0.0, 1.0));
+//! let options = TuneOptions::new("score", Mode::Max).scheduler(SchedulerSpec::Asha {
+//!     max_t: 10,
+//!     grace_period: 1,
+//!     reduction_factor: 3.0,
+//! });
+//! let mut tuner = Tuner::new(Box::new(RandomSearch::new(&space, 9, 0).unwrap()), options);
+//! let grid = tuner.run(|config, reporter| climb::remote(config, reporter)).unwrap();
+//! assert_eq!(grid.trials.len(), 9);
+//! let best = grid.best().unwrap();
+//! assert_eq!(best.history.len(), 10); // the best trial ran to the end
+//! prism::shutdown();
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use prism::ObjectRef;
+use serde::{Deserialize, Serialize};
+
+use crate::schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
+use crate::search::Searcher;
+use crate::space::Config;
+use crate::TuneError;
+
+/// What a trial reports: named numbers.
+pub type Metrics = BTreeMap<String, f64>;
+
+/// Which scheduler decides on the trials, built where the trials' controller lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub enum SchedulerSpec {
+    /// Every trial runs to its end.
+    #[default]
+    Fifo,
+    /// Asynchronous successive halving (see [`Asha`]).
+    Asha {
+        /// The most iterations a trial runs.
+        max_t: u64,
+        /// The first rung's iteration.
+        grace_period: u64,
+        /// Each rung keeps the top `1 / reduction_factor`.
+        reduction_factor: f64,
+    },
+    /// The median stopping rule (see [`MedianStopping`]).
+    Median {
+        /// Iterations before the rule applies.
+        grace_period: u64,
+        /// Other trials needed before it applies.
+        min_samples: usize,
+    },
+}
+
+impl SchedulerSpec {
+    fn build(&self, mode: Mode) -> Box<dyn TrialScheduler + Sync> {
+        match self {
+            SchedulerSpec::Fifo => Box::new(Fifo),
+            SchedulerSpec::Asha {
+                max_t,
+                grace_period,
+                reduction_factor,
+            } => Box::new(Asha::new(mode, *max_t, *grace_period, *reduction_factor)),
+            SchedulerSpec::Median {
+                grace_period,
+                min_samples,
+            } => Box::new(MedianStopping::new(mode, *grace_period, *min_samples)),
+        }
+    }
+}
+
+/// The trials' controller: hears every report, asks the scheduler, keeps the history.
+#[prism::actor]
+pub struct TrialControl {
+    metric: String,
+    scheduler: Box<dyn TrialScheduler + Sync>,
+    /// A trial stopped at this many iterations ran its full budget: it completed.
+    max_t: Option<u64>,
+    history: BTreeMap<usize, Vec<Metrics>>,
+    stopped: BTreeSet<usize>,
+}
+
+#[prism::actor]
+impl TrialControl {
+    /// A controller for `metric` (higher is better if `maximize`) with a scheduler.
+    pub fn new(metric: String, maximize: bool, scheduler: SchedulerSpec) -> Self {
+        let mode = if maximize { Mode::Max } else { Mode::Min };
+        let max_t = match &scheduler {
+            SchedulerSpec::Asha { max_t, .. } => Some(*max_t),
+            _ => None,
+        };
+        TrialControl {
+            metric,
+            max_t,
+            scheduler: scheduler.build(mode),
+            history: BTreeMap::new(),
+            stopped: BTreeSet::new(),
+        }
+    }
+
+    /// Trial `trial` finished an iteration with `metrics`: whether it goes on. A report
+    /// without the metric is an error, so a typo does not go unnoticed.
+    pub fn report(&mut self, trial: usize, metrics: Metrics) -> Result<bool, TuneError> {
+        let Some(value) = metrics.get(&self.metric).copied() else {
+            return Err(TuneError::Config(format!(
+                "trial {trial} reported no {:?} (it reported {:?})",
+                self.metric,
+                metrics.keys().collect::<Vec<_>>()
+            )));
+        };
+        let history = self.history.entry(trial).or_default();
+        history.push(metrics);
+        let iteration = history.len() as u64;
+        let go_on = self.scheduler.on_result(trial, iteration, value) == Decision::Continue;
+        if !go_on && self.max_t.is_none_or(|m| iteration < m) {
+            self.stopped.insert(trial);
+        }
+        Ok(go_on)
+    }
+
+    /// Every trial's reports so far, and the trials the scheduler stopped.
+    pub fn history(&self) -> (BTreeMap<usize, Vec<Metrics>>, BTreeSet<usize>) {
+        (self.history.clone(), self.stopped.clone())
+    }
+
+    /// A trial's last report.
+    pub fn last(&self, trial: usize) -> Option<Metrics> {
+        self.history.get(&trial).and_then(|h| h.last().cloned())
+    }
+}
+
+/// What a trainable reports through: each report answers whether to go on.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Reporter {
+    trial: usize,
+    control: TrialControlHandle,
+}
+
+impl Reporter {
+    /// Reports one iteration's metrics; `Ok(false)` when the trial should stop now.
+    pub fn report(&self, metrics: Metrics) -> Result<bool, TuneError> {
+        prism::get(&self.control.report(self.trial, metrics))
+            .map_err(|e| TuneError::Runtime(e.to_string()))?
+    }
+
+    /// This trial's number.
+    pub fn trial(&self) -> usize {
+        self.trial
+    }
+}
+
+/// The options of a [`Tuner`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TuneOptions {
+    /// The metric that ranks trials.
+    pub metric: String,
+    /// Which way it is better.
+    pub mode: Mode,
+    /// Trials running at once (default: the CPUs of the runtime).
+    pub max_concurrent: Option<usize>,
+    /// The scheduler (default: FIFO).
+    pub scheduler: SchedulerSpec,
+    /// Stop starting new trials after this long.
+    pub time_budget: Option<Duration>,
+}
+
+impl TuneOptions {
+    /// Options ranking trials by `metric`.
+    pub fn new(metric: &str, mode: Mode) -> TuneOptions {
+        TuneOptions {
+            metric: metric.to_string(),
+            mode,
+            max_concurrent: None,
+            scheduler: SchedulerSpec::Fifo,
+            time_budget: None,
+        }
+    }
+
+    /// At most `n` trials at once.
+    pub fn max_concurrent(mut self, n: usize) -> Self {
+        self.max_concurrent = Some(n.max(1));
+        self
+    }
+
+    /// The scheduler.
+    pub fn scheduler(mut self, spec: SchedulerSpec) -> Self {
+        self.scheduler = spec;
+        self
+    }
+
+    /// No new trial starts after `budget`.
+    pub fn time_budget(mut self, budget: Duration) -> Self {
+        self.time_budget = Some(budget);
+        self
+    }
+}
+
+/// How a trial ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Status {
+    /// It ran to its end.
+    Completed,
+    /// The scheduler stopped it.
+    Stopped,
+    /// It failed, with why.
+    Failed(String),
+}
+
+/// One trial's outcome.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trial {
+    /// Its number, in the order started.
+    pub id: usize,
+    /// Its configuration.
+    pub config: Config,
+    /// Its reports, one per iteration.
+    pub history: Vec<Metrics>,
+    /// How it ended.
+    pub status: Status,
+}
+
+impl Trial {
+    /// Its last report of `metric`.
+    pub fn last(&self, metric: &str) -> Option<f64> {
+        self.history.last().and_then(|m| m.get(metric).copied())
+    }
+}
+
+/// Every trial of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultGrid {
+    /// The trials, by number.
+    pub trials: Vec<Trial>,
+    /// The metric that ranks them.
+    pub metric: String,
+    /// Which way it is better.
+    pub mode: Mode,
+    /// The run's wall time.
+    pub elapsed: Duration,
+}
+
+impl ResultGrid {
+    /// The trial whose last report of the metric is best.
+    pub fn best(&self) -> Option<&Trial> {
+        self.best_by(&self.metric, self.mode)
+    }
+
+    /// The trial whose last report of `metric` is best for `mode`.
+    pub fn best_by(&self, metric: &str, mode: Mode) -> Option<&Trial> {
+        self.trials
+            .iter()
+            .filter_map(|t| t.last(metric).map(|v| (t, mode.signed(v))))
+            .fold(None, |best: Option<(&Trial, f64)>, (t, v)| match best {
+                Some((_, b)) if b >= v => best,
+                _ => Some((t, v)),
+            })
+            .map(|(t, _)| t)
+    }
+
+    /// Iterations run over all trials.
+    pub fn iterations(&self) -> usize {
+        self.trials.iter().map(|t| t.history.len()).sum()
+    }
+
+    /// One row per trial: its number, status, iterations, parameters and last metrics.
+    pub fn to_csv(&self) -> String {
+        let params: BTreeSet<&String> =
+            self.trials.iter().flat_map(|t| t.config.0.keys()).collect();
+        let metrics: BTreeSet<&String> = self
+            .trials
+            .iter()
+            .flat_map(|t| t.history.last().into_iter().flat_map(|m| m.keys()))
+            .collect();
+        let mut out = String::from("trial,status,iterations");
+        for p in &params {
+            let _ = write!(out, ",{}", csv_field(p));
+        }
+        for m in &metrics {
+            let _ = write!(out, ",{}", csv_field(m));
+        }
+        out.push('\n');
+        for t in &self.trials {
+            let status = match &t.status {
+                Status::Completed => "completed".to_string(),
+                Status::Stopped => "stopped".to_string(),
+                Status::Failed(e) => format!("failed: {e}"),
+            };
+            let _ = write!(out, "{},{},{}", t.id, csv_field(&status), t.history.len());
+            for p in &params {
+                let v = t.config.get(p).map(|v| v.to_string()).unwrap_or_default();
+                let _ = write!(out, ",{}", csv_field(&v));
+            }
+            for m in &metrics {
+                let v = t.last(m).map(|v| v.to_string()).unwrap_or_default();
+                let _ = write!(out, ",{v}");
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Every trial with its whole history, as JSON.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "metric": self.metric,
+            "mode": if self.mode == Mode::Max { "max" } else { "min" },
+            "elapsed_s": self.elapsed.as_secs_f64(),
+            "trials": self.trials.iter().map(|t| serde_json::json!({
+                "id": t.id,
+                "config": t.config.to_json(),
+                "status": match &t.status {
+                    Status::Completed => "completed".to_string(),
+                    Status::Stopped => "stopped".to_string(),
+                    Status::Failed(e) => format!("failed: {e}"),
+                },
+                "history": t.history,
+            })).collect::<Vec<_>>(),
+        })
+    }
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+/// A trial's task: its trainable's outcome.
+type TrialRun = ObjectRef<Result<(), TuneError>>;
+
+/// Runs trials; see the module's documentation.
+pub struct Tuner {
+    searcher: Box<dyn Searcher>,
+    options: TuneOptions,
+}
+
+impl Tuner {
+    /// A tuner drawing configurations from `searcher`.
+    pub fn new(searcher: Box<dyn Searcher>, options: TuneOptions) -> Tuner {
+        Tuner { searcher, options }
+    }
+
+    /// Runs every trial the searcher suggests: `launch` submits one (usually
+    /// `|config, reporter| my_trainable::remote(config, reporter)`). Needs a running
+    /// prism runtime.
+    pub fn run(
+        &mut self,
+        mut launch: impl FnMut(Config, Reporter) -> TrialRun,
+    ) -> Result<ResultGrid, TuneError> {
+        let started = Instant::now();
+        let runtime = |e: prism::Error| TuneError::Runtime(e.to_string());
+        let opts = &self.options;
+        let control = TrialControl::remote(
+            opts.metric.clone(),
+            opts.mode == Mode::Max,
+            opts.scheduler.clone(),
+        );
+        let cpus = prism::cluster_resources()
+            .get("CPU")
+            .copied()
+            .unwrap_or(1.0);
+        let concurrent = opts.max_concurrent.unwrap_or((cpus as usize).max(1));
+        let mut running: Vec<(usize, Config, TrialRun)> = Vec::new();
+        let mut finished: Vec<(usize, Config, Option<String>)> = Vec::new();
+        let mut next_id = 0;
+        let mut exhausted = false;
+        loop {
+            let in_budget = opts.time_budget.is_none_or(|b| started.elapsed() < b);
+            while !exhausted && in_budget && running.len() < concurrent {
+                let Some(config) = self.searcher.suggest() else {
+                    exhausted = true;
+                    break;
+                };
+                let reporter = Reporter {
+                    trial: next_id,
+                    control: control.clone(),
+                };
+                running.push((next_id, config.clone(), launch(config, reporter)));
+                next_id += 1;
+            }
+            if running.is_empty() {
+                break;
+            }
+            let refs: Vec<_> = running.iter().map(|(_, _, r)| r.clone()).collect();
+            let (ready, _) = prism::wait(&refs, 1, None).map_err(runtime)?;
+            let done: BTreeSet<_> = ready.iter().map(|r| r.id()).collect();
+            let (now, later): (Vec<_>, Vec<_>) = running
+                .into_iter()
+                .partition(|(_, _, r)| done.contains(&r.id()));
+            running = later;
+            for (id, config, result) in now {
+                let failure = match prism::get(&result) {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(e) => Some(e.to_string()),
+                };
+                if failure.is_none() {
+                    let last = prism::get(&control.last(id)).map_err(runtime)?;
+                    if let Some(v) = last.and_then(|m| m.get(&opts.metric).copied()) {
+                        self.searcher.observe(&config, opts.mode.signed(v));
+                    }
+                }
+                finished.push((id, config, failure));
+            }
+        }
+        let (mut history, stopped) = prism::get(&control.history()).map_err(runtime)?;
+        prism::kill(&control);
+        finished.sort_by_key(|(id, _, _)| *id);
+        let trials = finished
+            .into_iter()
+            .map(|(id, config, failure)| Trial {
+                id,
+                history: history.remove(&id).unwrap_or_default(),
+                status: match failure {
+                    Some(e) => Status::Failed(e),
+                    None if stopped.contains(&id) => Status::Stopped,
+                    None => Status::Completed,
+                },
+                config,
+            })
+            .collect();
+        Ok(ResultGrid {
+            trials,
+            metric: opts.metric.clone(),
+            mode: opts.mode,
+            elapsed: started.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,127 @@
+//! The Tuner on the embedded runtime with a trainable whose learning curves are known:
+//! FIFO runs every trial to the end, ASHA stops the trials that are behind and keeps the
+//! best, a failing trial is reported as failed, a report without the metric is an error,
+//! and the results export to CSV and JSON.
+
+use prism_tune::tuner::{Metrics, Reporter, SchedulerSpec, Status, TuneOptions, Tuner};
+use prism_tune::{grid, Config, GridSearch, Mode, Space, TuneError};
+
+/// Accuracy after `epoch` epochs: saturating towards `final` (a parameter).
+#[prism::remote]
+fn curve(config: Config, reporter: Reporter) -> Result<(), TuneError> {
+    let fin = config.f64("final")?;
+    if fin < 0.0 {
+        return Err(TuneError::Config("a negative final accuracy".into()));
+    }
+    for epoch in 1..=27 {
+        let acc = fin * (1.0 - (-(epoch as f64) / 4.0).exp());
+        let metrics = Metrics::from([
+            ("acc".to_string(), acc),
+            ("epoch".to_string(), epoch as f64),
+        ]);
+        if !reporter.report(metrics)? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[prism::remote]
+fn forgetful(_config: Config, reporter: Reporter) -> Result<(), TuneError> {
+    reporter.report(Metrics::from([("accuracy".to_string(), 1.0)]))?;
+    Ok(())
+}
+
+fn finals() -> Space {
+    let values: Vec<f64> = (0..27)
+        .map(|i| 0.5 + 0.45 * ((i * 7) % 27) as f64 / 27.0)
+        .collect();
+    Space::new().add("final", grid(values))
+}
+
+#[test]
+fn fifo_runs_every_trial_and_asha_stops_the_ones_behind() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let run = |scheduler| {
+        let options = TuneOptions::new("acc", Mode::Max)
+            .max_concurrent(3)
+            .scheduler(scheduler);
+        let search = GridSearch::new(&finals(), 1, 0).unwrap();
+        Tuner::new(Box::new(search), options)
+            .run(curve::remote)
+            .unwrap()
+    };
+    let fifo = run(SchedulerSpec::Fifo);
+    assert_eq!(fifo.trials.len(), 27);
+    assert!(fifo.trials.iter().all(|t| t.status == Status::Completed));
+    assert_eq!(fifo.iterations(), 27 * 27);
+
+    let asha = run(SchedulerSpec::Asha {
+        max_t: 27,
+        grace_period: 1,
+        reduction_factor: 3.0,
+    });
+    let best = asha.best().unwrap();
+    let fifo_best = fifo.best().unwrap();
+    // The same best trial, run to the end, for a fraction of the epochs.
+    assert_eq!(best.config, fifo_best.config);
+    assert_eq!(best.history.len(), 27);
+    assert!(
+        asha.iterations() * 2 < fifo.iterations(),
+        "{}",
+        asha.iterations()
+    );
+    let stopped = asha
+        .trials
+        .iter()
+        .filter(|t| t.status == Status::Stopped)
+        .count();
+    assert!(stopped >= 13, "{stopped} stopped");
+    for t in &asha.trials {
+        if t.status == Status::Stopped {
+            assert!(
+                [1, 3, 9].contains(&t.history.len()),
+                "{:?}",
+                t.history.len()
+            );
+        }
+    }
+    prism::shutdown();
+}
+
+#[test]
+fn failures_and_missing_metrics_are_reported_and_results_export() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let space = Space::new().add("final", grid([0.9, -1.0]));
+    let options = TuneOptions::new("acc", Mode::Max);
+    let grid = Tuner::new(
+        Box::new(GridSearch::new(&space, 1, 0).unwrap()),
+        options.clone(),
+    )
+    .run(curve::remote)
+    .unwrap();
+    assert_eq!(grid.trials.len(), 2);
+    assert_eq!(grid.trials[0].status, Status::Completed);
+    match &grid.trials[1].status {
+        Status::Failed(why) => assert!(why.contains("negative"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    let csv = grid.to_csv();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "trial,status,iterations,final,acc,epoch");
+    assert!(lines[1].starts_with("0,completed,27,0.9,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("1,failed: "), "{}", lines[2]);
+    let json = grid.to_json();
+    assert_eq!(json["trials"][0]["history"].as_array().unwrap().len(), 27);
+    assert_eq!(json["trials"][0]["config"]["final"], 0.9);
+
+    // A trainable that reports another metric than the one asked for fails clearly.
+    let grid = Tuner::new(Box::new(GridSearch::new(&space, 1, 0).unwrap()), options)
+        .run(forgetful::remote)
+        .unwrap();
+    match &grid.trials[0].status {
+        Status::Failed(why) => assert!(why.contains("reported no \"acc\""), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    prism::shutdown();
+}
