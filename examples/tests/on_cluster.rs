@@ -49,6 +49,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "counter_actors",
         "actor_handle_passing",
         "tune_svm_digits",
+        "tune_asha",
     ] {
         run_on(&cluster, name);
     }
