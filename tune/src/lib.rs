@@ -16,15 +16,16 @@
 //!   (candidate, fold) fit a prism task on data put in the object store once.
 //! * [`tuner`]: the [`Tuner`](tuner::Tuner): trials of your trainable as prism tasks,
 //!   reporting each iteration to a controller actor whose scheduler stops the ones
-//!   behind; results as a grid with the best trial, CSV and JSON.
+//!   behind; results as a grid with the best trial, CSV and JSON; an [`experiment`]
+//!   directory that journals the trials, so that an interrupted run resumes.
 //!
 //! Everything random takes a seed, so a search is reproducible.
 //!
 //! This crate is being built in stages. Here today: spaces, the random, grid and TPE
 //! searchers, the trial schedulers, the SVC with the digits and scikit-learn's
-//! stratified folds, the cross-validated search, and the Tuner. To come: the live trial
-//! table, a resumable experiment directory, retries of failed trials, and adapters for
-//! linfa and smartcore estimators.
+//! stratified folds, the cross-validated search, and the Tuner with resumable experiment
+//! directories. To come: the live trial table, retries of failed trials, and adapters
+//! for linfa and smartcore estimators.
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
@@ -44,6 +45,7 @@
 
 pub mod cv;
 pub mod datasets;
+pub mod experiment;
 pub mod schedule;
 pub mod search;
 pub mod space;

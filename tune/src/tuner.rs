@@ -41,13 +41,14 @@
 //! prism::shutdown();
 //! ```
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use prism::ObjectRef;
 use serde::{Deserialize, Serialize};
 
+use crate::experiment::Journal;
 use crate::schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 use crate::search::Searcher;
 use crate::space::Config;
@@ -155,6 +156,28 @@ impl TrialControl {
     pub fn last(&self, trial: usize) -> Option<Metrics> {
         self.history.get(&trial).and_then(|h| h.last().cloned())
     }
+
+    /// A trial's reports and whether the scheduler stopped it.
+    pub fn record(&self, trial: usize) -> (Vec<Metrics>, bool) {
+        (
+            self.history.get(&trial).cloned().unwrap_or_default(),
+            self.stopped.contains(&trial),
+        )
+    }
+
+    /// Replays a trial of an earlier run (from its experiment's journal), so that the
+    /// scheduler's rungs hold its results as before.
+    pub fn replay(&mut self, trial: usize, history: Vec<Metrics>, stopped: bool) {
+        for (i, m) in history.iter().enumerate() {
+            if let Some(v) = m.get(&self.metric) {
+                self.scheduler.on_result(trial, i as u64 + 1, *v);
+            }
+        }
+        self.history.insert(trial, history);
+        if stopped {
+            self.stopped.insert(trial);
+        }
+    }
 }
 
 /// What a trainable reports through: each report answers whether to go on.
@@ -190,6 +213,9 @@ pub struct TuneOptions {
     pub scheduler: SchedulerSpec,
     /// Stop starting new trials after this long.
     pub time_budget: Option<Duration>,
+    /// Where the trials' journal is kept; a run given the directory of an interrupted
+    /// one resumes it (see [`crate::experiment`]).
+    pub experiment_dir: Option<std::path::PathBuf>,
 }
 
 impl TuneOptions {
@@ -201,7 +227,14 @@ impl TuneOptions {
             max_concurrent: None,
             scheduler: SchedulerSpec::Fifo,
             time_budget: None,
+            experiment_dir: None,
         }
+    }
+
+    /// Keeps the trials' journal in `dir`, and resumes the run recorded there if any.
+    pub fn experiment_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.experiment_dir = Some(dir.into());
+        self
     }
 
     /// At most `n` trials at once.
@@ -390,23 +423,65 @@ impl Tuner {
             .copied()
             .unwrap_or(1.0);
         let concurrent = opts.max_concurrent.unwrap_or((cpus as usize).max(1));
+        let (mut journal, recorded) = match &opts.experiment_dir {
+            Some(dir) => {
+                let (j, r) = Journal::open(dir)?;
+                (Some(j), r)
+            }
+            None => (None, BTreeMap::new()),
+        };
+        // Replay an interrupted run: finished trials are kept, not run again; trials
+        // that started but never finished run again with their configurations.
+        let mut trials: Vec<Trial> = Vec::new();
+        let mut rerun: VecDeque<(usize, Config)> = VecDeque::new();
+        for (id, rec) in &recorded {
+            let _ = self.searcher.suggest();
+            match &rec.outcome {
+                Some((history, status)) => {
+                    let stopped = *status == Status::Stopped;
+                    prism::get(&control.replay(*id, history.clone(), stopped)).map_err(runtime)?;
+                    let last = history.last().and_then(|m| m.get(&opts.metric).copied());
+                    if let (Some(v), false) = (last, matches!(status, Status::Failed(_))) {
+                        self.searcher.observe(&rec.config, opts.mode.signed(v));
+                    }
+                    trials.push(Trial {
+                        id: *id,
+                        config: rec.config.clone(),
+                        history: history.clone(),
+                        status: status.clone(),
+                    });
+                }
+                None => rerun.push_back((*id, rec.config.clone())),
+            }
+        }
         let mut running: Vec<(usize, Config, TrialRun)> = Vec::new();
-        let mut finished: Vec<(usize, Config, Option<String>)> = Vec::new();
-        let mut next_id = 0;
+        let mut next_id = recorded.keys().next_back().map_or(0, |id| id + 1);
         let mut exhausted = false;
         loop {
             let in_budget = opts.time_budget.is_none_or(|b| started.elapsed() < b);
-            while !exhausted && in_budget && running.len() < concurrent {
-                let Some(config) = self.searcher.suggest() else {
-                    exhausted = true;
-                    break;
+            while in_budget && running.len() < concurrent {
+                let (id, config) = match rerun.pop_front() {
+                    Some(again) => again,
+                    None if exhausted => break,
+                    None => match self.searcher.suggest() {
+                        Some(config) => {
+                            next_id += 1;
+                            if let Some(j) = journal.as_mut() {
+                                j.started(next_id - 1, &config)?;
+                            }
+                            (next_id - 1, config)
+                        }
+                        None => {
+                            exhausted = true;
+                            break;
+                        }
+                    },
                 };
                 let reporter = Reporter {
-                    trial: next_id,
+                    trial: id,
                     control: control.clone(),
                 };
-                running.push((next_id, config.clone(), launch(config, reporter)));
-                next_id += 1;
+                running.push((id, config.clone(), launch(config, reporter)));
             }
             if running.is_empty() {
                 break;
@@ -424,31 +499,30 @@ impl Tuner {
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(e) => Some(e.to_string()),
                 };
-                if failure.is_none() {
-                    let last = prism::get(&control.last(id)).map_err(runtime)?;
-                    if let Some(v) = last.and_then(|m| m.get(&opts.metric).copied()) {
-                        self.searcher.observe(&config, opts.mode.signed(v));
-                    }
+                let (history, stopped) = prism::get(&control.record(id)).map_err(runtime)?;
+                let status = match failure {
+                    Some(e) => Status::Failed(e),
+                    None if stopped => Status::Stopped,
+                    None => Status::Completed,
+                };
+                if status != Status::Completed && status != Status::Stopped {
+                    // A failed trial tells the searcher nothing.
+                } else if let Some(v) = history.last().and_then(|m| m.get(&opts.metric)) {
+                    self.searcher.observe(&config, opts.mode.signed(*v));
                 }
-                finished.push((id, config, failure));
+                if let Some(j) = journal.as_mut() {
+                    j.finished(id, &history, &status)?;
+                }
+                trials.push(Trial {
+                    id,
+                    config,
+                    history,
+                    status,
+                });
             }
         }
-        let (mut history, stopped) = prism::get(&control.history()).map_err(runtime)?;
         prism::kill(&control);
-        finished.sort_by_key(|(id, _, _)| *id);
-        let trials = finished
-            .into_iter()
-            .map(|(id, config, failure)| Trial {
-                id,
-                history: history.remove(&id).unwrap_or_default(),
-                status: match failure {
-                    Some(e) => Status::Failed(e),
-                    None if stopped.contains(&id) => Status::Stopped,
-                    None => Status::Completed,
-                },
-                config,
-            })
-            .collect();
+        trials.sort_by_key(|t| t.id);
         Ok(ResultGrid {
             trials,
             metric: opts.metric.clone(),

@@ -125,3 +125,81 @@ fn failures_and_missing_metrics_are_reported_and_results_export() {
     }
     prism::shutdown();
 }
+
+/// Like `curve`, and leaves a mark in `dir` for every run of a trial.
+#[prism::remote]
+fn marked(dir: String, config: Config, reporter: Reporter) -> Result<(), TuneError> {
+    let fin = config.f64("final")?;
+    let mark = std::path::Path::new(&dir).join(format!("{}-{}", reporter.trial(), fin));
+    std::fs::write(&mark, b"ran").map_err(|e| TuneError::Runtime(e.to_string()))?;
+    for epoch in 1..=5 {
+        let acc = fin * epoch as f64 / 5.0;
+        if !reporter.report(Metrics::from([("acc".to_string(), acc)]))? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn an_interrupted_run_resumes_without_running_finished_trials_again() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let root = std::env::temp_dir().join(format!("prism-tune-resume-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (exp, marks) = (root.join("experiment"), root.join("marks"));
+    std::fs::create_dir_all(&marks).unwrap();
+    let marks_s = marks.to_string_lossy().to_string();
+    let space = Space::new().add("final", prism_tune::uniform(0.0, 1.0));
+    let tune = |n: usize| {
+        let search = prism_tune::RandomSearch::new(&space, n, 7).unwrap();
+        let options = TuneOptions::new("acc", Mode::Max)
+            .max_concurrent(2)
+            .experiment_dir(&exp);
+        Tuner::new(Box::new(search), options)
+            .run(|c, r| marked::remote(marks_s.clone(), c, r))
+            .unwrap()
+    };
+    let first = tune(6);
+    assert_eq!(first.trials.len(), 6);
+    let runs = || std::fs::read_dir(&marks).unwrap().count();
+    assert_eq!(runs(), 6);
+
+    // The whole run again: nothing runs, the same results come back.
+    let again = tune(6);
+    assert_eq!(runs(), 6);
+    assert_eq!(again.trials, first.trials);
+
+    // Cut the journal as a crash would have: the last two trials never finished, and
+    // the last line is half written.
+    let journal = exp.join("trials.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut kept: Vec<&str> = Vec::new();
+    let mut finished = 0;
+    for line in text.lines() {
+        if line.contains("\"finished\"") {
+            finished += 1;
+            if finished > 4 {
+                continue;
+            }
+        }
+        kept.push(line);
+    }
+    std::fs::write(
+        &journal,
+        format!("{}\n{{\"finished\": 5, \"sta", kept.join("\n")),
+    )
+    .unwrap();
+    let resumed = tune(8);
+    // Two trials ran again, two new ones ran, four were kept.
+    assert_eq!(runs(), 6 + 2);
+    assert_eq!(resumed.trials.len(), 8);
+    let old: Vec<_> = first.trials.iter().map(|t| t.config.clone()).collect();
+    let new: Vec<_> = resumed.trials.iter().map(|t| t.config.clone()).collect();
+    assert_eq!(
+        &new[..6],
+        &old[..],
+        "the seeded searcher continues where it was"
+    );
+    prism::shutdown();
+    let _ = std::fs::remove_dir_all(&root);
+}

@@ -1,0 +1,146 @@
+//! An experiment's directory: the journal of its trials, written as they start and
+//! finish, so that a run interrupted (Ctrl-C, a killed process, a lost machine) resumes
+//! where it stopped without running its finished trials again.
+//!
+//! The journal is `trials.jsonl`, one JSON object per line: `{"started": id, "config":
+//! ...}` when a trial starts and `{"finished": id, "status": ..., "history": [...]}` when
+//! it ends, appended and flushed at once. A line cut short by a crash is ignored. On
+//! resume the tuner replays the journal: it asks the searcher for as many
+//! configurations as were started (so that a seeded searcher continues where it was),
+//! runs the trials that started but never finished again with their recorded
+//! configurations, feeds the finished ones' results to the searcher and the scheduler,
+//! and goes on with new trials.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::space::Config;
+use crate::tuner::{Metrics, Status};
+use crate::TuneError;
+
+/// One line of the journal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Line {
+    Started {
+        started: usize,
+        config: Config,
+    },
+    Finished {
+        finished: usize,
+        status: String,
+        history: Vec<Metrics>,
+    },
+}
+
+/// A trial as the journal recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Recorded {
+    /// Its configuration.
+    pub config: Config,
+    /// Its reports and how it ended, if it finished.
+    pub outcome: Option<(Vec<Metrics>, Status)>,
+}
+
+/// The journal of an experiment directory.
+pub struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+fn io(what: &str, path: &Path, e: std::io::Error) -> TuneError {
+    TuneError::Runtime(format!("{what} {}: {e}", path.display()))
+}
+
+fn status_text(status: &Status) -> String {
+    match status {
+        Status::Completed => "completed".into(),
+        Status::Stopped => "stopped".into(),
+        Status::Failed(e) => format!("failed: {e}"),
+    }
+}
+
+fn parse_status(text: &str) -> Status {
+    match text {
+        "completed" => Status::Completed,
+        "stopped" => Status::Stopped,
+        other => Status::Failed(other.strip_prefix("failed: ").unwrap_or(other).to_string()),
+    }
+}
+
+impl Journal {
+    /// Opens (creating it if needed) the experiment directory `dir`, and returns the
+    /// trials its journal recorded, by number.
+    pub fn open(dir: &Path) -> Result<(Journal, BTreeMap<usize, Recorded>), TuneError> {
+        std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
+        let path = dir.join("trials.jsonl");
+        let mut trials: BTreeMap<usize, Recorded> = BTreeMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines() {
+                // A line cut short by a crash does not parse: skip it.
+                match serde_json::from_str::<Line>(line) {
+                    Ok(Line::Started { started, config }) => {
+                        trials.insert(
+                            started,
+                            Recorded {
+                                config,
+                                outcome: None,
+                            },
+                        );
+                    }
+                    Ok(Line::Finished {
+                        finished,
+                        status,
+                        history,
+                    }) => {
+                        if let Some(t) = trials.get_mut(&finished) {
+                            t.outcome = Some((history, parse_status(&status)));
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io("opening", &path, e))?;
+        Ok((Journal { path, file }, trials))
+    }
+
+    fn write(&mut self, line: &Line) -> Result<(), TuneError> {
+        let mut text =
+            serde_json::to_string(line).map_err(|e| TuneError::Runtime(e.to_string()))?;
+        text.push('\n');
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|()| self.file.flush())
+            .map_err(|e| io("writing", &self.path, e))
+    }
+
+    /// Records that trial `id` started with `config`.
+    pub fn started(&mut self, id: usize, config: &Config) -> Result<(), TuneError> {
+        self.write(&Line::Started {
+            started: id,
+            config: config.clone(),
+        })
+    }
+
+    /// Records how trial `id` ended.
+    pub fn finished(
+        &mut self,
+        id: usize,
+        history: &[Metrics],
+        status: &Status,
+    ) -> Result<(), TuneError> {
+        self.write(&Line::Finished {
+            finished: id,
+            status: status_text(status),
+            history: history.to_vec(),
+        })
+    }
+}
