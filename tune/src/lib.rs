@@ -24,8 +24,8 @@
 //! This crate is being built in stages. Here today: spaces, the random, grid and TPE
 //! searchers, the trial schedulers, the SVC with the digits and scikit-learn's
 //! stratified folds, the cross-validated search, and the Tuner with resumable experiment
-//! directories. To come: the live trial table, retries of failed trials, and adapters
-//! for linfa and smartcore estimators.
+//! directories and a live trial [`display`]. To come: retries of failed trials, stop
+//! conditions, and adapters for linfa and smartcore estimators.
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
@@ -45,6 +45,7 @@
 
 pub mod cv;
 pub mod datasets;
+pub mod display;
 pub mod experiment;
 pub mod schedule;
 pub mod search;

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use prism::ObjectRef;
 use serde::{Deserialize, Serialize};
 
+use crate::display::{Board, Display};
 use crate::experiment::Journal;
 use crate::schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 use crate::search::Searcher;
@@ -157,6 +158,20 @@ impl TrialControl {
         self.history.get(&trial).and_then(|h| h.last().cloned())
     }
 
+    /// How far each of `trials` got: iterations and last report.
+    pub fn progress(&self, trials: Vec<usize>) -> BTreeMap<usize, (usize, Option<Metrics>)> {
+        trials
+            .into_iter()
+            .map(|t| {
+                let h = self.history.get(&t);
+                (
+                    t,
+                    (h.map_or(0, Vec::len), h.and_then(|h| h.last().cloned())),
+                )
+            })
+            .collect()
+    }
+
     /// A trial's reports and whether the scheduler stopped it.
     pub fn record(&self, trial: usize) -> (Vec<Metrics>, bool) {
         (
@@ -216,6 +231,8 @@ pub struct TuneOptions {
     /// Where the trials' journal is kept; a run given the directory of an interrupted
     /// one resumes it (see [`crate::experiment`]).
     pub experiment_dir: Option<std::path::PathBuf>,
+    /// How the run is shown (default: a live table on a terminal, lines otherwise).
+    pub display: Display,
 }
 
 impl TuneOptions {
@@ -228,7 +245,14 @@ impl TuneOptions {
             scheduler: SchedulerSpec::Fifo,
             time_budget: None,
             experiment_dir: None,
+            display: Display::Auto,
         }
+    }
+
+    /// How the run is shown.
+    pub fn display(mut self, display: Display) -> Self {
+        self.display = display;
+        self
     }
 
     /// Keeps the trials' journal in `dir`, and resumes the run recorded there if any.
@@ -454,6 +478,10 @@ impl Tuner {
                 None => rerun.push_back((*id, rec.config.clone())),
             }
         }
+        let mut board = Board::new(&opts.metric, opts.mode, opts.display);
+        for t in &trials {
+            board.finished(t);
+        }
         let mut running: Vec<(usize, Config, TrialRun)> = Vec::new();
         let mut next_id = recorded.keys().next_back().map_or(0, |id| id + 1);
         let mut exhausted = false;
@@ -481,13 +509,22 @@ impl Tuner {
                     trial: id,
                     control: control.clone(),
                 };
+                board.started(id, &config);
                 running.push((id, config.clone(), launch(config, reporter)));
             }
             if running.is_empty() {
                 break;
             }
             let refs: Vec<_> = running.iter().map(|(_, _, r)| r.clone()).collect();
-            let (ready, _) = prism::wait(&refs, 1, None).map_err(runtime)?;
+            // On a terminal, the table follows the running trials twice a second.
+            let tick = board.live().then_some(Duration::from_millis(500));
+            let (ready, _) = prism::wait(&refs, 1, tick).map_err(runtime)?;
+            if ready.is_empty() {
+                let ids: Vec<usize> = running.iter().map(|(id, _, _)| *id).collect();
+                let latest = prism::get(&control.progress(ids)).map_err(runtime)?;
+                board.progress(&latest);
+                continue;
+            }
             let done: BTreeSet<_> = ready.iter().map(|r| r.id()).collect();
             let (now, later): (Vec<_>, Vec<_>) = running
                 .into_iter()
@@ -513,12 +550,14 @@ impl Tuner {
                 if let Some(j) = journal.as_mut() {
                     j.finished(id, &history, &status)?;
                 }
-                trials.push(Trial {
+                let trial = Trial {
                     id,
                     config,
                     history,
                     status,
-                });
+                };
+                board.finished(&trial);
+                trials.push(trial);
             }
         }
         prism::kill(&control);
