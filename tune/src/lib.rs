@@ -24,8 +24,8 @@
 //! This crate is being built in stages. Here today: spaces, the random, grid and TPE
 //! searchers, the trial schedulers, the SVC with the digits and scikit-learn's
 //! stratified folds, the cross-validated search, and the Tuner with resumable experiment
-//! directories and a live trial [`display`]. To come: retries of failed trials, stop
-//! conditions, and adapters for linfa and smartcore estimators.
+//! directories, a live trial [`display`], stop conditions and retries of failed trials.
+//! To come: adapters for linfa and smartcore estimators in the cross-validated search.
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};

@@ -106,14 +106,23 @@ pub struct TrialControl {
     scheduler: Box<dyn TrialScheduler + Sync>,
     /// A trial stopped at this many iterations ran its full budget: it completed.
     max_t: Option<u64>,
+    /// A trial ends (completed) once one of these metrics reaches its value.
+    stop_when: Vec<(String, f64)>,
     history: BTreeMap<usize, Vec<Metrics>>,
     stopped: BTreeSet<usize>,
 }
 
 #[prism::actor]
 impl TrialControl {
-    /// A controller for `metric` (higher is better if `maximize`) with a scheduler.
-    pub fn new(metric: String, maximize: bool, scheduler: SchedulerSpec) -> Self {
+    /// A controller for `metric` (higher is better if `maximize`) with a scheduler; a
+    /// trial ends once one of `stop_when`'s metrics (or `training_iteration`, its count
+    /// of reports) reaches its value.
+    pub fn new(
+        metric: String,
+        maximize: bool,
+        scheduler: SchedulerSpec,
+        stop_when: Vec<(String, f64)>,
+    ) -> Self {
         let mode = if maximize { Mode::Max } else { Mode::Min };
         let max_t = match &scheduler {
             SchedulerSpec::Asha { max_t, .. } => Some(*max_t),
@@ -122,6 +131,7 @@ impl TrialControl {
         TrialControl {
             metric,
             max_t,
+            stop_when,
             scheduler: scheduler.build(mode),
             history: BTreeMap::new(),
             stopped: BTreeSet::new(),
@@ -141,11 +151,24 @@ impl TrialControl {
         let history = self.history.entry(trial).or_default();
         history.push(metrics);
         let iteration = history.len() as u64;
+        let reached = self.stop_when.iter().any(|(name, at)| {
+            let v = match name.as_str() {
+                "training_iteration" => Some(iteration as f64),
+                _ => history.last().and_then(|m| m.get(name)).copied(),
+            };
+            v.is_some_and(|v| v >= *at)
+        });
         let go_on = self.scheduler.on_result(trial, iteration, value) == Decision::Continue;
-        if !go_on && self.max_t.is_none_or(|m| iteration < m) {
+        if !go_on && !reached && self.max_t.is_none_or(|m| iteration < m) {
             self.stopped.insert(trial);
         }
-        Ok(go_on)
+        Ok(go_on && !reached)
+    }
+
+    /// Forgets a trial's reports, before it runs again after a failure.
+    pub fn forget(&mut self, trial: usize) {
+        self.history.remove(&trial);
+        self.stopped.remove(&trial);
     }
 
     /// Every trial's reports so far, and the trials the scheduler stopped.
@@ -233,6 +256,11 @@ pub struct TuneOptions {
     pub experiment_dir: Option<std::path::PathBuf>,
     /// How the run is shown (default: a live table on a terminal, lines otherwise).
     pub display: Display,
+    /// A trial ends once one of these metrics reaches its value (`training_iteration`:
+    /// its number of reports).
+    pub stop_when: Vec<(String, f64)>,
+    /// How many times a failed trial runs again, with the same configuration.
+    pub max_retries: u32,
 }
 
 impl TuneOptions {
@@ -246,7 +274,22 @@ impl TuneOptions {
             time_budget: None,
             experiment_dir: None,
             display: Display::Auto,
+            stop_when: Vec::new(),
+            max_retries: 0,
         }
+    }
+
+    /// Ends a trial once `metric` reaches `value` (`training_iteration`: after that many
+    /// reports), as Ray Tune's `stop={metric: value}`.
+    pub fn stop_when(mut self, metric: &str, value: f64) -> Self {
+        self.stop_when.push((metric.to_string(), value));
+        self
+    }
+
+    /// Runs a failed trial again, up to `n` times.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.max_retries = n;
+        self
     }
 
     /// How the run is shown.
@@ -441,7 +484,9 @@ impl Tuner {
             opts.metric.clone(),
             opts.mode == Mode::Max,
             opts.scheduler.clone(),
+            opts.stop_when.clone(),
         );
+        let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
         let cpus = prism::cluster_resources()
             .get("CPU")
             .copied()
@@ -536,6 +581,22 @@ impl Tuner {
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(e) => Some(e.to_string()),
                 };
+                if let Some(e) = &failure {
+                    let tries = attempts.entry(id).or_insert(0);
+                    if *tries < opts.max_retries {
+                        *tries += 1;
+                        if !matches!(opts.display, Display::Quiet) {
+                            eprintln!("trial {id} failed ({e}); running it again (retry {tries})");
+                        }
+                        prism::get(&control.forget(id)).map_err(runtime)?;
+                        let reporter = Reporter {
+                            trial: id,
+                            control: control.clone(),
+                        };
+                        running.push((id, config.clone(), launch(config, reporter)));
+                        continue;
+                    }
+                }
                 let (history, stopped) = prism::get(&control.record(id)).map_err(runtime)?;
                 let status = match failure {
                     Some(e) => Status::Failed(e),

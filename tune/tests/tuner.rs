@@ -203,3 +203,73 @@ fn an_interrupted_run_resumes_without_running_finished_trials_again() {
     prism::shutdown();
     let _ = std::fs::remove_dir_all(&root);
 }
+
+/// Fails on its first run (leaving a mark in `dir`), succeeds on the next.
+#[prism::remote]
+fn flaky(dir: String, config: Config, reporter: Reporter) -> Result<(), TuneError> {
+    let mark = std::path::Path::new(&dir).join(format!("tried-{}", reporter.trial()));
+    if !mark.exists() {
+        std::fs::write(&mark, b"1").map_err(|e| TuneError::Runtime(e.to_string()))?;
+        reporter.report(Metrics::from([("acc".to_string(), 0.0)]))?;
+        return Err(TuneError::Runtime("a flaky failure".into()));
+    }
+    let fin = config.f64("final")?;
+    for epoch in 1..=3 {
+        reporter.report(Metrics::from([(
+            "acc".to_string(),
+            fin * epoch as f64 / 3.0,
+        )]))?;
+    }
+    Ok(())
+}
+
+#[test]
+fn stop_conditions_end_trials_and_failed_trials_run_again() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let space = Space::new().add("final", grid([0.5, 0.9]));
+    // Stop once the accuracy reaches 0.55, or after 5 reports.
+    let options = TuneOptions::new("acc", Mode::Max)
+        .stop_when("acc", 0.55)
+        .stop_when("training_iteration", 5.0);
+    let grid = Tuner::new(Box::new(GridSearch::new(&space, 1, 0).unwrap()), options)
+        .run(curve::remote)
+        .unwrap();
+    for t in &grid.trials {
+        assert_eq!(t.status, Status::Completed);
+        let last = t.last("acc").unwrap();
+        assert!(
+            t.history.len() == 5 || last >= 0.55,
+            "{} {last}",
+            t.history.len()
+        );
+        assert!(t.history.len() <= 5);
+    }
+    // 0.9 x (1 - e^-1) = 0.569 at the fourth epoch; 0.5's curve never gets there.
+    assert_eq!(grid.trials[1].history.len(), 4);
+    assert_eq!(grid.trials[0].history.len(), 5);
+
+    let dir = std::env::temp_dir().join(format!("prism-tune-flaky-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_string_lossy().to_string();
+    let run = |retries| {
+        let options = TuneOptions::new("acc", Mode::Max).max_retries(retries);
+        Tuner::new(Box::new(GridSearch::new(&space, 1, 0).unwrap()), options)
+            .run(|c, r| flaky::remote(d.clone(), c, r))
+            .unwrap()
+    };
+    let retried = run(1);
+    for t in &retried.trials {
+        assert_eq!(t.status, Status::Completed);
+        // The failed attempt's reports are forgotten: three epochs, none at 0.0.
+        assert_eq!(t.history.len(), 3);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let failed = run(0);
+    assert!(failed
+        .trials
+        .iter()
+        .all(|t| matches!(&t.status, Status::Failed(why) if why.contains("flaky"))));
+    prism::shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}
