@@ -55,14 +55,6 @@ fn io(what: &str, path: &Path, e: std::io::Error) -> TuneError {
     TuneError::Runtime(format!("{what} {}: {e}", path.display()))
 }
 
-fn status_text(status: &Status) -> String {
-    match status {
-        Status::Completed => "completed".into(),
-        Status::Stopped => "stopped".into(),
-        Status::Failed(e) => format!("failed: {e}"),
-    }
-}
-
 fn parse_status(text: &str) -> Status {
     match text {
         "completed" => Status::Completed,
@@ -139,7 +131,7 @@ impl Journal {
     ) -> Result<(), TuneError> {
         self.write(&Line::Finished {
             finished: id,
-            status: status_text(status),
+            status: status.to_string(),
             history: history.to_vec(),
         })
     }

@@ -334,6 +334,17 @@ pub enum Status {
     Failed(String),
 }
 
+impl std::fmt::Display for Status {
+    /// `completed`, `stopped`, or `failed: ` and why (as the journal and exports write it).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Status::Completed => write!(f, "completed"),
+            Status::Stopped => write!(f, "stopped"),
+            Status::Failed(e) => write!(f, "failed: {e}"),
+        }
+    }
+}
+
 /// One trial's outcome.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trial {
@@ -408,11 +419,7 @@ impl ResultGrid {
         }
         out.push('\n');
         for t in &self.trials {
-            let status = match &t.status {
-                Status::Completed => "completed".to_string(),
-                Status::Stopped => "stopped".to_string(),
-                Status::Failed(e) => format!("failed: {e}"),
-            };
+            let status = t.status.to_string();
             let _ = write!(out, "{},{},{}", t.id, csv_field(&status), t.history.len());
             for p in &params {
                 let v = t.config.get(p).map(|v| v.to_string()).unwrap_or_default();
@@ -436,11 +443,7 @@ impl ResultGrid {
             "trials": self.trials.iter().map(|t| serde_json::json!({
                 "id": t.id,
                 "config": t.config.to_json(),
-                "status": match &t.status {
-                    Status::Completed => "completed".to_string(),
-                    Status::Stopped => "stopped".to_string(),
-                    Status::Failed(e) => format!("failed: {e}"),
-                },
+                "status": t.status.to_string(),
                 "history": t.history,
             })).collect::<Vec<_>>(),
         })
