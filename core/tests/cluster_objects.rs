@@ -180,6 +180,10 @@ impl Spot {
     pub fn node(&self) -> String {
         prism::context().unwrap().node_id
     }
+
+    pub fn pid(&self) -> u32 {
+        std::process::id()
+    }
 }
 
 #[test]
@@ -220,4 +224,60 @@ fn an_actor_whose_node_dies_is_restarted_on_another() {
     assert_ne!(moved, b);
     // The constructor ran again: the state starts over.
     assert_eq!(prism::get(&spot.add(1)).unwrap(), 11);
+}
+
+/// A large result of a nested task, read by the task that submitted it.
+#[prism::remote]
+fn nested_big(len: usize) -> usize {
+    let inner = make::remote(3, len);
+    prism::get(&inner).unwrap().1.len()
+}
+
+#[test]
+fn a_large_result_of_a_nested_task_in_the_same_worker_reaches_its_owner() {
+    // One node with one CPU: the nested task runs in the very worker that waits for it.
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.connect().unwrap();
+    let len = 1 << 20;
+    assert_eq!(
+        prism::get_timeout(&nested_big::remote(len), Duration::from_secs(60)),
+        Ok(len)
+    );
+}
+
+#[test]
+fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    cluster.add_node("127.0.0.3", 1.0, None);
+    cluster.wait_nodes(2);
+    cluster.connect().unwrap();
+    let b = prism::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.address.starts_with("127.0.0.3:"))
+        .unwrap()
+        .node_id;
+    let spot = Spot::options()
+        .max_restarts(1)
+        .scheduling(prism::Strategy::NodeAffinity {
+            node_id: b.clone(),
+            soft: false,
+        })
+        .remote(1);
+    assert_eq!(prism::get(&spot.node()).unwrap(), b);
+    assert_eq!(prism::get(&spot.add(1)).unwrap(), 2);
+    let pid = prism::get(&spot.pid()).unwrap();
+    // The worker on the peer dies: the node that placed the actor hears of it and
+    // creates it again; its state starts over.
+    assert!(prism::cluster::session::signal(pid, 9));
+    let again = wait_for(
+        || {
+            prism::get_timeout(&spot.pid(), Duration::from_secs(30))
+                .ok()
+                .filter(|p| *p != pid)
+        },
+        "the actor to start again",
+    );
+    assert_ne!(again, pid);
+    assert_eq!(prism::get(&spot.add(1)).unwrap(), 2);
 }

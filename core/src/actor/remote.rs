@@ -283,6 +283,13 @@ impl RemoteActor {
 
     /// Sends queued messages in order while their arguments are ready.
     fn pump(self: &Arc<Self>) {
+        // Encoding an argument may pull a large object, which blocks: never on an I/O
+        // thread (a result arriving there can make an argument ready).
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let me = self.clone();
+            std::thread::spawn(move || me.pump());
+            return;
+        }
         let Some(rt) = self.rt.upgrade() else { return };
         let mut out = lock(&self.out);
         while let Some(head) = out.items.front() {

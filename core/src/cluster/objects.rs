@@ -56,6 +56,9 @@ pub enum Payload {
     Held(Location),
 }
 
+/// How long a pull may go without a byte before the holder counts as gone.
+const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Encoded bytes shared between the store and a task reading them.
 pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
@@ -134,7 +137,9 @@ impl Objects {
     /// The result `id` made here, as it travels to its owner: inline if small; kept here
     /// (until the owner frees it) and located otherwise.
     pub fn keep(&self, id: ObjectId, bytes: Vec<u8>) -> Payload {
-        if bytes.len() <= INLINE_MAX {
+        // A result this process owns itself (a nested task or actor call that ran in
+        // the same worker) goes back inline: its entry here is the owner's.
+        if bytes.len() <= INLINE_MAX || self.store.has(id) {
             return Payload::Inline(bytes);
         }
         let size = bytes.len() as u64;
@@ -175,8 +180,12 @@ impl Objects {
             let pulled = self.pull(id, at).map(|bytes| {
                 let size = bytes.len() as u64;
                 let value = Arc::new(Encoded(bytes));
-                let count = self.store.hold(id, value.clone(), size, Codec::encoded());
-                lock(&self.kept).insert(id, count);
+                // Kept for the job's later tasks, unless this process owns the object
+                // (its own entry decides how long it lives).
+                if !self.store.has(id) {
+                    let count = self.store.hold(id, value.clone(), size, Codec::encoded());
+                    lock(&self.kept).insert(id, count);
+                }
                 value as SharedBytes
             });
             lock(&self.pulling).remove(&id);
@@ -185,12 +194,14 @@ impl Objects {
         }
     }
 
-    /// The bytes of `id` if this process has them.
+    /// The bytes of `id` if this process has them: a copy kept here, or an object it
+    /// owns and holds itself.
     fn local(&self, id: ObjectId) -> Option<Result<SharedBytes>> {
-        if !lock(&self.kept).contains_key(&id) {
+        if !self.store.has(id) {
             return None;
         }
         match self.store.poll_value(id, None)? {
+            Ok(v) if v.is::<Location>() => None,
             Ok(v) => Some(shared_bytes(&self.store, id, v)),
             Err(e) => Some(Err(e)),
         }
@@ -301,10 +312,10 @@ pub(crate) async fn pull(at: &str, token: &str, id: ObjectId) -> Result<Vec<u8>>
     wire::write_msg(&mut s, &Msg::PullObject { id })
         .await
         .map_err(|e| lost(e.to_string()))?;
-    let size = match wire::read_msg(&mut s)
+    let header = tokio::time::timeout(PULL_TIMEOUT, wire::read_msg(&mut s))
         .await
-        .map_err(|e| lost(e.to_string()))?
-    {
+        .map_err(|_| lost(format!("no answer for {PULL_TIMEOUT:?}")))?;
+    let size = match header.map_err(|e| lost(e.to_string()))? {
         Msg::ObjectHeader { id: got, size } if got == id => size?,
         other => {
             return Err(Error::Cluster(format!(
@@ -315,12 +326,23 @@ pub(crate) async fn pull(at: &str, token: &str, id: ObjectId) -> Result<Vec<u8>>
     };
     let size = usize::try_from(size)
         .map_err(|_| Error::Cluster(format!("object of {size} bytes is too large here")))?;
+    // The size comes from a peer with the cluster's token, but a wrong one must not
+    // abort this process: nothing larger than the machine's memory is taken.
+    if size as u64 > crate::config::system_memory() {
+        return Err(Error::Cluster(format!(
+            "object server at {at} announced {size} bytes, more than this machine's memory"
+        )));
+    }
     let mut buf = vec![0u8; size];
     let mut filled = 0;
+    // A holder whose machine vanished without closing the connection must not make
+    // the reader wait forever.
+    let quiet = |what: &str| lost(format!("no data for {PULL_TIMEOUT:?} while reading {what}"));
     while filled < size {
         let mut len = [0u8; 4];
-        s.read_exact(&mut len)
+        tokio::time::timeout(PULL_TIMEOUT, s.read_exact(&mut len))
             .await
+            .map_err(|_| quiet("a chunk's length"))?
             .map_err(|e| lost(e.to_string()))?;
         let len = u32::from_be_bytes(len) as usize;
         if len == 0 || len > CHUNK || filled + len > size {
@@ -328,8 +350,9 @@ pub(crate) async fn pull(at: &str, token: &str, id: ObjectId) -> Result<Vec<u8>>
                 "object server at {at} sent a chunk of {len} bytes at offset {filled} of {size}"
             )));
         }
-        s.read_exact(&mut buf[filled..filled + len])
+        tokio::time::timeout(PULL_TIMEOUT, s.read_exact(&mut buf[filled..filled + len]))
             .await
+            .map_err(|_| quiet("a chunk"))?
             .map_err(|e| lost(e.to_string()))?;
         filled += len;
     }

@@ -403,8 +403,17 @@ impl Owner {
     /// Task `id` could not read its argument `dep`, which was lost: rebuild `dep`, then
     /// run the task again with the argument's new place.
     fn rebuild_then_rerun(self: &Arc<Self>, id: ObjectId, dep: ObjectId) {
+        // Each rerun counts as an attempt of the task, so that an argument that can
+        // never be read ends in an error, not in reruns forever.
+        if self.retry(id).is_none() {
+            let removed = self.books().inflight.remove(&id);
+            drop(removed);
+            self.store.fail(id, Error::ObjectLost(dep));
+            return;
+        }
         if let Err(e) = self.recover(dep) {
-            self.books().inflight.remove(&id);
+            let removed = self.books().inflight.remove(&id);
+            drop(removed);
             self.store.fail(id, e);
             return;
         }
@@ -415,7 +424,8 @@ impl Owner {
                 return;
             }
             if let Some(e) = failure {
-                me.books().inflight.remove(&id);
+                let removed = me.books().inflight.remove(&id);
+                drop(removed);
                 me.store.fail(id, e.clone());
                 return;
             }

@@ -406,6 +406,11 @@ impl Store {
         inner.pull_time += took;
     }
 
+    /// Whether the store has an entry for `id` (in any state).
+    pub fn has(&self, id: ObjectId) -> bool {
+        self.lock().entries.contains_key(&id)
+    }
+
     /// Sets what to do when an exported object is freed (once per store).
     pub fn on_free(&self, hook: FreeHook) {
         let _ = self.on_free.set(hook);

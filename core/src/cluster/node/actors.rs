@@ -96,7 +96,12 @@ impl Node {
             Placement::Default => pinned,
             Placement::Here => true,
             Placement::Peer(peer_id) => {
-                if let Some(out) = st.peers.get(&peer_id).and_then(|p| p.outbox.clone()) {
+                if let Some(out) = st.peers.get_mut(&peer_id).and_then(|p| {
+                    // The creation is outstanding there until its outcome comes back.
+                    let out = p.outbox.clone()?;
+                    p.outstanding += 1;
+                    Some(out)
+                }) {
                     let msg = create.into_msg();
                     let again = Box::new((msg.clone(), reply.clone()));
                     st.actors.insert(
@@ -201,6 +206,9 @@ impl Node {
                     .and_then(|(id, p)| Some((id.clone(), p.outbox.clone()?)));
                 match peer {
                     Some((peer_id, out)) => {
+                        if let Some(p) = st.peers.get_mut(&peer_id) {
+                            p.outstanding += 1;
+                        }
                         let again = Box::new((w.create.clone(), w.reply.clone()));
                         st.routes.insert(
                             w.actor,

@@ -413,6 +413,7 @@ impl Node {
         loop {
             match wire::read_msg::<_, Msg>(&mut r).await {
                 Ok(Msg::TaskDone { task_id, result }) => self.finished(task_id, result),
+                Ok(Msg::ActorGone { actor, reason }) => self.actor_gone(actor, &reason),
                 Ok(other) => {
                     tracing::warn!("node: unexpected {} from a peer", message_name(&other))
                 }

@@ -117,7 +117,10 @@ impl Node {
                 node.relay_output(stream, file, stderr, job, &prefix, &driver_node)
             });
         }
-        self.lock().children.insert(job, child);
+        if let Some(mut old) = self.lock().children.insert(job, child) {
+            // The job's previous worker, dead by now: reap it.
+            let _ = old.try_wait();
+        }
         Ok(())
     }
 

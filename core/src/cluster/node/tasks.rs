@@ -76,9 +76,16 @@ impl Node {
         if !st.routes.get(&lease).is_some_and(|r| r.lease) {
             return;
         }
-        if let Some(grant) = st.routes.remove(&lease).and_then(|r| r.grant) {
-            st.available.give(&grant);
-            st.running -= 1;
+        if let Some(route) = st.routes.remove(&lease) {
+            if let Some(grant) = route.grant {
+                // A task on it may still wait (its Unblocked can come after the driver
+                // returned the lease): take the lent CPUs back before giving all back.
+                if route.blocked {
+                    st.available.lend_cpu(grant.demand.cpu, false);
+                }
+                st.available.give(&grant);
+                st.running -= 1;
+            }
         }
         self.dispatch(&mut st);
     }
