@@ -28,11 +28,19 @@ impl Counter {
     }
 }
 
+/// Increments the counter `times` times, then waits for the last increment: calls from
+/// one handle run in order, so all of this task's increments are applied when it
+/// returns. (Without that wait, an increment could still be on its way when the driver
+/// reads the counter: calls from different processes have no order between them.)
 #[prism::remote]
 fn incrementer(counter: CounterHandle, times: u32) -> u32 {
+    let mut last = None;
     for _ in 0..times {
         std::thread::sleep(Duration::from_millis(50));
-        counter.increment();
+        last = Some(counter.increment());
+    }
+    if let Some(last) = last {
+        prism::get(&last).expect("the counter answers");
     }
     times
 }
