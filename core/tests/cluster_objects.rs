@@ -281,3 +281,22 @@ fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
     assert_ne!(again, pid);
     assert_eq!(prism::get(&spot.add(1)).unwrap(), 2);
 }
+
+#[test]
+fn a_task_goes_to_the_node_that_keeps_its_large_argument() {
+    let cluster = two_pinnable_nodes();
+    let b = prism::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.address.starts_with("127.0.0.3:"))
+        .unwrap()
+        .node_id;
+    // Made on the second node; read by tasks that ask for nothing in particular.
+    let made = make::options().resource("b", 1.0).remote(21, 4 << 20);
+    prism::wait(std::slice::from_ref(&made), 1, None).unwrap();
+    for _ in 0..3 {
+        let (node, _) = prism::get(&checksum::remote(&made)).unwrap();
+        assert_eq!(node, b, "ran where its argument is");
+    }
+    drop(cluster);
+}

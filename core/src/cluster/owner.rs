@@ -112,6 +112,14 @@ impl Owner {
         if spec.options.scheduling != crate::task::Strategy::Default {
             return false;
         }
+        // A task with a large argument goes where the argument is: the node decides.
+        if spec
+            .args
+            .iter()
+            .any(|a| matches!(a, EncodedArg::Ref { .. }))
+        {
+            return false;
+        }
         let mut lease = lock(&self.lease);
         match &mut *lease {
             Some(Lease::Held {

@@ -163,6 +163,24 @@ impl Node {
             self.place_actors(st);
         }
         while let Some(front) = st.queue.front() {
+            // Locality: a task whose large argument is kept on a peer with an idle CPU
+            // goes there, instead of pulling the argument here.
+            if !front.pinned {
+                if let Some(peer) = self.data_home(st, &front.spec) {
+                    let idle = st.peers.get(&peer).is_some_and(|p| {
+                        (p.outstanding as f64) < p.cpus
+                            && p.total.check_feasible(&front.demand).is_ok()
+                    });
+                    if idle {
+                        let Some(q) = st.queue.pop_front() else { break };
+                        match self.hand_to_peer(st, &peer, q) {
+                            None => continue,
+                            Some(q) => st.queue.push_front(q),
+                        }
+                    }
+                }
+            }
+            let Some(front) = st.queue.front() else { break };
             if st.available.fits(&front.demand) {
                 let Some(q) = st.queue.pop_front() else { break };
                 let gpu_ids = st.available.take(&q.demand);
@@ -210,6 +228,27 @@ impl Node {
                 break;
             }
         }
+    }
+
+    /// The peer whose worker keeps the task's first large argument, if that is a peer
+    /// (found by the object server's address, on the node's own address).
+    fn data_home(&self, st: &State, spec: &TaskSpec) -> Option<String> {
+        let at = spec.args.iter().find_map(|a| match a {
+            crate::task::EncodedArg::Ref { at, .. } => Some(at.as_str()),
+            _ => None,
+        })?;
+        let ip = |address: &str| address.rsplit_once(':').map(|(ip, _)| ip.to_string());
+        let host = ip(at)?;
+        if ip(&self.address).as_deref() == Some(host.as_str()) {
+            return None;
+        }
+        let mut on_host = st
+            .peers
+            .iter()
+            .filter(|(_, p)| p.view.alive && ip(&p.view.address).as_deref() == Some(host.as_str()));
+        let (id, _) = on_host.next()?;
+        // Several nodes on one address: no telling which one holds it.
+        on_host.next().is_none().then(|| id.clone())
     }
 
     /// Sends a task to a connected peer, which runs it (and never passes it on); the
