@@ -56,6 +56,16 @@ fn fnv(bytes: &[u8]) -> u64 {
     })
 }
 
+/// The id of the node listening on `ip`.
+fn node_on(ip: &str) -> String {
+    prism::nodes()
+        .unwrap()
+        .into_iter()
+        .find(|n| n.address.starts_with(&format!("{ip}:")))
+        .unwrap()
+        .node_id
+}
+
 /// Two nodes, each with a custom resource naming it, so that tasks can be pinned.
 fn two_pinnable_nodes() -> LocalCluster {
     let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[]);
@@ -192,12 +202,7 @@ fn an_actor_whose_node_dies_is_restarted_on_another() {
     let doomed = cluster.add_node("127.0.0.3", 1.0, None);
     cluster.wait_nodes(2);
     cluster.connect().unwrap();
-    let b = prism::nodes()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.address.starts_with("127.0.0.3:"))
-        .unwrap()
-        .node_id;
+    let b = node_on("127.0.0.3");
     let spot = Spot::options()
         .max_restarts(1)
         .scheduling(prism::Strategy::NodeAffinity {
@@ -251,12 +256,7 @@ fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
     cluster.add_node("127.0.0.3", 1.0, None);
     cluster.wait_nodes(2);
     cluster.connect().unwrap();
-    let b = prism::nodes()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.address.starts_with("127.0.0.3:"))
-        .unwrap()
-        .node_id;
+    let b = node_on("127.0.0.3");
     let spot = Spot::options()
         .max_restarts(1)
         .scheduling(prism::Strategy::NodeAffinity {
@@ -285,12 +285,7 @@ fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
 #[test]
 fn a_task_goes_to_the_node_that_keeps_its_large_argument() {
     let cluster = two_pinnable_nodes();
-    let b = prism::nodes()
-        .unwrap()
-        .into_iter()
-        .find(|n| n.address.starts_with("127.0.0.3:"))
-        .unwrap()
-        .node_id;
+    let b = node_on("127.0.0.3");
     // Made on the second node; read by tasks that ask for nothing in particular.
     let made = make::options().resource("b", 1.0).remote(21, 4 << 20);
     prism::wait(std::slice::from_ref(&made), 1, None).unwrap();

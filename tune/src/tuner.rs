@@ -171,16 +171,6 @@ impl TrialControl {
         self.stopped.remove(&trial);
     }
 
-    /// Every trial's reports so far, and the trials the scheduler stopped.
-    pub fn history(&self) -> (BTreeMap<usize, Vec<Metrics>>, BTreeSet<usize>) {
-        (self.history.clone(), self.stopped.clone())
-    }
-
-    /// A trial's last report.
-    pub fn last(&self, trial: usize) -> Option<Metrics> {
-        self.history.get(&trial).and_then(|h| h.last().cloned())
-    }
-
     /// How far each of `trials` got: iterations and last report.
     pub fn progress(&self, trials: Vec<usize>) -> BTreeMap<usize, (usize, Option<Metrics>)> {
         trials

@@ -332,9 +332,11 @@ impl Client {
                         at: loc.at.clone(),
                     });
                 }
-                let bytes = shared.store.encoded(id)?;
-                if bytes.len() <= crate::cluster::objects::INLINE_MAX {
-                    return Ok(EncodedArg::Inline(bytes));
+                // Decided by the size the store accounts, so that a large object is not
+                // encoded here only to be encoded again when a worker pulls it.
+                let size = shared.store.size(id).unwrap_or(0);
+                if size <= crate::cluster::objects::INLINE_MAX as u64 {
+                    return shared.store.encoded(id).map(EncodedArg::Inline);
                 }
                 shared.store.mark_exported(id);
                 Ok(EncodedArg::Ref {

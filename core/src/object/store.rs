@@ -406,6 +406,14 @@ impl Store {
         inner.pull_time += took;
     }
 
+    /// The size the store accounts for a final object (its footprint, or its bytes).
+    pub fn size(&self, id: ObjectId) -> Option<u64> {
+        match self.lock().entries.get(&id).map(|e| &e.slot) {
+            Some(Slot::Ready { size, .. }) | Some(Slot::Spilled { size, .. }) => Some(*size),
+            _ => None,
+        }
+    }
+
     /// Whether the store has an entry for `id` (in any state).
     pub fn has(&self, id: ObjectId) -> bool {
         self.lock().entries.contains_key(&id)
