@@ -72,7 +72,7 @@ impl LocalCluster {
             "0",
         ]);
         c.daemons.push(head);
-        c.head = c.wait_or_report(
+        c.head = wait_for(
             || {
                 let a = std::fs::read_to_string(dir.join("address")).ok()?;
                 (!a.trim().is_empty()).then(|| a.trim().to_string())
@@ -142,7 +142,7 @@ impl LocalCluster {
             "0",
         ]);
         let dir = self.dir.clone();
-        self.wait_or_report(
+        wait_for(
             || std::fs::read_to_string(dir.join("address")).ok(),
             "the restarted head",
         );
@@ -175,35 +175,32 @@ impl LocalCluster {
 
     /// Waits until `n` nodes are alive.
     pub fn wait_nodes(&self, n: usize) {
-        self.wait_or_report(
+        wait_for(
             || (self.nodes().iter().filter(|v| v.alive).count() >= n).then_some(()),
             "the nodes to join",
         );
     }
 
-    /// Like [`wait_for`], but a timeout panics with what the daemons logged, which is
-    /// gone once the cluster is dropped.
-    fn wait_or_report<T>(&self, mut f: impl FnMut() -> Option<T>, what: &str) -> T {
-        let t = Instant::now();
-        loop {
-            if let Some(v) = f() {
-                return v;
-            }
-            if t.elapsed() > Duration::from_secs(30) {
-                let mut logs = String::new();
-                for i in 0..self.daemons.len() {
-                    let file = self.dir.join(format!("daemon-{i}.log"));
-                    let text = std::fs::read_to_string(&file).unwrap_or_default();
-                    let start = (text.len().saturating_sub(4000)..text.len())
-                        .find(|i| text.is_char_boundary(*i))
-                        .unwrap_or(text.len());
-                    let tail = &text[start..];
-                    logs.push_str(&format!("--- daemon {i} (last lines):\n{tail}\n"));
-                }
-                panic!("timed out waiting for {what}; the daemons logged:\n{logs}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    /// The last lines of every log of the cluster: the daemons' and their workers'.
+    fn logs(&self) -> String {
+        let mut files: Vec<PathBuf> = (0..self.daemons.len())
+            .map(|i| self.dir.join(format!("daemon-{i}.log")))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut workers: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            workers.sort();
+            files.extend(workers);
         }
+        let mut logs = String::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let start = (text.len().saturating_sub(4000)..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            logs.push_str(&format!("--- {name} (last lines):\n{}\n", &text[start..]));
+        }
+        logs
     }
 
     /// Starts the driver runtime in this process, connected to the cluster.
@@ -216,7 +213,8 @@ impl LocalCluster {
     }
 }
 
-/// Polls `f` every 10 ms until it returns a value; panics after 30 s.
+/// Polls `f` every 10 ms until it returns a value; panics after 30 s (a
+/// [`LocalCluster`] dropped by the panic prints what its daemons and workers logged).
 pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> T {
     let t = Instant::now();
     loop {
@@ -247,6 +245,11 @@ pub fn end_process(child: &mut Child) {
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the cluster logged goes with the failure, before
+            // the session directory goes.
+            eprintln!("the cluster logged:\n{}", self.logs());
+        }
         crate::shutdown();
         for c in self.daemons.iter_mut().rev() {
             end_process(c);

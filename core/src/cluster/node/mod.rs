@@ -124,8 +124,9 @@ impl Route {
 }
 
 enum Worker {
-    /// The process is starting; tasks wait for it to connect.
-    Starting(Vec<Msg>),
+    /// The process is starting (the `start`-th started by this node); tasks wait for
+    /// it to connect.
+    Starting(u64, Vec<Msg>),
     Ready(Outbox),
 }
 
@@ -145,6 +146,8 @@ struct State {
     queue: VecDeque<Queued>,
     routes: HashMap<ObjectId, Route>,
     workers: HashMap<u32, Worker>,
+    /// How many worker processes this node has started (numbering their starts).
+    worker_starts: u64,
     /// Worker processes by job.
     children: HashMap<u32, Child>,
     peers: HashMap<String, Peer>,
@@ -227,6 +230,7 @@ impl Node {
                 queue: VecDeque::new(),
                 routes: HashMap::new(),
                 workers: HashMap::new(),
+                worker_starts: 0,
                 children: HashMap::new(),
                 peers: HashMap::new(),
                 running: 0,
@@ -595,17 +599,19 @@ impl Node {
             Some(Worker::Ready(out)) => {
                 let _ = out.send(msg);
             }
-            Some(Worker::Starting(waiting)) => waiting.push(msg),
+            Some(Worker::Starting(_, waiting)) => waiting.push(msg),
             None => {
-                st.workers.insert(job, Worker::Starting(vec![msg]));
-                tokio::spawn(self.clone().start_worker(job));
+                st.worker_starts += 1;
+                let start = st.worker_starts;
+                st.workers.insert(job, Worker::Starting(start, vec![msg]));
+                tokio::spawn(self.clone().start_worker(job, start));
             }
         }
     }
 
     fn worker_connected(&self, job: u32, outbox: Outbox) {
         let mut st = self.lock();
-        if let Some(Worker::Starting(waiting)) = st.workers.remove(&job) {
+        if let Some(Worker::Starting(_, waiting)) = st.workers.remove(&job) {
             for m in waiting {
                 let _ = outbox.send(m);
             }

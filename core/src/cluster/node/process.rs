@@ -18,10 +18,13 @@ impl Node {
     /// started, or exits before it connects (a program that does not call
     /// `prism::init()` first, or a binary other than the job's), everything waiting for
     /// it fails at once with the reason, instead of waiting forever.
-    pub(super) async fn start_worker(self: Arc<Self>, job: u32) {
+    ///
+    /// `start` numbers this start: a worker that connects and dies before this notices
+    /// is followed by another start, whose work is not this one's to fail.
+    pub(super) async fn start_worker(self: Arc<Self>, job: u32, start: u64) {
         let failure = match self.clone().spawn_worker(job).await {
             Err(e) => format!("cannot start a worker for job {job}: {e}"),
-            Ok(()) => match self.connected_or_exited(job).await {
+            Ok(()) => match self.connected_or_exited(job, start).await {
                 None => return,
                 Some(status) => format!(
                     "the worker process of job {job} exited ({status}) before connecting to \
@@ -32,9 +35,15 @@ impl Node {
             },
         };
         tracing::error!(job, "node: {failure}");
-        let waiting = match self.lock().workers.remove(&job) {
-            Some(Worker::Starting(w)) => w,
-            _ => Vec::new(),
+        let waiting = {
+            let mut st = self.lock();
+            match st.workers.get(&job) {
+                Some(Worker::Starting(s, _)) if *s == start => match st.workers.remove(&job) {
+                    Some(Worker::Starting(_, w)) => w,
+                    _ => Vec::new(),
+                },
+                _ => Vec::new(),
+            }
         };
         for m in waiting {
             let id = match m {
@@ -47,13 +56,13 @@ impl Node {
         }
     }
 
-    /// Waits until the worker of `job` connects (`None`) or its process exits first
-    /// (its exit status).
-    async fn connected_or_exited(&self, job: u32) -> Option<String> {
+    /// Waits until the worker of `job` started as `start` connects (`None`) or its
+    /// process exits first (its exit status).
+    async fn connected_or_exited(&self, job: u32, start: u64) -> Option<String> {
         loop {
             {
                 let mut st = self.lock();
-                if !matches!(st.workers.get(&job), Some(Worker::Starting(_))) {
+                if !matches!(st.workers.get(&job), Some(Worker::Starting(s, _)) if *s == start) {
                     return None;
                 }
                 let exited = match st.children.get_mut(&job).map(|c| c.try_wait()) {
