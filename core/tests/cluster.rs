@@ -533,6 +533,21 @@ fn named_actors_are_found_cluster_wide() {
 #[test]
 fn a_restarted_head_takes_the_cluster_back() {
     let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    // A node that leaves before the head restarts is still known to the new head, as
+    // not alive.
+    let gone = cluster.add_node("127.0.0.3", 1.0, None);
+    cluster.wait_nodes(2);
+    let gone_id = cluster
+        .nodes()
+        .into_iter()
+        .find(|n| n.address.starts_with("127.0.0.3:"))
+        .unwrap()
+        .node_id;
+    assert!(prism::cluster::session::signal(cluster.daemon_pid(gone), 9));
+    prism::cluster::testing::wait_for(
+        || (cluster.nodes().iter().filter(|n| n.alive).count() == 1).then_some(()),
+        "the head to see the node leave",
+    );
     cluster.connect().unwrap();
     let t = Tally::options().name("survivor").remote(1);
     assert_eq!(prism::get(&t.add(1)).unwrap(), 2);
@@ -561,7 +576,12 @@ fn a_restarted_head_takes_the_cluster_back() {
     cluster.restart_head(1);
 
     // The node reconnected, the name and the key are still there, the actor still runs.
-    assert_eq!(cluster.nodes().iter().filter(|n| n.alive).count(), 1);
+    let nodes = cluster.nodes();
+    assert_eq!(nodes.iter().filter(|n| n.alive).count(), 1, "{nodes:?}");
+    assert!(
+        nodes.iter().any(|n| n.node_id == gone_id && !n.alive),
+        "{nodes:?}"
+    );
     assert_eq!(
         kv(prism::cluster::wire::Msg::KvGet {
             key: "answer".into()

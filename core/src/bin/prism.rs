@@ -195,7 +195,7 @@ fn run_blocking(s: Start) -> Res<()> {
         let (head_address, token) = if s.head {
             // A head restarted in the same session takes its tables and token back, so
             // that the nodes still running reconnect to it.
-            let tables = dir.join("head-tables");
+            let tables = dir.join("head.redb");
             let token = match (tables.exists(), session::read_token(&dir)) {
                 (true, Ok(t)) => t,
                 _ => session::new_token()?,
@@ -333,7 +333,7 @@ fn stop() -> Res<()> {
     }
     let _ = std::fs::remove_file(dir.join("address"));
     // A stopped cluster is over: a new head starts with fresh tables and token.
-    let _ = std::fs::remove_file(dir.join("head-tables"));
+    let _ = std::fs::remove_file(dir.join("head.redb"));
     println!("stopped {stopped} prism daemon(s)");
     Ok(())
 }

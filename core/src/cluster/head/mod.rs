@@ -1,7 +1,8 @@
 //! The head: the cluster's control state. It knows the nodes (and whether they still
-//! send heartbeats), the jobs and their executables (stored once, by content hash), and
-//! a small key-value store. Drivers register jobs here and are told which node to
-//! submit to; nodes fetch executables from here; `prism status` asks here.
+//! send heartbeats), the jobs and their executables (stored once, by content hash), the
+//! named actors, and a small key-value store. Drivers register jobs here and are told
+//! which node to submit to; nodes fetch executables from here; `prism status` asks
+//! here. What must survive the head's process is written to its [`tables`] first.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -15,6 +16,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::cluster::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
 
+mod tables;
+use tables::Tables;
+
 /// The head's tables.
 pub struct Head {
     token: String,
@@ -26,16 +30,8 @@ pub struct Head {
     jobs: Mutex<Vec<JobInfo>>,
     kv: Mutex<HashMap<String, Vec<u8>>>,
     named_actors: Mutex<HashMap<String, wire::NamedActor>>,
-    /// Where the tables are kept, for a head that survives restarts.
-    tables: Option<PathBuf>,
-}
-
-/// What a head keeps across restarts.
-#[derive(Default, serde::Serialize, serde::Deserialize)]
-struct Tables {
-    jobs: Vec<JobInfo>,
-    named_actors: Vec<(String, wire::NamedActor)>,
-    kv: Vec<(String, Vec<u8>)>,
+    /// The durable copy of the tables above (nodes as they registered).
+    tables: Tables,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -43,9 +39,23 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Head {
-    /// A head keeping executables under `executables`.
+    /// A head keeping executables under `executables`, and its tables in memory.
     pub fn new(token: String, executables: PathBuf, heartbeat_timeout: Duration) -> Arc<Head> {
-        Arc::new(Head {
+        Arc::new(Head::with_tables(
+            token,
+            executables,
+            heartbeat_timeout,
+            Tables::in_memory(),
+        ))
+    }
+
+    fn with_tables(
+        token: String,
+        executables: PathBuf,
+        heartbeat_timeout: Duration,
+        tables: Tables,
+    ) -> Head {
+        Head {
             token,
             executables,
             heartbeat_timeout,
@@ -54,61 +64,50 @@ impl Head {
             jobs: Mutex::new(Vec::new()),
             kv: Mutex::new(HashMap::new()),
             named_actors: Mutex::new(HashMap::new()),
-            tables: None,
-        })
+            tables,
+        }
     }
 
-    /// A head whose tables (jobs, named actors, KV) are kept in `file` and read back
-    /// from it when the head restarts; nodes re-register on their own.
+    /// A head whose tables (nodes, jobs, named actors, KV) are kept in the database
+    /// `file` and read back from it when the head restarts. The nodes it knew count as
+    /// not alive until they reconnect. Fails if `file` is not a head's database or
+    /// another head has it open.
     pub fn persistent(
         token: String,
         executables: PathBuf,
         heartbeat_timeout: Duration,
         file: PathBuf,
     ) -> Result<Arc<Head>, crate::error::Error> {
-        let saved: Tables = match std::fs::read(&file) {
-            Ok(bytes) => crate::object::decode(&bytes)?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Tables::default(),
-            Err(e) => return Err(crate::error::Error::io("reading the head's tables", e)),
-        };
-        let mut head =
-            Arc::into_inner(Head::new(token, executables, heartbeat_timeout)).expect("new");
-        if !saved.jobs.is_empty() || !saved.named_actors.is_empty() || !saved.kv.is_empty() {
+        let tables = Tables::open(&file)?;
+        let saved = tables.load()?;
+        if saved != tables::Saved::default() {
             tracing::info!(
+                nodes = saved.nodes.len(),
                 jobs = saved.jobs.len(),
                 actors = saved.named_actors.len(),
                 keys = saved.kv.len(),
                 "head: tables recovered"
             );
         }
-        head.jobs = Mutex::new(saved.jobs);
-        head.named_actors = Mutex::new(saved.named_actors.into_iter().collect());
-        head.kv = Mutex::new(saved.kv.into_iter().collect());
-        head.tables = Some(file);
+        let head = Head::with_tables(token, executables, heartbeat_timeout, tables);
+        let now = Instant::now();
+        *lock(&head.node_order) = saved.nodes.iter().map(|n| n.node_id.clone()).collect();
+        *lock(&head.nodes) = saved
+            .nodes
+            .into_iter()
+            .map(|n| (n.node_id.clone(), (n, now)))
+            .collect();
+        *lock(&head.jobs) = saved.jobs;
+        *lock(&head.named_actors) = saved.named_actors.into_iter().collect();
+        *lock(&head.kv) = saved.kv.into_iter().collect();
         Ok(Arc::new(head))
     }
 
-    /// Writes the tables (atomically: a new file renamed over the old).
-    fn save(&self) {
-        let Some(file) = &self.tables else { return };
-        let tables = Tables {
-            jobs: lock(&self.jobs).clone(),
-            named_actors: lock(&self.named_actors)
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            kv: lock(&self.kv)
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        };
-        let tmp = file.with_extension("part");
-        let written = crate::object::encode(&tables)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| std::fs::write(&tmp, bytes).map_err(|e| e.to_string()))
-            .and_then(|()| std::fs::rename(&tmp, file).map_err(|e| e.to_string()));
+    /// Reports a failed write of the tables: the head goes on serving from memory, and
+    /// its log says what a restart would lose.
+    fn keep(&self, written: Result<(), crate::error::Error>) {
         if let Err(e) = written {
-            tracing::error!("head: cannot save its tables: {e}");
+            tracing::error!("head: {e}");
         }
     }
 
@@ -185,6 +184,7 @@ impl Head {
                         order.push(id.clone());
                     }
                     drop(order);
+                    self.keep(self.tables.put_node(&node));
                     lock(&self.nodes).insert(id.clone(), (node, Instant::now()));
                     node_id = Some(id.clone());
                     Msg::ClusterView { nodes: self.view() }
@@ -220,8 +220,8 @@ impl Head {
                         .await?
                 }
                 (_, Msg::KvPut { key, value }) => {
+                    self.keep(self.tables.put_kv(&key, &value));
                     lock(&self.kv).insert(key, value);
-                    self.save();
                     Msg::KvValue { value: None }
                 }
                 (_, Msg::KvGet { key }) => Msg::KvValue {
@@ -234,6 +234,7 @@ impl Head {
                         match names.entry(name) {
                             std::collections::hash_map::Entry::Occupied(o) => Some(o.key().clone()),
                             std::collections::hash_map::Entry::Vacant(v) => {
+                                self.keep(self.tables.put_actor(v.key(), &entry));
                                 v.insert(entry.clone());
                                 None
                             }
@@ -243,15 +244,23 @@ impl Head {
                         Some(name) => Msg::Failed {
                             reason: format!("an actor named {name:?} already exists"),
                         },
-                        None => {
-                            self.save();
-                            Msg::ActorFound { entry: Some(entry) }
-                        }
+                        None => Msg::ActorFound { entry: Some(entry) },
                     }
                 }
                 (_, Msg::UnregisterActor { actor }) => {
-                    lock(&self.named_actors).retain(|_, e| e.actor != actor);
-                    self.save();
+                    let names: Vec<String> = {
+                        let mut named = lock(&self.named_actors);
+                        let names = named
+                            .iter()
+                            .filter(|(_, e)| e.actor == actor)
+                            .map(|(n, _)| n.clone())
+                            .collect();
+                        named.retain(|_, e| e.actor != actor);
+                        names
+                    };
+                    if !names.is_empty() {
+                        self.keep(self.tables.remove_actors(&names));
+                    }
                     Msg::ActorFound { entry: None }
                 }
                 (_, Msg::LookupActor { name }) => Msg::ActorFound {
@@ -348,10 +357,10 @@ impl Head {
                 args,
                 driver_node: node_address.clone(),
             };
+            self.keep(self.tables.put_job(&job));
             jobs.push(job.clone());
             job
         };
-        self.save();
         tracing::info!(job = job.job, %node_address, "head: job registered");
         Ok(Msg::JobAccepted { job, node_address })
     }
