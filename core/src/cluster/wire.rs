@@ -626,6 +626,96 @@ mod tests {
         assert!(read_frame(&mut empty).await.unwrap().is_none());
     }
 
+    /// Valid frames of several shapes, to be mutated by the fuzz test below: random
+    /// bytes alone rarely get past a message's first field.
+    fn corpus() -> Vec<Vec<u8>> {
+        let id = crate::object::ObjectId::new(3, 99);
+        let node = NodeView {
+            node_id: "n1".into(),
+            address: "127.0.0.2:4000".into(),
+            total: vec![("CPU".into(), 2.0), ("GPU".into(), 1.0)],
+            available: vec![("CPU".into(), 0.5)],
+            queued: 3,
+            running: 1,
+            alive: true,
+            pending: vec![PendingView {
+                what: "app::train".into(),
+                count: 2,
+                demand: vec![("CPU".into(), 2.0)],
+                reason: "waits".into(),
+            }],
+        };
+        let msgs = [
+            Msg::RegisterNode { node: node.clone() },
+            Msg::ClusterView {
+                nodes: vec![node.clone(), node],
+            },
+            Msg::ActorCall {
+                actor: id,
+                call: id,
+                method: "Counter::add".into(),
+                args: vec![vec![1, 2, 3], Vec::new()],
+                home: "127.0.0.2:4000".into(),
+            },
+            Msg::KvPut {
+                key: "k".into(),
+                value: vec![0; 40],
+            },
+            Msg::ObjectHeader {
+                id,
+                size: Ok(1 << 30),
+            },
+            Msg::Failed {
+                reason: "no".into(),
+            },
+        ];
+        let mut frames: Vec<Vec<u8>> = msgs.iter().map(|m| frame(m).unwrap()).collect();
+        frames.push(
+            frame(&Hello {
+                magic: MAGIC,
+                version: PROTOCOL_VERSION,
+                token: "t".repeat(32),
+                role: Role::Driver,
+            })
+            .unwrap(),
+        );
+        frames
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(4096))]
+        /// Valid frames with bytes flipped, cut short, or grown: reading them never
+        /// panics, and whatever decodes encodes again.
+        #[test]
+        fn mutated_frames_are_errors_or_messages_never_panics(
+            pick in 0usize..7,
+            flips in proptest::collection::vec((0usize..4096, proptest::num::u8::ANY), 0..6),
+            cut in proptest::option::of(0usize..4096),
+            tail in proptest::collection::vec(proptest::num::u8::ANY, 0..8),
+        ) {
+            let mut bytes = corpus()[pick].clone();
+            for (at, x) in flips {
+                let n = bytes.len();
+                bytes[at % n] ^= x;
+            }
+            if let Some(c) = cut {
+                bytes.truncate(c % (bytes.len() + 1));
+            }
+            bytes.extend(tail);
+            let io = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let mut r: &[u8] = &bytes;
+            while let Ok(Some(f)) = io.block_on(read_frame(&mut r)) {
+                proptest::prop_assert!(f.len() <= MAX_FRAME);
+                if let Ok(m) = decode::<Msg>(&f) {
+                    proptest::prop_assert!(frame(&m).is_ok());
+                }
+                if let Ok(h) = decode::<Hello>(&f) {
+                    proptest::prop_assert!(frame(&h).is_ok());
+                }
+            }
+        }
+    }
+
     #[test]
     fn random_bytes_never_panic_the_decoder() {
         let mut x: u64 = 0x2545_f491_4f6c_dd1d;
