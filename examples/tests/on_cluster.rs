@@ -50,6 +50,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "actor_handle_passing",
         "tune_svm_digits",
         "tune_asha",
+        "tune_estimators",
     ] {
         run_on(&cluster, name);
     }

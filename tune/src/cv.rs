@@ -4,23 +4,42 @@
 //! embedded runtime the tasks share that one copy; on a cluster each worker fetches it
 //! once.
 //!
-//! The estimator today is the RBF [`Svc`](crate::svc::Svc); its configuration names
-//! `C` and `gamma` (numbers), and optionally `tol` (default 1e-3) and `class_weight`
-//! (`"none"` or `"balanced"`).
+//! Any registered [`Estimator`] can be searched: the RBF [`Svc`](crate::svc::Svc) of
+//! this crate, a model of yours, or smartcore and linfa models through the adapters of
+//! [`crate::adapters`].
+//!
+//! ```
+//! use prism_tune::cv::{self, Quiet};
+//! use prism_tune::svc::Svc;
+//! use prism_tune::{datasets, loguniform, RandomSearch, Space};
+//!
+//! prism::init().unwrap();
+//! let digits = datasets::digits().select(&(0..400).collect::<Vec<_>>());
+//! let space = Space::new()
+//!     .add("C", loguniform(1.0, 100.0))
+//!     .add("gamma", loguniform(1e-4, 1e-2));
+//! let mut search = RandomSearch::sklearn(&space, 4, 0).unwrap();
+//! let result = cv::search::<Svc>(&digits, &mut search, 3, 2, &mut Quiet).unwrap();
+//! assert_eq!(result.candidates.len(), 4);
+//! assert!(result.best_score().unwrap() > 0.9);
+//! prism::shutdown();
+//! ```
 
 use std::time::{Duration, Instant};
 
 use prism::ObjectRef;
 
 use crate::datasets::{stratified_folds, Labelled};
+use crate::estimator::{self, Estimator};
 use crate::search::Searcher;
 use crate::space::Config;
-use crate::svc::{ClassWeight, Features, Svc, SvcParams};
 use crate::TuneError;
 
 /// One candidate's cross-validation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
+    /// Its place in the order the searcher suggested the candidates, from 0.
+    pub index: usize,
     /// Its configuration.
     pub config: Config,
     /// The accuracy on each held-out fold.
@@ -34,14 +53,16 @@ pub struct Candidate {
 /// The outcome of a search.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CvResult {
-    /// Every candidate, in the order drawn.
+    /// Every candidate, in the order the searcher suggested them (not the order they
+    /// finished).
     pub candidates: Vec<Candidate>,
     /// The wall time of the search.
     pub elapsed: Duration,
 }
 
 impl CvResult {
-    /// The candidate with the best mean score (the first of equals, as scikit-learn).
+    /// The candidate with the best mean score (the first suggested of equals, as
+    /// scikit-learn's `best_index_`).
     pub fn best(&self) -> Option<&Candidate> {
         self.candidates
             .iter()
@@ -62,39 +83,18 @@ impl CvResult {
     }
 }
 
-/// The SVC parameters a configuration names.
-pub fn svc_params(config: &Config) -> Result<SvcParams, TuneError> {
-    let class_weight = match config.get("class_weight").and_then(|p| p.as_str()) {
-        None | Some("none") => ClassWeight::None,
-        Some("balanced") => ClassWeight::Balanced,
-        Some(other) => {
-            return Err(TuneError::Config(format!(
-                "class_weight must be \"none\" or \"balanced\", not {other:?}"
-            )))
-        }
-    };
-    Ok(SvcParams {
-        c: config.f64("C")?,
-        gamma: config.f64("gamma")?,
-        tol: config.get("tol").and_then(|p| p.as_f64()).unwrap_or(1e-3),
-        class_weight,
-    })
-}
-
-/// One (candidate, fold) fit: train on the fold's training rows, score on its test rows.
-/// A task: `data` and `folds` are shared from the object store, not copied.
+/// One (candidate, fold) fit of the estimator registered as `estimator`: train on the
+/// fold's training rows, score on its test rows. A task: `data` and `folds` are shared
+/// from the object store, not copied.
 #[prism::remote]
-pub fn svc_fold(
+pub fn cv_fold(
+    estimator: String,
     data: &Labelled,
     folds: &[(Vec<usize>, Vec<usize>)],
     config: Config,
     fold: usize,
 ) -> Result<f64, TuneError> {
-    let params = svc_params(&config)?;
-    let (train, test) = &folds[fold];
-    let (tr, te) = (data.select(train), data.select(test));
-    let svc = Svc::fit(&Features::new(&tr.x, tr.dims)?, &tr.y, &params)?;
-    Ok(svc.score(&Features::new(&te.x, te.dims)?, &te.y))
+    (estimator::lookup(&estimator)?.score_fold)(data, folds, &config, fold)
 }
 
 /// What a search reports as candidates finish.
@@ -111,13 +111,14 @@ impl Progress for Quiet {
     fn candidate_done(&mut self, _: usize, _: &Candidate, _: &Candidate) {}
 }
 
-/// Searches the RBF SVC's hyperparameters on `data` by `k`-fold stratified
+/// Searches the hyperparameters of the estimator `E` on `data` by `k`-fold stratified
 /// cross-validation (scikit-learn's folds), with the candidates `searcher` suggests,
 /// every fold a prism task. Candidates are asked for as room frees up (at most
 /// `in_flight` being scored at once, their folds running in parallel), so a
 /// model-based searcher hears each result before it suggests the next candidates.
-/// Needs a running prism runtime.
-pub fn search_svc(
+/// `E` must be registered ([`register_estimator!`](crate::register_estimator)). Needs a
+/// running prism runtime.
+pub fn search<E: Estimator>(
     data: &Labelled,
     searcher: &mut dyn Searcher,
     k: usize,
@@ -125,12 +126,15 @@ pub fn search_svc(
     progress: &mut dyn Progress,
 ) -> Result<CvResult, TuneError> {
     let started = Instant::now();
+    let name = std::any::type_name::<E>();
+    estimator::lookup(name)?;
     let folds = stratified_folds(&data.y, k);
     let data_ref = prism::put(data.clone());
     let folds_ref = prism::put(folds);
     type Fold = ObjectRef<Result<f64, TuneError>>;
-    // Candidates being scored: their configuration and their folds' results.
-    let mut running: Vec<(Config, Vec<Fold>)> = Vec::new();
+    // Candidates being scored: their index, configuration and folds' results.
+    let mut running: Vec<(usize, Config, Vec<Fold>)> = Vec::new();
+    let mut suggested = 0;
     let mut candidates: Vec<Candidate> = Vec::new();
     let mut best: Option<Candidate> = None;
     let mut exhausted = false;
@@ -140,29 +144,32 @@ pub fn search_svc(
                 exhausted = true;
                 break;
             };
-            svc_params(&config)?;
+            E::check(&config)?;
             let refs = (0..k)
-                .map(|f| svc_fold::remote(&data_ref, &folds_ref, config.clone(), f))
+                .map(|f| {
+                    cv_fold::remote(name.to_string(), &data_ref, &folds_ref, config.clone(), f)
+                })
                 .collect();
-            running.push((config, refs));
+            running.push((suggested, config, refs));
+            suggested += 1;
         }
         if running.is_empty() {
             break;
         }
         // Wait for one candidate to have all its folds scored.
         let finished = loop {
-            if let Some(i) = running.iter().position(|(_, refs)| all_ready(refs)) {
+            if let Some(i) = running.iter().position(|(_, _, refs)| all_ready(refs)) {
                 break i;
             }
             let pending: Vec<Fold> = running
                 .iter()
-                .flat_map(|(_, refs)| refs.iter())
+                .flat_map(|(_, _, refs)| refs.iter())
                 .filter(|r| !all_ready(std::slice::from_ref(*r)))
                 .cloned()
                 .collect();
             prism::wait(&pending, 1, None).map_err(runtime)?;
         };
-        let (config, refs) = running.swap_remove(finished);
+        let (index, config, refs) = running.swap_remove(finished);
         let scores = prism::get_all(&refs)
             .map_err(runtime)?
             .into_iter()
@@ -170,6 +177,7 @@ pub fn search_svc(
         let mean = scores.iter().sum::<f64>() / k as f64;
         let std = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / k as f64).sqrt();
         let c = Candidate {
+            index,
             config,
             fold_scores: scores,
             mean,
@@ -184,6 +192,7 @@ pub fn search_svc(
             progress.candidate_done(candidates.len(), latest, b);
         }
     }
+    candidates.sort_by_key(|c| c.index);
     Ok(CvResult {
         candidates,
         elapsed: started.elapsed(),

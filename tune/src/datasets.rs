@@ -1,5 +1,8 @@
 //! Data sets to search on: the digits of scikit-learn's `load_digits` (1,797 images of
-//! 8×8 pixels with values 0–16, ten classes), from the copy smartcore ships.
+//! 8×8 pixels with values 0–16, ten classes), from the copy smartcore ships; and the
+//! views and splits of labelled data that estimators are fitted on.
+
+use crate::TuneError;
 
 /// A labelled data set: rows of features, row-major, and a class per row.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -28,6 +31,38 @@ impl Labelled {
             dims: self.dims,
             y: indices.iter().map(|&i| self.y[i]).collect(),
         }
+    }
+}
+
+/// Rows of features, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Features<'a> {
+    /// `rows × dims` values.
+    pub data: &'a [f32],
+    /// Values per row.
+    pub dims: usize,
+}
+
+impl<'a> Features<'a> {
+    /// Rows of `dims` values each.
+    pub fn new(data: &'a [f32], dims: usize) -> Result<Features<'a>, TuneError> {
+        if dims == 0 || data.len() % dims != 0 {
+            return Err(TuneError::Data(format!(
+                "{} values do not make rows of {dims}",
+                data.len()
+            )));
+        }
+        Ok(Features { data, dims })
+    }
+
+    /// How many rows.
+    pub fn rows(&self) -> usize {
+        self.data.len() / self.dims
+    }
+
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.dims..(i + 1) * self.dims]
     }
 }
 

@@ -7,7 +7,9 @@
 //!   [`Config`]s drawn from it, read with typed getters or into a struct with serde.
 //! * [`search`]: [`Searcher`]s that suggest configurations and hear their scores:
 //!   [`RandomSearch`] and [`GridSearch`] (a grid repeated `num_samples` times); and in
-//!   [`tpe`], [`Tpe`], a model-based searcher that steers toward what scored well.
+//!   [`tpe`], [`Tpe`], a model-based searcher that steers toward what scored well. A
+//!   random search can also draw exactly what scikit-learn's `RandomizedSearchCV`
+//!   draws for the same seed ([`sklearn`]), to compare the two candidate by candidate.
 //! * [`schedule`]: [`TrialScheduler`]s that decide after each reported result whether a
 //!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
 //! * [`svc`]: a fast multi-class RBF support vector classifier (libsvm's method), and
@@ -43,23 +45,32 @@
 //! assert_eq!(n, 30);
 //! ```
 
+pub mod adapters;
 pub mod cv;
 pub mod datasets;
 pub mod display;
+pub mod estimator;
 pub mod experiment;
 pub mod schedule;
 pub mod search;
+pub mod sklearn;
 pub mod space;
 pub mod svc;
 pub mod tpe;
 pub mod tuner;
 
+pub use estimator::Estimator;
 pub use schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 pub use search::{GridSearch, RandomSearch, Searcher};
 pub use space::{
     choice, grid, loguniform, quniform, randint, uniform, Config, Domain, Param, Space,
 };
 pub use tpe::Tpe;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}
 
 /// What can go wrong in a search.
 #[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]

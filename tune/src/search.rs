@@ -10,6 +10,7 @@ use std::collections::VecDeque;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
+use crate::sklearn::SklearnDraws;
 use crate::space::{Config, Domain, Param, Space};
 use crate::TuneError;
 
@@ -35,8 +36,14 @@ pub trait Searcher: Send {
 /// ```
 pub struct RandomSearch {
     space: Space,
-    rng: StdRng,
+    draws: Draws,
     left: usize,
+}
+
+/// Where a random search's randomness comes from.
+enum Draws {
+    Seeded(Box<StdRng>),
+    Sklearn(SklearnDraws),
 }
 
 impl RandomSearch {
@@ -45,7 +52,31 @@ impl RandomSearch {
         space.check()?;
         Ok(RandomSearch {
             space: space.clone(),
-            rng: StdRng::seed_from_u64(seed),
+            draws: Draws::Seeded(Box::new(StdRng::seed_from_u64(seed))),
+            left: num_samples,
+        })
+    }
+
+    /// The `num_samples` configurations scikit-learn's
+    /// `RandomizedSearchCV(n_iter=num_samples, random_state=seed)` tries, in its order
+    /// (see [`crate::sklearn`] for the domains it accepts).
+    ///
+    /// ```
+    /// use prism_tune::{loguniform, RandomSearch, Searcher, Space};
+    /// let space = Space::new().add("C", loguniform(1e-2, 1e3));
+    /// let mut search = RandomSearch::sklearn(&space, 30, 0).unwrap();
+    /// let c = search.suggest().unwrap().f64("C").unwrap();
+    /// assert!((c - 5.547119471592121).abs() < 1e-12); // scipy's first draw for seed 0
+    /// ```
+    pub fn sklearn(
+        space: &Space,
+        num_samples: usize,
+        seed: u32,
+    ) -> Result<RandomSearch, TuneError> {
+        SklearnDraws::check(space)?;
+        Ok(RandomSearch {
+            space: space.clone(),
+            draws: Draws::Sklearn(SklearnDraws::new(seed)),
             left: num_samples,
         })
     }
@@ -57,7 +88,10 @@ impl Searcher for RandomSearch {
             return None;
         }
         self.left -= 1;
-        self.space.sample(&mut self.rng).ok()
+        match &mut self.draws {
+            Draws::Seeded(rng) => self.space.sample(rng.as_mut()).ok(),
+            Draws::Sklearn(draws) => draws.sample(&self.space).ok(),
+        }
     }
 }
 

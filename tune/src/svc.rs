@@ -9,6 +9,8 @@
 //! pairs' solvers. Up to [`SHARED_KERNEL_MAX`] samples; above that each pair builds its
 //! own block, so memory follows the largest pair of classes, not the whole set.
 
+use crate::estimator::Estimator;
+use crate::space::Config;
 use crate::TuneError;
 
 /// Above this many training samples, each pair of classes computes its own kernel
@@ -39,6 +41,56 @@ pub struct SvcParams {
     pub class_weight: ClassWeight,
 }
 
+impl SvcParams {
+    /// The parameters a configuration names: `C` and `gamma` (numbers), and optionally
+    /// `tol` (default 1e-3) and `class_weight` (`"none"` or `"balanced"`), as
+    /// scikit-learn's `SVC` takes them.
+    ///
+    /// ```
+    /// use prism_tune::svc::{ClassWeight, SvcParams};
+    /// let config = prism_tune::Config::from_pairs([
+    ///     ("C", 10.0.into()), ("gamma", 0.001.into()), ("class_weight", "balanced".into()),
+    /// ]);
+    /// let p = SvcParams::from_config(&config).unwrap();
+    /// assert_eq!((p.c, p.tol, p.class_weight), (10.0, 1e-3, ClassWeight::Balanced));
+    /// ```
+    pub fn from_config(config: &Config) -> Result<SvcParams, TuneError> {
+        if let Some(unknown) = config
+            .0
+            .keys()
+            .find(|k| !["C", "gamma", "tol", "class_weight"].contains(&k.as_str()))
+        {
+            return Err(TuneError::Config(format!(
+                "the SVC has no parameter {unknown} (it takes C, gamma, tol, class_weight)"
+            )));
+        }
+        let class_weight = match config.get("class_weight").map(|p| p.as_str()) {
+            None | Some(Some("none")) => ClassWeight::None,
+            Some(Some("balanced")) => ClassWeight::Balanced,
+            Some(other) => {
+                return Err(TuneError::Config(format!(
+                    "class_weight must be \"none\" or \"balanced\", not {other:?}"
+                )))
+            }
+        };
+        let params = SvcParams {
+            c: config.f64("C")?,
+            gamma: config.f64("gamma")?,
+            tol: match config.get("tol") {
+                Some(_) => config.f64("tol")?,
+                None => 1e-3,
+            },
+            class_weight,
+        };
+        if !(params.c > 0.0 && params.gamma > 0.0 && params.tol > 0.0) {
+            return Err(TuneError::Config(format!(
+                "C, gamma and tol must be positive in {config}"
+            )));
+        }
+        Ok(params)
+    }
+}
+
 impl Default for SvcParams {
     fn default() -> Self {
         SvcParams {
@@ -50,36 +102,7 @@ impl Default for SvcParams {
     }
 }
 
-/// Rows of features, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Features<'a> {
-    /// `rows × dims` values.
-    pub data: &'a [f32],
-    /// Values per row.
-    pub dims: usize,
-}
-
-impl<'a> Features<'a> {
-    /// Rows of `dims` values each.
-    pub fn new(data: &'a [f32], dims: usize) -> Result<Features<'a>, TuneError> {
-        if dims == 0 || data.len() % dims != 0 {
-            return Err(TuneError::Data(format!(
-                "{} values do not make rows of {dims}",
-                data.len()
-            )));
-        }
-        Ok(Features { data, dims })
-    }
-
-    /// How many rows.
-    pub fn rows(&self) -> usize {
-        self.data.len() / self.dims
-    }
-
-    fn row(&self, i: usize) -> &[f32] {
-        &self.data[i * self.dims..(i + 1) * self.dims]
-    }
-}
+pub use crate::datasets::Features;
 
 /// One pair's binary classifier: `f(x) = Σ coef_k K(sv_k, x) − rho`, positive for the
 /// first class of the pair.
@@ -467,3 +490,21 @@ fn solve(kernel: &[f32], y: &[f64], c: &[f64], eps: f64) -> (Vec<f64>, f64) {
     };
     (alpha, rho)
 }
+
+/// The SVC as the cross-validated search fits it, configured by
+/// [`SvcParams::from_config`].
+impl Estimator for Svc {
+    fn fit(x: &Features, y: &[usize], config: &Config) -> Result<Self, TuneError> {
+        Svc::fit(x, y, &SvcParams::from_config(config)?)
+    }
+
+    fn predict(&self, x: &Features) -> Result<Vec<usize>, TuneError> {
+        Ok(Svc::predict(self, x))
+    }
+
+    fn check(config: &Config) -> Result<(), TuneError> {
+        SvcParams::from_config(config).map(|_| ())
+    }
+}
+
+crate::register_estimator!(Svc);

@@ -1,11 +1,104 @@
-//! The cross-validated search against the same fits done by hand: every candidate's fold
-//! scores, their mean and standard deviation, and the best, on a small data set; and a
-//! searcher that hears each result before it suggests more.
+//! The cross-validated search against a case worked out on paper (a threshold
+//! estimator of ours on eight points), against the same SVC fits done by hand on a
+//! small data set (every candidate's fold scores, their mean and standard deviation,
+//! and the best), and with a searcher that hears each result before it suggests more.
 
-use prism_tune::cv::{search_svc, svc_params, Candidate, Progress, Quiet};
-use prism_tune::datasets::{digits, stratified_folds, Labelled};
-use prism_tune::svc::{Features, Svc};
-use prism_tune::{grid, Config, GridSearch, Searcher, Space};
+use prism_tune::cv::{self, Candidate, Progress, Quiet};
+use prism_tune::datasets::{digits, stratified_folds, Features, Labelled};
+use prism_tune::svc::{Svc, SvcParams};
+use prism_tune::{grid, Config, Estimator, GridSearch, Searcher, Space, TuneError};
+
+/// Class 1 above a threshold: halfway between the largest training point of class 0
+/// and the smallest of class 1, moved by the configuration's `shift`.
+struct Threshold(f32);
+
+impl Estimator for Threshold {
+    fn fit(x: &Features, y: &[usize], config: &Config) -> Result<Self, TuneError> {
+        let of = |class| {
+            (0..y.len())
+                .filter(move |i| y[*i] == class)
+                .map(|i| x.row(i)[0])
+        };
+        let top0 = of(0).fold(f32::MIN, f32::max);
+        let low1 = of(1).fold(f32::MAX, f32::min);
+        Ok(Threshold((top0 + low1) / 2.0 + config.f64("shift")? as f32))
+    }
+
+    fn predict(&self, x: &Features) -> Result<Vec<usize>, TuneError> {
+        Ok((0..x.rows())
+            .map(|i| usize::from(x.row(i)[0] > self.0))
+            .collect())
+    }
+
+    fn check(config: &Config) -> Result<(), TuneError> {
+        config.f64("shift").map(|_| ())
+    }
+}
+
+prism_tune::register_estimator!(Threshold);
+
+/// Not registered.
+struct Stray;
+
+impl Estimator for Stray {
+    fn fit(_: &Features, _: &[usize], _: &Config) -> Result<Self, TuneError> {
+        Ok(Stray)
+    }
+
+    fn predict(&self, x: &Features) -> Result<Vec<usize>, TuneError> {
+        Ok(vec![0; x.rows()])
+    }
+}
+
+#[test]
+fn a_search_worked_out_on_paper() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    // Eight points, four per class. StratifiedKFold(2) tests on rows 0, 1, 4, 5 and then
+    // on rows 2, 3, 6, 7, so the thresholds learnt are 7.5 (from 2, 3 | 12, 13) and 5.5
+    // (from 0, 1 | 10, 11) before the shift.
+    let data = Labelled {
+        x: vec![0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0],
+        dims: 1,
+        y: vec![0, 0, 0, 0, 1, 1, 1, 1],
+    };
+    let space = Space::new().add("shift", grid([5.0, 0.0, 3.0]));
+    let mut searcher = GridSearch::new(&space, 1, 0).unwrap();
+    let result = cv::search::<Threshold>(&data, &mut searcher, 2, 2, &mut Quiet).unwrap();
+    let got: Vec<(f64, Vec<f64>, f64, f64)> = result
+        .candidates
+        .iter()
+        .map(|c| {
+            (
+                c.config.f64("shift").unwrap(),
+                c.fold_scores.clone(),
+                c.mean,
+                c.std,
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            // 12.5 misses 10 and 11; 10.5 gets all of 2, 3, 12, 13.
+            (5.0, vec![0.5, 1.0], 0.75, 0.25),
+            // 7.5 and 5.5 separate both test folds.
+            (0.0, vec![1.0, 1.0], 1.0, 0.0),
+            // 10.5 misses 10; 8.5 gets all.
+            (3.0, vec![0.75, 1.0], 0.875, 0.125),
+        ]
+    );
+    assert_eq!(result.best_params().unwrap().f64("shift").unwrap(), 0.0);
+
+    // An estimator nobody registered is a clear error, not a failure in a task.
+    let mut again = GridSearch::new(&space, 1, 0).unwrap();
+    let err = cv::search::<Stray>(&data, &mut again, 2, 2, &mut Quiet).unwrap_err();
+    assert!(err.to_string().contains("register_estimator!"), "{err}");
+    // A configuration the estimator refuses stops the search before any task runs.
+    let mut bad = GridSearch::new(&Space::new().add("tilt", 1.0), 1, 0).unwrap();
+    let err = cv::search::<Threshold>(&data, &mut bad, 2, 2, &mut Quiet).unwrap_err();
+    assert!(err.to_string().contains("shift"), "{err}");
+    prism::shutdown();
+}
 
 /// Every 9th digit: 200 rows, still ten classes.
 fn small() -> Labelled {
@@ -15,7 +108,7 @@ fn small() -> Labelled {
 }
 
 fn by_hand(data: &Labelled, config: &Config, k: usize) -> Vec<f64> {
-    let params = svc_params(config).unwrap();
+    let params = SvcParams::from_config(config).unwrap();
     stratified_folds(&data.y, k)
         .iter()
         .map(|(train, test)| {
@@ -34,7 +127,7 @@ fn every_candidate_is_scored_as_by_hand_and_the_best_is_the_highest_mean() {
         .add("C", grid([1.0, 10.0]))
         .add("gamma", grid([1e-4, 1e-3, 1e-2]));
     let mut search = GridSearch::new(&space, 1, 0).unwrap();
-    let result = search_svc(&data, &mut search, 4, 3, &mut Quiet).unwrap();
+    let result = cv::search::<Svc>(&data, &mut search, 4, 3, &mut Quiet).unwrap();
     assert_eq!(result.candidates.len(), 6);
     for c in &result.candidates {
         let scores = by_hand(&data, &c.config, 4);
@@ -99,14 +192,14 @@ fn candidates_are_asked_for_as_results_come_in() {
         suggested: 0,
     };
     let mut progress = Count(0);
-    let result = search_svc(&data, &mut searcher, 3, 1, &mut progress).unwrap();
+    let result = cv::search::<Svc>(&data, &mut searcher, 3, 1, &mut progress).unwrap();
     assert_eq!(
         (result.candidates.len(), searcher.heard, progress.0),
         (3, 3, 3)
     );
     // A configuration the SVC cannot use is an error before any task runs.
     let mut bad = GridSearch::new(&Space::new().add("C", 1.0), 1, 0).unwrap();
-    let err = search_svc(&data, &mut bad, 3, 1, &mut Quiet).unwrap_err();
+    let err = cv::search::<Svc>(&data, &mut bad, 3, 1, &mut Quiet).unwrap_err();
     assert!(err.to_string().contains("gamma"), "{err}");
     prism::shutdown();
 }

@@ -292,10 +292,13 @@ fn w7() -> Vec<Figure> {
 /// A million no-op tasks submitted then got, in a fresh process so that its peak RSS is
 /// its own.
 /// W8: the SVM-on-digits search, 30 candidates × 5 folds on two CPUs in the embedded
-/// runtime: random search (seed 0), its wall time and best score put beside Ray's joblib
-/// backend and beside Ray Tune (both random searches too); and TPE (seed 0), alone.
+/// runtime: random search drawing scikit-learn's candidates for `random_state=0` (the
+/// ones Ray's joblib script scores), its wall time and best score put beside Ray's
+/// joblib backend and beside Ray Tune (a random search of its own draws); and TPE
+/// (seed 0), alone.
 fn w8() -> Vec<Figure> {
-    use prism_tune::cv::{search_svc, Quiet};
+    use prism_tune::cv::{self, Quiet};
+    use prism_tune::svc::Svc;
     use prism_tune::{datasets, loguniform, RandomSearch, Space, Tpe};
     init(2.0);
     let data = datasets::digits();
@@ -304,15 +307,15 @@ fn w8() -> Vec<Figure> {
         .add("gamma", loguniform(1e-5, 1e-1));
     let mut best = 0.0;
     let wall = reps(|| {
-        let mut search = RandomSearch::new(&space, 30, 0).expect("space");
-        let r = search_svc(&data, &mut search, 5, 4, &mut Quiet).expect("search");
+        let mut search = RandomSearch::sklearn(&space, 30, 0).expect("space");
+        let r = cv::search::<Svc>(&data, &mut search, 5, 4, &mut Quiet).expect("search");
         best = r.best_score().expect("a best");
         r.elapsed.as_secs_f64()
     });
     let mut tpe_best = 0.0;
     let tpe_wall = reps(|| {
         let mut search = Tpe::new(&space, 30, 0).expect("space");
-        let r = search_svc(&data, &mut search, 5, 4, &mut Quiet).expect("search");
+        let r = cv::search::<Svc>(&data, &mut search, 5, 4, &mut Quiet).expect("search");
         tpe_best = r.best_score().expect("a best");
         r.elapsed.as_secs_f64()
     });
