@@ -4,14 +4,20 @@
 //!
 //! The journal is `trials.jsonl`, one JSON object per line: `{"started": id, "config":
 //! ...}` when a trial starts and `{"finished": id, "status": ..., "history": [...]}` when
-//! it ends, appended and flushed at once. A line cut short by a crash is ignored. On
-//! resume the tuner replays the journal: it asks the searcher for as many
-//! configurations as were started (so that a seeded searcher continues where it was),
-//! runs the trials that started but never finished again with their recorded
-//! configurations, feeds the finished ones' results to the searcher and the scheduler,
-//! and goes on with new trials.
+//! it ends, appended and flushed at once. A line cut short by a crash is ignored.
+//!
+//! Beside it, `searcher.json` holds the searcher's state (see
+//! [`Searcher::state`](crate::Searcher::state)) after each line, with how many trials
+//! it had suggested and which results it had heard: written to a new file renamed over
+//! the old, so it is always whole.
+//!
+//! On resume the tuner takes the searcher's state back (or, for a searcher that keeps
+//! none, asks a new one for as many configurations as were started and tells it the
+//! finished ones' results, in the order of the trials), runs the trials that started
+//! but never finished again with their recorded configurations, feeds the finished
+//! ones' results to the scheduler, and goes on with new trials.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +26,9 @@ use serde::{Deserialize, Serialize};
 use crate::space::Config;
 use crate::tuner::{Metrics, Status};
 use crate::TuneError;
+
+/// The searcher's state, beside the journal.
+const SEARCHER: &str = "searcher.json";
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,6 +54,17 @@ pub struct Recorded {
     pub outcome: Option<(Vec<Metrics>, Status)>,
 }
 
+/// A searcher's state as an experiment directory keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SavedSearcher {
+    /// How many configurations it had suggested (the trials numbered below this).
+    pub suggested: usize,
+    /// The trials whose results it had heard.
+    pub observed: BTreeSet<usize>,
+    /// Its [`Searcher::state`](crate::Searcher::state).
+    pub state: serde_json::Value,
+}
+
 /// The journal of an experiment directory.
 pub struct Journal {
     path: PathBuf,
@@ -65,8 +85,11 @@ fn parse_status(text: &str) -> Status {
 
 impl Journal {
     /// Opens (creating it if needed) the experiment directory `dir`, and returns the
-    /// trials its journal recorded, by number.
-    pub fn open(dir: &Path) -> Result<(Journal, BTreeMap<usize, Recorded>), TuneError> {
+    /// trials its journal recorded, by number, and the searcher's saved state if any.
+    #[allow(clippy::type_complexity)]
+    pub fn open(
+        dir: &Path,
+    ) -> Result<(Journal, BTreeMap<usize, Recorded>, Option<SavedSearcher>), TuneError> {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
         let path = dir.join("trials.jsonl");
         let mut trials: BTreeMap<usize, Recorded> = BTreeMap::new();
@@ -101,7 +124,20 @@ impl Journal {
             .append(true)
             .open(&path)
             .map_err(|e| io("opening", &path, e))?;
-        Ok((Journal { path, file }, trials))
+        let searcher = std::fs::read_to_string(dir.join(SEARCHER))
+            .ok()
+            .and_then(|text| serde_json::from_str(&text).ok());
+        Ok((Journal { path, file }, trials, searcher))
+    }
+
+    /// Writes the searcher's state (whole: a new file renamed over the old).
+    pub fn save_searcher(&self, saved: &SavedSearcher) -> Result<(), TuneError> {
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let (file, part) = (dir.join(SEARCHER), dir.join("searcher.json.part"));
+        let text = serde_json::to_string(saved).map_err(|e| TuneError::Runtime(e.to_string()))?;
+        std::fs::write(&part, text)
+            .and_then(|()| std::fs::rename(&part, &file))
+            .map_err(|e| io("writing", &file, e))
     }
 
     fn write(&mut self, line: &Line) -> Result<(), TuneError> {

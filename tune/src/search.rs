@@ -4,11 +4,17 @@
 //! a model-based searcher can steer toward good regions; [`RandomSearch`] and
 //! [`GridSearch`] ignore the scores. Both are seeded: the same seed gives the same
 //! configurations in the same order.
+//!
+//! A searcher can say what state it is in ([`Searcher::state`]): what it has drawn and
+//! learnt, as JSON. An experiment directory keeps it, so that a resumed run goes on
+//! exactly where the interrupted one was, even when trials finished in another order
+//! than they started.
 
 use std::collections::VecDeque;
 
-use rand::rngs::StdRng;
 use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use serde_json::{json, Value};
 
 use crate::sklearn::SklearnDraws;
 use crate::space::{Config, Domain, Param, Space};
@@ -21,6 +27,71 @@ pub trait Searcher: Send {
 
     /// How a suggested configuration scored (higher is better). The default ignores it.
     fn observe(&mut self, _config: &Config, _score: f64) {}
+
+    /// What the searcher has drawn and learnt so far, for an experiment directory;
+    /// `None` (the default) if it cannot say, and a resumed run then replays the
+    /// recorded trials into a new searcher instead.
+    fn state(&self) -> Option<Value> {
+        None
+    }
+
+    /// Takes back a [`Searcher::state`] of a searcher built the same way (the same
+    /// space and seed; the budget of configurations may differ: the resumed run's
+    /// counts).
+    fn restore(&mut self, _state: &Value) -> Result<(), TuneError> {
+        Err(TuneError::Config("this searcher keeps no state".into()))
+    }
+}
+
+/// A seeded random number generator whose position can be saved and restored (ChaCha12,
+/// as rand's `StdRng`, so a seed draws the same numbers as `StdRng` would).
+#[derive(Clone)]
+pub(crate) struct SeededRng {
+    seed: u64,
+    pub(crate) rng: ChaCha12Rng,
+}
+
+impl SeededRng {
+    pub(crate) fn new(seed: u64) -> SeededRng {
+        SeededRng {
+            seed,
+            rng: ChaCha12Rng::seed_from_u64(seed),
+        }
+    }
+
+    pub(crate) fn state(&self) -> Value {
+        json!({"seed": self.seed, "word_pos": self.rng.get_word_pos().to_string()})
+    }
+
+    pub(crate) fn restore(&mut self, state: &Value) -> Result<(), TuneError> {
+        let seed = state.get("seed").and_then(Value::as_u64);
+        let pos = state
+            .get("word_pos")
+            .and_then(Value::as_str)
+            .and_then(|p| p.parse::<u128>().ok());
+        match (seed, pos) {
+            (Some(seed), Some(pos)) if seed == self.seed => {
+                self.rng.set_word_pos(pos);
+                Ok(())
+            }
+            (Some(seed), Some(_)) => Err(TuneError::Config(format!(
+                "the saved searcher was seeded with {seed}, this one with {}",
+                self.seed
+            ))),
+            _ => Err(TuneError::Config(format!(
+                "not a random generator's state: {state}"
+            ))),
+        }
+    }
+}
+
+/// A number from a saved state, or an error naming it.
+pub(crate) fn state_usize(state: &Value, key: &str) -> Result<usize, TuneError> {
+    state
+        .get(key)
+        .and_then(Value::as_u64)
+        .map(|n| n as usize)
+        .ok_or_else(|| TuneError::Config(format!("no {key} in the searcher's state {state}")))
 }
 
 /// `num_samples` configurations drawn independently from a space.
@@ -37,12 +108,13 @@ pub trait Searcher: Send {
 pub struct RandomSearch {
     space: Space,
     draws: Draws,
-    left: usize,
+    total: usize,
+    drawn: usize,
 }
 
 /// Where a random search's randomness comes from.
 enum Draws {
-    Seeded(Box<StdRng>),
+    Seeded(Box<SeededRng>),
     Sklearn(SklearnDraws),
 }
 
@@ -52,8 +124,9 @@ impl RandomSearch {
         space.check()?;
         Ok(RandomSearch {
             space: space.clone(),
-            draws: Draws::Seeded(Box::new(StdRng::seed_from_u64(seed))),
-            left: num_samples,
+            draws: Draws::Seeded(Box::new(SeededRng::new(seed))),
+            total: num_samples,
+            drawn: 0,
         })
     }
 
@@ -77,21 +150,43 @@ impl RandomSearch {
         Ok(RandomSearch {
             space: space.clone(),
             draws: Draws::Sklearn(SklearnDraws::new(seed)),
-            left: num_samples,
+            total: num_samples,
+            drawn: 0,
         })
     }
 }
 
 impl Searcher for RandomSearch {
     fn suggest(&mut self) -> Option<Config> {
-        if self.left == 0 {
+        if self.drawn >= self.total {
             return None;
         }
-        self.left -= 1;
+        self.drawn += 1;
         match &mut self.draws {
-            Draws::Seeded(rng) => self.space.sample(rng.as_mut()).ok(),
+            Draws::Seeded(r) => self.space.sample(&mut r.rng).ok(),
             Draws::Sklearn(draws) => draws.sample(&self.space).ok(),
         }
+    }
+
+    fn state(&self) -> Option<Value> {
+        let draws = match &self.draws {
+            Draws::Seeded(r) => r.state(),
+            Draws::Sklearn(d) => d.state(),
+        };
+        Some(json!({"drawn": self.drawn, "draws": draws}))
+    }
+
+    /// Takes back the draws; the budget stays this searcher's, so a resumed run may
+    /// be given more samples than the interrupted one.
+    fn restore(&mut self, state: &Value) -> Result<(), TuneError> {
+        let drawn = state_usize(state, "drawn")?;
+        let draws = state.get("draws").unwrap_or(&Value::Null);
+        match &mut self.draws {
+            Draws::Seeded(r) => r.restore(draws)?,
+            Draws::Sklearn(d) => d.restore(draws)?,
+        }
+        self.drawn = drawn;
+        Ok(())
     }
 }
 
@@ -110,13 +205,15 @@ impl Searcher for RandomSearch {
 /// ```
 pub struct GridSearch {
     configs: VecDeque<Config>,
+    /// How many have been suggested.
+    taken: usize,
 }
 
 impl GridSearch {
     /// The grid of `space`, repeated `num_samples` times, seeded.
     pub fn new(space: &Space, num_samples: usize, seed: u64) -> Result<GridSearch, TuneError> {
         space.check()?;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         // The grid's combinations, the first grid parameter varying slowest.
         let mut combos: Vec<Vec<(String, Param)>> = vec![Vec::new()];
         for (name, domain) in space.params() {
@@ -143,7 +240,7 @@ impl GridSearch {
                 configs.push_back(config);
             }
         }
-        Ok(GridSearch { configs })
+        Ok(GridSearch { configs, taken: 0 })
     }
 
     /// How many configurations are left.
@@ -159,6 +256,26 @@ impl GridSearch {
 
 impl Searcher for GridSearch {
     fn suggest(&mut self) -> Option<Config> {
-        self.configs.pop_front()
+        let next = self.configs.pop_front();
+        self.taken += next.is_some() as usize;
+        next
+    }
+
+    fn state(&self) -> Option<Value> {
+        Some(json!({"taken": self.taken}))
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), TuneError> {
+        let taken = state_usize(state, "taken")?;
+        if taken < self.taken {
+            return Err(TuneError::Config(format!(
+                "the saved grid search had taken {taken}, this one {}",
+                self.taken
+            )));
+        }
+        for _ in self.taken..taken {
+            self.suggest();
+        }
+        Ok(())
     }
 }

@@ -41,6 +41,9 @@ use crate::TuneError;
 pub struct Mt19937 {
     state: Box<[u32; N]>,
     pos: usize,
+    seed: u32,
+    /// 32-bit numbers drawn so far.
+    drawn: u64,
 }
 
 const N: usize = 624;
@@ -57,7 +60,26 @@ impl Mt19937 {
                 .wrapping_mul(prev ^ (prev >> 30))
                 .wrapping_add(i as u32);
         }
-        Mt19937 { state, pos: N }
+        Mt19937 {
+            state,
+            pos: N,
+            seed,
+            drawn: 0,
+        }
+    }
+
+    /// The seed it started from and how many 32-bit numbers it has drawn since.
+    pub fn position(&self) -> (u32, u64) {
+        (self.seed, self.drawn)
+    }
+
+    /// The generator `RandomState(seed)` is after `drawn` 32-bit numbers.
+    pub fn at(seed: u32, drawn: u64) -> Mt19937 {
+        let mut r = Mt19937::new(seed);
+        for _ in 0..drawn {
+            r.next_u32();
+        }
+        r
     }
 
     fn twist(&mut self) {
@@ -81,6 +103,7 @@ impl Mt19937 {
         }
         let mut y = self.state[self.pos];
         self.pos += 1;
+        self.drawn += 1;
         y ^= y >> 11;
         y ^= (y << 7) & 0x9d2c_5680;
         y ^= (y << 15) & 0xefc6_0000;
@@ -130,6 +153,27 @@ impl SklearnDraws {
     pub fn new(seed: u32) -> SklearnDraws {
         SklearnDraws {
             rng: Mt19937::new(seed),
+        }
+    }
+
+    /// Where the draws are: the seed and how many numbers were drawn.
+    pub fn state(&self) -> serde_json::Value {
+        let (seed, drawn) = self.rng.position();
+        serde_json::json!({"seed": seed, "drawn": drawn})
+    }
+
+    /// Goes back to a [`SklearnDraws::state`] of draws with the same seed.
+    pub fn restore(&mut self, state: &serde_json::Value) -> Result<(), TuneError> {
+        let number = |k: &str| state.get(k).and_then(serde_json::Value::as_u64);
+        match (number("seed"), number("drawn")) {
+            (Some(seed), Some(drawn)) if seed == self.rng.position().0 as u64 => {
+                self.rng = Mt19937::at(seed as u32, drawn);
+                Ok(())
+            }
+            _ => Err(TuneError::Config(format!(
+                "not the state of scikit-learn draws seeded with {}: {state}",
+                self.rng.position().0
+            ))),
         }
     }
 

@@ -11,10 +11,11 @@
 //! are modelled on their logarithm, `quniform` and `randint` values are rounded back
 //! onto their grid.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
+use rand_chacha::ChaCha12Rng;
+use serde_json::{json, Value};
 
-use crate::search::Searcher;
+use crate::search::{state_usize, Searcher, SeededRng};
 use crate::space::{Config, Domain, Param, Space};
 use crate::TuneError;
 
@@ -35,8 +36,9 @@ use crate::TuneError;
 /// ```
 pub struct Tpe {
     space: Space,
-    rng: StdRng,
-    left: usize,
+    rng: SeededRng,
+    total: usize,
+    suggested: usize,
     startup: usize,
     gamma: f64,
     candidates: usize,
@@ -50,8 +52,9 @@ impl Tpe {
         space.check()?;
         Ok(Tpe {
             space: space.clone(),
-            rng: StdRng::seed_from_u64(seed),
-            left: num_samples,
+            rng: SeededRng::new(seed),
+            total: num_samples,
+            suggested: 0,
             startup: 10,
             gamma: 0.25,
             candidates: 24,
@@ -80,7 +83,7 @@ impl Tpe {
                 let (l, g) = (weights(good), weights(bad));
                 let mut best = (f64::NEG_INFINITY, 0);
                 for _ in 0..self.candidates {
-                    let k = pick(&mut self.rng, &l);
+                    let k = pick(&mut self.rng.rng, &l);
                     let ratio = l[k].ln() - g[k].ln();
                     if ratio > best.0 {
                         best = (ratio, k);
@@ -90,7 +93,7 @@ impl Tpe {
             }
             numeric => {
                 let Some((lo, hi)) = bounds(numeric) else {
-                    return numeric.sample(&mut self.rng);
+                    return numeric.sample(&mut self.rng.rng);
                 };
                 let to_x = |p: &&Param| p.as_f64().map(|v| internal(numeric, v));
                 let good: Vec<f64> = good.iter().filter_map(to_x).collect();
@@ -98,7 +101,7 @@ impl Tpe {
                 let (l, g) = (Parzen::new(&good, lo, hi), Parzen::new(&bad, lo, hi));
                 let mut best = (f64::NEG_INFINITY, lo);
                 for _ in 0..self.candidates {
-                    let x = l.sample(&mut self.rng);
+                    let x = l.sample(&mut self.rng.rng);
                     let ratio = l.log_density(x) - g.log_density(x);
                     if ratio > best.0 {
                         best = (ratio, x);
@@ -112,12 +115,12 @@ impl Tpe {
 
 impl Searcher for Tpe {
     fn suggest(&mut self) -> Option<Config> {
-        if self.left == 0 {
+        if self.suggested >= self.total {
             return None;
         }
-        self.left -= 1;
+        self.suggested += 1;
         if self.observed.len() < self.startup {
-            return self.space.sample(&mut self.rng).ok();
+            return self.space.sample(&mut self.rng.rng).ok();
         }
         let mut ranked: Vec<(Config, f64)> = self.observed.clone();
         ranked.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -144,6 +147,25 @@ impl Searcher for Tpe {
         if score.is_finite() {
             self.observed.push((config.clone(), score));
         }
+    }
+
+    fn state(&self) -> Option<Value> {
+        Some(json!({
+            "suggested": self.suggested,
+            "rng": self.rng.state(),
+            "observed": self.observed,
+        }))
+    }
+
+    fn restore(&mut self, state: &Value) -> Result<(), TuneError> {
+        let suggested = state_usize(state, "suggested")?;
+        let observed: Vec<(Config, f64)> =
+            serde_json::from_value(state.get("observed").cloned().unwrap_or(Value::Null))
+                .map_err(|e| TuneError::Config(format!("the TPE's saved results: {e}")))?;
+        self.rng.restore(state.get("rng").unwrap_or(&Value::Null))?;
+        self.suggested = suggested;
+        self.observed = observed;
+        Ok(())
     }
 }
 
@@ -176,7 +198,7 @@ fn external(d: &Domain, x: f64) -> Param {
 }
 
 /// Draws an index with probability proportional to `weights`.
-fn pick(rng: &mut StdRng, weights: &[f64]) -> usize {
+fn pick(rng: &mut ChaCha12Rng, weights: &[f64]) -> usize {
     let total: f64 = weights.iter().sum();
     let mut r = rng.gen::<f64>() * total;
     for (i, w) in weights.iter().enumerate() {
@@ -234,7 +256,7 @@ impl Parzen {
         p
     }
 
-    fn sample(&self, rng: &mut StdRng) -> f64 {
+    fn sample(&self, rng: &mut ChaCha12Rng) -> f64 {
         let k = rng.gen_range(0..self.mus.len());
         for _ in 0..16 {
             // Box–Muller: one standard normal draw.

@@ -49,7 +49,7 @@ use prism::ObjectRef;
 use serde::{Deserialize, Serialize};
 
 use crate::display::{Board, Display};
-use crate::experiment::Journal;
+use crate::experiment::{Journal, SavedSearcher};
 use crate::schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
 use crate::search::Searcher;
 use crate::space::Config;
@@ -448,6 +448,23 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// Writes the searcher's state beside the journal, if it keeps one.
+fn save_searcher(
+    journal: &Journal,
+    searcher: &dyn Searcher,
+    suggested: usize,
+    observed: &BTreeSet<usize>,
+) -> Result<(), TuneError> {
+    match searcher.state() {
+        Some(state) => journal.save_searcher(&SavedSearcher {
+            suggested,
+            observed: observed.clone(),
+            state,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// A trial's task: its trainable's outcome.
 type TrialRun = ObjectRef<Result<(), TuneError>>;
 
@@ -485,26 +502,44 @@ impl Tuner {
             .copied()
             .unwrap_or(1.0);
         let concurrent = opts.max_concurrent.unwrap_or((cpus as usize).max(1));
-        let (mut journal, recorded) = match &opts.experiment_dir {
+        let (mut journal, recorded, saved) = match &opts.experiment_dir {
             Some(dir) => {
-                let (j, r) = Journal::open(dir)?;
-                (Some(j), r)
+                let (j, r, s) = Journal::open(dir)?;
+                (Some(j), r, s)
             }
-            None => (None, BTreeMap::new()),
+            None => (None, BTreeMap::new(), None),
         };
+        // The searcher's saved state, if it takes it back; otherwise the recorded trials
+        // are replayed into it below.
+        let restored = saved.filter(|s| match self.searcher.restore(&s.state) {
+            Ok(()) => true,
+            Err(e) => {
+                eprintln!("prism-tune: replaying the journal into the searcher instead of its saved state ({e})");
+                false
+            }
+        });
+        // The trials whose results the searcher has heard.
+        let mut observed: BTreeSet<usize> = restored
+            .as_ref()
+            .map(|s| s.observed.clone())
+            .unwrap_or_default();
         // Replay an interrupted run: finished trials are kept, not run again; trials
         // that started but never finished run again with their configurations.
         let mut trials: Vec<Trial> = Vec::new();
         let mut rerun: VecDeque<(usize, Config)> = VecDeque::new();
         for (id, rec) in &recorded {
-            let _ = self.searcher.suggest();
+            if restored.as_ref().is_none_or(|s| *id >= s.suggested) {
+                let _ = self.searcher.suggest();
+            }
             match &rec.outcome {
                 Some((history, status)) => {
                     let stopped = *status == Status::Stopped;
                     prism::get(&control.replay(*id, history.clone(), stopped)).map_err(runtime)?;
                     let last = history.last().and_then(|m| m.get(&opts.metric).copied());
                     if let (Some(v), false) = (last, matches!(status, Status::Failed(_))) {
-                        self.searcher.observe(&rec.config, opts.mode.signed(v));
+                        if observed.insert(*id) {
+                            self.searcher.observe(&rec.config, opts.mode.signed(v));
+                        }
                     }
                     trials.push(Trial {
                         id: *id,
@@ -534,6 +569,7 @@ impl Tuner {
                             next_id += 1;
                             if let Some(j) = journal.as_mut() {
                                 j.started(next_id - 1, &config)?;
+                                save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                             }
                             (next_id - 1, config)
                         }
@@ -600,9 +636,11 @@ impl Tuner {
                     // A failed trial tells the searcher nothing.
                 } else if let Some(v) = history.last().and_then(|m| m.get(&opts.metric)) {
                     self.searcher.observe(&config, opts.mode.signed(*v));
+                    observed.insert(id);
                 }
                 if let Some(j) = journal.as_mut() {
                     j.finished(id, &history, &status)?;
+                    save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                 }
                 let trial = Trial {
                     id,

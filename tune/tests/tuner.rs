@@ -204,6 +204,90 @@ fn an_interrupted_run_resumes_without_running_finished_trials_again() {
     let _ = std::fs::remove_dir_all(&root);
 }
 
+/// Suggests `final` = 0.0, 0.1, 0.2, … up to `total` configurations, keeps how far it
+/// got as its state, and counts the calls to `suggest`.
+struct Counting {
+    next: usize,
+    total: usize,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl prism_tune::Searcher for Counting {
+    fn suggest(&mut self) -> Option<Config> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (self.next < self.total).then(|| {
+            self.next += 1;
+            Config::from_pairs([("final", ((self.next - 1) as f64 / 10.0).into())])
+        })
+    }
+
+    fn state(&self) -> Option<serde_json::Value> {
+        Some(serde_json::json!({"next": self.next}))
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) -> Result<(), TuneError> {
+        self.next = state["next"].as_u64().unwrap() as usize;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let root = std::env::temp_dir().join(format!("prism-tune-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let (exp, marks) = (root.join("experiment"), root.join("marks"));
+    std::fs::create_dir_all(&marks).unwrap();
+    let marks_s = marks.to_string_lossy().to_string();
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tune = |total: usize| {
+        let search = Counting {
+            next: 0,
+            total,
+            calls: calls.clone(),
+        };
+        let options = TuneOptions::new("acc", Mode::Max)
+            .max_concurrent(2)
+            .experiment_dir(&exp);
+        Tuner::new(Box::new(search), options)
+            .run(|c, r| marked::remote(marks_s.clone(), c, r))
+            .unwrap()
+    };
+    tune(6);
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(exp.join("searcher.json")).unwrap()).unwrap();
+    assert_eq!(saved["suggested"], 6);
+    assert_eq!(saved["state"]["next"], 6);
+    assert_eq!(saved["observed"].as_array().unwrap().len(), 6);
+
+    // Two trials lost their ends in a crash; the searcher's state is whole.
+    let journal = exp.join("trials.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut finished = 0;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            finished += l.contains("\"finished\"") as usize;
+            !(l.contains("\"finished\"") && finished > 4)
+        })
+        .collect();
+    std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
+    calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    let resumed = tune(8);
+    // Two new configurations and the end: no suggestion replayed for the six recorded.
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    let finals: Vec<f64> = resumed
+        .trials
+        .iter()
+        .map(|t| t.config.f64("final").unwrap())
+        .collect();
+    assert_eq!(finals, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]);
+    // The two cut short ran again, the two new ones ran: ten runs in all.
+    assert_eq!(std::fs::read_dir(&marks).unwrap().count(), 8);
+    prism::shutdown();
+    let _ = std::fs::remove_dir_all(&root);
+}
+
 /// Fails on its first run (leaving a mark in `dir`), succeeds on the next.
 #[prism::remote]
 fn flaky(dir: String, config: Config, reporter: Reporter) -> Result<(), TuneError> {
