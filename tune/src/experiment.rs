@@ -3,8 +3,12 @@
 //! where it stopped without running its finished trials again.
 //!
 //! The journal is `trials.jsonl`, one JSON object per line: `{"started": id, "config":
-//! ...}` when a trial starts and `{"finished": id, "status": ..., "history": [...]}` when
-//! it ends, appended and flushed at once. A line cut short by a crash is ignored.
+//! ...}` when a trial starts, `{"checkpoint": id, "iteration": n, "history": [...]}` when
+//! a checkpoint it reported after `n` iterations was written to
+//! `checkpoints/trial-<id>-<n>.bin` (the file first, renamed into place; the trial's
+//! older checkpoint files are removed after the line), and `{"finished": id, "status":
+//! ..., "history": [...]}` when it ends, appended and flushed at once. A line cut short
+//! by a crash is ignored, and so is a checkpoint file no line names.
 //!
 //! Beside it, `searcher.json` holds the searcher's state (see
 //! [`Searcher::state`](crate::Searcher::state)) after each line, with how many trials
@@ -14,8 +18,9 @@
 //! On resume the tuner takes the searcher's state back (or, for a searcher that keeps
 //! none, asks a new one for as many configurations as were started and tells it the
 //! finished ones' results, in the order of the trials), runs the trials that started
-//! but never finished again with their recorded configurations, feeds the finished
-//! ones' results to the scheduler, and goes on with new trials.
+//! but never finished again with their recorded configurations (from their latest
+//! checkpoint, with their reports up to it), feeds the finished ones' results to the
+//! scheduler, and goes on with new trials.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -24,11 +29,17 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::space::Config;
-use crate::tuner::{Metrics, Status};
+use crate::tuner::{Checkpoint, Metrics, Status};
 use crate::TuneError;
 
 /// The searcher's state, beside the journal.
 const SEARCHER: &str = "searcher.json";
+
+/// Where trial `id`'s checkpoint after `iteration` iterations is kept.
+fn checkpoint_file(dir: &Path, id: usize, iteration: usize) -> PathBuf {
+    dir.join("checkpoints")
+        .join(format!("trial-{id}-{iteration}.bin"))
+}
 
 /// One line of the journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,6 +54,11 @@ enum Line {
         status: String,
         history: Vec<Metrics>,
     },
+    Checkpointed {
+        checkpoint: usize,
+        iteration: usize,
+        history: Vec<Metrics>,
+    },
 }
 
 /// A trial as the journal recorded it.
@@ -52,6 +68,8 @@ pub struct Recorded {
     pub config: Config,
     /// Its reports and how it ended, if it finished.
     pub outcome: Option<(Vec<Metrics>, Status)>,
+    /// Its latest checkpoint written, with its reports up to it.
+    pub checkpoint: Option<(Checkpoint, Vec<Metrics>)>,
 }
 
 /// A searcher's state as an experiment directory keeps it.
@@ -103,6 +121,7 @@ impl Journal {
                             Recorded {
                                 config,
                                 outcome: None,
+                                checkpoint: None,
                             },
                         );
                     }
@@ -113,6 +132,22 @@ impl Journal {
                     }) => {
                         if let Some(t) = trials.get_mut(&finished) {
                             t.outcome = Some((history, parse_status(&status)));
+                        }
+                    }
+                    Ok(Line::Checkpointed {
+                        checkpoint,
+                        iteration,
+                        history,
+                    }) => {
+                        let file = checkpoint_file(dir, checkpoint, iteration);
+                        match (trials.get_mut(&checkpoint), std::fs::read(&file)) {
+                            (Some(t), Ok(bytes)) => {
+                                t.checkpoint = Some((Checkpoint { iteration, bytes }, history))
+                            }
+                            (Some(_), Err(e)) => {
+                                return Err(io("reading the checkpoint", &file, e));
+                            }
+                            (None, _) => {}
                         }
                     }
                     Err(_) => {}
@@ -128,6 +163,39 @@ impl Journal {
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
         Ok((Journal { path, file }, trials, searcher))
+    }
+
+    /// Writes trial `id`'s checkpoint (a new file renamed over the old), then records
+    /// it with the trial's reports up to it.
+    pub fn checkpoint(
+        &mut self,
+        id: usize,
+        checkpoint: &Checkpoint,
+        history: &[Metrics],
+    ) -> Result<(), TuneError> {
+        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let file = checkpoint_file(&dir, id, checkpoint.iteration);
+        let part = file.with_extension("part");
+        std::fs::create_dir_all(dir.join("checkpoints"))
+            .and_then(|()| std::fs::write(&part, &checkpoint.bytes))
+            .and_then(|()| std::fs::rename(&part, &file))
+            .map_err(|e| io("writing", &file, e))?;
+        self.write(&Line::Checkpointed {
+            checkpoint: id,
+            iteration: checkpoint.iteration,
+            history: history.to_vec(),
+        })?;
+        // The trial's older checkpoints: no longer named by its latest line.
+        let prefix = format!("trial-{id}-");
+        if let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.starts_with(&prefix) && e.path() != file {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Writes the searcher's state (whole: a new file renamed over the old).

@@ -12,22 +12,23 @@
 //!   draws for the same seed ([`sklearn`]), to compare the two candidate by candidate.
 //! * [`schedule`]: [`TrialScheduler`]s that decide after each reported result whether a
 //!   trial goes on: [`Fifo`], [`Asha`] and [`MedianStopping`].
-//! * [`svc`]: a fast multi-class RBF support vector classifier (libsvm's method), and
-//!   [`datasets`]: the digits data set it is searched on.
+//! * [`estimator`]: the [`Estimator`] trait (fit, predict, score) of the models the
+//!   cross-validated search fits: [`svc`], a fast multi-class RBF support vector
+//!   classifier (libsvm's method), a model of yours, or smartcore and linfa models
+//!   through [`adapters`]; and [`datasets`]: the digits data set, and scikit-learn's
+//!   stratified folds.
 //! * [`cv`]: the cross-validated search of scikit-learn's `RandomizedSearchCV`, every
 //!   (candidate, fold) fit a prism task on data put in the object store once.
-//! * [`tuner`]: the [`Tuner`](tuner::Tuner): trials of your trainable as prism tasks,
-//!   reporting each iteration to a controller actor whose scheduler stops the ones
-//!   behind; results as a grid with the best trial, CSV and JSON; an [`experiment`]
-//!   directory that journals the trials, so that an interrupted run resumes.
+//! * [`tuner`]: the [`Tuner`](tuner::Tuner): trials of a function trainable as prism
+//!   tasks, or of a class trainable ([`trainable`]: setup, step, save, restore) each in
+//!   an actor of its own, reporting each iteration (with a checkpoint, if they like)
+//!   to a controller actor whose scheduler stops the ones behind; a failed trial runs
+//!   again from its latest checkpoint; results as a grid with the best trial, CSV and
+//!   JSON; an [`experiment`] directory that journals the trials, their checkpoints and
+//!   the searcher's state, so that an interrupted run resumes where it was; a live
+//!   trial table ([`display`]).
 //!
 //! Everything random takes a seed, so a search is reproducible.
-//!
-//! This crate is being built in stages. Here today: spaces, the random, grid and TPE
-//! searchers, the trial schedulers, the SVC with the digits and scikit-learn's
-//! stratified folds, the cross-validated search, and the Tuner with resumable experiment
-//! directories, a live trial [`display`], stop conditions and retries of failed trials.
-//! To come: adapters for linfa and smartcore estimators in the cross-validated search.
 //!
 //! ```
 //! use prism_tune::{choice, loguniform, RandomSearch, Searcher, Space};
@@ -57,6 +58,7 @@ pub mod sklearn;
 pub mod space;
 pub mod svc;
 pub mod tpe;
+pub mod trainable;
 pub mod tuner;
 
 pub use estimator::Estimator;

@@ -1,14 +1,19 @@
 //! The `Tuner`: trials of a trainable run as prism tasks, at most `max_concurrent` at a
 //! time, their configurations from a [`Searcher`], their fate decided result by result
-//! by a [`TrialScheduler`].
+//! by a [`TrialScheduler`](crate::TrialScheduler).
 //!
 //! A trainable is a remote function of yours that takes its [`Config`] and a
 //! [`Reporter`], and reports its metrics once per iteration (an epoch, say): `report`
 //! answers whether to go on, so a trial that a scheduler stops ends at once. The
 //! reports go to a small actor, the trials' controller, which holds the scheduler and
 //! every trial's history; on a cluster the trials run on any node and still report to
-//! it. The outcome is a [`ResultGrid`]: every trial's configuration, metrics history and
-//! status, the best trial, and CSV or JSON export.
+//! it. A report may carry a checkpoint ([`Reporter::report_checkpoint`]): a trial that
+//! fails and runs again ([`TuneOptions::max_retries`]), or that a resumed run runs
+//! again, starts from its latest ([`Reporter::checkpoint`]). Or the trainable is a
+//! type with `setup`, `step`, `save` and `restore` ([`crate::trainable`]), run by
+//! [`Tuner::run_trainable`], each trial in an actor of its own. The outcome is a
+//! [`ResultGrid`]: every trial's configuration, metrics history, status and latest
+//! checkpoint, the best trial, and CSV or JSON export.
 //!
 //! ```
 //! use prism_tune::tuner::{Metrics, Reporter, SchedulerSpec, TuneOptions, Tuner};
@@ -42,191 +47,26 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use prism::ObjectRef;
-use serde::{Deserialize, Serialize};
 
 use crate::display::{Board, Display};
 use crate::experiment::{Journal, SavedSearcher};
-use crate::schedule::{Asha, Decision, Fifo, MedianStopping, Mode, TrialScheduler};
+use crate::schedule::Mode;
 use crate::search::Searcher;
 use crate::space::Config;
+use crate::trainable::{self, Trainable, TrialRunner, TrialRunnerHandle};
 use crate::TuneError;
+
+mod control;
+mod results;
+
+pub use control::{Checkpoint, Reporter, SchedulerSpec, TrialControl, TrialControlHandle};
+pub use results::{ResultGrid, Status, Trial};
 
 /// What a trial reports: named numbers.
 pub type Metrics = BTreeMap<String, f64>;
-
-/// Which scheduler decides on the trials, built where the trials' controller lives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub enum SchedulerSpec {
-    /// Every trial runs to its end.
-    #[default]
-    Fifo,
-    /// Asynchronous successive halving (see [`Asha`]).
-    Asha {
-        /// The most iterations a trial runs.
-        max_t: u64,
-        /// The first rung's iteration.
-        grace_period: u64,
-        /// Each rung keeps the top `1 / reduction_factor`.
-        reduction_factor: f64,
-    },
-    /// The median stopping rule (see [`MedianStopping`]).
-    Median {
-        /// Iterations before the rule applies.
-        grace_period: u64,
-        /// Other trials needed before it applies.
-        min_samples: usize,
-    },
-}
-
-impl SchedulerSpec {
-    fn build(&self, mode: Mode) -> Box<dyn TrialScheduler + Sync> {
-        match self {
-            SchedulerSpec::Fifo => Box::new(Fifo),
-            SchedulerSpec::Asha {
-                max_t,
-                grace_period,
-                reduction_factor,
-            } => Box::new(Asha::new(mode, *max_t, *grace_period, *reduction_factor)),
-            SchedulerSpec::Median {
-                grace_period,
-                min_samples,
-            } => Box::new(MedianStopping::new(mode, *grace_period, *min_samples)),
-        }
-    }
-}
-
-/// The trials' controller: hears every report, asks the scheduler, keeps the history.
-#[prism::actor]
-pub struct TrialControl {
-    metric: String,
-    scheduler: Box<dyn TrialScheduler + Sync>,
-    /// A trial stopped at this many iterations ran its full budget: it completed.
-    max_t: Option<u64>,
-    /// A trial ends (completed) once one of these metrics reaches its value.
-    stop_when: Vec<(String, f64)>,
-    history: BTreeMap<usize, Vec<Metrics>>,
-    stopped: BTreeSet<usize>,
-}
-
-#[prism::actor]
-impl TrialControl {
-    /// A controller for `metric` (higher is better if `maximize`) with a scheduler; a
-    /// trial ends once one of `stop_when`'s metrics (or `training_iteration`, its count
-    /// of reports) reaches its value.
-    pub fn new(
-        metric: String,
-        maximize: bool,
-        scheduler: SchedulerSpec,
-        stop_when: Vec<(String, f64)>,
-    ) -> Self {
-        let mode = if maximize { Mode::Max } else { Mode::Min };
-        let max_t = match &scheduler {
-            SchedulerSpec::Asha { max_t, .. } => Some(*max_t),
-            _ => None,
-        };
-        TrialControl {
-            metric,
-            max_t,
-            stop_when,
-            scheduler: scheduler.build(mode),
-            history: BTreeMap::new(),
-            stopped: BTreeSet::new(),
-        }
-    }
-
-    /// Trial `trial` finished an iteration with `metrics`: whether it goes on. A report
-    /// without the metric is an error, so a typo does not go unnoticed.
-    pub fn report(&mut self, trial: usize, metrics: Metrics) -> Result<bool, TuneError> {
-        let Some(value) = metrics.get(&self.metric).copied() else {
-            return Err(TuneError::Config(format!(
-                "trial {trial} reported no {:?} (it reported {:?})",
-                self.metric,
-                metrics.keys().collect::<Vec<_>>()
-            )));
-        };
-        let history = self.history.entry(trial).or_default();
-        history.push(metrics);
-        let iteration = history.len() as u64;
-        let reached = self.stop_when.iter().any(|(name, at)| {
-            let v = match name.as_str() {
-                "training_iteration" => Some(iteration as f64),
-                _ => history.last().and_then(|m| m.get(name)).copied(),
-            };
-            v.is_some_and(|v| v >= *at)
-        });
-        let go_on = self.scheduler.on_result(trial, iteration, value) == Decision::Continue;
-        if !go_on && !reached && self.max_t.is_none_or(|m| iteration < m) {
-            self.stopped.insert(trial);
-        }
-        Ok(go_on && !reached)
-    }
-
-    /// Forgets a trial's reports, before it runs again after a failure.
-    pub fn forget(&mut self, trial: usize) {
-        self.history.remove(&trial);
-        self.stopped.remove(&trial);
-    }
-
-    /// How far each of `trials` got: iterations and last report.
-    pub fn progress(&self, trials: Vec<usize>) -> BTreeMap<usize, (usize, Option<Metrics>)> {
-        trials
-            .into_iter()
-            .map(|t| {
-                let h = self.history.get(&t);
-                (
-                    t,
-                    (h.map_or(0, Vec::len), h.and_then(|h| h.last().cloned())),
-                )
-            })
-            .collect()
-    }
-
-    /// A trial's reports and whether the scheduler stopped it.
-    pub fn record(&self, trial: usize) -> (Vec<Metrics>, bool) {
-        (
-            self.history.get(&trial).cloned().unwrap_or_default(),
-            self.stopped.contains(&trial),
-        )
-    }
-
-    /// Replays a trial of an earlier run (from its experiment's journal), so that the
-    /// scheduler's rungs hold its results as before.
-    pub fn replay(&mut self, trial: usize, history: Vec<Metrics>, stopped: bool) {
-        for (i, m) in history.iter().enumerate() {
-            if let Some(v) = m.get(&self.metric) {
-                self.scheduler.on_result(trial, i as u64 + 1, *v);
-            }
-        }
-        self.history.insert(trial, history);
-        if stopped {
-            self.stopped.insert(trial);
-        }
-    }
-}
-
-/// What a trainable reports through: each report answers whether to go on.
-#[derive(Clone, Serialize, Deserialize)]
-pub struct Reporter {
-    trial: usize,
-    control: TrialControlHandle,
-}
-
-impl Reporter {
-    /// Reports one iteration's metrics; `Ok(false)` when the trial should stop now.
-    pub fn report(&self, metrics: Metrics) -> Result<bool, TuneError> {
-        prism::get(&self.control.report(self.trial, metrics))
-            .map_err(|e| TuneError::Runtime(e.to_string()))?
-    }
-
-    /// This trial's number.
-    pub fn trial(&self) -> usize {
-        self.trial
-    }
-}
 
 /// The options of a [`Tuner`].
 #[derive(Debug, Clone, PartialEq)]
@@ -249,8 +89,16 @@ pub struct TuneOptions {
     /// A trial ends once one of these metrics reaches its value (`training_iteration`:
     /// its number of reports).
     pub stop_when: Vec<(String, f64)>,
-    /// How many times a failed trial runs again, with the same configuration.
+    /// How many times a failed trial runs again, with the same configuration (from its
+    /// latest checkpoint, if it made one).
     pub max_retries: u32,
+    /// CPUs each trial of a class trainable holds (default 1); a function trainable's
+    /// trials ask for theirs in `launch`.
+    pub trial_cpus: f64,
+    /// GPUs each trial of a class trainable holds (default 0).
+    pub trial_gpus: f64,
+    /// A class trainable checkpoints every this many steps, and after its last one.
+    pub checkpoint_every: Option<usize>,
 }
 
 impl TuneOptions {
@@ -266,7 +114,23 @@ impl TuneOptions {
             display: Display::Auto,
             stop_when: Vec::new(),
             max_retries: 0,
+            trial_cpus: 1.0,
+            trial_gpus: 0.0,
+            checkpoint_every: None,
         }
+    }
+
+    /// The resources each trial of a class trainable holds.
+    pub fn resources_per_trial(mut self, cpus: f64, gpus: f64) -> Self {
+        self.trial_cpus = cpus;
+        self.trial_gpus = gpus;
+        self
+    }
+
+    /// A class trainable saves a checkpoint every `steps` steps, and after its last.
+    pub fn checkpoint_every(mut self, steps: usize) -> Self {
+        self.checkpoint_every = Some(steps.max(1));
+        self
     }
 
     /// Ends a trial once `metric` reaches `value` (`training_iteration`: after that many
@@ -313,139 +177,61 @@ impl TuneOptions {
     }
 }
 
-/// How a trial ended.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Status {
-    /// It ran to its end.
-    Completed,
-    /// The scheduler stopped it.
-    Stopped,
-    /// It failed, with why.
-    Failed(String),
+/// How a run starts its trials.
+trait Launch {
+    /// Starts a trial.
+    fn launch(&mut self, config: Config, reporter: Reporter) -> TrialRun;
+    /// A run of a trial ended (its result is in).
+    fn ended(&mut self, _run: &TrialRun) {}
 }
 
-impl std::fmt::Display for Status {
-    /// `completed`, `stopped`, or `failed: ` and why (as the journal and exports write it).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Status::Completed => write!(f, "completed"),
-            Status::Stopped => write!(f, "stopped"),
-            Status::Failed(e) => write!(f, "failed: {e}"),
+/// Trials of a function trainable: `launch` submits each.
+struct Functions<F>(F);
+
+impl<F: FnMut(Config, Reporter) -> TrialRun> Launch for Functions<F> {
+    fn launch(&mut self, config: Config, reporter: Reporter) -> TrialRun {
+        (self.0)(config, reporter)
+    }
+}
+
+/// Trials of a class trainable, each in an actor that ends with the trial's run.
+struct Actors {
+    name: &'static str,
+    cpus: f64,
+    gpus: f64,
+    every: Option<usize>,
+    /// The actors of the runs in progress, by their result's id.
+    running: BTreeMap<prism::ObjectId, TrialRunnerHandle>,
+}
+
+impl Launch for Actors {
+    fn launch(&mut self, config: Config, reporter: Reporter) -> TrialRun {
+        let runner = TrialRunner::options()
+            .num_cpus(self.cpus)
+            .num_gpus(self.gpus)
+            .remote(self.name.to_string(), config);
+        let run = runner.train(reporter, self.every);
+        self.running.insert(run.id(), runner);
+        run
+    }
+
+    fn ended(&mut self, run: &TrialRun) {
+        // Its resources go back to the cluster for the next trial.
+        if let Some(runner) = self.running.remove(&run.id()) {
+            prism::kill(&runner);
         }
     }
 }
 
-/// One trial's outcome.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Trial {
-    /// Its number, in the order started.
-    pub id: usize,
-    /// Its configuration.
-    pub config: Config,
-    /// Its reports, one per iteration.
-    pub history: Vec<Metrics>,
-    /// How it ended.
-    pub status: Status,
-}
-
-impl Trial {
-    /// Its last report of `metric`.
-    pub fn last(&self, metric: &str) -> Option<f64> {
-        self.history.last().and_then(|m| m.get(metric).copied())
+/// Writes the checkpoints the trials reported since the last call to the experiment
+/// directory.
+fn keep_checkpoints(journal: &mut Journal, control: &TrialControlHandle) -> Result<(), TuneError> {
+    let made =
+        prism::get(&control.take_checkpoints()).map_err(|e| TuneError::Runtime(e.to_string()))?;
+    for (id, checkpoint, history) in made {
+        journal.checkpoint(id, &checkpoint, &history)?;
     }
-}
-
-/// Every trial of a run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ResultGrid {
-    /// The trials, by number.
-    pub trials: Vec<Trial>,
-    /// The metric that ranks them.
-    pub metric: String,
-    /// Which way it is better.
-    pub mode: Mode,
-    /// The run's wall time.
-    pub elapsed: Duration,
-}
-
-impl ResultGrid {
-    /// The trial whose last report of the metric is best.
-    pub fn best(&self) -> Option<&Trial> {
-        self.best_by(&self.metric, self.mode)
-    }
-
-    /// The trial whose last report of `metric` is best for `mode`.
-    pub fn best_by(&self, metric: &str, mode: Mode) -> Option<&Trial> {
-        self.trials
-            .iter()
-            .filter_map(|t| t.last(metric).map(|v| (t, mode.signed(v))))
-            .fold(None, |best: Option<(&Trial, f64)>, (t, v)| match best {
-                Some((_, b)) if b >= v => best,
-                _ => Some((t, v)),
-            })
-            .map(|(t, _)| t)
-    }
-
-    /// Iterations run over all trials.
-    pub fn iterations(&self) -> usize {
-        self.trials.iter().map(|t| t.history.len()).sum()
-    }
-
-    /// One row per trial: its number, status, iterations, parameters and last metrics.
-    pub fn to_csv(&self) -> String {
-        let params: BTreeSet<&String> =
-            self.trials.iter().flat_map(|t| t.config.0.keys()).collect();
-        let metrics: BTreeSet<&String> = self
-            .trials
-            .iter()
-            .flat_map(|t| t.history.last().into_iter().flat_map(|m| m.keys()))
-            .collect();
-        let mut out = String::from("trial,status,iterations");
-        for p in &params {
-            let _ = write!(out, ",{}", csv_field(p));
-        }
-        for m in &metrics {
-            let _ = write!(out, ",{}", csv_field(m));
-        }
-        out.push('\n');
-        for t in &self.trials {
-            let status = t.status.to_string();
-            let _ = write!(out, "{},{},{}", t.id, csv_field(&status), t.history.len());
-            for p in &params {
-                let v = t.config.get(p).map(|v| v.to_string()).unwrap_or_default();
-                let _ = write!(out, ",{}", csv_field(&v));
-            }
-            for m in &metrics {
-                let v = t.last(m).map(|v| v.to_string()).unwrap_or_default();
-                let _ = write!(out, ",{v}");
-            }
-            out.push('\n');
-        }
-        out
-    }
-
-    /// Every trial with its whole history, as JSON.
-    pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
-            "metric": self.metric,
-            "mode": if self.mode == Mode::Max { "max" } else { "min" },
-            "elapsed_s": self.elapsed.as_secs_f64(),
-            "trials": self.trials.iter().map(|t| serde_json::json!({
-                "id": t.id,
-                "config": t.config.to_json(),
-                "status": t.status.to_string(),
-                "history": t.history,
-            })).collect::<Vec<_>>(),
-        })
-    }
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
-    }
+    Ok(())
 }
 
 /// Writes the searcher's state beside the journal, if it keeps one.
@@ -485,8 +271,46 @@ impl Tuner {
     /// prism runtime.
     pub fn run(
         &mut self,
-        mut launch: impl FnMut(Config, Reporter) -> TrialRun,
+        launch: impl FnMut(Config, Reporter) -> TrialRun,
     ) -> Result<ResultGrid, TuneError> {
+        self.run_with(&mut Functions(launch))
+    }
+
+    /// Runs every trial the searcher suggests with the class trainable `T`, each trial
+    /// in an actor of its own holding [`TuneOptions::resources_per_trial`] (see
+    /// [`crate::trainable`]). At most as many trials run at once as the cluster's
+    /// CPUs allow, unless [`TuneOptions::max_concurrent`] says fewer. `T` must be
+    /// registered. Needs a running prism runtime.
+    pub fn run_trainable<T: Trainable>(&mut self) -> Result<ResultGrid, TuneError> {
+        let name = std::any::type_name::<T>();
+        trainable::lookup(name)?;
+        let asked = self.options.max_concurrent;
+        if asked.is_none() {
+            let cpus = prism::cluster_resources()
+                .get("CPU")
+                .copied()
+                .unwrap_or(1.0);
+            let per_trial = self.options.trial_cpus;
+            let fit = if per_trial > 0.0 {
+                cpus / per_trial
+            } else {
+                cpus
+            };
+            self.options.max_concurrent = Some((fit.floor() as usize).max(1));
+        }
+        let mut actors = Actors {
+            name,
+            cpus: self.options.trial_cpus,
+            gpus: self.options.trial_gpus,
+            every: self.options.checkpoint_every,
+            running: BTreeMap::new(),
+        };
+        let grid = self.run_with(&mut actors);
+        self.options.max_concurrent = asked;
+        grid
+    }
+
+    fn run_with(&mut self, launch: &mut dyn Launch) -> Result<ResultGrid, TuneError> {
         let started = Instant::now();
         let runtime = |e: prism::Error| TuneError::Runtime(e.to_string());
         let opts = &self.options;
@@ -524,17 +348,20 @@ impl Tuner {
             .map(|s| s.observed.clone())
             .unwrap_or_default();
         // Replay an interrupted run: finished trials are kept, not run again; trials
-        // that started but never finished run again with their configurations.
+        // that started but never finished run again with their configurations, from
+        // their latest checkpoint.
         let mut trials: Vec<Trial> = Vec::new();
-        let mut rerun: VecDeque<(usize, Config)> = VecDeque::new();
+        let mut rerun: VecDeque<(usize, Config, Option<Checkpoint>)> = VecDeque::new();
         for (id, rec) in &recorded {
             if restored.as_ref().is_none_or(|s| *id >= s.suggested) {
                 let _ = self.searcher.suggest();
             }
+            let checkpoint = rec.checkpoint.as_ref().map(|(c, _)| c.clone());
             match &rec.outcome {
                 Some((history, status)) => {
                     let stopped = *status == Status::Stopped;
-                    prism::get(&control.replay(*id, history.clone(), stopped)).map_err(runtime)?;
+                    let replay = control.replay(*id, history.clone(), stopped, checkpoint.clone());
+                    prism::get(&replay).map_err(runtime)?;
                     let last = history.last().and_then(|m| m.get(&opts.metric).copied());
                     if let (Some(v), false) = (last, matches!(status, Status::Failed(_))) {
                         if observed.insert(*id) {
@@ -546,9 +373,16 @@ impl Tuner {
                         config: rec.config.clone(),
                         history: history.clone(),
                         status: status.clone(),
+                        checkpoint,
                     });
                 }
-                None => rerun.push_back((*id, rec.config.clone())),
+                None => {
+                    if let Some((c, history)) = &rec.checkpoint {
+                        let replay = control.replay(*id, history.clone(), false, Some(c.clone()));
+                        prism::get(&replay).map_err(runtime)?;
+                    }
+                    rerun.push_back((*id, rec.config.clone(), checkpoint));
+                }
             }
         }
         let mut board = Board::new(&opts.metric, opts.mode, opts.display);
@@ -561,7 +395,7 @@ impl Tuner {
         loop {
             let in_budget = opts.time_budget.is_none_or(|b| started.elapsed() < b);
             while in_budget && running.len() < concurrent {
-                let (id, config) = match rerun.pop_front() {
+                let (id, config, from) = match rerun.pop_front() {
                     Some(again) => again,
                     None if exhausted => break,
                     None => match self.searcher.suggest() {
@@ -571,7 +405,7 @@ impl Tuner {
                                 j.started(next_id - 1, &config)?;
                                 save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                             }
-                            (next_id - 1, config)
+                            (next_id - 1, config, None)
                         }
                         None => {
                             exhausted = true;
@@ -579,24 +413,27 @@ impl Tuner {
                         }
                     },
                 };
-                let reporter = Reporter {
-                    trial: id,
-                    control: control.clone(),
-                };
+                let reporter = Reporter::new(id, control.clone(), from);
                 board.started(id, &config);
-                running.push((id, config.clone(), launch(config, reporter)));
+                running.push((id, config.clone(), launch.launch(config, reporter)));
             }
             if running.is_empty() {
                 break;
             }
             let refs: Vec<_> = running.iter().map(|(_, _, r)| r.clone()).collect();
-            // On a terminal, the table follows the running trials twice a second.
-            let tick = board.live().then_some(Duration::from_millis(500));
+            // On a terminal, the table follows the running trials twice a second; with
+            // an experiment directory, new checkpoints are written as often.
+            let tick = (board.live() || journal.is_some()).then_some(Duration::from_millis(500));
             let (ready, _) = prism::wait(&refs, 1, tick).map_err(runtime)?;
-            if ready.is_empty() {
+            if let Some(j) = journal.as_mut() {
+                keep_checkpoints(j, &control)?;
+            }
+            if ready.is_empty() && board.live() {
                 let ids: Vec<usize> = running.iter().map(|(id, _, _)| *id).collect();
                 let latest = prism::get(&control.progress(ids)).map_err(runtime)?;
                 board.progress(&latest);
+            }
+            if ready.is_empty() {
                 continue;
             }
             let done: BTreeSet<_> = ready.iter().map(|r| r.id()).collect();
@@ -610,6 +447,7 @@ impl Tuner {
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(e) => Some(e.to_string()),
                 };
+                launch.ended(&result);
                 if let Some(e) = &failure {
                     let tries = attempts.entry(id).or_insert(0);
                     if *tries < opts.max_retries {
@@ -617,12 +455,9 @@ impl Tuner {
                         if !matches!(opts.display, Display::Quiet) {
                             eprintln!("trial {id} failed ({e}); running it again (retry {tries})");
                         }
-                        prism::get(&control.forget(id)).map_err(runtime)?;
-                        let reporter = Reporter {
-                            trial: id,
-                            control: control.clone(),
-                        };
-                        running.push((id, config.clone(), launch(config, reporter)));
+                        let from = prism::get(&control.restart(id)).map_err(runtime)?;
+                        let reporter = Reporter::new(id, control.clone(), from);
+                        running.push((id, config.clone(), launch.launch(config, reporter)));
                         continue;
                     }
                 }
@@ -639,6 +474,7 @@ impl Tuner {
                     observed.insert(id);
                 }
                 if let Some(j) = journal.as_mut() {
+                    keep_checkpoints(j, &control)?;
                     j.finished(id, &history, &status)?;
                     save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                 }
@@ -647,6 +483,7 @@ impl Tuner {
                     config,
                     history,
                     status,
+                    checkpoint: prism::get(&control.checkpoint(id)).map_err(runtime)?,
                 };
                 board.finished(&trial);
                 trials.push(trial);
