@@ -64,14 +64,7 @@ fn search<E: Estimator>(
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     prism::init()?;
-    let args: Vec<String> = std::env::args().collect();
-    let n_iter = args
-        .iter()
-        .position(|a| a == "--n-iter")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(8);
+    let n_iter = prism_examples::flag("--n-iter")?.unwrap_or(8);
     let data = datasets::digits();
     let forest = Space::new()
         .add("n_trees", randint(5, 40))

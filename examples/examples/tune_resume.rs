@@ -42,13 +42,8 @@ fn finished(dir: &std::path::Path) -> usize {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     prism::init()?;
-    let args: Vec<String> = std::env::args().collect();
-    if let Some(dir) = args
-        .iter()
-        .position(|a| a == "--child")
-        .and_then(|i| args.get(i + 1))
-    {
-        search(std::path::Path::new(dir))?;
+    if let Some(dir) = prism_examples::flag::<std::path::PathBuf>("--child")? {
+        search(&dir)?;
         return Ok(());
     }
     let dir = std::env::temp_dir().join(format!("prism-tune-resume-{}", std::process::id()));

@@ -47,20 +47,8 @@ impl Progress for Lines {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     prism::init()?;
     let args: Vec<String> = std::env::args().collect();
-    let n_iter = args
-        .iter()
-        .position(|a| a == "--n-iter")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(30);
-    let seed: u32 = args
-        .iter()
-        .position(|a| a == "--seed")
-        .and_then(|i| args.get(i + 1))
-        .map(|n| n.parse())
-        .transpose()?
-        .unwrap_or(0);
+    let n_iter = prism_examples::flag("--n-iter")?.unwrap_or(30);
+    let seed: u32 = prism_examples::flag("--seed")?.unwrap_or(0);
     let wide = args.iter().any(|a| a == "--wide");
     let space = if wide {
         Space::new()

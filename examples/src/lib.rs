@@ -10,6 +10,30 @@
 pub mod matrix;
 pub mod sleep;
 
+/// The value given after `--name` on this program's command line, parsed; `Ok(None)`
+/// if the flag is not there, an error naming it if its value does not parse.
+///
+/// ```
+/// let n: Option<usize> = prism_examples::flag("--n-iter").unwrap();
+/// assert_eq!(n, None); // not on a doctest's command line
+/// ```
+pub fn flag<T: std::str::FromStr>(name: &str) -> Result<Option<T>, String>
+where
+    T::Err: std::fmt::Display,
+{
+    let args: Vec<String> = std::env::args().collect();
+    let Some(at) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    let value = args
+        .get(at + 1)
+        .ok_or_else(|| format!("{name} needs a value"))?;
+    value
+        .parse()
+        .map(Some)
+        .map_err(|e| format!("{name} {value}: {e}"))
+}
+
 /// Seconds since `t`, for printing.
 pub fn secs(t: std::time::Instant) -> f64 {
     t.elapsed().as_secs_f64()

@@ -106,15 +106,15 @@ inventory::collect!(Registration);
 
 /// The registration of the estimator named `name`.
 pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TuneError> {
-    inventory::iter::<Registration>
-        .into_iter()
-        .find(|r| (r.name)() == name)
-        .ok_or_else(|| {
-            TuneError::Config(format!(
-                "the estimator {name} is not registered: add \
-                 `prism_tune::register_estimator!(<its type>);` next to its impl Estimator"
-            ))
-        })
+    crate::registry::find(
+        inventory::iter::<Registration>
+            .into_iter()
+            .map(|r| ((r.name)(), r)),
+        name,
+        "estimator",
+        "register_estimator",
+        "Estimator",
+    )
 }
 
 /// Files an [`Estimator`] in the registry the cross-validated search's tasks find it

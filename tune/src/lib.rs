@@ -52,6 +52,7 @@ pub mod datasets;
 pub mod display;
 pub mod estimator;
 pub mod experiment;
+mod registry;
 pub mod schedule;
 pub mod search;
 pub mod sklearn;

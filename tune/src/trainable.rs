@@ -99,15 +99,15 @@ pub fn setup_boxed<T: Trainable>(config: &Config) -> Result<Box<dyn Trainable>, 
 
 /// The registration of the trainable named `name`.
 pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TuneError> {
-    inventory::iter::<Registration>
-        .into_iter()
-        .find(|r| (r.name)() == name)
-        .ok_or_else(|| {
-            TuneError::Config(format!(
-                "the trainable {name} is not registered: add \
-                 `prism_tune::register_trainable!(<its type>);` next to its impl Trainable"
-            ))
-        })
+    crate::registry::find(
+        inventory::iter::<Registration>
+            .into_iter()
+            .map(|r| ((r.name)(), r)),
+        name,
+        "trainable",
+        "register_trainable",
+        "Trainable",
+    )
 }
 
 /// Files a [`Trainable`] in the registry its trials' actors find it in. Once per type,

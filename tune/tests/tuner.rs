@@ -141,13 +141,19 @@ fn marked(dir: String, config: Config, reporter: Reporter) -> Result<(), TuneErr
     Ok(())
 }
 
-#[test]
-fn an_interrupted_run_resumes_without_running_finished_trials_again() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let root = std::env::temp_dir().join(format!("prism-tune-resume-{}", std::process::id()));
+/// A fresh scratch folder with an experiment directory and a folder of marks in it.
+fn experiment(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let root = std::env::temp_dir().join(format!("prism-tune-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let (exp, marks) = (root.join("experiment"), root.join("marks"));
     std::fs::create_dir_all(&marks).unwrap();
+    (root, exp, marks)
+}
+
+#[test]
+fn an_interrupted_run_resumes_without_running_finished_trials_again() {
+    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
+    let (root, exp, marks) = experiment("resume");
     let marks_s = marks.to_string_lossy().to_string();
     let space = Space::new().add("final", prism_tune::uniform(0.0, 1.0));
     let tune = |n: usize| {
@@ -234,10 +240,7 @@ impl prism_tune::Searcher for Counting {
 #[test]
 fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
     prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let root = std::env::temp_dir().join(format!("prism-tune-state-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&root);
-    let (exp, marks) = (root.join("experiment"), root.join("marks"));
-    std::fs::create_dir_all(&marks).unwrap();
+    let (root, exp, marks) = experiment("state");
     let marks_s = marks.to_string_lossy().to_string();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tune = |total: usize| {
