@@ -132,6 +132,11 @@ fn fields_from_config<P: Default + Serialize + DeserializeOwned>(
                 }
                 serde_json::Value::from(*x as i64)
             }
+            // An optional field (`None` by default) may be an integer one: a whole real
+            // goes as an integer, which a real field takes as well.
+            Param::Float(x) if default.is_null() && x.fract() == 0.0 && x.abs() < 9e15 => {
+                serde_json::Value::from(*x as i64)
+            }
             other => other.to_json(),
         };
         fields.insert(name.clone(), value);

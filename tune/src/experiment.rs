@@ -111,6 +111,8 @@ impl Journal {
         std::fs::create_dir_all(dir).map_err(|e| io("creating", dir, e))?;
         let path = dir.join("trials.jsonl");
         let mut trials: BTreeMap<usize, Recorded> = BTreeMap::new();
+        // Each trial's latest checkpoint line (the files of earlier ones are gone).
+        let mut latest: BTreeMap<usize, (usize, Vec<Metrics>)> = BTreeMap::new();
         if let Ok(text) = std::fs::read_to_string(&path) {
             for line in text.lines() {
                 // A line cut short by a crash does not parse: skip it.
@@ -139,19 +141,22 @@ impl Journal {
                         iteration,
                         history,
                     }) => {
-                        let file = checkpoint_file(dir, checkpoint, iteration);
-                        match (trials.get_mut(&checkpoint), std::fs::read(&file)) {
-                            (Some(t), Ok(bytes)) => {
-                                t.checkpoint = Some((Checkpoint { iteration, bytes }, history))
-                            }
-                            (Some(_), Err(e)) => {
-                                return Err(io("reading the checkpoint", &file, e));
-                            }
-                            (None, _) => {}
-                        }
+                        latest.insert(checkpoint, (iteration, history));
                     }
                     Err(_) => {}
                 }
+            }
+        }
+        for (id, (iteration, history)) in latest {
+            let Some(t) = trials.get_mut(&id) else {
+                continue;
+            };
+            let file = checkpoint_file(dir, id, iteration);
+            match std::fs::read(&file) {
+                Ok(bytes) => t.checkpoint = Some((Checkpoint { iteration, bytes }, history)),
+                // Removed by hand, say: the trial runs again from its start.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io("reading the checkpoint", &file, e)),
             }
         }
         let file = std::fs::OpenOptions::new()
@@ -177,7 +182,12 @@ impl Journal {
         let file = checkpoint_file(&dir, id, checkpoint.iteration);
         let part = file.with_extension("part");
         std::fs::create_dir_all(dir.join("checkpoints"))
-            .and_then(|()| std::fs::write(&part, &checkpoint.bytes))
+            .and_then(|()| {
+                let mut f = std::fs::File::create(&part)?;
+                f.write_all(&checkpoint.bytes)?;
+                // On disk before the journal names it, whatever happens to the machine.
+                f.sync_all()
+            })
             .and_then(|()| std::fs::rename(&part, &file))
             .map_err(|e| io("writing", &file, e))?;
         self.write(&Line::Checkpointed {

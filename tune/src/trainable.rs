@@ -5,6 +5,9 @@
 //! `step` and reports each step's metrics until the scheduler stops the trial, a stop
 //! condition is met or a step reports `done`, and saves a checkpoint every so many
 //! steps ([`TuneOptions::checkpoint_every`](crate::tuner::TuneOptions::checkpoint_every)).
+//! The options must say when a trial ends: a stop condition
+//! ([`TuneOptions::stop_when`](crate::tuner::TuneOptions::stop_when), `"done"` among
+//! them for a trainable that says so itself) or ASHA's `max_t`.
 //!
 //! As with estimators, the runner finds the trainable's code under its name in a
 //! compile-time registry, so it runs on any node of a cluster:

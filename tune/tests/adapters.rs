@@ -101,8 +101,10 @@ fn bad_smartcore_configurations_name_the_parameter() {
         fractional.to_string().contains("min_samples_split"),
         "{fractional}"
     );
-    // A whole real is taken for an integer field (as quniform draws them).
+    // A whole real is taken for an integer field (as quniform draws them), optional
+    // ones (`max_depth: Option<u16>`) included.
     Tree::check(&Config::from_pairs([("min_samples_split", 4.0.into())])).unwrap();
+    Tree::check(&Config::from_pairs([("max_depth", 6.0.into())])).unwrap();
 }
 
 #[cfg(feature = "linfa")]

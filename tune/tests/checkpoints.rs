@@ -190,6 +190,11 @@ fn a_run_killed_mid_trial_resumes_it_from_its_checkpoint() {
         .collect();
     kept.sort();
     assert_eq!(kept, ["trial-0-6.bin", "trial-1-6.bin", "trial-2-6.bin"]);
+    // The directory opens again (its journal names checkpoints since removed), and a
+    // run of it runs nothing.
+    let again = tune(&root.join("experiment"), &root.to_string_lossy());
+    assert_eq!(again.trials, grid.trials);
+    assert_eq!(starts(&root, 1), "0\n3\n");
     prism::shutdown();
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -195,23 +195,27 @@ fn done_ends_a_trial_and_resources_per_trial_bound_the_concurrency() {
     prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
     let space = finals().add("done_at", 3);
     // One CPU a trial (the default) on two CPUs: two trials at a time.
-    let grid = tuner(&space, TuneOptions::new("acc", Mode::Max))
-        .run_trainable::<Curve>()
-        .unwrap();
+    let ends = || TuneOptions::new("acc", Mode::Max).stop_when("done", 1.0);
+    let grid = tuner(&space, ends()).run_trainable::<Curve>().unwrap();
     assert!(grid
         .trials
         .iter()
         .all(|t| t.status == Status::Completed && t.history.len() == 3));
     assert_eq!(PEAK.swap(0, Ordering::SeqCst), 2);
     // Two CPUs a trial: one at a time.
-    let options = TuneOptions::new("acc", Mode::Max).resources_per_trial(2.0, 0.0);
+    let options = ends().resources_per_trial(2.0, 0.0);
     let grid = tuner(&space, options).run_trainable::<Curve>().unwrap();
     assert_eq!(grid.trials.len(), 9);
     assert_eq!(PEAK.load(Ordering::SeqCst), 1);
     // Not registered: a clear error before any trial starts.
-    let err = tuner(&finals(), TuneOptions::new("acc", Mode::Max))
+    let err = tuner(&finals(), ends())
         .run_trainable::<Stray>()
         .unwrap_err();
     assert!(err.to_string().contains("register_trainable!"), "{err}");
+    // Nothing to end a trial: refused, not run forever.
+    let err = tuner(&finals(), TuneOptions::new("acc", Mode::Max))
+        .run_trainable::<Curve>()
+        .unwrap_err();
+    assert!(err.to_string().contains("stop condition"), "{err}");
     prism::shutdown();
 }

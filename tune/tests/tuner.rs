@@ -211,11 +211,12 @@ fn an_interrupted_run_resumes_without_running_finished_trials_again() {
 }
 
 /// Suggests `final` = 0.0, 0.1, 0.2, … up to `total` configurations, keeps how far it
-/// got as its state, and counts the calls to `suggest`.
+/// got as its state, and counts the calls to `suggest` and to `observe`.
 struct Counting {
     next: usize,
     total: usize,
     calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    heard: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl prism_tune::Searcher for Counting {
@@ -225,6 +226,10 @@ impl prism_tune::Searcher for Counting {
             self.next += 1;
             Config::from_pairs([("final", ((self.next - 1) as f64 / 10.0).into())])
         })
+    }
+
+    fn observe(&mut self, _config: &Config, _score: f64) {
+        self.heard.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn state(&self) -> Option<serde_json::Value> {
@@ -243,11 +248,13 @@ fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
     let (root, exp, marks) = experiment("state");
     let marks_s = marks.to_string_lossy().to_string();
     let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let heard = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let tune = |total: usize| {
         let search = Counting {
             next: 0,
             total,
             calls: calls.clone(),
+            heard: heard.clone(),
         };
         let options = TuneOptions::new("acc", Mode::Max)
             .max_concurrent(2)
@@ -276,16 +283,21 @@ fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
         .collect();
     std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
     calls.store(0, std::sync::atomic::Ordering::SeqCst);
+    heard.store(0, std::sync::atomic::Ordering::SeqCst);
     let resumed = tune(8);
     // Two new configurations and the end: no suggestion replayed for the six recorded.
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 3);
+    // It had heard all six before the crash: now only the two new trials, though the
+    // two cut short ran again.
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 2);
     let finals: Vec<f64> = resumed
         .trials
         .iter()
         .map(|t| t.config.f64("final").unwrap())
         .collect();
     assert_eq!(finals, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]);
-    // The two cut short ran again, the two new ones ran: ten runs in all.
+    // Marks are per trial and configuration: the two cut short ran again over theirs,
+    // and the two new ones left two more.
     assert_eq!(std::fs::read_dir(&marks).unwrap().count(), 8);
     prism::shutdown();
     let _ = std::fs::remove_dir_all(&root);

@@ -32,7 +32,8 @@ const BURST: Duration = Duration::from_micros(30);
 const HOT: Duration = Duration::from_micros(200);
 
 /// Keeps this process's I/O thread polling its sockets, instead of sleeping in the
-/// kernel, for a short while after a message went out on a direct connection: the
+/// kernel, for a short while after a message went out on this direct connection (one
+/// `Hot` per connection; those of idle connections sleep): the
 /// answer (in a caller) or the next call (in a worker serving a synchronous caller)
 /// usually follows within tens of microseconds, and waking a sleeping thread costs
 /// about as much. The spinning task yields the core on every turn.
@@ -59,7 +60,7 @@ impl Hot {
                     return;
                 }
                 let notified = h.wake.notified();
-                if h.now() >= h.until.load(Ordering::Relaxed) {
+                if h.now() >= h.until.load(Ordering::SeqCst) {
                     notified.await;
                     continue;
                 }
@@ -76,8 +77,11 @@ impl Hot {
 
     fn touch(&self) {
         let until = self.now() + HOT.as_nanos() as u64;
-        let before = self.until.swap(until, Ordering::Relaxed);
-        if before < until.saturating_sub(HOT.as_nanos() as u64) {
+        let before = self.until.fetch_max(until, Ordering::SeqCst);
+        // The window before this one is over (read after extending it): the spinner may
+        // have seen it end and gone to sleep, so wake it. If it has not, it finds the
+        // longer window when it next looks, and the wake-up is spent on one loop.
+        if before <= self.now() {
             self.wake.notify_one();
         }
     }
@@ -151,11 +155,11 @@ impl SocketWriter {
                 return true;
             }
         };
-        self.hot.touch();
         let mut st = lock(&self.state);
         if st.closed {
             return false;
         }
+        self.hot.touch();
         st.buf.extend_from_slice(&bytes);
         let now = Instant::now();
         let burst = st.last_send.is_some_and(|t| now - t < BURST);

@@ -280,10 +280,22 @@ impl Tuner {
     /// in an actor of its own holding [`TuneOptions::resources_per_trial`] (see
     /// [`crate::trainable`]). At most as many trials run at once as the cluster's
     /// CPUs allow, unless [`TuneOptions::max_concurrent`] says fewer. `T` must be
-    /// registered. Needs a running prism runtime.
+    /// registered, and the options must say when a trial ends (a stop condition, or
+    /// ASHA's `max_t`). Needs a running prism runtime.
     pub fn run_trainable<T: Trainable>(&mut self) -> Result<ResultGrid, TuneError> {
         let name = std::any::type_name::<T>();
         trainable::lookup(name)?;
+        // A trainable steps until told to stop: something must tell it.
+        let bounded = !self.options.stop_when.is_empty()
+            || matches!(self.options.scheduler, SchedulerSpec::Asha { .. });
+        if !bounded {
+            return Err(TuneError::Config(
+                "a class trainable runs until its trial is stopped: give a stop condition \
+                 (stop_when(\"training_iteration\", n), or stop_when(\"done\", 1.0) for a \
+                 trainable that reports done) or an ASHA scheduler (its max_t)"
+                    .into(),
+            ));
+        }
         let asked = self.options.max_concurrent;
         if asked.is_none() {
             let cpus = prism::cluster_resources()
@@ -311,8 +323,6 @@ impl Tuner {
     }
 
     fn run_with(&mut self, launch: &mut dyn Launch) -> Result<ResultGrid, TuneError> {
-        let started = Instant::now();
-        let runtime = |e: prism::Error| TuneError::Runtime(e.to_string());
         let opts = &self.options;
         let control = TrialControl::remote(
             opts.metric.clone(),
@@ -320,6 +330,26 @@ impl Tuner {
             opts.scheduler.clone(),
             opts.stop_when.clone(),
         );
+        let mut running = Vec::new();
+        let result = self.run_trials(launch, &control, &mut running);
+        // However the run ended, the trials still running end with it: their actors go,
+        // and so does the controller (a function trial's next report then fails).
+        for (_, _, run) in &running {
+            launch.ended(run);
+        }
+        prism::kill(&control);
+        result
+    }
+
+    fn run_trials(
+        &mut self,
+        launch: &mut dyn Launch,
+        control: &TrialControlHandle,
+        running: &mut Vec<(usize, Config, TrialRun)>,
+    ) -> Result<ResultGrid, TuneError> {
+        let started = Instant::now();
+        let runtime = |e: prism::Error| TuneError::Runtime(e.to_string());
+        let opts = &self.options;
         let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
         let cpus = prism::cluster_resources()
             .get("CPU")
@@ -389,7 +419,6 @@ impl Tuner {
         for t in &trials {
             board.finished(t);
         }
-        let mut running: Vec<(usize, Config, TrialRun)> = Vec::new();
         let mut next_id = recorded.keys().next_back().map_or(0, |id| id + 1);
         let mut exhausted = false;
         loop {
@@ -426,7 +455,7 @@ impl Tuner {
             let tick = (board.live() || journal.is_some()).then_some(Duration::from_millis(500));
             let (ready, _) = prism::wait(&refs, 1, tick).map_err(runtime)?;
             if let Some(j) = journal.as_mut() {
-                keep_checkpoints(j, &control)?;
+                keep_checkpoints(j, control)?;
             }
             if ready.is_empty() && board.live() {
                 let ids: Vec<usize> = running.iter().map(|(id, _, _)| *id).collect();
@@ -437,17 +466,19 @@ impl Tuner {
                 continue;
             }
             let done: BTreeSet<_> = ready.iter().map(|r| r.id()).collect();
-            let (now, later): (Vec<_>, Vec<_>) = running
+            let (now, later): (Vec<_>, Vec<_>) = std::mem::take(running)
                 .into_iter()
                 .partition(|(_, _, r)| done.contains(&r.id()));
-            running = later;
+            *running = later;
+            for (_, _, result) in &now {
+                launch.ended(result);
+            }
             for (id, config, result) in now {
                 let failure = match prism::get(&result) {
                     Ok(Ok(())) => None,
                     Ok(Err(e)) => Some(e.to_string()),
                     Err(e) => Some(e.to_string()),
                 };
-                launch.ended(&result);
                 if let Some(e) = &failure {
                     let tries = attempts.entry(id).or_insert(0);
                     if *tries < opts.max_retries {
@@ -470,11 +501,13 @@ impl Tuner {
                 if status != Status::Completed && status != Status::Stopped {
                     // A failed trial tells the searcher nothing.
                 } else if let Some(v) = history.last().and_then(|m| m.get(&opts.metric)) {
-                    self.searcher.observe(&config, opts.mode.signed(*v));
-                    observed.insert(id);
+                    // A restored searcher may have heard it before a crash lost its end.
+                    if observed.insert(id) {
+                        self.searcher.observe(&config, opts.mode.signed(*v));
+                    }
                 }
                 if let Some(j) = journal.as_mut() {
-                    keep_checkpoints(j, &control)?;
+                    keep_checkpoints(j, control)?;
                     j.finished(id, &history, &status)?;
                     save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                 }
@@ -489,7 +522,6 @@ impl Tuner {
                 trials.push(trial);
             }
         }
-        prism::kill(&control);
         trials.sort_by_key(|t| t.id);
         Ok(ResultGrid {
             trials,

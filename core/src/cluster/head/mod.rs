@@ -31,7 +31,10 @@ pub struct Head {
     kv: Mutex<HashMap<String, Vec<u8>>>,
     named_actors: Mutex<HashMap<String, wire::NamedActor>>,
     /// The durable copy of the tables above (nodes as they registered).
-    tables: Tables,
+    tables: Arc<Tables>,
+    /// Held from before a change is checked until memory has it after its commit, so
+    /// that changes reach the database and memory in one order; reads take no part.
+    writing: tokio::sync::Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -64,7 +67,8 @@ impl Head {
             jobs: Mutex::new(Vec::new()),
             kv: Mutex::new(HashMap::new()),
             named_actors: Mutex::new(HashMap::new()),
-            tables,
+            tables: Arc::new(tables),
+            writing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -91,6 +95,7 @@ impl Head {
         }
         let head = Head::with_tables(token, executables, heartbeat_timeout, tables);
         let now = Instant::now();
+        // Saved in the order they joined.
         *lock(&head.node_order) = saved.nodes.iter().map(|n| n.node_id.clone()).collect();
         *lock(&head.nodes) = saved
             .nodes
@@ -103,11 +108,21 @@ impl Head {
         Ok(Arc::new(head))
     }
 
-    /// Reports a failed write of the tables: the head goes on serving from memory, and
-    /// its log says what a restart would lose.
-    fn keep(&self, written: Result<(), crate::error::Error>) {
-        if let Err(e) = written {
-            tracing::error!("head: {e}");
+    /// Commits a change to the tables on the blocking pool, so that the disk's sync
+    /// does not hold up the daemon's thread (and everything else it serves).
+    async fn commit(
+        &self,
+        change: impl FnOnce(&Tables) -> Result<(), crate::error::Error> + Send + 'static,
+    ) -> Result<(), String> {
+        let tables = self.tables.clone();
+        let done = tokio::task::spawn_blocking(move || change(&tables)).await;
+        match done {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::error!("head: {e}");
+                Err(format!("the head could not record it: {e}"))
+            }
+            Err(e) => Err(format!("the head could not record it: {e}")),
         }
     }
 
@@ -179,12 +194,20 @@ impl Head {
                     node.alive = true;
                     node.node_id = id.clone();
                     tracing::info!(node = %id, address = %node.address, "head: node joined");
+                    let _writing = self.writing.lock().await;
+                    let seq = {
+                        let order = lock(&self.node_order);
+                        order.iter().position(|n| n == id).unwrap_or(order.len())
+                    };
+                    // Membership is live state: a node whose record cannot be written
+                    // still joins, and the log says a restart would not list it.
+                    let record = node.clone();
+                    let _ = self.commit(move |t| t.put_node(seq as u64, &record)).await;
                     let mut order = lock(&self.node_order);
                     if !order.contains(id) {
                         order.push(id.clone());
                     }
                     drop(order);
-                    self.keep(self.tables.put_node(&node));
                     lock(&self.nodes).insert(id.clone(), (node, Instant::now()));
                     node_id = Some(id.clone());
                     Msg::ClusterView { nodes: self.view() }
@@ -220,48 +243,57 @@ impl Head {
                         .await?
                 }
                 (_, Msg::KvPut { key, value }) => {
-                    self.keep(self.tables.put_kv(&key, &value));
-                    lock(&self.kv).insert(key, value);
-                    Msg::KvValue { value: None }
+                    let _writing = self.writing.lock().await;
+                    let (k, v) = (key.clone(), value.clone());
+                    match self.commit(move |t| t.put_kv(&k, &v)).await {
+                        Ok(()) => {
+                            lock(&self.kv).insert(key, value);
+                            Msg::KvValue { value: None }
+                        }
+                        Err(reason) => Msg::Failed { reason },
+                    }
                 }
                 (_, Msg::KvGet { key }) => Msg::KvValue {
                     value: lock(&self.kv).get(&key).cloned(),
                 },
                 (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
                 (_, Msg::RegisterActor { name, entry }) => {
-                    let taken = {
-                        let mut names = lock(&self.named_actors);
-                        match names.entry(name) {
-                            std::collections::hash_map::Entry::Occupied(o) => Some(o.key().clone()),
-                            std::collections::hash_map::Entry::Vacant(v) => {
-                                self.keep(self.tables.put_actor(v.key(), &entry));
-                                v.insert(entry.clone());
-                                None
-                            }
-                        }
-                    };
-                    match taken {
-                        Some(name) => Msg::Failed {
+                    let _writing = self.writing.lock().await;
+                    if lock(&self.named_actors).contains_key(&name) {
+                        Msg::Failed {
                             reason: format!("an actor named {name:?} already exists"),
-                        },
-                        None => Msg::ActorFound { entry: Some(entry) },
+                        }
+                    } else {
+                        let (n, e) = (name.clone(), entry.clone());
+                        match self.commit(move |t| t.put_actor(&n, &e)).await {
+                            Ok(()) => {
+                                lock(&self.named_actors).insert(name, entry.clone());
+                                Msg::ActorFound { entry: Some(entry) }
+                            }
+                            Err(reason) => Msg::Failed { reason },
+                        }
                     }
                 }
                 (_, Msg::UnregisterActor { actor }) => {
-                    let names: Vec<String> = {
-                        let mut named = lock(&self.named_actors);
-                        let names = named
-                            .iter()
-                            .filter(|(_, e)| e.actor == actor)
-                            .map(|(n, _)| n.clone())
-                            .collect();
-                        named.retain(|_, e| e.actor != actor);
-                        names
+                    let _writing = self.writing.lock().await;
+                    let names: Vec<String> = lock(&self.named_actors)
+                        .iter()
+                        .filter(|(_, e)| e.actor == actor)
+                        .map(|(n, _)| n.clone())
+                        .collect();
+                    let gone = names.clone();
+                    let written = if names.is_empty() {
+                        Ok(())
+                    } else {
+                        self.commit(move |t| t.remove_actors(&gone)).await
                     };
-                    if !names.is_empty() {
-                        self.keep(self.tables.remove_actors(&names));
+                    match written {
+                        Ok(()) => {
+                            lock(&self.named_actors).retain(|_, e| e.actor != actor);
+                            Msg::ActorFound { entry: None }
+                        }
+                        Err(reason) => Msg::Failed { reason },
                     }
-                    Msg::ActorFound { entry: None }
                 }
                 (_, Msg::LookupActor { name }) => Msg::ActorFound {
                     entry: lock(&self.named_actors).get(&name).cloned(),
@@ -349,18 +381,18 @@ impl Head {
                 reason: "the cluster has no live node to run work".into(),
             });
         };
-        let job = {
-            let mut jobs = lock(&self.jobs);
-            let job = JobInfo {
-                job: jobs.len() as u32 + 1,
-                hash,
-                args,
-                driver_node: node_address.clone(),
-            };
-            self.keep(self.tables.put_job(&job));
-            jobs.push(job.clone());
-            job
+        let _writing = self.writing.lock().await;
+        let job = JobInfo {
+            job: lock(&self.jobs).len() as u32 + 1,
+            hash,
+            args,
+            driver_node: node_address.clone(),
         };
+        let record = job.clone();
+        if let Err(reason) = self.commit(move |t| t.put_job(&record)).await {
+            return Ok(Msg::Failed { reason });
+        }
+        lock(&self.jobs).push(job.clone());
         tracing::info!(job = job.job, %node_address, "head: job registered");
         Ok(Msg::JobAccepted { job, node_address })
     }

@@ -5,9 +5,11 @@
 //! reconnect to it on their own.
 //!
 //! Each table maps a key to a value in prism's binary encoding. Every write is its own
-//! transaction with redb's default durability (synced to disk at commit), so what a
-//! client was told is never lost with the head's process. A head without a session
-//! (tests, an embedded head) keeps the same tables in memory.
+//! transaction with redb's default durability (synced to disk at commit), and the head
+//! answers the request only after it, so what a client was told is never lost with the
+//! head's process; a write that fails is answered as a failure, and memory is left as
+//! it was. A head without a session (tests, an embedded head) keeps the same tables in
+//! memory.
 
 use std::path::{Path, PathBuf};
 
@@ -28,7 +30,8 @@ const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
 pub(crate) struct Saved {
     /// Jobs, in the order they registered.
     pub jobs: Vec<JobInfo>,
-    /// Nodes that had registered, each as last seen (not alive until it reconnects).
+    /// Nodes that had registered, in the order they first joined, each as it last
+    /// registered (not alive until it reconnects).
     pub nodes: Vec<NodeView>,
     pub named_actors: Vec<(String, NamedActor)>,
     pub kv: Vec<(String, Vec<u8>)>,
@@ -87,11 +90,18 @@ impl Tables {
             for entry in tx.open_table(JOBS)?.iter()? {
                 saved.jobs.push(decode(entry?.1.value())?);
             }
+            let mut nodes: Vec<(u64, NodeView)> = Vec::new();
             for entry in tx.open_table(NODES)?.iter()? {
-                let mut node: NodeView = decode(entry?.1.value())?;
-                node.alive = false;
-                saved.nodes.push(node);
+                nodes.push(decode(entry?.1.value())?);
             }
+            nodes.sort_by_key(|(seq, _)| *seq);
+            saved.nodes = nodes
+                .into_iter()
+                .map(|(_, mut n)| {
+                    n.alive = false;
+                    n
+                })
+                .collect();
             for entry in tx.open_table(ACTORS)?.iter()? {
                 let (k, v) = entry?;
                 saved
@@ -116,9 +126,9 @@ impl Tables {
         })
     }
 
-    /// Records a node as it registered.
-    pub fn put_node(&self, node: &NodeView) -> Result<(), Error> {
-        let value = encode(node)?;
+    /// Records a node as it registered, the `seq`-th to join.
+    pub fn put_node(&self, seq: u64, node: &NodeView) -> Result<(), Error> {
+        let value = encode(&(seq, node))?;
         self.write(|tx| {
             tx.open_table(NODES)?
                 .insert(node.node_id.as_str(), value.as_slice())?;
@@ -247,7 +257,8 @@ mod tests {
         {
             let t = Tables::open(&file).unwrap();
             t.put_job(&job).unwrap();
-            t.put_node(&node("n1")).unwrap();
+            t.put_node(1, &node("a-joined-second")).unwrap();
+            t.put_node(0, &node("b-joined-first")).unwrap();
             t.put_actor("a", &actor).unwrap();
             t.put_actor("b", &actor).unwrap();
             t.remove_actors(&["b".into()]).unwrap();
@@ -259,9 +270,11 @@ mod tests {
         }
         let saved = Tables::open(&file).unwrap().load().unwrap();
         assert_eq!(saved.jobs, vec![job]);
-        let mut n1 = node("n1");
-        n1.alive = false;
-        assert_eq!(saved.nodes, vec![n1]);
+        let (mut first, mut second) = (node("b-joined-first"), node("a-joined-second"));
+        first.alive = false;
+        second.alive = false;
+        // In the order they joined, not their ids'.
+        assert_eq!(saved.nodes, vec![first, second]);
         assert_eq!(saved.named_actors, vec![("a".to_string(), actor)]);
         assert_eq!(saved.kv, vec![("k".to_string(), b"v2".to_vec())]);
         std::fs::remove_dir_all(&dir).unwrap();
