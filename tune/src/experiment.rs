@@ -85,6 +85,8 @@ pub struct SavedSearcher {
 
 /// The journal of an experiment directory.
 pub struct Journal {
+    /// The experiment directory.
+    dir: PathBuf,
     path: PathBuf,
     file: std::fs::File,
 }
@@ -167,7 +169,15 @@ impl Journal {
         let searcher = std::fs::read_to_string(dir.join(SEARCHER))
             .ok()
             .and_then(|text| serde_json::from_str(&text).ok());
-        Ok((Journal { path, file }, trials, searcher))
+        Ok((
+            Journal {
+                dir: dir.to_path_buf(),
+                path,
+                file,
+            },
+            trials,
+            searcher,
+        ))
     }
 
     /// Writes trial `id`'s checkpoint (a new file renamed over the old), then records
@@ -178,10 +188,10 @@ impl Journal {
         checkpoint: &Checkpoint,
         history: &[Metrics],
     ) -> Result<(), TuneError> {
-        let dir = self.path.parent().unwrap_or(Path::new(".")).to_path_buf();
-        let file = checkpoint_file(&dir, id, checkpoint.iteration);
+        let file = checkpoint_file(&self.dir, id, checkpoint.iteration);
         let part = file.with_extension("part");
-        std::fs::create_dir_all(dir.join("checkpoints"))
+        let checkpoints = self.dir.join("checkpoints");
+        std::fs::create_dir_all(&checkpoints)
             .and_then(|()| {
                 let mut f = std::fs::File::create(&part)?;
                 f.write_all(&checkpoint.bytes)?;
@@ -197,7 +207,7 @@ impl Journal {
         })?;
         // The trial's older checkpoints: no longer named by its latest line.
         let prefix = format!("trial-{id}-");
-        if let Ok(entries) = std::fs::read_dir(dir.join("checkpoints")) {
+        if let Ok(entries) = std::fs::read_dir(&checkpoints) {
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().to_string();
                 if name.starts_with(&prefix) && e.path() != file {
@@ -210,7 +220,7 @@ impl Journal {
 
     /// Writes the searcher's state (whole: a new file renamed over the old).
     pub fn save_searcher(&self, saved: &SavedSearcher) -> Result<(), TuneError> {
-        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let dir = &self.dir;
         let (file, part) = (dir.join(SEARCHER), dir.join("searcher.json.part"));
         let text = serde_json::to_string(saved).map_err(|e| TuneError::Runtime(e.to_string()))?;
         std::fs::write(&part, text)

@@ -141,6 +141,37 @@ fn marked(dir: String, config: Config, reporter: Reporter) -> Result<(), TuneErr
     Ok(())
 }
 
+/// A run of `marked` trials, two at a time, journalled in `exp`.
+fn run_marked(
+    search: Box<dyn prism_tune::Searcher>,
+    exp: &std::path::Path,
+    marks: &str,
+) -> prism_tune::tuner::ResultGrid {
+    let options = TuneOptions::new("acc", Mode::Max)
+        .max_concurrent(2)
+        .experiment_dir(exp);
+    Tuner::new(search, options)
+        .run(|c, r| marked::remote(marks.to_string(), c, r))
+        .unwrap()
+}
+
+/// Cuts the journal in `exp` as a crash would have: only the first `finished` trials'
+/// ends are kept, and `tail` (a line half written, say) follows.
+fn cut_journal(exp: &std::path::Path, finished: usize, tail: &str) {
+    let journal = exp.join("trials.jsonl");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let mut ends = 0;
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let end = l.contains("\"finished\"");
+            ends += end as usize;
+            !(end && ends > finished)
+        })
+        .collect();
+    std::fs::write(&journal, kept.join("\n") + "\n" + tail).unwrap();
+}
+
 /// A fresh scratch folder with an experiment directory and a folder of marks in it.
 fn experiment(name: &str) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
     let root = std::env::temp_dir().join(format!("prism-tune-{name}-{}", std::process::id()));
@@ -158,12 +189,7 @@ fn an_interrupted_run_resumes_without_running_finished_trials_again() {
     let space = Space::new().add("final", prism_tune::uniform(0.0, 1.0));
     let tune = |n: usize| {
         let search = prism_tune::RandomSearch::new(&space, n, 7).unwrap();
-        let options = TuneOptions::new("acc", Mode::Max)
-            .max_concurrent(2)
-            .experiment_dir(&exp);
-        Tuner::new(Box::new(search), options)
-            .run(|c, r| marked::remote(marks_s.clone(), c, r))
-            .unwrap()
+        run_marked(Box::new(search), &exp, &marks_s)
     };
     let first = tune(6);
     assert_eq!(first.trials.len(), 6);
@@ -177,24 +203,7 @@ fn an_interrupted_run_resumes_without_running_finished_trials_again() {
 
     // Cut the journal as a crash would have: the last two trials never finished, and
     // the last line is half written.
-    let journal = exp.join("trials.jsonl");
-    let text = std::fs::read_to_string(&journal).unwrap();
-    let mut kept: Vec<&str> = Vec::new();
-    let mut finished = 0;
-    for line in text.lines() {
-        if line.contains("\"finished\"") {
-            finished += 1;
-            if finished > 4 {
-                continue;
-            }
-        }
-        kept.push(line);
-    }
-    std::fs::write(
-        &journal,
-        format!("{}\n{{\"finished\": 5, \"sta", kept.join("\n")),
-    )
-    .unwrap();
+    cut_journal(&exp, 4, "{\"finished\": 5, \"sta");
     let resumed = tune(8);
     // Two trials ran again, two new ones ran, four were kept.
     assert_eq!(runs(), 6 + 2);
@@ -256,12 +265,7 @@ fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
             calls: calls.clone(),
             heard: heard.clone(),
         };
-        let options = TuneOptions::new("acc", Mode::Max)
-            .max_concurrent(2)
-            .experiment_dir(&exp);
-        Tuner::new(Box::new(search), options)
-            .run(|c, r| marked::remote(marks_s.clone(), c, r))
-            .unwrap()
+        run_marked(Box::new(search), &exp, &marks_s)
     };
     tune(6);
     let saved: serde_json::Value =
@@ -271,17 +275,7 @@ fn a_resumed_run_takes_the_searchers_state_back_instead_of_replaying() {
     assert_eq!(saved["observed"].as_array().unwrap().len(), 6);
 
     // Two trials lost their ends in a crash; the searcher's state is whole.
-    let journal = exp.join("trials.jsonl");
-    let text = std::fs::read_to_string(&journal).unwrap();
-    let mut finished = 0;
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            finished += l.contains("\"finished\"") as usize;
-            !(l.contains("\"finished\"") && finished > 4)
-        })
-        .collect();
-    std::fs::write(&journal, kept.join("\n") + "\n").unwrap();
+    cut_journal(&exp, 4, "");
     calls.store(0, std::sync::atomic::Ordering::SeqCst);
     heard.store(0, std::sync::atomic::Ordering::SeqCst);
     let resumed = tune(8);

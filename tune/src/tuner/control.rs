@@ -192,11 +192,6 @@ impl TrialControl {
         checkpoint
     }
 
-    /// A trial's latest checkpoint.
-    pub fn checkpoint(&self, trial: usize) -> Option<Checkpoint> {
-        self.checkpoints.get(&trial).cloned()
-    }
-
     /// How far each of `trials` got: iterations and last report.
     pub fn progress(&self, trials: Vec<usize>) -> BTreeMap<usize, (usize, Option<Metrics>)> {
         trials
@@ -211,11 +206,12 @@ impl TrialControl {
             .collect()
     }
 
-    /// A trial's reports and whether the scheduler stopped it.
-    pub fn record(&self, trial: usize) -> (Vec<Metrics>, bool) {
+    /// A trial's reports, whether the scheduler stopped it, and its latest checkpoint.
+    pub fn record(&self, trial: usize) -> (Vec<Metrics>, bool, Option<Checkpoint>) {
         (
             self.history.get(&trial).cloned().unwrap_or_default(),
             self.stopped.contains(&trial),
+            self.checkpoints.get(&trial).cloned(),
         )
     }
 

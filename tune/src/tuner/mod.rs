@@ -183,6 +183,11 @@ trait Launch {
     fn launch(&mut self, config: Config, reporter: Reporter) -> TrialRun;
     /// A run of a trial ended (its result is in).
     fn ended(&mut self, _run: &TrialRun) {}
+    /// The CPUs a trial holds, which bound how many run at once unless the options
+    /// say how many (a function trainable's: one, whatever `launch` asks for).
+    fn trial_cpus(&self) -> f64 {
+        1.0
+    }
 }
 
 /// Trials of a function trainable: `launch` submits each.
@@ -220,6 +225,10 @@ impl Launch for Actors {
         if let Some(runner) = self.running.remove(&run.id()) {
             prism::kill(&runner);
         }
+    }
+
+    fn trial_cpus(&self) -> f64 {
+        self.cpus
     }
 }
 
@@ -296,20 +305,6 @@ impl Tuner {
                     .into(),
             ));
         }
-        let asked = self.options.max_concurrent;
-        if asked.is_none() {
-            let cpus = prism::cluster_resources()
-                .get("CPU")
-                .copied()
-                .unwrap_or(1.0);
-            let per_trial = self.options.trial_cpus;
-            let fit = if per_trial > 0.0 {
-                cpus / per_trial
-            } else {
-                cpus
-            };
-            self.options.max_concurrent = Some((fit.floor() as usize).max(1));
-        }
         let mut actors = Actors {
             name,
             cpus: self.options.trial_cpus,
@@ -317,9 +312,7 @@ impl Tuner {
             every: self.options.checkpoint_every,
             running: BTreeMap::new(),
         };
-        let grid = self.run_with(&mut actors);
-        self.options.max_concurrent = asked;
-        grid
+        self.run_with(&mut actors)
     }
 
     fn run_with(&mut self, launch: &mut dyn Launch) -> Result<ResultGrid, TuneError> {
@@ -355,7 +348,13 @@ impl Tuner {
             .get("CPU")
             .copied()
             .unwrap_or(1.0);
-        let concurrent = opts.max_concurrent.unwrap_or((cpus as usize).max(1));
+        let per_trial = launch.trial_cpus();
+        let fit = if per_trial > 0.0 {
+            cpus / per_trial
+        } else {
+            cpus
+        };
+        let concurrent = opts.max_concurrent.unwrap_or((fit.floor() as usize).max(1));
         let (mut journal, recorded, saved) = match &opts.experiment_dir {
             Some(dir) => {
                 let (j, r, s) = Journal::open(dir)?;
@@ -492,7 +491,8 @@ impl Tuner {
                         continue;
                     }
                 }
-                let (history, stopped) = prism::get(&control.record(id)).map_err(runtime)?;
+                let (history, stopped, checkpoint) =
+                    prism::get(&control.record(id)).map_err(runtime)?;
                 let status = match failure {
                     Some(e) => Status::Failed(e),
                     None if stopped => Status::Stopped,
@@ -506,8 +506,8 @@ impl Tuner {
                         self.searcher.observe(&config, opts.mode.signed(*v));
                     }
                 }
+                // Its checkpoints were taken after the wait: its run ended before that.
                 if let Some(j) = journal.as_mut() {
-                    keep_checkpoints(j, control)?;
                     j.finished(id, &history, &status)?;
                     save_searcher(j, self.searcher.as_ref(), next_id, &observed)?;
                 }
@@ -516,7 +516,7 @@ impl Tuner {
                     config,
                     history,
                     status,
-                    checkpoint: prism::get(&control.checkpoint(id)).map_err(runtime)?,
+                    checkpoint,
                 };
                 board.finished(&trial);
                 trials.push(trial);
