@@ -109,15 +109,16 @@ impl Head {
     }
 
     /// Commits a change to the tables on the blocking pool, so that the disk's sync
-    /// does not hold up the daemon's thread (and everything else it serves).
-    async fn commit(
+    /// does not hold up the daemon's thread (and everything else it serves). The
+    /// change owns what it writes and hands it back for memory.
+    async fn commit<R: Send + 'static>(
         &self,
-        change: impl FnOnce(&Tables) -> Result<(), crate::error::Error> + Send + 'static,
-    ) -> Result<(), String> {
+        change: impl FnOnce(&Tables) -> Result<R, crate::error::Error> + Send + 'static,
+    ) -> Result<R, String> {
         let tables = self.tables.clone();
         let done = tokio::task::spawn_blocking(move || change(&tables)).await;
         match done {
-            Ok(Ok(())) => Ok(()),
+            Ok(Ok(r)) => Ok(r),
             Ok(Err(e)) => {
                 tracing::error!("head: {e}");
                 Err(format!("the head could not record it: {e}"))
@@ -244,9 +245,11 @@ impl Head {
                 }
                 (_, Msg::KvPut { key, value }) => {
                     let _writing = self.writing.lock().await;
-                    let (k, v) = (key.clone(), value.clone());
-                    match self.commit(move |t| t.put_kv(&k, &v)).await {
-                        Ok(()) => {
+                    match self
+                        .commit(move |t| t.put_kv(&key, &value).map(|()| (key, value)))
+                        .await
+                    {
+                        Ok((key, value)) => {
                             lock(&self.kv).insert(key, value);
                             Msg::KvValue { value: None }
                         }
@@ -264,9 +267,10 @@ impl Head {
                             reason: format!("an actor named {name:?} already exists"),
                         }
                     } else {
-                        let (n, e) = (name.clone(), entry.clone());
-                        match self.commit(move |t| t.put_actor(&n, &e)).await {
-                            Ok(()) => {
+                        let stored =
+                            move |t: &Tables| t.put_actor(&name, &entry).map(|()| (name, entry));
+                        match self.commit(stored).await {
+                            Ok((name, entry)) => {
                                 lock(&self.named_actors).insert(name, entry.clone());
                                 Msg::ActorFound { entry: Some(entry) }
                             }
@@ -281,11 +285,10 @@ impl Head {
                         .filter(|(_, e)| e.actor == actor)
                         .map(|(n, _)| n.clone())
                         .collect();
-                    let gone = names.clone();
                     let written = if names.is_empty() {
                         Ok(())
                     } else {
-                        self.commit(move |t| t.remove_actors(&gone)).await
+                        self.commit(move |t| t.remove_actors(&names)).await
                     };
                     match written {
                         Ok(()) => {
@@ -388,10 +391,10 @@ impl Head {
             args,
             driver_node: node_address.clone(),
         };
-        let record = job.clone();
-        if let Err(reason) = self.commit(move |t| t.put_job(&record)).await {
-            return Ok(Msg::Failed { reason });
-        }
+        let job = match self.commit(move |t| t.put_job(&job).map(|()| job)).await {
+            Ok(job) => job,
+            Err(reason) => return Ok(Msg::Failed { reason }),
+        };
         lock(&self.jobs).push(job.clone());
         tracing::info!(job = job.job, %node_address, "head: job registered");
         Ok(Msg::JobAccepted { job, node_address })
