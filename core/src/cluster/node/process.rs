@@ -13,6 +13,11 @@ use crate::cluster::head::message_name;
 use crate::cluster::wire::{self, JobInfo, Msg, Role};
 use crate::error::Error;
 
+/// Whether the worker of `job` is still the one started as `start`, not connected yet.
+fn still_starting(st: &super::State, job: u32, start: u64) -> bool {
+    matches!(st.workers.get(&job), Some(Worker::Starting(s, _)) if *s == start)
+}
+
 impl Node {
     /// Starts the worker process of `job` and waits until it connects. If it cannot be
     /// started, or exits before it connects (a program that does not call
@@ -37,11 +42,9 @@ impl Node {
         tracing::error!(job, "node: {failure}");
         let waiting = {
             let mut st = self.lock();
-            match st.workers.get(&job) {
-                Some(Worker::Starting(s, _)) if *s == start => match st.workers.remove(&job) {
-                    Some(Worker::Starting(_, w)) => w,
-                    _ => Vec::new(),
-                },
+            let mine = still_starting(&st, job, start);
+            match mine.then(|| st.workers.remove(&job)).flatten() {
+                Some(Worker::Starting(_, w)) => w,
                 _ => Vec::new(),
             }
         };
@@ -62,7 +65,7 @@ impl Node {
         loop {
             {
                 let mut st = self.lock();
-                if !matches!(st.workers.get(&job), Some(Worker::Starting(s, _)) if *s == start) {
+                if !still_starting(&st, job, start) {
                     return None;
                 }
                 let exited = match st.children.get_mut(&job).map(|c| c.try_wait()) {
