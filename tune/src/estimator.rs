@@ -94,8 +94,6 @@ pub struct Registration {
     pub name: fn() -> &'static str,
     /// [`score_fold`] for the estimator.
     pub score_fold: ScoreFold,
-    /// [`Estimator::check`] for the estimator.
-    pub check: fn(&Config) -> Result<(), TuneError>,
 }
 
 /// How a task scores one fold: [`score_fold`] for one estimator.
@@ -127,7 +125,6 @@ macro_rules! register_estimator {
             $crate::estimator::Registration {
                 name: ::std::any::type_name::<$t>,
                 score_fold: $crate::estimator::score_fold::<$t>,
-                check: <$t as $crate::estimator::Estimator>::check,
             }
         }
     };
