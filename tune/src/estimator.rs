@@ -102,17 +102,18 @@ pub type ScoreFold =
 
 inventory::collect!(Registration);
 
+impl crate::registry::Registered for Registration {
+    const WHAT: (&'static str, &'static str, &'static str) =
+        ("estimator", "register_estimator", "Estimator");
+
+    fn name(&self) -> &'static str {
+        (self.name)()
+    }
+}
+
 /// The registration of the estimator named `name`.
 pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TuneError> {
-    crate::registry::find(
-        inventory::iter::<Registration>
-            .into_iter()
-            .map(|r| ((r.name)(), r)),
-        name,
-        "estimator",
-        "register_estimator",
-        "Estimator",
-    )
+    crate::registry::lookup(name)
 }
 
 /// Files an [`Estimator`] in the registry the cross-validated search's tasks find it

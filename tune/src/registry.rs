@@ -5,19 +5,20 @@
 
 use crate::TuneError;
 
-/// The entry of a compile-time registry named `name`, or an error saying how to file
-/// it (the registries of estimators and of trainables).
-pub(crate) fn find<R>(
-    entries: impl Iterator<Item = (&'static str, R)>,
-    name: &str,
-    what: &str,
-    register: &str,
-    trait_name: &str,
-) -> Result<R, TuneError> {
-    let mut entries = entries;
-    entries
-        .find(|(n, _)| *n == name)
-        .map(|(_, r)| r)
+/// An entry of one of the registries.
+pub(crate) trait Registered: inventory::Collect {
+    /// What the registry holds ("estimator"), its macro and the trait its types have.
+    const WHAT: (&'static str, &'static str, &'static str);
+    /// The registered type's name (`std::any::type_name`).
+    fn name(&self) -> &'static str;
+}
+
+/// The entry named `name`, or an error saying how to file it.
+pub(crate) fn lookup<R: Registered>(name: &str) -> Result<&'static R, TuneError> {
+    let (what, register, trait_name) = R::WHAT;
+    inventory::iter::<R>
+        .into_iter()
+        .find(|r| r.name() == name)
         .ok_or_else(|| {
             TuneError::Config(format!(
                 "the {what} {name} is not registered: add \

@@ -100,17 +100,18 @@ pub fn setup_boxed<T: Trainable>(config: &Config) -> Result<Box<dyn Trainable>, 
     T::setup(config).map(|t| Box::new(t) as Box<dyn Trainable>)
 }
 
+impl crate::registry::Registered for Registration {
+    const WHAT: (&'static str, &'static str, &'static str) =
+        ("trainable", "register_trainable", "Trainable");
+
+    fn name(&self) -> &'static str {
+        (self.name)()
+    }
+}
+
 /// The registration of the trainable named `name`.
 pub(crate) fn lookup(name: &str) -> Result<&'static Registration, TuneError> {
-    crate::registry::find(
-        inventory::iter::<Registration>
-            .into_iter()
-            .map(|r| ((r.name)(), r)),
-        name,
-        "trainable",
-        "register_trainable",
-        "Trainable",
-    )
+    crate::registry::lookup(name)
 }
 
 /// Files a [`Trainable`] in the registry its trials' actors find it in. Once per type,
