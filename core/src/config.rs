@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::error::{Error, Result};
 
@@ -28,7 +29,15 @@ pub struct Config {
     pub(crate) spilling: bool,
     pub(crate) address: Option<String>,
     pub(crate) token: Option<String>,
+    pub(crate) reconnect_window: Option<Duration>,
 }
+
+/// The environment variable that sets [`Config::reconnect_window`], in seconds.
+pub const ENV_RECONNECT_WINDOW: &str = "PRISM_RECONNECT_WINDOW_S";
+
+/// How long a driver keeps trying to reach a cluster that went away, by default: Ray's
+/// default too.
+pub const DEFAULT_RECONNECT_WINDOW: Duration = Duration::from_secs(60);
 
 impl Default for Config {
     fn default() -> Self {
@@ -44,6 +53,7 @@ impl Default for Config {
             spilling: true,
             address: None,
             token: None,
+            reconnect_window: None,
         }
     }
 }
@@ -106,6 +116,35 @@ impl Config {
     pub fn token(mut self, token: impl Into<String>) -> Self {
         self.token = Some(token.into());
         self
+    }
+
+    /// How long a driver whose cluster went away (its node, or the head) keeps trying to
+    /// reach it again before every pending and later operation fails with
+    /// [`Error::ClusterUnreachable`]. Default: `PRISM_RECONNECT_WINDOW_S` seconds if set,
+    /// else 60 s.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let c = prism::Config::default().reconnect_window(Duration::from_secs(5));
+    /// assert_eq!(c.reconnect_window_or_default(), Duration::from_secs(5));
+    /// ```
+    pub fn reconnect_window(mut self, window: Duration) -> Self {
+        self.reconnect_window = Some(window);
+        self
+    }
+
+    /// The reconnect window this configuration gives: its own, else the environment's,
+    /// else the default.
+    pub fn reconnect_window_or_default(&self) -> Duration {
+        self.reconnect_window
+            .or_else(|| {
+                std::env::var(ENV_RECONNECT_WINDOW)
+                    .ok()
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64)
+            })
+            .unwrap_or(DEFAULT_RECONNECT_WINDOW)
     }
 
     /// The number of CPUs this configuration gives.

@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::object::ObjectId;
+use crate::id::ObjectId;
 
 /// The result type of every fallible prism operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -136,6 +136,19 @@ pub enum Error {
         /// The function that was running.
         function: String,
         /// What is known of the death.
+        reason: String,
+    },
+
+    /// The driver lost its cluster and could not reach it again within the reconnect
+    /// window ([`crate::Config::reconnect_window`]): every pending and later operation
+    /// fails with this.
+    #[error("the cluster at {head} could not be reached for {waited:?}: {reason}")]
+    ClusterUnreachable {
+        /// The head's address.
+        head: String,
+        /// How long the driver kept trying.
+        waited: std::time::Duration,
+        /// What failed last.
         reason: String,
     },
 

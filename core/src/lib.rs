@@ -67,28 +67,38 @@
 
 #![warn(missing_docs)]
 
-pub mod actor;
 mod api;
-pub mod cluster;
 mod config;
+pub mod daemon;
 mod error;
-pub mod object;
+mod id;
+mod registry;
 mod runtime;
 mod sched;
+pub mod session;
+mod sync;
+#[cfg(feature = "testing")]
+pub mod testing;
+pub mod wire;
+
+pub mod actor;
+pub mod object;
 pub mod task;
 
-pub use actor::{Actor, ActorHandle, ActorId, ActorOptions};
+pub use actor::ActorOptions;
 pub use api::{
-    available_resources, cancel, cluster_resources, context, get, get_actor, get_all, get_all_arc,
-    get_arc, get_timeout, init, init_with, is_initialized, kill, nodes, put, put_arc, shutdown,
-    store_stats, wait, RuntimeContext,
+    available_resources, block_on, cancel, cluster_resources, context, enter_if_worker, get,
+    get_actor, get_all, get_all_arc, get_arc, get_timeout, init, init_with, is_initialized, kill,
+    nodes, put, put_arc, shutdown, store_stats, wait, Actor, ActorHandle, ObjectFuture,
+    ReadyPending, RuntimeContext,
 };
-pub use cluster::wire::NodeView;
 pub use config::Config;
 pub use error::{Error, Result};
-pub use object::{ObjectId, ObjectRef, StoreStats, Value};
+pub use id::{ActorId, ObjectId};
+pub use object::{ObjectRef, StoreStats, Value};
 pub use prism_macros::{actor, remote};
 pub use task::{IntoArg, Strategy, TaskOptions};
+pub use wire::NodeView;
 
 /// What most programs import: `use prism::prelude::*;`.
 pub mod prelude {
@@ -99,6 +109,7 @@ pub mod prelude {
 /// Re-exports for the generated code. Not part of the API.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::api::{block_on, spawn, submit};
     pub use inventory;
     pub use serde;
 }

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use prism::cluster::testing::LocalCluster;
 use prism::prelude::*;
+use prism::testing::LocalCluster;
 
 #[prism::remote]
 fn where_am_i() -> String {
@@ -37,7 +37,8 @@ fn where_did_it_run_on_two_nodes() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let refs: Vec<_> = (0..10_000).map(|_| where_am_i::remote()).collect();
     let nodes = prism::get_all(&refs).unwrap();
@@ -56,7 +57,7 @@ fn where_did_it_run_on_two_nodes() {
 
 #[test]
 fn values_refs_errors_and_nested_tasks_cross_processes() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 2.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 2.0)]).unwrap();
     cluster.connect().unwrap();
     let a = add::remote(1, 2);
     let b = add::remote(&a, 10);
@@ -88,15 +89,15 @@ fn values_refs_errors_and_nested_tasks_cross_processes() {
 
 #[test]
 fn a_wrong_token_is_refused_and_the_daemon_keeps_serving() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let refused = io.block_on(prism::cluster::wire::connect(
+    let refused = io.block_on(prism::wire::connect(
         &cluster.head,
         "not-the-token",
-        prism::cluster::wire::Role::Driver,
+        prism::wire::Role::Driver,
     ));
     match refused {
         Err(e) => assert!(e.to_string().contains("wrong cluster token"), "{e}"),
@@ -114,7 +115,7 @@ fn a_wrong_token_is_refused_and_the_daemon_keeps_serving() {
 
 #[test]
 fn random_and_truncated_frames_leave_head_and_node_serving() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     let node = cluster.nodes()[0].address.clone();
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut next = || {
@@ -168,7 +169,7 @@ fn live(pids: &[u32]) -> Vec<u32> {
 
 #[test]
 fn cli_start_status_and_stop_leave_nothing_behind() {
-    prism::cluster::enter_if_worker();
+    prism::enter_if_worker();
     let dir = std::env::temp_dir().join(format!("prism-cli-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let cli = |args: &[&str]| {
@@ -199,10 +200,7 @@ fn cli_start_status_and_stop_leave_nothing_behind() {
         "--node-ip-address",
         "127.0.0.2",
     ]);
-    let pids: Vec<u32> = prism::cluster::session::pids(&dir)
-        .iter()
-        .map(|(p, _)| *p)
-        .collect();
+    let pids: Vec<u32> = prism::session::pids(&dir).iter().map(|(p, _)| *p).collect();
     assert_eq!(live(&pids).len(), 2);
 
     let status = common_wait(|| {
@@ -235,7 +233,7 @@ fn cli_start_status_and_stop_leave_nothing_behind() {
 }
 
 fn common_wait<T>(f: impl FnMut() -> Option<T>) -> T {
-    prism::cluster::testing::wait_for(f, "the cluster")
+    prism::testing::wait_for(f, "the cluster").unwrap()
 }
 
 #[prism::remote]
@@ -255,7 +253,8 @@ fn nested_gets_on_one_cpu_nodes_do_not_deadlock() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     for n in [10, 13] {
         let r = fib::remote(n);
@@ -273,51 +272,36 @@ fn slow_square(x: u64, ms: u64) -> u64 {
     x * x
 }
 
-/// PIDs of the worker processes of a cluster (started from its stored executables).
-fn worker_pids(cluster: &LocalCluster) -> Vec<u32> {
-    let marker = cluster.dir.join("executables");
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
-            if exe.starts_with(&marker) {
-                pids.push(pid);
-            }
-        }
-    }
-    pids
-}
-
 #[test]
 fn killing_a_worker_mid_job_loses_no_result() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let refs: Vec<_> = (0..1000u64).map(|i| slow_square::remote(i, 2)).collect();
     // Let the job get going on both nodes, then kill one worker process outright.
     prism::get_timeout(&refs[100], Duration::from_secs(60)).unwrap();
-    let pids = prism::cluster::testing::wait_for(
-        || Some(worker_pids(&cluster)).filter(|p| p.len() == 2),
+    let pids = prism::testing::wait_for(
+        || Some(cluster.worker_pids()).filter(|p| p.len() == 2),
         "two worker processes",
-    );
-    assert!(prism::cluster::session::signal(pids[0], 9));
+    )
+    .unwrap();
+    assert!(prism::session::signal(pids[0], 9));
     let squares = prism::get_all(&refs).unwrap();
     assert_eq!(squares, (0..1000u64).map(|i| i * i).collect::<Vec<_>>());
 }
 
 #[test]
 fn a_dead_worker_without_retries_is_a_typed_error() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     let r = slow_square::options().max_retries(0).remote(3, 60_000);
     let pid =
-        prism::cluster::testing::wait_for(|| worker_pids(&cluster).first().copied(), "the worker");
+        prism::testing::wait_for(|| cluster.worker_pids().first().copied(), "the worker").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(prism::cluster::session::signal(pid, 9));
+    assert!(prism::session::signal(pid, 9));
     match prism::get_timeout(&r, Duration::from_secs(30)) {
         Err(Error::WorkerCrashed { function, .. }) => {
             assert!(function.ends_with("slow_square"), "{function}")
@@ -333,24 +317,23 @@ fn a_dead_worker_without_retries_is_a_typed_error() {
 
 #[test]
 fn killing_a_node_daemon_mid_job_loses_no_result() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
-    let second = cluster.add_node("127.0.0.3", 1.0, None);
-    cluster.wait_nodes(2);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
+    let second = cluster.add_node("127.0.0.3", 1.0, None).unwrap();
+    cluster.wait_nodes(2).unwrap();
     cluster.connect().unwrap();
     let refs: Vec<_> = (0..600u64).map(|i| slow_square::remote(i, 3)).collect();
     prism::get_timeout(&refs[50], Duration::from_secs(60)).unwrap();
     // The second node is not the driver's: tasks it holds come back as lost and run
     // again on the first; its orphaned worker exits when its node's socket closes.
-    assert!(prism::cluster::session::signal(
-        cluster.daemon_pid(second),
-        9
-    ));
+    assert!(prism::session::signal(cluster.daemon_pid(second), 9));
     let squares = prism::get_all(&refs).unwrap();
     assert_eq!(squares, (0..600u64).map(|i| i * i).collect::<Vec<_>>());
-    let alive = prism::cluster::testing::wait_for(
+    let alive = prism::testing::wait_for(
         || Some(cluster.nodes()).filter(|n| n.iter().filter(|v| v.alive).count() == 1),
         "the head to see the node gone",
-    );
+    )
+    .unwrap();
     assert_eq!(alive.iter().filter(|v| !v.alive).count(), 1);
 }
 
@@ -393,7 +376,8 @@ fn actors_live_in_workers_keep_order_and_travel_to_tasks() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let t = Tally::remote(10);
     let pid = prism::get_timeout(&t.pid(), Duration::from_secs(30)).unwrap();
@@ -432,10 +416,10 @@ fn actors_live_in_workers_keep_order_and_travel_to_tasks() {
 #[test]
 fn a_worker_that_exits_before_connecting_fails_its_work_at_once() {
     // What a program that does not call `prism::init()` first looks like to its node.
-    if prism::cluster::worker::is_worker() {
+    if prism::wire::env::is_worker() {
         std::process::exit(3);
     }
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     let task = add::remote(1, 2);
     let actor = Tally::remote(1);
@@ -455,7 +439,7 @@ fn a_worker_that_exits_before_connecting_fails_its_work_at_once() {
 
 #[test]
 fn an_actor_is_restarted_up_to_max_restarts_then_dies() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     let t = Tally::options().max_restarts(1).remote(5);
     assert_eq!(prism::get(&t.add(1)).unwrap(), 6);
@@ -463,23 +447,25 @@ fn an_actor_is_restarted_up_to_max_restarts_then_dies() {
 
     // Its process dies: the node starts it again (the constructor runs again, so its
     // state starts over) and later calls reach the new instance.
-    assert!(prism::cluster::session::signal(first, 9));
-    let second = prism::cluster::testing::wait_for(
+    assert!(prism::session::signal(first, 9));
+    let second = prism::testing::wait_for(
         || prism::get(&t.pid()).ok().filter(|p| *p != first),
         "the restarted actor",
-    );
+    )
+    .unwrap();
     assert_eq!(prism::get(&t.add(1)).unwrap(), 6);
     assert_eq!(prism::get(&t.add(1)).unwrap(), 7);
 
     // No restarts left: the second death is final, and calls fail with a typed error.
-    assert!(prism::cluster::session::signal(second, 9));
-    let err = prism::cluster::testing::wait_for(
+    assert!(prism::session::signal(second, 9));
+    let err = prism::testing::wait_for(
         || match prism::get_timeout(&t.add(1), Duration::from_secs(30)) {
             Err(e @ Error::ActorDied { .. }) => Some(e),
             _ => None,
         },
         "the actor to be dead",
-    );
+    )
+    .unwrap();
     assert!(err.to_string().contains("worker process died"), "{err}");
 }
 
@@ -509,7 +495,8 @@ fn named_actors_are_found_cluster_wide() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let t = Tally::options().name("shared").remote(0);
     let bumps: Vec<_> = (0..4).map(|_| bump_named::remote("shared")).collect();
@@ -532,22 +519,24 @@ fn named_actors_are_found_cluster_wide() {
 
 #[test]
 fn a_restarted_head_takes_the_cluster_back() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     // A node that leaves before the head restarts is still known to the new head, as
     // not alive.
-    let gone = cluster.add_node("127.0.0.3", 1.0, None);
-    cluster.wait_nodes(2);
+    let gone = cluster.add_node("127.0.0.3", 1.0, None).unwrap();
+    cluster.wait_nodes(2).unwrap();
     let gone_id = cluster
         .nodes()
         .into_iter()
         .find(|n| n.address.starts_with("127.0.0.3:"))
         .unwrap()
         .node_id;
-    assert!(prism::cluster::session::signal(cluster.daemon_pid(gone), 9));
-    prism::cluster::testing::wait_for(
+    assert!(prism::session::signal(cluster.daemon_pid(gone), 9));
+    prism::testing::wait_for(
         || (cluster.nodes().iter().filter(|n| n.alive).count() == 1).then_some(()),
         "the head to see the node leave",
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let t = Tally::options().name("survivor").remote(1);
     assert_eq!(prism::get(&t.add(1)).unwrap(), 2);
@@ -556,24 +545,23 @@ fn a_restarted_head_takes_the_cluster_back() {
         .build()
         .unwrap();
     let (head, token) = (cluster.head.clone(), cluster.token.clone());
-    let kv = |msg: prism::cluster::wire::Msg| {
+    let kv = |msg: prism::wire::Msg| {
         io.block_on(async {
-            let (mut s, _) =
-                prism::cluster::wire::connect(&head, &token, prism::cluster::wire::Role::Cli)
-                    .await
-                    .unwrap();
-            prism::cluster::wire::write_msg(&mut s, &msg).await.unwrap();
-            prism::cluster::wire::read_msg::<_, prism::cluster::wire::Msg>(&mut s)
+            let (mut s, _) = prism::wire::connect(&head, &token, prism::wire::Role::Cli)
+                .await
+                .unwrap();
+            prism::wire::write_msg(&mut s, &msg).await.unwrap();
+            prism::wire::read_msg::<_, prism::wire::Msg>(&mut s)
                 .await
                 .unwrap()
         })
     };
-    kv(prism::cluster::wire::Msg::KvPut {
+    kv(prism::wire::Msg::KvPut {
         key: "answer".into(),
         value: vec![42],
     });
 
-    cluster.restart_head(1);
+    cluster.restart_head(1).unwrap();
 
     // The node reconnected, the name and the key are still there, the actor still runs.
     let nodes = cluster.nodes();
@@ -583,10 +571,10 @@ fn a_restarted_head_takes_the_cluster_back() {
         "{nodes:?}"
     );
     assert_eq!(
-        kv(prism::cluster::wire::Msg::KvGet {
+        kv(prism::wire::Msg::KvGet {
             key: "answer".into()
         }),
-        prism::cluster::wire::Msg::KvValue {
+        prism::wire::Msg::KvValue {
             value: Some(vec![42])
         }
     );
@@ -597,23 +585,22 @@ fn a_restarted_head_takes_the_cluster_back() {
 
 #[test]
 fn a_silent_node_is_declared_dead_after_the_timeout() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
-    let frozen = cluster.add_node("127.0.0.3", 1.0, None);
-    cluster.wait_nodes(2);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
+    let frozen = cluster.add_node("127.0.0.3", 1.0, None).unwrap();
+    cluster.wait_nodes(2).unwrap();
     // A stopped process keeps its sockets open: only the missing heartbeats tell.
-    assert!(prism::cluster::session::signal(
+    assert!(prism::session::signal(
         cluster.daemon_pid(frozen),
         libc_sigstop()
     ));
-    let view = prism::cluster::testing::wait_for(
+    let view = prism::testing::wait_for(
         || Some(cluster.nodes()).filter(|n| n.iter().filter(|v| v.alive).count() == 1),
         "the head to declare the silent node dead",
-    );
+    )
+    .unwrap();
     assert_eq!(view.len(), 2);
-    assert!(prism::cluster::session::signal(
-        cluster.daemon_pid(frozen),
-        18
-    ));
+    assert!(prism::session::signal(cluster.daemon_pid(frozen), 18));
 }
 
 fn libc_sigstop() -> i32 {
@@ -622,7 +609,7 @@ fn libc_sigstop() -> i32 {
 
 #[test]
 fn one_task_at_a_time_goes_straight_to_a_leased_worker_and_the_lease_comes_back() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     // Submit-and-wait, one at a time: after the first, tasks run on a lease.
     for i in 0..300 {
@@ -641,18 +628,19 @@ fn one_task_at_a_time_goes_straight_to_a_leased_worker_and_the_lease_comes_back(
     // or the one-CPU node could never run them.
     assert_eq!(prism::get(&sum_squares::remote(20)).unwrap(), 2470);
     // Unused, the lease goes back: the node's CPU is free again.
-    prism::cluster::testing::wait_for(
-        || (prism::available_resources().get("CPU") == Some(&1.0)).then_some(()),
+    prism::testing::wait_for(
+        || (prism::available_resources().unwrap().get("CPU") == Some(&1.0)).then_some(()),
         "the lease to be returned",
-    );
+    )
+    .unwrap();
     // The leased worker dies mid-task: the task is retried through the node.
     for i in 0..5 {
         assert_eq!(prism::get(&add::remote(i, 1)).unwrap(), i + 1);
     }
     let slow = slow_square::remote(7, 400);
     let pid =
-        prism::cluster::testing::wait_for(|| worker_pids(&cluster).first().copied(), "the worker");
+        prism::testing::wait_for(|| cluster.worker_pids().first().copied(), "the worker").unwrap();
     std::thread::sleep(Duration::from_millis(100));
-    assert!(prism::cluster::session::signal(pid, 9));
+    assert!(prism::session::signal(pid, 9));
     assert_eq!(prism::get_timeout(&slow, Duration::from_secs(30)), Ok(49));
 }

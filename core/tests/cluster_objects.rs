@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use prism::cluster::testing::{wait_for, LocalCluster};
 use prism::prelude::*;
+use prism::testing::{wait_for, LocalCluster};
 
 /// `len` pseudo-random bytes from `seed`, with the node that made them.
 #[prism::remote]
@@ -68,10 +68,14 @@ fn node_on(ip: &str) -> String {
 
 /// Two nodes, each with a custom resource naming it, so that tasks can be pinned.
 fn two_pinnable_nodes() -> LocalCluster {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[]);
-    cluster.add_node("127.0.0.2", 2.0, Some(r#"{"a": 100}"#));
-    cluster.add_node("127.0.0.3", 2.0, Some(r#"{"b": 100}"#));
-    cluster.wait_nodes(2);
+    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[]).unwrap();
+    cluster
+        .add_node("127.0.0.2", 2.0, Some(r#"{"a": 100}"#))
+        .unwrap();
+    cluster
+        .add_node("127.0.0.3", 2.0, Some(r#"{"b": 100}"#))
+        .unwrap();
+    cluster.wait_nodes(2).unwrap();
     cluster.connect().unwrap();
     cluster
 }
@@ -116,15 +120,19 @@ fn large_objects_are_pulled_where_needed_and_freed_everywhere() {
                 (held == 0).then_some(())
             },
             "the workers to drop their copies",
-        );
+        )
+        .unwrap();
     }
 }
 
 #[test]
 fn objects_lost_with_their_node_are_rebuilt_from_lineage() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
-    let doomed = cluster.add_node("127.0.0.3", 1.0, Some(r#"{"b": 100}"#));
-    cluster.wait_nodes(2);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
+    let doomed = cluster
+        .add_node("127.0.0.3", 1.0, Some(r#"{"b": 100}"#))
+        .unwrap();
+    cluster.wait_nodes(2).unwrap();
     cluster.connect().unwrap();
     let on_b = || make::options().resource("b", 1.0);
     let first = on_b().remote(5, 1 << 20);
@@ -140,16 +148,16 @@ fn objects_lost_with_their_node_are_rebuilt_from_lineage() {
     let (doomed_id, _) = prism::get(&small).unwrap();
 
     // The node holding all three dies; another node that can run their tasks joins.
-    assert!(prism::cluster::session::signal(
-        cluster.daemon_pid(doomed),
-        9
-    ));
+    assert!(prism::session::signal(cluster.daemon_pid(doomed), 9));
     wait_for(
         || (cluster.nodes().iter().filter(|n| n.alive).count() == 1).then_some(()),
         "the head to see the node gone",
-    );
-    cluster.add_node("127.0.0.4", 1.0, Some(r#"{"b": 100}"#));
-    cluster.wait_nodes(2);
+    )
+    .unwrap();
+    cluster
+        .add_node("127.0.0.4", 1.0, Some(r#"{"b": 100}"#))
+        .unwrap();
+    cluster.wait_nodes(2).unwrap();
 
     // `second` is rebuilt, and for that `first` too (its argument, lost as well).
     let (node, bytes) = prism::get_timeout(&second, Duration::from_secs(60)).unwrap();
@@ -198,9 +206,10 @@ impl Spot {
 
 #[test]
 fn an_actor_whose_node_dies_is_restarted_on_another() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
-    let doomed = cluster.add_node("127.0.0.3", 1.0, None);
-    cluster.wait_nodes(2);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
+    let doomed = cluster.add_node("127.0.0.3", 1.0, None).unwrap();
+    cluster.wait_nodes(2).unwrap();
     cluster.connect().unwrap();
     let b = node_on("127.0.0.3");
     let spot = Spot::options()
@@ -214,10 +223,7 @@ fn an_actor_whose_node_dies_is_restarted_on_another() {
     assert_eq!(prism::get(&spot.add(1)).unwrap(), 11);
 
     // Its whole node dies: the node that placed it creates it again on a live node.
-    assert!(prism::cluster::session::signal(
-        cluster.daemon_pid(doomed),
-        9
-    ));
+    assert!(prism::session::signal(cluster.daemon_pid(doomed), 9));
     let moved = wait_for(
         || {
             prism::get_timeout(&spot.node(), Duration::from_secs(30))
@@ -225,7 +231,8 @@ fn an_actor_whose_node_dies_is_restarted_on_another() {
                 .filter(|n| *n != b)
         },
         "the actor to start again elsewhere",
-    );
+    )
+    .unwrap();
     assert_ne!(moved, b);
     // The constructor ran again: the state starts over.
     assert_eq!(prism::get(&spot.add(1)).unwrap(), 11);
@@ -241,7 +248,7 @@ fn nested_big(len: usize) -> usize {
 #[test]
 fn a_large_result_of_a_nested_task_in_the_same_worker_reaches_its_owner() {
     // One node with one CPU: the nested task runs in the very worker that waits for it.
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     let len = 1 << 20;
     assert_eq!(
@@ -252,9 +259,10 @@ fn a_large_result_of_a_nested_task_in_the_same_worker_reaches_its_owner() {
 
 #[test]
 fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
-    let mut cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
-    cluster.add_node("127.0.0.3", 1.0, None);
-    cluster.wait_nodes(2);
+    let mut cluster =
+        LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
+    cluster.add_node("127.0.0.3", 1.0, None).unwrap();
+    cluster.wait_nodes(2).unwrap();
     cluster.connect().unwrap();
     let b = node_on("127.0.0.3");
     let spot = Spot::options()
@@ -269,7 +277,7 @@ fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
     let pid = prism::get(&spot.pid()).unwrap();
     // The worker on the peer dies: the node that placed the actor hears of it and
     // creates it again; its state starts over.
-    assert!(prism::cluster::session::signal(pid, 9));
+    assert!(prism::session::signal(pid, 9));
     let again = wait_for(
         || {
             prism::get_timeout(&spot.pid(), Duration::from_secs(30))
@@ -277,7 +285,8 @@ fn an_actor_placed_on_a_peer_restarts_when_its_worker_dies() {
                 .filter(|p| *p != pid)
         },
         "the actor to start again",
-    );
+    )
+    .unwrap();
     assert_ne!(again, pid);
     assert_eq!(prism::get(&spot.add(1)).unwrap(), 2);
 }

@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use prism::cluster::testing::LocalCluster;
 use prism::prelude::*;
+use prism::testing::LocalCluster;
 use prism::Strategy;
 
 #[prism::remote]
@@ -32,11 +32,12 @@ fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 4.0), ("127.0.0.3", 4.0)],
-    );
+    )
+    .unwrap();
     cluster.connect().unwrap();
     let nodes = prism::nodes().unwrap();
     assert_eq!(nodes.len(), 2);
-    assert_eq!(prism::cluster_resources().get("CPU"), Some(&8.0));
+    assert_eq!(prism::cluster_resources().unwrap().get("CPU"), Some(&8.0));
 
     // Hard affinity: every task on the node named, both ways.
     for node in &nodes {
@@ -98,7 +99,7 @@ impl Greeter {
 
 #[test]
 fn work_that_does_not_fit_waits_with_its_reason_and_runs_when_room_frees() {
-    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]);
+    let cluster = LocalCluster::start(env!("CARGO_BIN_EXE_prism"), &[("127.0.0.2", 1.0)]).unwrap();
     cluster.connect().unwrap();
     let busy = nap::remote(1500);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -108,14 +109,15 @@ fn work_that_does_not_fit_waits_with_its_reason_and_runs_when_room_frees() {
     let greeter = Greeter::options().num_cpus(1.0).remote("hello".to_string());
     let hello = greeter.greet("prism".to_string());
     let after = nap::options().num_cpus(0.5).remote(1);
-    let pending = prism::cluster::testing::wait_for(
+    let pending = prism::testing::wait_for(
         || {
             let nodes = prism::nodes().ok()?;
             let pending = nodes.first()?.pending.clone();
             (pending.len() == 2).then_some(pending)
         },
         "both to be reported pending",
-    );
+    )
+    .unwrap();
     for p in &pending {
         assert_eq!(p.count, 1);
         let cpus = p.demand[0].1;
@@ -173,7 +175,8 @@ fn the_head_serves_nodes_and_metrics_over_http() {
     let cluster = LocalCluster::start(
         env!("CARGO_BIN_EXE_prism"),
         &[("127.0.0.2", 2.0), ("127.0.0.3", 1.0)],
-    );
+    )
+    .unwrap();
     let api = std::fs::read_to_string(cluster.dir.join("dashboard")).unwrap();
     assert!(api.starts_with("127.0.0.1:"), "bound to loopback: {api}");
 

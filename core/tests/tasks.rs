@@ -371,12 +371,12 @@ fn gpus_are_accounted_and_ids_handed_out() {
     assert_eq!(prism::get(&half).unwrap().len(), 1);
     // Resources return just after the result is published; allow the worker a moment.
     for _ in 0..400 {
-        if prism::available_resources()["GPU"] == 2.0 {
+        if prism::available_resources().unwrap()["GPU"] == 2.0 {
             break;
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    assert_eq!(prism::available_resources()["GPU"], 2.0);
+    assert_eq!(prism::available_resources().unwrap()["GPU"], 2.0);
     prism::shutdown();
 }
 
@@ -438,7 +438,7 @@ fn context_tells_task_worker_and_node() {
 fn object_refs_can_be_awaited() {
     start(2.0);
     let r = add::remote(40, 2);
-    let v = prism::task::block_on(async move { r.await });
+    let v = prism::block_on(async move { r.await });
     assert_eq!(v.unwrap(), 42);
     prism::shutdown();
 }

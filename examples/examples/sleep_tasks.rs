@@ -14,7 +14,7 @@ use prism_examples::sleep::{fifo_makespan, sleep_for, SLEEPS};
 fn main() -> prism::Result<()> {
     let t = Instant::now();
     prism::init()?;
-    let cpus = prism::cluster_resources()["CPU"];
+    let cpus = prism::cluster_resources()?["CPU"];
     println!("prism started in {:.1} ms with {cpus} CPUs", secs(t) * 1e3);
 
     let sequential: f64 = SLEEPS.iter().sum();

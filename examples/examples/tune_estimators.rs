@@ -46,7 +46,7 @@ fn search<E: Estimator>(
 ) -> Result<f64, Box<dyn std::error::Error>> {
     println!("{what}: {n_iter} candidates x 5 folds");
     let mut searcher = RandomSearch::sklearn(space, n_iter, 0)?;
-    let cpus = prism::cluster_resources()
+    let cpus = prism::cluster_resources()?
         .get("CPU")
         .copied()
         .unwrap_or(1.0);

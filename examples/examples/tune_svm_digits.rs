@@ -67,24 +67,20 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Box::new(RandomSearch::sklearn(&space, n_iter, seed)?)
     };
     let data = datasets::digits();
+    let cpus = prism::cluster_resources()?
+        .get("CPU")
+        .copied()
+        .unwrap_or(0.0);
     println!(
-        "RBF SVC on the digits ({} images), {n_iter} candidates x 5 folds on {} CPUs",
+        "RBF SVC on the digits ({} images), {n_iter} candidates x 5 folds on {cpus} CPUs",
         data.rows(),
-        prism::cluster_resources()
-            .get("CPU")
-            .copied()
-            .unwrap_or(0.0)
     );
     let mut progress = Lines {
         terminal: std::io::stdout().is_terminal(),
         total: n_iter,
     };
     // Two candidates per CPU being scored at once: their five folds keep every core busy.
-    let cpus = prism::cluster_resources()
-        .get("CPU")
-        .copied()
-        .unwrap_or(1.0);
-    let in_flight = (2.0 * cpus).ceil() as usize;
+    let in_flight = (2.0 * cpus.max(1.0)).ceil() as usize;
     let result = cv::search::<Svc>(&data, searcher.as_mut(), 5, in_flight, &mut progress)?;
     let best = result.best().ok_or("no candidate finished")?;
     let mut ranked: Vec<&Candidate> = result.candidates.iter().collect();

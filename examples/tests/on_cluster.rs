@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use prism::cluster::testing::{sibling_prism_bin, LocalCluster};
+use prism::testing::{sibling_prism_bin, LocalCluster};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -33,7 +33,7 @@ fn run_on(cluster: &LocalCluster, name: &str) -> (String, String) {
 
 fn cluster() -> LocalCluster {
     let bin = sibling_prism_bin().expect("the prism binary is built next to the tests");
-    LocalCluster::start(bin, &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)])
+    LocalCluster::start(bin, &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)]).unwrap()
 }
 
 #[test]

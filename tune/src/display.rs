@@ -122,14 +122,12 @@ impl Board {
             return;
         }
         let count = |f: fn(&Status) -> bool| self.done.values().filter(|d| f(&d.3)).count();
-        let total = prism::cluster_resources()
-            .get("CPU")
-            .copied()
-            .unwrap_or(0.0);
-        let free = prism::available_resources()
-            .get("CPU")
-            .copied()
-            .unwrap_or(0.0);
+        // A table line is no reason to fail a run: a cluster that cannot say shows 0.
+        let cpus = |r: prism::Result<std::collections::BTreeMap<String, f64>>| {
+            r.ok().and_then(|m| m.get("CPU").copied()).unwrap_or(0.0)
+        };
+        let total = cpus(prism::cluster_resources());
+        let free = cpus(prism::available_resources());
         let mut out = String::new();
         let _ = writeln!(
             out,

@@ -119,6 +119,7 @@ fn tuner(space: &Space, options: TuneOptions) -> Tuner {
 
 fn cpus_free() -> f64 {
     prism::available_resources()
+        .unwrap()
         .get("CPU")
         .copied()
         .unwrap_or(0.0)

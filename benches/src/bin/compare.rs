@@ -614,7 +614,7 @@ fn w13(daemons: &[u32]) -> Vec<Figure> {
 
 /// The cluster workloads, those of `only` if given.
 fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure> {
-    let bin = prism::cluster::testing::sibling_prism_bin()
+    let bin = prism::testing::sibling_prism_bin()
         .expect("the prism binary next to this one: run `cargo build --release` first");
     let wanted = |name: &str| only.is_none_or(|o| o.iter().any(|w| w == name));
     let mut figures = rtt_floor();
@@ -628,10 +628,11 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
             prism::init_with(prism::Config::default().address(a)).expect("joins the cluster")
         }
         None => {
-            let c = prism::cluster::testing::LocalCluster::start(
+            let c = prism::testing::LocalCluster::start(
                 &bin,
                 &[("127.0.0.2", 1.0), ("127.0.0.3", 1.0)],
-            );
+            )
+            .expect("the local cluster starts");
             c.connect().expect("joins the local cluster");
             daemons = (0..3).map(|i| c.daemon_pid(i)).collect();
             _cluster = c;
@@ -652,7 +653,7 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
 
 fn main() {
     // In a worker process of the cluster mode this serves tasks and never returns.
-    prism::cluster::enter_if_worker();
+    prism::enter_if_worker();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.iter().any(|a| a == "--w0-child") {
         return w0_child();
@@ -685,13 +686,12 @@ fn main() {
         ("MILLION", million),
     ];
     let mut figures = Vec::new();
-    if value_of("--mode").as_deref() == Some("cluster") {
+    let cluster = value_of("--mode").as_deref() == Some("cluster");
+    if cluster {
         figures = cluster_mode(value_of("--address"), only.as_deref());
     }
-    for (name, run) in workloads {
-        if !figures.is_empty() {
-            break;
-        }
+    // The embedded workloads, every one asked for (all without `--only`).
+    for (name, run) in workloads.into_iter().filter(|_| !cluster) {
         if only.as_ref().is_some_and(|o| !o.iter().any(|w| w == name)) {
             continue;
         }

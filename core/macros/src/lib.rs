@@ -246,8 +246,8 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
     let arity = ps.len();
     let (local_call, encoded_call) = if sig.asyncness.is_some() {
         (
-            quote!(::prism::task::block_on(#name(#(#uses),*))),
-            quote!(::prism::task::block_on(#name(#(#encoded_uses),*))),
+            quote!(::prism::__private::block_on(#name(#(#uses),*))),
+            quote!(::prism::__private::block_on(#name(#(#encoded_uses),*))),
         )
     } else {
         (quote!(#name(#(#uses),*)), quote!(#name(#(#encoded_uses),*)))
@@ -322,7 +322,7 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
             /// Runs the function as a task with these options.
             #[allow(clippy::too_many_arguments)]
             #vis fn remote(self, #(#decls),*) -> ::prism::ObjectRef<#ret> {
-                ::prism::task::submit::<#ret>(&#entry, #args, self.options)
+                ::prism::__private::submit::<#ret>(&#entry, #args, self.options)
             }
         }
     })
@@ -462,7 +462,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         let (decls, args) = remote_params(&ps);
         let ret = return_type(&m.sig);
         let call = if m.sig.asyncness.is_some() {
-            quote!(::prism::task::block_on(__this.#mname(#(#uses),*)))
+            quote!(::prism::__private::block_on(__this.#mname(#(#uses),*)))
         } else {
             quote!(__this.#mname(#(#uses),*))
         };
@@ -503,7 +503,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         let indices: Vec<usize> = (0..ps.len()).collect();
         let enc_uses = encoded_uses(&ps);
         let enc_call = if m.sig.asyncness.is_some() {
-            quote!(::prism::task::block_on(__this.#mname(#(#enc_uses),*)))
+            quote!(::prism::__private::block_on(__this.#mname(#(#enc_uses),*)))
         } else {
             quote!(__this.#mname(#(#enc_uses),*))
         };
@@ -526,7 +526,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
             #[allow(non_snake_case)]
             fn #enc_fn(
                 __state: #recv_ty,
-                __args: &[::std::vec::Vec<u8>],
+                __args: &[&[u8]],
             ) -> ::prism::Result<::std::vec::Vec<u8>> {
                 if __args.len() != #arity {
                     return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
@@ -537,7 +537,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
                 let __this = __state
                     .#downcast::<#ty>()
                     .expect("an actor's state has the actor's type");
-                #(let #names: #stored = ::prism::object::decode(&__args[#indices])?;)*
+                #(let #names: #stored = ::prism::object::decode(__args[#indices])?;)*
                 ::prism::object::encode(&#enc_call)
             }
 
@@ -618,7 +618,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
                     #(#ctor_binds)*
                     ::std::boxed::Box::new(#ty::new(#(#ctor_uses),*))
                 }
-                ::prism::actor::spawn::<#ty>(self.options, #ctor_args, __construct)
+                ::prism::__private::spawn::<#ty>(self.options, #ctor_args, __construct)
             }
         }
 
@@ -631,14 +631,14 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         #[doc(hidden)]
         #[allow(non_snake_case)]
         fn #enc_ctor(
-            __args: &[::std::vec::Vec<u8>],
+            __args: &[&[u8]],
         ) -> ::prism::Result<::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync>> {
             if __args.len() != #ctor_arity {
                 return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
                     "{}::new takes {} arguments, got {}", ::std::stringify!(#ty), #ctor_arity, __args.len()
                 )));
             }
-            #(let #ctor_names: #ctor_stored = ::prism::object::decode(&__args[#ctor_indices])?;)*
+            #(let #ctor_names: #ctor_stored = ::prism::object::decode(__args[#ctor_indices])?;)*
             ::std::result::Result::Ok(::std::boxed::Box::new(#ty::new(#(#ctor_enc_uses),*)))
         }
 

@@ -15,10 +15,10 @@ use crate::error::{Error, Result};
 pub type ActorState = Box<dyn Any + Send + Sync>;
 
 /// The entry point of a `&self` method: state, encoded arguments, encoded result.
-pub type SharedFn = fn(&(dyn Any + Send + Sync), &[Vec<u8>]) -> Result<Vec<u8>>;
+pub type SharedFn = fn(&(dyn Any + Send + Sync), &[&[u8]]) -> Result<Vec<u8>>;
 
 /// The entry point of a `&mut self` method.
-pub type ExclusiveFn = fn(&mut (dyn Any + Send + Sync), &[Vec<u8>]) -> Result<Vec<u8>>;
+pub type ExclusiveFn = fn(&mut (dyn Any + Send + Sync), &[&[u8]]) -> Result<Vec<u8>>;
 
 /// A method's entry point, by receiver kind.
 #[derive(Clone, Copy)]
@@ -42,7 +42,7 @@ pub struct EncodedClass {
     /// `module_path::Type`, the same as [`crate::Actor::CLASS`].
     pub name: &'static str,
     /// Runs the constructor `new` on encoded arguments.
-    pub construct: fn(&[Vec<u8>]) -> Result<ActorState>,
+    pub construct: fn(&[&[u8]]) -> Result<ActorState>,
 }
 
 /// An entry of the method registry. Not for direct use.
@@ -56,58 +56,62 @@ pub struct ClassRegistration(pub &'static EncodedClass);
 inventory::collect!(MethodRegistration);
 inventory::collect!(ClassRegistration);
 
+impl crate::registry::Registered for ClassRegistration {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    fn index() -> &'static OnceLock<HashMap<&'static str, &'static Self>> {
+        static INDEX: OnceLock<HashMap<&'static str, &'static ClassRegistration>> = OnceLock::new();
+        &INDEX
+    }
+}
+
+impl crate::registry::Registered for MethodRegistration {
+    fn name(&self) -> &'static str {
+        self.0.name
+    }
+
+    fn index() -> &'static OnceLock<HashMap<&'static str, &'static Self>> {
+        static INDEX: OnceLock<HashMap<&'static str, &'static MethodRegistration>> =
+            OnceLock::new();
+        &INDEX
+    }
+}
+
 /// Finds an actor class by its stable name.
 ///
 /// ```
 /// assert!(prism::actor::lookup_class("no::Such").is_none());
 /// ```
 pub fn lookup_class(name: &str) -> Option<&'static EncodedClass> {
-    static BY_NAME: OnceLock<HashMap<&'static str, &'static EncodedClass>> = OnceLock::new();
-    BY_NAME
-        .get_or_init(|| {
-            inventory::iter::<ClassRegistration>
-                .into_iter()
-                .map(|r| (r.0.name, r.0))
-                .collect()
-        })
-        .get(name)
-        .copied()
+    crate::registry::lookup::<ClassRegistration>(name).map(|r| r.0)
 }
 
 /// Finds an actor method by its stable name, `module_path::Type::method`.
 pub fn lookup_method(name: &str) -> Option<&'static EncodedMethod> {
-    static BY_NAME: OnceLock<HashMap<&'static str, &'static EncodedMethod>> = OnceLock::new();
-    BY_NAME
-        .get_or_init(|| {
-            inventory::iter::<MethodRegistration>
-                .into_iter()
-                .map(|r| (r.0.name, r.0))
-                .collect()
-        })
-        .get(name)
-        .copied()
+    crate::registry::lookup::<MethodRegistration>(name).map(|r| r.0)
 }
 
 /// Builds an actor from its class name and encoded constructor arguments, as a worker
-/// process hosting it does.
-pub fn construct(class: &str, args: &[Vec<u8>]) -> Result<ActorState> {
+/// process hosting it does. A panic in the constructor becomes [`Error::TaskFailed`].
+pub fn construct(class: &str, args: &[&[u8]]) -> Result<ActorState> {
     let c = lookup_class(class).ok_or_else(|| Error::FunctionNotFound(class.to_string()))?;
-    (c.construct)(args)
+    crate::task::panic::catch(|| (c.construct)(args)).unwrap_or_else(|message| {
+        Err(crate::task::panic::failure(
+            format!("{class}::new"),
+            message,
+        ))
+    })
 }
 
 /// Calls a method by name on an actor's state with encoded arguments; a panic becomes
 /// [`Error::TaskFailed`].
-pub fn call(state: &mut ActorState, method: &str, args: &[Vec<u8>]) -> Result<Vec<u8>> {
+pub fn call(state: &mut ActorState, method: &str, args: &[&[u8]]) -> Result<Vec<u8>> {
     let m = lookup_method(method).ok_or_else(|| Error::FunctionNotFound(method.to_string()))?;
-    let outcome = crate::runtime::catch_task_panic(|| match m.body {
+    let outcome = crate::task::panic::catch(|| match m.body {
         EncodedBody::Shared(f) => f(&**state, args),
         EncodedBody::Exclusive(f) => f(&mut **state, args),
     });
-    outcome.unwrap_or_else(|message| {
-        Err(Error::TaskFailed {
-            function: method.to_string(),
-            message,
-            location: crate::runtime::location(),
-        })
-    })
+    outcome.unwrap_or_else(|message| Err(crate::task::panic::failure(method, message)))
 }

@@ -12,10 +12,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
-use prism::cluster::head::Head;
-use prism::cluster::node::{Node, NodeOptions};
-use prism::cluster::session;
-use prism::cluster::wire::{self, Msg, Role};
+use prism::daemon::head::Head;
+use prism::daemon::node::{Node, NodeOptions};
+use prism::session;
+use prism::wire::{self, Msg, Role};
 use prism::Config;
 
 #[derive(Parser)]
@@ -220,7 +220,7 @@ fn run_blocking(s: Start) -> Res<()> {
                     let at = l.local_addr()?.to_string();
                     tracing::info!(address = %at, "dashboard API listening");
                     std::fs::write(dir.join("dashboard"), &at)?;
-                    tokio::spawn(prism::cluster::dashboard::serve(l, head));
+                    tokio::spawn(prism::daemon::dashboard::serve(l, head));
                 }
                 Err(e) => tracing::warn!(
                     "no dashboard API: cannot listen on {}:{}: {e}",
@@ -320,13 +320,13 @@ fn stop() -> Res<()> {
             let _ = std::fs::remove_file(file);
             continue;
         }
-        prism::cluster::session::signal(*pid, libc_signal::TERM);
+        prism::session::signal(*pid, libc_signal::TERM);
         let t = Instant::now();
         while alive(*pid) && t.elapsed() < Duration::from_secs(5) {
             std::thread::sleep(Duration::from_millis(10));
         }
         if alive(*pid) {
-            prism::cluster::session::signal(*pid, libc_signal::KILL);
+            prism::session::signal(*pid, libc_signal::KILL);
         }
         let _ = std::fs::remove_file(file);
         stopped += 1;

@@ -1,4 +1,4 @@
-//! Objects: their ids, the typed references users hold, and the store that keeps them.
+//! Objects: the typed references users hold, and the store that keeps the values.
 //!
 //! An [`ObjectRef<T>`] is a cheap, clonable, serializable handle on a value that exists
 //! (or will exist) in the object store. Every live `ObjectRef` counts as one reference;
@@ -6,29 +6,30 @@
 //! that is itself freed — the store frees the value. Clones share one count, so cloning
 //! is an atomic increment and nothing more.
 //!
-//! The embedded runtime keeps values as `Arc<T>` behind a type-erased pointer and never
-//! serializes them on its local path; only spilling to disk (and, later, the cluster
-//! wire) encodes them.
+//! Values are kept as `Arc<T>` behind a type-erased pointer and never serialized on the
+//! local path; only spilling to disk and sending to another process encode them. An
+//! object that lives in another process is a placeholder ([`Location`]): the store
+//! never fetches it. The runtime above pulls it and fills the entry in.
 
+pub(crate) mod pin;
+mod signal;
 mod size;
+mod spill;
 mod store;
 
 use std::fmt;
-use std::future::{Future, IntoFuture};
 use std::marker::PhantomData;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, RwLock};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::{Error, Result};
+pub use crate::id::ObjectId;
 
+pub(crate) use signal::{Signal, Waiter};
 pub use store::StoreStats;
-pub(crate) use store::{
-    downcast as store_downcast, AnyValue, Codec, Encoded, Signal, Store, Waiter,
-};
+pub(crate) use store::{downcast, AnyValue, Codec, Encoded, Held, Store};
 
 /// Values that can be task arguments, results or stored objects.
 ///
@@ -45,48 +46,18 @@ pub trait Value: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> Value for T {}
 
-/// The id of an object: the id of the process that owns it and a sequence number.
-///
-/// The result of a task has the task's own id.
-///
-/// ```
-/// let id = prism::ObjectId::new(0, 42);
-/// assert_eq!(id.to_string(), "00000000-00000000002a");
-/// ```
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ObjectId {
-    owner: u32,
-    seq: u64,
+/// Where an object that lives in another process is kept: the placeholder its owner's
+/// store holds until someone reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Location {
+    /// The object server of the process holding it.
+    pub at: String,
+    /// Its encoded size in bytes.
+    pub size: u64,
 }
 
-impl ObjectId {
-    /// Makes an id from its owner (the driver is 0) and a sequence number.
-    pub const fn new(owner: u32, seq: u64) -> Self {
-        ObjectId { owner, seq }
-    }
-
-    /// The sequence number within the owner.
-    pub const fn seq(&self) -> u64 {
-        self.seq
-    }
-
-    /// The owning process.
-    pub const fn owner(&self) -> u32 {
-        self.owner
-    }
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:08x}-{:012x}", self.owner, self.seq)
-    }
-}
-
-impl fmt::Debug for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(self, f)
-    }
-}
+/// Encoded bytes shared between the store and a task reading them.
+pub type SharedBytes = Arc<dyn AsRef<[u8]> + Send + Sync>;
 
 /// One counted reference to an object. Its drop is the reference count's decrement.
 pub(crate) struct RefCount {
@@ -101,12 +72,40 @@ pub(crate) enum Home {
     Nowhere(Error),
 }
 
+impl RefCount {
+    /// A reference to nothing, that reads as `err`.
+    pub(crate) fn nowhere(id: ObjectId, err: Error) -> RefCount {
+        RefCount {
+            id,
+            home: Home::Nowhere(err),
+        }
+    }
+
+    /// The store keeping the object, or the error a read gives.
+    pub(crate) fn store(&self) -> Result<&Arc<Store>> {
+        match &self.home {
+            Home::Store(s) => Ok(s),
+            Home::Nowhere(e) => Err(e.clone()),
+        }
+    }
+}
+
 impl Drop for RefCount {
     fn drop(&mut self) {
         if let Home::Store(store) = &self.home {
             store.release(self.id);
         }
     }
+}
+
+/// The store references deserialized in this process attach to: the running runtime's,
+/// set by the runtime when it starts and cleared when it stops.
+static CURRENT: RwLock<Option<Arc<Store>>> = RwLock::new(None);
+
+/// Makes `store` the one deserialized references attach to (`None`: no runtime, and
+/// such references read as `err`).
+pub(crate) fn set_current(store: Option<Arc<Store>>) {
+    *crate::sync::write(&CURRENT) = store;
 }
 
 /// A reference to a value of type `T` in the object store: the result of a task, an
@@ -138,10 +137,7 @@ impl<T> ObjectRef<T> {
     }
 
     pub(crate) fn failed(id: ObjectId, err: Error) -> Self {
-        Self::from_count(Arc::new(RefCount {
-            id,
-            home: Home::Nowhere(err),
-        }))
+        Self::from_count(Arc::new(RefCount::nowhere(id, err)))
     }
 
     /// The object's id.
@@ -192,71 +188,14 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     /// exists there, the ref yields [`Error::ObjectLost`] when read.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
         let id = ObjectId::deserialize(d)?;
-        let count = match crate::runtime::current() {
-            Ok(rt) => rt.store.reacquire(id).unwrap_or_else(|| RefCount {
-                id,
-                home: Home::Nowhere(Error::ObjectLost(id)),
-            }),
-            Err(e) => RefCount {
-                id,
-                home: Home::Nowhere(e),
-            },
+        let store = crate::sync::read(&CURRENT).clone();
+        let count = match store {
+            Some(store) => store
+                .reacquire(id)
+                .unwrap_or_else(|| RefCount::nowhere(id, Error::ObjectLost(id))),
+            None => RefCount::nowhere(id, Error::NotInitialized),
         };
         Ok(ObjectRef::from_count(Arc::new(count)))
-    }
-}
-
-/// The future of an [`ObjectRef`]: resolves to the value (cloned out of the store) or
-/// the object's error.
-///
-/// ```
-/// # prism::init().unwrap();
-/// let r = prism::put(5u8);
-/// let v = prism::task::block_on(async { r.await });
-/// assert_eq!(v.unwrap(), 5);
-/// # prism::shutdown();
-/// ```
-pub struct ObjectFuture<T> {
-    target: ObjectRef<T>,
-    waiting: Option<std::task::Waker>,
-}
-
-impl<T: Value + Clone> Future for ObjectFuture<T> {
-    type Output = Result<T>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let store = match &self.target.count.home {
-            Home::Store(s) => s.clone(),
-            Home::Nowhere(e) => return Poll::Ready(Err(e.clone())),
-        };
-        let id = self.target.id();
-        let same_waker = self
-            .waiting
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()));
-        let waiter = (!same_waker).then(|| Waiter::Waker(cx.waker().clone()));
-        match store.poll_value(id, waiter) {
-            Some(Ok(v)) => Poll::Ready(store::downcast::<T>(id, v).map(|a| (*a).clone())),
-            Some(Err(e)) => Poll::Ready(Err(e)),
-            None => {
-                if !same_waker {
-                    self.waiting = Some(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    }
-}
-
-impl<T: Value + Clone> IntoFuture for ObjectRef<T> {
-    type Output = Result<T>;
-    type IntoFuture = ObjectFuture<T>;
-
-    fn into_future(self) -> ObjectFuture<T> {
-        ObjectFuture {
-            target: self,
-            waiting: None,
-        }
     }
 }
 

@@ -1,31 +1,27 @@
-//! The in-memory object store: values by id, their reference counts, who waits for
-//! them, and spilling past the memory cap.
+//! The in-memory object store: values by id, their reference counts and who waits for
+//! them. Spilling past the memory cap is in `spill`.
 //!
-//! An entry goes `Pending -> Ready | Failed` exactly once (`Ready <-> Spilled` may then
-//! alternate). Waiters registered on a pending entry are woken once, when it becomes
-//! final, outside the store's lock. Entries are removed when their reference count
-//! reaches zero, whatever their state; a task finishing for a removed entry drops its
-//! result.
+//! An entry goes `Pending -> Ready | Elsewhere | Failed` exactly once; then `Ready <->
+//! Spilled` may alternate, an `Elsewhere` placeholder may be filled with the pulled
+//! value (`Ready`), and a lost object may be made `Pending` again to be rebuilt.
+//! Waiters registered on a pending entry are woken once, when it becomes final,
+//! outside the store's lock. Entries are removed when their reference count reaches
+//! zero, whatever their state; a task finishing for a removed entry drops its result.
 
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
-use std::task::Waker;
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use crate::cluster::objects::Location;
+use super::signal::{fire_failed, Signal, Waiter};
+use super::{Location, RefCount, Value};
 use crate::error::{Error, Result};
-use crate::object::{Home, ObjectId, RefCount, Value};
+use crate::id::ObjectId;
 
 /// A stored value, type-erased.
 pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
 
-/// Objects at least this large are candidates for spilling; smaller ones stay in memory.
-const SPILL_MIN_BYTES: u64 = 64 * 1024;
-
-/// How to encode and decode one concrete type, for spilling.
+/// How to encode and decode one concrete type, for spilling and sending.
 #[derive(Clone, Copy)]
 pub(crate) struct Codec {
     pub encode: fn(&AnyValue) -> Result<Vec<u8>>,
@@ -35,6 +31,12 @@ pub(crate) struct Codec {
 /// A value as bytes, as it arrives from another process; decoded on `get` into the type
 /// asked for.
 pub(crate) struct Encoded(pub Vec<u8>);
+
+impl AsRef<[u8]> for Encoded {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl Codec {
     /// The codec of values that are already bytes.
@@ -53,197 +55,55 @@ impl Codec {
     pub fn of<T: Value>() -> Codec {
         Codec {
             encode: |v| match v.downcast_ref::<T>() {
-                Some(t) => crate::object::encode(t),
+                Some(t) => super::encode(t),
                 None => Err(Error::Serialization(format!(
                     "stored value is not a {}",
                     std::any::type_name::<T>()
                 ))),
             },
-            decode: |b| Ok(Arc::new(crate::object::decode::<T>(b)?)),
+            decode: |b| Ok(Arc::new(super::decode::<T>(b)?)),
         }
     }
 }
 
-/// Wakes a thread blocked in `get`/`wait` once enough of its objects became final (or
-/// one failed). Completions below the target do not wake the thread, so a `get_all` of a
-/// million refs sleeps through a million completions and wakes once.
-pub(crate) struct Signal {
-    state: Mutex<SignalState>,
-    cv: Condvar,
-    /// Set once the wait is over, for a waiter spinning before it sleeps.
-    over: AtomicBool,
+/// A final object as the store has it: its value, or where it lives.
+pub(crate) enum Held {
+    /// The value, in this process.
+    Here(AnyValue),
+    /// A placeholder: the value lives in another process.
+    Elsewhere(Location),
 }
 
-struct SignalState {
-    events: u64,
-    target: u64,
-    failed: bool,
-    /// A waiter sleeps on the condition variable (otherwise notifying skips the syscall).
-    sleeping: bool,
-}
-
-impl Signal {
-    /// A signal whose target is set later with [`Signal::set_target`].
-    pub fn new() -> Arc<Signal> {
-        Arc::new(Signal {
-            state: Mutex::new(SignalState {
-                events: 0,
-                target: u64::MAX,
-                failed: false,
-                sleeping: false,
-            }),
-            cv: Condvar::new(),
-            over: AtomicBool::new(false),
-        })
-    }
-
-    fn lock(&self) -> MutexGuard<'_, SignalState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn notify(&self, failed: bool) {
-        let mut st = self.lock();
-        st.events += 1;
-        st.failed |= failed;
-        if st.events >= st.target || st.failed {
-            self.over.store(true, Ordering::Release);
-            if st.sleeping {
-                self.cv.notify_all();
-            }
-        }
-    }
-
-    /// Wake the waiter once `target` objects became final.
-    pub fn set_target(&self, target: u64) {
-        let mut st = self.lock();
-        st.target = target;
-        if st.events >= st.target || st.failed {
-            self.over.store(true, Ordering::Release);
-        }
-    }
-
-    /// Blocks until the target is reached, an object failed, or the deadline passed.
-    /// Returns whether an object failed and whether the target was reached.
-    pub fn wait(&self, deadline: Option<Instant>) -> (bool, bool) {
-        crate::sched::spin_until(crate::sched::SPIN, || {
-            self.over.load(Ordering::Acquire) || deadline.is_some_and(|d| Instant::now() >= d)
-        });
-        let mut st = self.lock();
-        st.sleeping = true;
-        while st.events < st.target && !st.failed {
-            match deadline {
-                None => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
-                Some(d) => {
-                    let now = Instant::now();
-                    if now >= d {
-                        break;
-                    }
-                    st = self
-                        .cv
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
-                }
-            }
-        }
-        st.sleeping = false;
-        (st.failed, st.events >= st.target)
-    }
-}
-
-/// Called when an argument of a waiting call becomes final, with its error if it failed.
-pub(crate) type DependentFn = Arc<dyn Fn(Option<&Error>) + Send + Sync>;
-
-/// Something to wake when an object becomes final.
-pub(crate) enum Waiter {
-    Signal(Arc<Signal>),
-    Waker(Waker),
-    /// A task waiting for this argument; called with the object's error if it failed.
-    Dependent(DependentFn),
-}
-
-impl Waiter {
-    fn fire(self, failure: Option<&Error>) {
-        match self {
-            Waiter::Signal(s) => s.notify(failure.is_some()),
-            Waiter::Waker(w) => w.wake(),
-            Waiter::Dependent(f) => f(failure),
-        }
-    }
-
-    fn is_signal(&self, s: &Arc<Signal>) -> bool {
-        matches!(self, Waiter::Signal(x) if Arc::ptr_eq(x, s))
-    }
-}
-
-enum Slot {
+pub(super) enum Slot {
     Pending(Vec<Waiter>),
     Ready { value: AnyValue, size: u64 },
     Spilled { path: PathBuf, size: u64 },
+    Elsewhere(Location),
     Failed(Error),
 }
 
-struct Entry {
-    refs: usize,
+pub(super) struct Entry {
+    pub refs: usize,
     /// Other processes may hold copies: its freeing is announced (see [`Store::on_free`]).
-    exported: bool,
-    slot: Slot,
-    codec: Option<Codec>,
+    pub exported: bool,
+    pub slot: Slot,
+    pub codec: Option<Codec>,
     /// Position in the spill order, for large ready objects.
-    stamp: Option<u64>,
+    pub stamp: Option<u64>,
 }
 
-struct Inner {
-    entries: HashMap<ObjectId, Entry>,
+pub(super) struct Inner {
+    pub entries: HashMap<ObjectId, Entry>,
     /// Large ready objects by age: the spill candidates, oldest first.
-    spillable: BTreeMap<u64, ObjectId>,
-    next_stamp: u64,
-    used: u64,
-    spilled_bytes: u64,
-    spilled_objects: u64,
-    restored_objects: u64,
+    pub spillable: BTreeMap<u64, ObjectId>,
+    pub next_stamp: u64,
+    pub used: u64,
+    pub spilled_bytes: u64,
+    pub spilled_objects: u64,
+    pub restored_objects: u64,
     pulls: u64,
     bytes_pulled: u64,
     pull_time: std::time::Duration,
-}
-
-/// The waiters of one failed object and its error.
-type Announcement = (Vec<Waiter>, Error);
-
-thread_local! {
-    /// Failures still to announce on this thread, while one is being announced.
-    static FAILING: std::cell::RefCell<Option<Vec<Announcement>>> =
-        const { std::cell::RefCell::new(None) };
-}
-
-/// Wakes the waiters of a failed object. A failure fails its dependents, which fail
-/// theirs: announced from a queue rather than by recursion, so that a chain of a
-/// million dependent tasks cannot overflow the stack.
-fn fire_failed(waiters: Vec<Waiter>, err: Error) {
-    let nested = FAILING.with(|f| {
-        let mut f = f.borrow_mut();
-        match f.as_mut() {
-            Some(queue) => {
-                queue.push((waiters, err.clone()));
-                true
-            }
-            None => {
-                *f = Some(vec![(waiters, err.clone())]);
-                false
-            }
-        }
-    });
-    if nested {
-        return;
-    }
-    loop {
-        let next = FAILING.with(|f| f.borrow_mut().as_mut().and_then(Vec::pop));
-        let Some((waiters, err)) = next else { break };
-        for w in waiters {
-            w.fire(Some(&err));
-        }
-    }
-    FAILING.with(|f| *f.borrow_mut() = None);
 }
 
 /// Counters of the object store, for tests, `prism status` and benches.
@@ -256,7 +116,7 @@ fn fire_failed(waiters: Vec<Waiter>, err: Error) {
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct StoreStats {
-    /// Objects alive (pending, in memory, spilled or failed).
+    /// Objects alive (pending, in memory, spilled, elsewhere or failed).
     pub objects: usize,
     /// Bytes of values held in memory.
     pub bytes_in_memory: u64,
@@ -279,8 +139,8 @@ pub struct StoreStats {
 /// The object store of one runtime.
 pub(crate) struct Store {
     inner: Mutex<Inner>,
-    capacity: u64,
-    spill_dir: Option<PathBuf>,
+    pub(super) capacity: u64,
+    pub(super) spill_dir: Option<PathBuf>,
     /// Told of every freed object marked exported, in a cluster process.
     on_free: OnceLock<FreeHook>,
 }
@@ -288,15 +148,10 @@ pub(crate) struct Store {
 /// What a cluster process does when an object others may hold copies of is freed.
 pub(crate) type FreeHook = Box<dyn Fn(ObjectId) + Send + Sync>;
 
-/// Casts a stored value to its type.
+/// Casts a value read from the store to its type, decoding it if it arrived as bytes.
 pub(crate) fn downcast<T: Value>(id: ObjectId, v: AnyValue) -> Result<Arc<T>> {
-    let v = if v.is::<Location>() {
-        crate::cluster::client::materialize(id)?
-    } else {
-        v
-    };
     if let Some(e) = v.downcast_ref::<Encoded>() {
-        return crate::object::decode::<T>(&e.0).map(Arc::new);
+        return super::decode::<T>(&e.0).map(Arc::new);
     }
     v.downcast::<T>().map_err(|_| Error::TypeMismatch {
         object: id,
@@ -326,8 +181,8 @@ impl Store {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
+        crate::sync::lock(&self.inner)
     }
 
     /// Creates a pending entry with one reference, returned.
@@ -344,7 +199,7 @@ impl Store {
         );
         RefCount {
             id,
-            home: Home::Store(self.clone()),
+            home: super::Home::Store(self.clone()),
         }
     }
 
@@ -355,7 +210,7 @@ impl Store {
         e.refs += 1;
         Some(RefCount {
             id,
-            home: Home::Store(self.clone()),
+            home: super::Home::Store(self.clone()),
         })
     }
 
@@ -406,7 +261,8 @@ impl Store {
         inner.pull_time += took;
     }
 
-    /// The size the store accounts for a final object (its footprint, or its bytes).
+    /// The size the store accounts for a final object here (its footprint, or its
+    /// bytes).
     pub fn size(&self, id: ObjectId) -> Option<u64> {
         match self.lock().entries.get(&id).map(|e| &e.slot) {
             Some(Slot::Ready { size, .. }) | Some(Slot::Spilled { size, .. }) => Some(*size),
@@ -448,38 +304,37 @@ impl Store {
         count
     }
 
-    /// Replaces a ready object's value (a location by the bytes pulled from there).
-    pub fn replace(&self, id: ObjectId, value: AnyValue, size: u64) -> bool {
+    /// Fills a placeholder with the value pulled from where it lives (bytes). Returns
+    /// `false` if the entry is gone or no longer a placeholder, or the value does not
+    /// fit (the caller then keeps its copy to itself).
+    pub fn fill(&self, id: ObjectId, value: AnyValue, size: u64) -> bool {
         let mut inner = self.lock();
+        if !matches!(
+            inner.entries.get(&id).map(|e| &e.slot),
+            Some(Slot::Elsewhere(_))
+        ) {
+            return false;
+        }
         if let Err(e) = self.make_room(&mut inner, size, id) {
             tracing::debug!(%id, "keeping a pulled object out of the store: {e}");
             return false;
         }
-        let stamp = self.stamp_if_large(&mut inner, id, size);
+        let stamp = self.stamp_if_large(&mut inner, size);
         let Some(entry) = inner.entries.get_mut(&id) else {
             return false;
         };
-        let Slot::Ready { value: v, size: s } = &mut entry.slot else {
-            return false;
-        };
-        let old_size = std::mem::replace(s, size);
-        let old = std::mem::replace(v, value);
+        entry.slot = Slot::Ready { value, size };
         entry.codec = Some(Codec::encoded());
-        let old_stamp = std::mem::replace(&mut entry.stamp, stamp);
-        inner.used = inner.used - old_size + size;
-        if let Some(s) = old_stamp {
-            inner.spillable.remove(&s);
-        }
+        entry.stamp = stamp;
+        inner.used += size;
         if let Some(s) = stamp {
             inner.spillable.insert(s, id);
         }
-        drop(inner);
-        drop(old);
         true
     }
 
-    /// Makes a ready object pending again, to be rebuilt. Returns `false` if it is not
-    /// ready (already being rebuilt, failed or freed).
+    /// Makes a final object pending again, to be rebuilt. Returns `false` if it is not
+    /// final and present (already being rebuilt, failed or freed).
     pub fn reset(&self, id: ObjectId) -> bool {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&id) else {
@@ -487,6 +342,7 @@ impl Store {
         };
         let size = match &entry.slot {
             Slot::Ready { size, .. } => *size,
+            Slot::Elsewhere(_) => 0,
             _ => return false,
         };
         let old = std::mem::replace(&mut entry.slot, Slot::Pending(Vec::new()));
@@ -507,7 +363,7 @@ impl Store {
             drop(inner);
             return self.fail(id, e);
         }
-        let stamp = self.stamp_if_large(&mut inner, id, size);
+        let stamp = self.stamp_if_large(&mut inner, size);
         let Some(entry) = inner.entries.get_mut(&id) else {
             return false;
         };
@@ -521,6 +377,26 @@ impl Store {
         if let Some(s) = stamp {
             inner.spillable.insert(s, id);
         }
+        drop(inner);
+        if let Slot::Pending(waiters) = old {
+            for w in waiters {
+                w.fire(None);
+            }
+        }
+        true
+    }
+
+    /// Makes a pending object final as a placeholder for a value kept in another
+    /// process. Returns `false` if it was freed or already final.
+    pub fn place(&self, id: ObjectId, at: Location) -> bool {
+        let mut inner = self.lock();
+        let Some(entry) = inner.entries.get_mut(&id) else {
+            return false;
+        };
+        if !matches!(entry.slot, Slot::Pending(_)) {
+            return false;
+        }
+        let old = std::mem::replace(&mut entry.slot, Slot::Elsewhere(at));
         drop(inner);
         if let Slot::Pending(waiters) = old {
             for w in waiters {
@@ -547,15 +423,16 @@ impl Store {
         true
     }
 
-    /// The value or error if final; otherwise registers `waiter` (if given) and returns
-    /// `None`.
-    pub fn poll_value(&self, id: ObjectId, waiter: Option<Waiter>) -> Option<Result<AnyValue>> {
+    /// What a final object holds, or its error; for a pending one registers `waiter`
+    /// (if given) and returns `None`.
+    pub fn poll(&self, id: ObjectId, waiter: Option<Waiter>) -> Option<Result<Held>> {
         let mut inner = self.lock();
         let Some(entry) = inner.entries.get_mut(&id) else {
             return Some(Err(Error::ObjectLost(id)));
         };
         match &mut entry.slot {
-            Slot::Ready { value, .. } => Some(Ok(value.clone())),
+            Slot::Ready { value, .. } => Some(Ok(Held::Here(value.clone()))),
+            Slot::Elsewhere(at) => Some(Ok(Held::Elsewhere(at.clone()))),
             Slot::Failed(e) => Some(Err(e.clone())),
             Slot::Pending(waiters) => {
                 if let Some(w) = waiter {
@@ -563,24 +440,34 @@ impl Store {
                 }
                 None
             }
-            Slot::Spilled { .. } => Some(self.restore(&mut inner, id)),
+            Slot::Spilled { .. } => Some(self.restore(&mut inner, id).map(Held::Here)),
         }
     }
 
-    /// The values (or errors) of final objects, in input order; `ObjectLost` for pending.
-    pub fn values(&self, ids: &[ObjectId]) -> Vec<Result<AnyValue>> {
+    /// What final objects hold (or their errors), in input order; `ObjectLost` for
+    /// pending ones.
+    pub fn values(&self, ids: &[ObjectId]) -> Vec<Result<Held>> {
         let mut inner = self.lock();
         let mut out = Vec::with_capacity(ids.len());
         for id in ids {
             let v = match inner.entries.get(id).map(|e| &e.slot) {
-                Some(Slot::Ready { value, .. }) => Ok(value.clone()),
+                Some(Slot::Ready { value, .. }) => Ok(Held::Here(value.clone())),
+                Some(Slot::Elsewhere(at)) => Ok(Held::Elsewhere(at.clone())),
                 Some(Slot::Failed(e)) => Err(e.clone()),
-                Some(Slot::Spilled { .. }) => self.restore(&mut inner, *id),
+                Some(Slot::Spilled { .. }) => self.restore(&mut inner, *id).map(Held::Here),
                 Some(Slot::Pending(_)) | None => Err(Error::ObjectLost(*id)),
             };
             out.push(v);
         }
         out
+    }
+
+    /// Whether the object exists and is not final yet.
+    pub fn is_pending(&self, id: ObjectId) -> bool {
+        matches!(
+            self.lock().entries.get(&id).map(|e| &e.slot),
+            Some(Slot::Pending(_))
+        )
     }
 
     /// Whether the object was made final before its task ran: cancelled, or failed by
@@ -623,7 +510,7 @@ impl Store {
         }
     }
 
-    /// For each id: `None` if pending, `Some(Ok(()))` if ready, `Some(Err)` if failed.
+    /// For each id: `None` if pending, `Some(Ok(()))` if final, `Some(Err)` if failed.
     pub fn states(&self, ids: &[ObjectId]) -> Vec<Option<Result<()>>> {
         let inner = self.lock();
         ids.iter()
@@ -662,21 +549,12 @@ impl Store {
         }
     }
 
-    /// The encoded bytes of a final object, to send it to another process.
+    /// The encoded bytes of a final object held here, to send it to another process.
+    /// A placeholder is [`Error::ObjectLost`] here: its bytes are elsewhere, and the
+    /// caller reads where from [`Store::poll`].
     pub fn encoded(&self, id: ObjectId) -> Result<Vec<u8>> {
         let inner = self.lock();
         match inner.entries.get(&id) {
-            Some(Entry {
-                slot: Slot::Ready { value, .. },
-                ..
-            }) if value.is::<Location>() => {
-                drop(inner);
-                let v = crate::cluster::client::materialize(id)?;
-                match v.downcast_ref::<Encoded>() {
-                    Some(e) => Ok(e.0.clone()),
-                    None => self.encoded(id),
-                }
-            }
             Some(Entry {
                 slot: Slot::Ready { value, .. },
                 codec: Some(codec),
@@ -684,15 +562,10 @@ impl Store {
             }) => (codec.encode)(value),
             Some(Entry {
                 slot: Slot::Spilled { path, .. },
-                codec: Some(codec),
                 ..
             }) => {
-                let bytes =
-                    std::fs::read(path).map_err(|e| Error::io("reading a spilled object", e))?;
-                // Spilled bytes are the codec's encoding: decode-encode is only needed
-                // for values stored as bytes already, which spill as themselves.
-                let _ = codec;
-                Ok(bytes)
+                // Spilled bytes are the codec's encoding already.
+                std::fs::read(path).map_err(|e| Error::io("reading a spilled object", e))
             }
             Some(Entry {
                 slot: Slot::Failed(e),
@@ -721,99 +594,6 @@ impl Store {
         for id in ids {
             self.fail(id, err.clone());
         }
-    }
-
-    fn stamp_if_large(&self, inner: &mut Inner, _id: ObjectId, size: u64) -> Option<u64> {
-        (size >= SPILL_MIN_BYTES).then(|| {
-            inner.next_stamp += 1;
-            inner.next_stamp
-        })
-    }
-
-    /// Spills the oldest large objects no one is reading until `incoming` more bytes fit.
-    fn make_room(&self, inner: &mut Inner, incoming: u64, for_id: ObjectId) -> Result<()> {
-        if inner.used + incoming <= self.capacity {
-            return Ok(());
-        }
-        let full = |inner: &Inner, detail: &str| Error::ObjectStoreFull {
-            needed: incoming,
-            used: inner.used,
-            capacity: self.capacity,
-            detail: detail.to_string(),
-        };
-        if incoming > self.capacity {
-            return Err(full(inner, "; the object alone is larger than the cap"));
-        }
-        let Some(dir) = &self.spill_dir else {
-            return Err(full(inner, "; spilling is off"));
-        };
-        let candidates: Vec<(u64, ObjectId)> =
-            inner.spillable.iter().map(|(s, id)| (*s, *id)).collect();
-        for (stamp, id) in candidates {
-            if inner.used + incoming <= self.capacity {
-                break;
-            }
-            if id == for_id {
-                continue;
-            }
-            let Some(entry) = inner.entries.get_mut(&id) else {
-                continue;
-            };
-            let (Slot::Ready { value, size }, Some(codec)) = (&entry.slot, entry.codec) else {
-                continue;
-            };
-            // A value some task is still reading would stay in memory anyway.
-            if Arc::strong_count(value) > 1 {
-                continue;
-            }
-            let size = *size;
-            let bytes = (codec.encode)(value)?;
-            let path = dir.join(format!("{id}.obj"));
-            std::fs::write(&path, &bytes).map_err(|e| Error::io("spilling an object", e))?;
-            entry.slot = Slot::Spilled { path, size };
-            entry.stamp = None;
-            inner.spillable.remove(&stamp);
-            inner.used -= size;
-            inner.spilled_bytes += size;
-            inner.spilled_objects += 1;
-            tracing::debug!(object = %id, size, "spilled");
-        }
-        if inner.used + incoming <= self.capacity {
-            Ok(())
-        } else {
-            Err(full(inner, "; every other object is in use or small"))
-        }
-    }
-
-    fn restore(&self, inner: &mut Inner, id: ObjectId) -> Result<AnyValue> {
-        let (path, size, codec) = match inner.entries.get(&id) {
-            Some(Entry {
-                slot: Slot::Spilled { path, size },
-                codec: Some(codec),
-                ..
-            }) => (path.clone(), *size, *codec),
-            _ => return Err(Error::ObjectLost(id)),
-        };
-        self.make_room(inner, size, id)?;
-        let bytes = std::fs::read(&path).map_err(|e| Error::io("restoring a spilled object", e))?;
-        let value = (codec.decode)(&bytes)?;
-        let _ = std::fs::remove_file(&path);
-        let stamp = self.stamp_if_large(inner, id, size);
-        if let Some(entry) = inner.entries.get_mut(&id) {
-            entry.slot = Slot::Ready {
-                value: value.clone(),
-                size,
-            };
-            entry.stamp = stamp;
-        }
-        if let Some(s) = stamp {
-            inner.spillable.insert(s, id);
-        }
-        inner.used += size;
-        inner.spilled_bytes -= size;
-        inner.restored_objects += 1;
-        tracing::debug!(object = %id, size, "restored");
-        Ok(value)
     }
 }
 

@@ -344,10 +344,13 @@ impl Tuner {
         let runtime = |e: prism::Error| TuneError::Runtime(e.to_string());
         let opts = &self.options;
         let mut attempts: BTreeMap<usize, u32> = BTreeMap::new();
+        // Sized from what the cluster has; a cluster that cannot say is an error, not
+        // one CPU.
         let cpus = prism::cluster_resources()
+            .map_err(runtime)?
             .get("CPU")
             .copied()
-            .unwrap_or(1.0);
+            .unwrap_or(0.0);
         let per_trial = launch.trial_cpus();
         let fit = if per_trial > 0.0 {
             cpus / per_trial

@@ -1,0 +1,645 @@
+//! The node daemon, one per machine: it registers with the head and sends heartbeats,
+//! accounts its resources, runs tasks in worker processes it starts and supervises, and
+//! spills work to other nodes when its own resources are saturated.
+//!
+//! Placement is local first: a task that fits here runs here. One that does not waits in
+//! the node's queue, from which it is handed to a peer node that has room (at most four
+//! times the peer's CPUs outstanding, so the peer never idles between results and never
+//! hoards the queue), or run here when resources free up. A task of the same shape as
+//! one running here is sent to its worker to start right after it (pipelining), so no
+//! round trip through the node separates consecutive tasks. A task received from a peer is never
+//! passed on again. Results travel back the way the task came.
+//!
+//! Worker processes are the job's own executable, fetched from the head once by content
+//! hash and cached, started with the environment that makes `prism::init()` enter
+//! worker mode; one process per job, running its tasks on many threads.
+//!
+//! This module keeps the books and serves connections; `tasks` takes, places and
+//! finishes tasks, `placement` decides where work goes and why it waits, `actors` places
+//! and routes actors, `process` starts worker processes and relays their output.
+
+mod actors;
+mod placement;
+mod process;
+mod tasks;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::process::Child;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::id::ObjectId;
+use crate::sched::{Capacity, Demand, Grant};
+use crate::task::TaskSpec;
+use crate::wire::{self, Msg, NodeView, Outbox, Role, WireError};
+
+/// How a node starts.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// The head's address.
+    pub head: String,
+    /// The address to listen on (`ip:port`, port 0 for any).
+    pub listen: String,
+    /// Resources.
+    pub config: Config,
+    /// The session directory (logs, executable cache).
+    pub session: PathBuf,
+    /// The cluster token.
+    pub token: String,
+    /// How often to send heartbeats.
+    pub heartbeat: Duration,
+}
+
+struct Queued {
+    job: u32,
+    spec: TaskSpec,
+    demand: Demand,
+    reply: Outbox,
+    /// Came from a peer: run here, never pass on.
+    pinned: bool,
+}
+
+/// A task, call or lease in flight through this node: where its answer goes, what it
+/// holds here, and where it runs.
+struct InFlight {
+    reply: Outbox,
+    /// Resources held here, for a task running on this node.
+    grant: Option<Grant>,
+    /// The job whose worker runs it, for a task running on this node.
+    job: Option<u32>,
+    /// The peer running it, for a task handed on.
+    peer: Option<String>,
+    function: String,
+    /// The task sent to run right after this one, on its resources.
+    successor: Option<ObjectId>,
+    /// The task this one was sent to run right after.
+    pred: Option<ObjectId>,
+    /// The task waits in `get`/`wait` and lends its CPUs.
+    blocked: bool,
+    /// When it got its resources (its run time, as seen from here, starts).
+    granted_at: Option<Instant>,
+    /// A task sent to this node's worker (running, or pipelined behind one).
+    task_here: bool,
+    /// Resources a driver leased for tasks it sends straight to the worker.
+    lease: bool,
+    /// When the task ends, its resources become a lease for this driver.
+    lease_to: Option<Outbox>,
+}
+
+impl InFlight {
+    /// A route with no resources held yet.
+    fn new(reply: Outbox, job: Option<u32>, peer: Option<String>, function: String) -> InFlight {
+        InFlight {
+            reply,
+            grant: None,
+            job,
+            peer,
+            function,
+            successor: None,
+            pred: None,
+            blocked: false,
+            granted_at: None,
+            task_here: false,
+            lease: false,
+            lease_to: None,
+        }
+    }
+}
+
+enum Worker {
+    /// The process is starting (the `start`-th started by this node); tasks wait for
+    /// it to connect.
+    Starting(u64, Vec<Msg>),
+    Ready(Outbox),
+}
+
+struct Peer {
+    view: NodeView,
+    /// Its total resources, as last reported.
+    total: Capacity,
+    /// Its CPUs, as last reported.
+    cpus: f64,
+    outbox: Option<Outbox>,
+    connecting: bool,
+    outstanding: u32,
+}
+
+struct State {
+    available: Capacity,
+    queue: VecDeque<Queued>,
+    in_flight: HashMap<ObjectId, InFlight>,
+    workers: HashMap<u32, Worker>,
+    /// How many worker processes this node has started (numbering their starts).
+    worker_starts: u64,
+    /// Worker processes by job.
+    children: HashMap<u32, Child>,
+    peers: HashMap<String, Peer>,
+    running: u32,
+    /// The connection of each job's driver, if it submits here.
+    drivers: HashMap<u32, Outbox>,
+    /// Where the actors placed by or living on this node are.
+    actors: HashMap<ObjectId, ActorPlace>,
+    /// The next turn of the `Spread` strategy.
+    spread_turn: usize,
+    /// Actors waiting for resources, in arrival order.
+    waiting_actors: VecDeque<actors::WaitingActor>,
+    /// Tasks no node in this node's view can run, with the views seen since.
+    infeasible: Vec<(Queued, u32)>,
+    /// Recent run time of each function's tasks here (a moving average, in seconds).
+    run_times: HashMap<String, f64>,
+    /// Tasks sent to this node's workers and not finished (running or pipelined).
+    tasks_here: u32,
+    /// Where each job's worker serves objects and leased tasks.
+    worker_addresses: HashMap<u32, String>,
+    /// The sequence number of the next lease.
+    next_lease: u64,
+}
+
+/// Where an actor is, as a node knows it.
+enum ActorPlace {
+    /// In this node's worker of `job`, holding `grant` for its life; started again by
+    /// `create` (at most `restarts_left` more times) if that worker dies.
+    Local {
+        job: u32,
+        grant: Grant,
+        restarts_left: u32,
+        create: Box<Msg>,
+        /// The peer that placed it here, told when it dies.
+        home: Option<Outbox>,
+    },
+    /// On a peer node; with how to create it again (and where its creation's outcome
+    /// goes) if it dies there.
+    Peer {
+        node: String,
+        again: Box<(Msg, Outbox)>,
+    },
+    /// Waiting for resources, with the calls (and where their results go) sent to it
+    /// meanwhile.
+    Waiting(Vec<(Msg, Option<Outbox>)>),
+    /// It could not be placed, or it died.
+    Failed(Error),
+}
+
+/// A node daemon.
+pub struct Node {
+    id: String,
+    address: String,
+    options: NodeOptions,
+    total: Capacity,
+    /// Its CPUs.
+    cpus: f64,
+    state: Mutex<State>,
+}
+
+impl Node {
+    /// Binds the node's listener; the node is then served by [`Node::run`].
+    pub async fn bind(options: NodeOptions) -> Result<(Arc<Node>, TcpListener), Error> {
+        let listener = TcpListener::bind(&options.listen)
+            .await
+            .map_err(|e| Error::io(format!("binding the node to {}", options.listen), e))?;
+        let address = listener
+            .local_addr()
+            .map_err(|e| Error::io("reading the node's address", e))?
+            .to_string();
+        let total = Capacity::from_config(&options.config);
+        let id = format!("{:08x}", crate::session::random_u32());
+        let node = Arc::new(Node {
+            id,
+            address,
+            total: total.clone(),
+            cpus: options.config.num_cpus,
+            state: Mutex::new(State {
+                available: total,
+                queue: VecDeque::new(),
+                in_flight: HashMap::new(),
+                workers: HashMap::new(),
+                worker_starts: 0,
+                children: HashMap::new(),
+                peers: HashMap::new(),
+                running: 0,
+                drivers: HashMap::new(),
+                actors: HashMap::new(),
+                spread_turn: 0,
+                waiting_actors: VecDeque::new(),
+                infeasible: Vec::new(),
+                run_times: HashMap::new(),
+                tasks_here: 0,
+                worker_addresses: HashMap::new(),
+                next_lease: 1,
+            }),
+            options,
+        });
+        Ok((node, listener))
+    }
+
+    /// The node's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Where the node accepts connections.
+    pub fn address(&self) -> &str {
+        &self.address
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Serves connections and keeps the head informed, forever.
+    pub async fn run(self: Arc<Self>, listener: TcpListener) {
+        tokio::spawn(self.clone().heartbeats());
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("node: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let node = self.clone();
+            tokio::spawn(async move {
+                if let Err(e) = node.connection(stream).await {
+                    tracing::info!(%peer, "node: connection closed: {e}");
+                }
+            });
+        }
+    }
+
+    /// Ends the worker processes this node started.
+    pub fn kill_workers(&self) {
+        let children = std::mem::take(&mut self.lock().children);
+        for (job, mut c) in children {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_dir_all(self.spill_dir(job));
+        }
+    }
+
+    /// Where the worker of `job` spills objects.
+    fn spill_dir(&self, job: u32) -> PathBuf {
+        self.options
+            .session
+            .join("spill")
+            .join(format!("{}-job{job}", self.id))
+    }
+
+    fn view(&self, st: &State) -> NodeView {
+        NodeView {
+            node_id: self.id.clone(),
+            address: self.address.clone(),
+            total: self.total.amounts(),
+            available: st.available.amounts(),
+            queued: st.queue.len() as u32,
+            running: st.running,
+            alive: true,
+            pending: self.pending(st),
+        }
+    }
+
+    async fn heartbeats(self: Arc<Self>) {
+        loop {
+            if let Err(e) = self.clone().heartbeat_session().await {
+                tracing::warn!(node = %self.id, "node: lost the head ({e}); reconnecting");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn heartbeat_session(self: Arc<Self>) -> Result<(), WireError> {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let (mut head, _) = wire::connect(&self.options.head, &self.options.token, role).await?;
+        let me = self.view(&self.lock());
+        wire::write_msg(&mut head, &Msg::RegisterNode { node: me }).await?;
+        loop {
+            match wire::read_msg(&mut head).await? {
+                Msg::ClusterView { nodes } => self.update_peers(nodes),
+                other => tracing::warn!("node: unexpected {} from the head", other.name()),
+            }
+            tokio::time::sleep(self.options.heartbeat).await;
+            let hb = {
+                let st = self.lock();
+                Msg::Heartbeat {
+                    available: st.available.amounts(),
+                    queued: st.queue.len() as u32,
+                    running: st.running,
+                    pending: self.pending(&st),
+                }
+            };
+            wire::write_msg(&mut head, &hb).await?;
+        }
+    }
+
+    fn update_peers(self: &Arc<Self>, nodes: Vec<NodeView>) {
+        let mut connect = Vec::new();
+        {
+            let mut st = self.lock();
+            for n in nodes {
+                if n.node_id == self.id {
+                    continue;
+                }
+                let peer = st.peers.entry(n.node_id.clone()).or_insert_with(|| Peer {
+                    view: n.clone(),
+                    total: Capacity::from_amounts(&n.total),
+                    cpus: 0.0,
+                    outbox: None,
+                    connecting: false,
+                    outstanding: 0,
+                });
+                if peer.view.total != n.total {
+                    peer.total = Capacity::from_amounts(&n.total);
+                }
+                peer.cpus = n
+                    .total
+                    .iter()
+                    .find(|(name, _)| name == "CPU")
+                    .map_or(0.0, |(_, v)| *v);
+                peer.view = n;
+                if peer.view.alive && peer.outbox.is_none() && !peer.connecting {
+                    peer.connecting = true;
+                    connect.push((peer.view.node_id.clone(), peer.view.address.clone()));
+                }
+            }
+            self.recheck_infeasible(&mut st);
+            self.dispatch(&mut st);
+        }
+        for (id, address) in connect {
+            tokio::spawn(self.clone().connect_peer(id, address));
+        }
+    }
+
+    async fn connect_peer(self: Arc<Self>, peer_id: String, address: String) {
+        let role = Role::Node {
+            node_id: self.id.clone(),
+        };
+        let stream = match wire::connect(&address, &self.options.token, role).await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                tracing::warn!(peer = %peer_id, "node: cannot reach peer: {e}");
+                if let Some(p) = self.lock().peers.get_mut(&peer_id) {
+                    p.connecting = false;
+                }
+                return;
+            }
+        };
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+        let outbox = wire::spawn_writer(w, address.clone());
+        {
+            let mut st = self.lock();
+            if let Some(p) = st.peers.get_mut(&peer_id) {
+                p.outbox = Some(outbox);
+                p.connecting = false;
+            }
+            self.dispatch(&mut st);
+        }
+        // Results of the tasks handed to this peer come back on this connection.
+        loop {
+            match wire::read_msg::<_, Msg>(&mut r).await {
+                Ok(Msg::TaskDone { task_id, result }) => self.finished(task_id, result),
+                Ok(Msg::ActorGone { actor, reason }) => self.actor_gone(actor, &reason),
+                Ok(Msg::ActorEnded { actor, reason }) => self.actor_ended(actor, &reason),
+                Ok(other) => {
+                    tracing::warn!("node: unexpected {} from a peer", other.name())
+                }
+                Err(e) => {
+                    tracing::info!(peer = %peer_id, "node: peer connection closed: {e}");
+                    break;
+                }
+            }
+        }
+        let mut st = self.lock();
+        if let Some(p) = st.peers.get_mut(&peer_id) {
+            p.outbox = None;
+        }
+        // Tasks that were running there come back as failures of their worker.
+        let lost: Vec<ObjectId> = st
+            .in_flight
+            .iter()
+            .filter(|(_, r)| r.peer.as_deref() == Some(peer_id.as_str()))
+            .map(|(id, _)| *id)
+            .collect();
+        let orphans: Vec<ObjectId> = st
+            .actors
+            .iter()
+            .filter(|(_, p)| matches!(p, ActorPlace::Peer { node, .. } if *node == peer_id))
+            .map(|(id, _)| *id)
+            .collect();
+        drop(st);
+        for actor in orphans {
+            self.actor_gone(actor, &format!("its node {peer_id} went away"));
+        }
+        for id in lost {
+            self.finished(
+                id,
+                Err(Error::WorkerCrashed {
+                    function: String::new(),
+                    reason: format!("node {peer_id} went away"),
+                }),
+            );
+        }
+    }
+
+    async fn connection(self: Arc<Self>, mut stream: TcpStream) -> Result<(), WireError> {
+        let role = wire::accept(&mut stream, &self.options.token, &self.id).await?;
+        let (r, w) = stream.into_split();
+        let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+        let outbox = wire::spawn_writer(w, format!("{role:?}"));
+        if let Role::Worker { job } = role {
+            self.worker_connected(job, outbox.clone());
+        }
+        // The job a driver connection runs: when the driver goes, so do its workers.
+        let mut driver_job = None;
+        let result = loop {
+            let msg: Msg = match wire::read_msg(&mut r).await {
+                Ok(m) => m,
+                Err(e) => break Err(e),
+            };
+            match (&role, msg) {
+                (Role::Driver, Msg::SubmitTask { job, spec }) => {
+                    if driver_job.is_none() {
+                        self.lock().drivers.insert(job, outbox.clone());
+                    }
+                    driver_job = Some(job);
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), false)
+                }
+                (Role::Worker { .. }, Msg::SubmitTask { job, spec }) => {
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), false)
+                }
+                (Role::Node { .. }, Msg::SubmitTask { job, spec }) => {
+                    self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), true)
+                }
+                (Role::Worker { .. }, Msg::TaskDone { task_id, result }) => {
+                    self.finished(task_id, result)
+                }
+                (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (
+                    Role::Driver,
+                    Msg::Lease {
+                        job,
+                        options,
+                        after,
+                    },
+                ) => self.lease(job, &options, after, outbox.clone()),
+                (Role::Driver, Msg::ReturnLease { lease }) => self.return_lease(lease),
+                (Role::Worker { job }, Msg::WorkerListening { address }) => {
+                    self.lock().worker_addresses.insert(*job, address);
+                }
+                (Role::Node { .. }, Msg::ActorGone { actor, reason }) => {
+                    self.actor_gone(actor, &reason)
+                }
+                (_, Msg::FreeObjects { job, ids }) => {
+                    self.free_objects(job, ids, !matches!(role, Role::Node { .. }))
+                }
+                (Role::Node { .. }, Msg::Output { job, stderr, lines }) => {
+                    let driver = self.lock().drivers.get(&job).cloned();
+                    if let Some(d) = driver {
+                        let _ = d.send(Msg::Output { job, stderr, lines });
+                    }
+                }
+                (_, m @ Msg::CreateActor { .. }) => {
+                    let pinned = matches!(role, Role::Node { .. });
+                    if let Some(create) = actors::Creation::from_msg(m) {
+                        self.create_actor(create, outbox.clone(), pinned)
+                    }
+                }
+                (_, m @ Msg::ToActor { .. }) => self.route_actor(m, Some(outbox.clone())),
+                (Role::Worker { .. } | Role::Node { .. }, Msg::ActorEnded { actor, reason }) => {
+                    self.actor_ended(actor, &reason)
+                }
+                (Role::Worker { .. }, Msg::Blocked { task_id }) => self.lend(task_id, true),
+                (Role::Worker { .. }, Msg::Unblocked { task_id }) => self.lend(task_id, false),
+                (_, Msg::Status) => {
+                    let view = self.view(&self.lock());
+                    let _ = outbox.send(Msg::ClusterView { nodes: vec![view] });
+                }
+                (role, other) => {
+                    let _ = outbox.send(Msg::Failed {
+                        reason: format!("a {role:?} cannot send {}", other.name()),
+                    });
+                }
+            }
+        };
+        if let Role::Worker { job } = role {
+            self.worker_gone(job);
+        }
+        if let Some(job) = driver_job {
+            self.end_job(job);
+            let peers: Vec<Outbox> = self
+                .lock()
+                .peers
+                .values()
+                .filter_map(|p| p.outbox.clone())
+                .collect();
+            for p in peers {
+                let _ = p.send(Msg::EndJob { job });
+            }
+        }
+        result
+    }
+
+    /// The job's driver went away: drop its queued tasks and end its worker process.
+    fn end_job(&self, job: u32) {
+        let child = {
+            let mut st = self.lock();
+            st.queue.retain(|q| q.job != job || q.pinned);
+            st.infeasible.retain(|(q, _)| q.job != job);
+            st.waiting_actors.retain(|w| w.job != job);
+            st.workers.remove(&job);
+            st.drivers.remove(&job);
+            self.drop_actors(&mut st, job, "its job ended", false);
+            st.children.remove(&job)
+        };
+        if let Some(mut c) = child {
+            tracing::info!(job, pid = c.id(), "node: job ended, stopping its worker");
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = std::fs::remove_dir_all(self.spill_dir(job));
+    }
+
+    /// An owner freed objects: its job's worker here drops the copies it keeps, and so
+    /// do the peers' (told when the news comes from a client, not from a peer).
+    fn free_objects(&self, job: u32, ids: Vec<ObjectId>, tell_peers: bool) {
+        let st = self.lock();
+        let mut outboxes: Vec<&Outbox> = Vec::new();
+        if let Some(Worker::Ready(out)) = st.workers.get(&job) {
+            outboxes.push(out);
+        }
+        if tell_peers {
+            outboxes.extend(st.peers.values().filter_map(|p| p.outbox.as_ref()));
+        }
+        for out in outboxes {
+            let _ = out.send(Msg::FreeObjects {
+                job,
+                ids: ids.clone(),
+            });
+        }
+    }
+
+    fn send_to_worker(self: &Arc<Self>, st: &mut State, job: u32, msg: Msg) {
+        match st.workers.get_mut(&job) {
+            Some(Worker::Ready(out)) => {
+                let _ = out.send(msg);
+            }
+            Some(Worker::Starting(_, waiting)) => waiting.push(msg),
+            None => {
+                st.worker_starts += 1;
+                let start = st.worker_starts;
+                st.workers.insert(job, Worker::Starting(start, vec![msg]));
+                tokio::spawn(self.clone().start_worker(job, start));
+            }
+        }
+    }
+
+    fn worker_connected(&self, job: u32, outbox: Outbox) {
+        let mut st = self.lock();
+        if let Some(Worker::Starting(_, waiting)) = st.workers.remove(&job) {
+            for m in waiting {
+                let _ = outbox.send(m);
+            }
+        }
+        st.workers.insert(job, Worker::Ready(outbox));
+    }
+
+    fn worker_gone(self: &Arc<Self>, job: u32) {
+        // What it spilled died with it.
+        let _ = std::fs::remove_dir_all(self.spill_dir(job));
+        let lost: Vec<ObjectId> = {
+            let mut st = self.lock();
+            st.workers.remove(&job);
+            let restarts = self.drop_actors(&mut st, job, "its worker process died", true);
+            for create in restarts {
+                self.send_to_worker(&mut st, job, create);
+            }
+            st.in_flight
+                .iter()
+                .filter(|(_, r)| r.job == Some(job))
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        for id in lost {
+            let function = self
+                .lock()
+                .in_flight
+                .get(&id)
+                .map(|r| r.function.clone())
+                .unwrap_or_default();
+            self.finished(
+                id,
+                Err(Error::WorkerCrashed {
+                    function,
+                    reason: format!("the worker process of job {job} on node {} exited", self.id),
+                }),
+            );
+        }
+    }
+}

@@ -1,0 +1,600 @@
+//! What a process owns in a cluster: the tasks it submitted, kept until their results
+//! arrive so that they can be sent again when a worker dies; the lineage of the objects
+//! it owns that live in other processes, so that an object lost with its node is made
+//! again by running its task again (recursively through lost arguments, within
+//! `max_retries`); the fetching of objects that live elsewhere into its store; and the
+//! announcement that an object was freed, so that its copies go.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::direct::{Direct, SocketWriter};
+use super::link::Link;
+use super::objects::Objects;
+use crate::error::{Error, Result};
+use crate::id::ObjectId;
+use crate::object::pin::Pin;
+use crate::object::{AnyValue, Codec, Encoded, Held, Location, Store, Waiter};
+use crate::sched::Demand;
+use crate::sync::lock;
+use crate::task::{EncodedArg, TaskSpec};
+use crate::wire::{self, Msg, Payload, Role};
+
+/// What a process owns in a cluster, shared by its client and the connections'
+/// readers: the tasks it submitted (to send them again), how to rebuild the objects it
+/// owns (their lineage), and its object server.
+pub(crate) struct Owner {
+    pub job: u32,
+    pub link: Arc<Link>,
+    pub store: Arc<Store>,
+    pub objects: Arc<Objects>,
+    pub books: Mutex<Books>,
+    /// The I/O runtime, for connections opened later.
+    pub io: tokio::runtime::Handle,
+    pub token: String,
+    /// Connections straight to workers (actor calls, leased tasks), by address.
+    pub directs: Mutex<HashMap<String, Arc<Direct>>>,
+    /// The lease this driver holds or asked for (see [`Owner::send_on_lease`]).
+    pub lease: Mutex<Option<Lease>>,
+    /// Whether this process takes leases (drivers do; a worker's nested tasks go
+    /// through its node, which lends the CPUs of a task that waits for them).
+    pub leases: bool,
+}
+
+/// Resources a node holds for this driver's lone tasks, and the worker they go to.
+pub(crate) enum Lease {
+    /// Asked for; the node has not answered yet.
+    Asked(Demand),
+    /// Held.
+    Held {
+        id: ObjectId,
+        demand: Demand,
+        worker: Arc<Direct>,
+        last_used: Instant,
+        /// The task running on it (a lone task: at most one).
+        running: Option<ObjectId>,
+        /// Give it back as soon as that task ends: others went through the node.
+        release: bool,
+    },
+}
+
+/// A lease unused this long goes back to its node.
+const LEASE_IDLE: Duration = Duration::from_millis(20);
+
+/// The tasks this process submitted, kept to run them again.
+#[derive(Default)]
+pub(crate) struct Books {
+    /// Submitted, without a result yet: sent again if their worker dies.
+    inflight: HashMap<ObjectId, Submitted>,
+    /// Finished, their result kept in another process: run again if it is lost.
+    lineage: HashMap<ObjectId, Submitted>,
+    /// What the actor calls (and creations) in flight keep alive until answered.
+    calls: HashMap<ObjectId, Vec<Pin>>,
+}
+
+/// A submitted task, the attempts made, and what its arguments keep alive (as long as
+/// the task may run again): the objects they refer to, what their encoding pinned.
+struct Submitted {
+    spec: Arc<TaskSpec>,
+    attempts: u32,
+    _keep: Vec<Pin>,
+}
+
+impl Owner {
+    /// Records a task sent to the cluster; `keep` is what its arguments keep alive.
+    /// Returns whether it is the only task in flight.
+    pub fn track(&self, spec: &Arc<TaskSpec>, keep: Vec<Pin>) -> bool {
+        let mut books = self.books();
+        books.inflight.insert(
+            spec.task_id,
+            Submitted {
+                spec: spec.clone(),
+                attempts: 0,
+                _keep: keep,
+            },
+        );
+        books.inflight.len() == 1
+    }
+
+    /// Records what an actor call (or creation) in flight keeps alive until `answer`
+    /// arrives.
+    pub fn track_call(&self, answer: ObjectId, keep: Vec<Pin>) {
+        if !keep.is_empty() {
+            self.books().calls.insert(answer, keep);
+        }
+    }
+
+    /// Sends a task to the cluster, or fails it if the cluster is lost.
+    pub fn send_task(&self, spec: Arc<TaskSpec>) {
+        let id = spec.task_id;
+        if let Err(e) = self.link.send(Msg::SubmitTask {
+            job: self.job,
+            spec,
+        }) {
+            let removed = self.books().inflight.remove(&id);
+            drop(removed);
+            self.store.fail(id, e);
+        }
+    }
+
+    /// Sends a task through the node (or straight to a leased worker, for a lone task
+    /// of a driver).
+    pub fn submit(self: &Arc<Self>, spec: TaskSpec, keep: Vec<Pin>) {
+        let spec = Arc::new(spec);
+        let lone = self.track(&spec, keep);
+        if lone && self.send_on_lease(&spec) {
+            return;
+        }
+        if self.leases {
+            self.through_node();
+        }
+        self.send_task(spec);
+    }
+
+    /// The node came back after the link was down: every task in flight is sent again
+    /// (its first attempt may be lost with the node), as a system failure would be.
+    pub fn resubmit_all(self: &Arc<Self>, reason: &str) {
+        *lock(&self.lease) = None;
+        let ids: Vec<ObjectId> = self.books().inflight.keys().copied().collect();
+        for id in ids {
+            self.done(
+                id,
+                Err(Error::WorkerCrashed {
+                    function: String::new(),
+                    reason: reason.to_string(),
+                }),
+            );
+        }
+    }
+
+    /// The cluster is lost: nothing in flight will be answered.
+    pub fn lost(&self, err: &Error) {
+        let books = std::mem::take(&mut *self.books());
+        self.store.fail_pending(err.clone());
+        drop(books);
+    }
+
+    /// Sends a lone task (nothing else in flight: a driver that submits and waits, one
+    /// task at a time) straight to the worker of a lease for its demand: one round trip
+    /// between two processes instead of two. Without such a lease, asks its node for
+    /// one, for the next task, and returns `false`: this one goes through the node.
+    /// Bursts always go through the nodes, which spread them.
+    pub fn send_on_lease(self: &Arc<Self>, spec: &Arc<TaskSpec>) -> bool {
+        if !self.leases {
+            return false;
+        }
+        let Ok(demand) = Demand::of(&spec.options) else {
+            return false;
+        };
+        if demand.gpu > 0 || demand.memory > 0 || !demand.custom.is_empty() {
+            return false;
+        }
+        if spec.options.scheduling != crate::task::Strategy::Default {
+            return false;
+        }
+        // A task with a large argument goes where the argument is: the node decides.
+        if spec
+            .args
+            .iter()
+            .any(|a| matches!(a, EncodedArg::Ref { .. }))
+        {
+            return false;
+        }
+        let mut lease = lock(&self.lease);
+        match &mut *lease {
+            Some(Lease::Held {
+                id,
+                demand: d,
+                worker,
+                last_used,
+                running: running @ None,
+                release: false,
+            }) if *d == demand && !worker.is_closed() => {
+                let msg = Msg::RunTask {
+                    spec: (**spec).clone(),
+                    after: None,
+                    lease: Some(*id),
+                };
+                if worker.send(spec.task_id, msg).is_none() {
+                    *last_used = Instant::now();
+                    *running = Some(spec.task_id);
+                    return true;
+                }
+                false
+            }
+            Some(Lease::Held { .. }) => false,
+            Some(Lease::Asked(_)) => false,
+            _ => {
+                if let Some(Lease::Held { id, .. }) = lease.take() {
+                    self.give_back(id);
+                }
+                *lease = Some(Lease::Asked(demand));
+                // Asked along with this task: its resources become the lease when it
+                // ends, if it ran on the node the lease is asked from.
+                self.send_task(spec.clone());
+                let _ = self.link.send(Msg::Lease {
+                    job: self.job,
+                    options: spec.options.clone(),
+                    after: Some(spec.task_id),
+                });
+                true
+            }
+        }
+    }
+
+    /// Gives a lease back to the node.
+    fn give_back(&self, lease: ObjectId) {
+        let _ = self.link.send(Msg::ReturnLease { lease });
+    }
+
+    /// A task goes through the node: a lease this driver holds would keep CPUs from it,
+    /// so it goes back now, or as soon as the task on it ends.
+    pub fn through_node(&self) {
+        let mut lease = lock(&self.lease);
+        if let Some(Lease::Held {
+            id,
+            running,
+            release,
+            ..
+        }) = &mut *lease
+        {
+            if running.is_some() {
+                *release = true;
+            } else {
+                let id = *id;
+                *lease = None;
+                drop(lease);
+                self.give_back(id);
+            }
+        }
+    }
+
+    /// Task `id` ended: if it ran on the lease, the lease is free again (and goes back
+    /// if it was asked to, or if other tasks wait for results).
+    fn lease_task_done(&self, id: ObjectId) {
+        let mut lease = lock(&self.lease);
+        let Some(Lease::Held {
+            id: lease_id,
+            running,
+            release,
+            ..
+        }) = &mut *lease
+        else {
+            return;
+        };
+        if *running != Some(id) {
+            return;
+        }
+        *running = None;
+        let others = self.books().inflight.keys().any(|k| *k != id);
+        if *release || others {
+            let lease_id = *lease_id;
+            *lease = None;
+            drop(lease);
+            self.give_back(lease_id);
+        }
+    }
+
+    /// The node answered a lease request.
+    pub fn lease_granted(self: &Arc<Self>, granted: Option<(ObjectId, String)>) {
+        let Some((id, address)) = granted else {
+            *lock(&self.lease) = None;
+            return;
+        };
+        if !self.books().inflight.is_empty() {
+            // Tasks went through the node meanwhile (a burst): they may need these CPUs.
+            *lock(&self.lease) = None;
+            return self.give_back(id);
+        }
+        let me = self.clone();
+        self.direct(address, move |worker| {
+            let mut lease = lock(&me.lease);
+            match (&*lease, worker) {
+                (Some(Lease::Asked(d)), Some(worker)) => {
+                    let demand = d.clone();
+                    *lease = Some(Lease::Held {
+                        id,
+                        demand,
+                        worker,
+                        last_used: Instant::now(),
+                        running: None,
+                        release: false,
+                    });
+                }
+                _ => {
+                    drop(lease);
+                    me.give_back(id);
+                    return;
+                }
+            }
+            drop(lease);
+            // Give it back once unused for a while: it holds CPUs others may need.
+            let me2 = me.clone();
+            me.io.spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_IDLE / 2).await;
+                    let mut lease = lock(&me2.lease);
+                    match &*lease {
+                        Some(Lease::Held {
+                            id: held,
+                            last_used,
+                            running,
+                            ..
+                        }) if *held == id => {
+                            if running.is_none() && last_used.elapsed() >= LEASE_IDLE {
+                                *lease = None;
+                                drop(lease);
+                                me2.give_back(id);
+                                return;
+                            }
+                        }
+                        _ => return,
+                    }
+                }
+            });
+        });
+    }
+
+    /// The connection straight to the worker whose object server is at `address`,
+    /// opened on first use; `then` receives it, or `None` if the worker cannot be
+    /// reached. When it drops, the tasks in flight on it count as crashed (and are
+    /// retried through the nodes) and the actor calls fail.
+    pub fn direct(
+        self: &Arc<Self>,
+        address: String,
+        then: impl FnOnce(Option<Arc<Direct>>) + Send + 'static,
+    ) {
+        let open = lock(&self.directs)
+            .get(&address)
+            .filter(|d| !d.is_closed())
+            .cloned();
+        if let Some(d) = open {
+            return then(Some(d));
+        }
+        let me = self.clone();
+        self.io.spawn(async move {
+            let connect = wire::connect(&address, &me.token, Role::Caller);
+            let stream = match tokio::time::timeout(wire::HANDSHAKE_TIMEOUT, connect)
+                .await
+                .unwrap_or_else(|_| Err(wire::WireError::Handshake("no answer in time".into())))
+            {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::info!(%address, "cannot reach a worker directly: {e}");
+                    return then(None);
+                }
+            };
+            let (r, w) = stream.into_split();
+            let mut r = tokio::io::BufReader::with_capacity(wire::READ_BUFFER, r);
+            let direct = Arc::new(Direct::new(SocketWriter::new(w)));
+            lock(&me.directs).insert(address.clone(), direct.clone());
+            then(Some(direct.clone()));
+            loop {
+                match wire::read_msg::<_, Msg>(&mut r).await {
+                    Ok(Msg::TaskDone { task_id, result }) => {
+                        direct.answered(task_id);
+                        me.done(task_id, result);
+                    }
+                    Ok(other) => tracing::warn!("unexpected {} from a worker", other.name()),
+                    Err(e) => {
+                        tracing::info!(%address, "direct connection closed: {e}");
+                        break;
+                    }
+                }
+            }
+            for id in direct.close() {
+                let task = me.books().inflight.contains_key(&id);
+                let failure = if task {
+                    Error::WorkerCrashed {
+                        function: String::new(),
+                        reason: format!("the worker at {address} went away"),
+                    }
+                } else {
+                    Error::ActorDied {
+                        actor: String::new(),
+                        reason: "its worker process died".into(),
+                    }
+                };
+                me.done(id, Err(failure));
+            }
+        });
+    }
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        lock(&self.books)
+    }
+
+    /// A task's result arrived.
+    pub fn done(self: &Arc<Self>, id: ObjectId, result: Result<Payload>) {
+        if self.leases {
+            self.lease_task_done(id);
+        }
+        let answered = self.books().calls.remove(&id);
+        drop(answered);
+        match &result {
+            Err(Error::WorkerCrashed { .. }) => {
+                if let Some((spec, attempt)) = self.retry(id) {
+                    tracing::info!(task = %id, attempt, "retrying after a worker died");
+                    return self.send_task(spec);
+                }
+            }
+            Err(Error::ObjectLost(dep))
+                if *dep != id && self.books().inflight.contains_key(&id) =>
+            {
+                return self.rebuild_then_rerun(id, *dep);
+            }
+            _ => {}
+        }
+        let submitted = self.books().inflight.remove(&id);
+        match result {
+            Ok(Payload::Inline(bytes)) => {
+                let size = bytes.len() as u64;
+                self.store
+                    .complete(id, Arc::new(Encoded(bytes)), size, Codec::encoded());
+            }
+            Ok(Payload::Held(loc)) => {
+                // Its freeing is announced, so that the copy kept for it is dropped.
+                self.store.mark_exported(id);
+                if let Some(s) = submitted {
+                    self.books().lineage.insert(id, s);
+                }
+                if !self.store.place(id, loc) {
+                    // Freed before its result arrived.
+                    self.freed(id);
+                }
+            }
+            Err(e) => {
+                self.store.fail(id, e);
+            }
+        }
+    }
+
+    /// The task and its next attempt number, if its worker died and it has retries left.
+    fn retry(&self, id: ObjectId) -> Option<(Arc<TaskSpec>, u32)> {
+        let mut books = self.books();
+        let s = books.inflight.get_mut(&id)?;
+        if s.attempts >= s.spec.options.max_retries {
+            return None;
+        }
+        s.attempts += 1;
+        Some((s.spec.clone(), s.attempts))
+    }
+
+    /// Task `id` could not read its argument `dep`, which was lost: rebuild `dep`, then
+    /// run the task again with the argument's new place.
+    fn rebuild_then_rerun(self: &Arc<Self>, id: ObjectId, dep: ObjectId) {
+        // Each rerun counts as an attempt of the task, so that an argument that can
+        // never be read ends in an error, not in reruns forever.
+        if self.retry(id).is_none() {
+            let removed = self.books().inflight.remove(&id);
+            drop(removed);
+            self.store.fail(id, Error::ObjectLost(dep));
+            return;
+        }
+        if let Err(e) = self.recover(dep) {
+            let removed = self.books().inflight.remove(&id);
+            drop(removed);
+            self.store.fail(id, e);
+            return;
+        }
+        let me = self.clone();
+        let fired = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let rerun = move |failure: Option<&Error>| {
+            if fired.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                return;
+            }
+            if let Some(e) = failure {
+                let removed = me.books().inflight.remove(&id);
+                drop(removed);
+                me.store.fail(id, e.clone());
+                return;
+            }
+            let spec = {
+                let mut books = me.books();
+                let Some(s) = books.inflight.get_mut(&id) else {
+                    return;
+                };
+                s.spec = Arc::new(me.relocated(&s.spec));
+                s.spec.clone()
+            };
+            me.send_task(spec);
+        };
+        let rerun = Arc::new(rerun);
+        match self.store.poll(dep, Some(Waiter::Dependent(rerun.clone()))) {
+            None => {}
+            Some(Ok(_)) => rerun(None),
+            Some(Err(e)) => rerun(Some(&e)),
+        }
+    }
+
+    /// Starts rebuilding the lost object `id` by running the task that made it again.
+    /// `Ok` if it is being rebuilt (or was never lost); [`Error::ObjectLost`] if it has
+    /// no lineage here or its task has no retries left.
+    fn recover(&self, id: ObjectId) -> Result<()> {
+        match self.store.poll(id, None) {
+            None => return Ok(()),
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Held::Here(_))) => return Ok(()),
+            Some(Ok(Held::Elsewhere(_))) => {}
+        }
+        let mut books = self.books();
+        let Some(s) = books.lineage.get(&id) else {
+            return Err(Error::ObjectLost(id));
+        };
+        if s.attempts >= s.spec.options.max_retries {
+            return Err(Error::ObjectLost(id));
+        }
+        if !self.store.reset(id) {
+            return Ok(());
+        }
+        let Some(mut s) = books.lineage.remove(&id) else {
+            return Err(Error::ObjectLost(id));
+        };
+        s.attempts += 1;
+        s.spec = Arc::new(self.relocated(&s.spec));
+        let spec = s.spec.clone();
+        tracing::info!(object = %id, attempt = s.attempts, "rebuilding a lost object from its lineage");
+        books.inflight.insert(id, s);
+        drop(books);
+        self.send_task(spec);
+        Ok(())
+    }
+
+    /// `spec` with each reference argument pointing where its object is now.
+    fn relocated(&self, spec: &TaskSpec) -> TaskSpec {
+        let mut spec = spec.clone();
+        for arg in &mut spec.args {
+            if let EncodedArg::Ref { id, at } = arg {
+                *at = match self.store.poll(*id, None) {
+                    Some(Ok(Held::Elsewhere(loc))) => loc.at,
+                    Some(Ok(Held::Here(_))) => self.objects.address().to_string(),
+                    _ => continue,
+                };
+            }
+        }
+        spec
+    }
+
+    /// The value of `id`, whose store entry is a placeholder for where it lives:
+    /// pulled from there (and kept in the store in its place), or rebuilt from its
+    /// lineage if it was lost.
+    pub fn fetch(&self, id: ObjectId, mut at: Location) -> Result<AnyValue> {
+        loop {
+            match self.objects.pull(id, &at.at) {
+                Ok(bytes) => {
+                    let size = bytes.len() as u64;
+                    let value: AnyValue = Arc::new(Encoded(bytes));
+                    self.store.fill(id, value.clone(), size);
+                    return Ok(value);
+                }
+                Err(Error::ObjectLost(_)) => self.recover(id)?,
+                Err(e) => return Err(e),
+            }
+            loop {
+                match self.store.poll(id, None) {
+                    Some(Ok(Held::Here(v))) => return Ok(v),
+                    Some(Ok(Held::Elsewhere(loc))) => {
+                        at = loc;
+                        break;
+                    }
+                    Some(Err(e)) => return Err(e),
+                    None => {
+                        crate::runtime::deps::wait_settled(&self.store, &[id], None);
+                    }
+                }
+            }
+        }
+    }
+
+    /// An object whose copies live elsewhere was freed here: forget how to rebuild it and
+    /// tell the nodes to drop the copies.
+    pub fn freed(&self, id: ObjectId) {
+        let lineage = self.books().lineage.remove(&id);
+        drop(lineage);
+        let _ = self.link.send(Msg::FreeObjects {
+            job: self.job,
+            ids: vec![id],
+        });
+    }
+}

@@ -1,0 +1,154 @@
+//! The worker side of a cluster process: the tasks a node sends this worker, run on
+//! the process's pool of threads (found by name in the compile-time registry), and the
+//! actors it hosts.
+//!
+//! A task can be queued behind another of this worker (pipelining): it runs on its
+//! predecessor's thread as soon as the predecessor ends, or when the node releases it
+//! (its predecessor waits). The node decides, the worker follows, so the two never
+//! disagree on which tasks hold resources.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::direct::Reply;
+use super::host::Host;
+use super::link::Link;
+use super::objects::Objects;
+use crate::id::ObjectId;
+use crate::object::pin;
+use crate::sched::{Demand, Grant, Pool, Work};
+use crate::sync::lock;
+use crate::task::TaskSpec;
+use crate::wire::Msg;
+
+use super::super::context::{running_task, with_running, Running};
+
+#[derive(Default)]
+struct PipelineState {
+    /// Tasks started, or queued to start right after another.
+    running: HashSet<ObjectId>,
+    /// Tasks to run right after the task they are keyed by.
+    waiting: HashMap<ObjectId, (TaskSpec, Reply)>,
+    /// Tasks a driver sent on a lease, with the lease.
+    leased: HashMap<ObjectId, ObjectId>,
+}
+
+/// What a worker process runs for its node: tasks, and the actors it hosts.
+pub(crate) struct Worker {
+    pool: Arc<Pool>,
+    objects: Arc<Objects>,
+    link: Arc<Link>,
+    pub host: Arc<Host>,
+    state: Mutex<PipelineState>,
+}
+
+impl Worker {
+    pub fn new(pool: Arc<Pool>, objects: Arc<Objects>, link: Arc<Link>) -> Arc<Worker> {
+        Arc::new(Worker {
+            host: Host::new(pool.clone(), objects.clone(), link.clone()),
+            pool,
+            objects,
+            link,
+            state: Mutex::new(PipelineState::default()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PipelineState> {
+        lock(&self.state)
+    }
+
+    /// Takes what a node, or a caller connected straight here, sends this worker.
+    pub fn deliver(self: &Arc<Self>, msg: Msg, reply: Reply) {
+        match msg {
+            Msg::RunTask { spec, after, lease } => {
+                if let Some(lease) = lease {
+                    self.lock().leased.insert(spec.task_id, lease);
+                }
+                self.arrived(spec, after, reply)
+            }
+            Msg::Release { task_id } => self.release(task_id),
+            m @ (Msg::CreateActor { .. } | Msg::ToActor { .. }) => self.host.deliver(m, reply),
+            other => tracing::warn!("a worker was sent {}", other.name()),
+        }
+    }
+
+    /// Runs `f`, a wait in a task of this worker, with the task's CPUs lent meanwhile:
+    /// the node holds them, so the node is told.
+    pub fn blocking<R>(&self, f: impl FnOnce() -> R) -> R {
+        let Some(task) = running_task() else {
+            return f();
+        };
+        // A task on a lease lends the lease's CPUs: the node knows the lease, not it.
+        let task_id = self.lock().leased.get(&task).copied().unwrap_or(task);
+        let _ = self.link.send(Msg::Blocked { task_id });
+        let out = f();
+        let _ = self.link.send(Msg::Unblocked { task_id });
+        out
+    }
+
+    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<ObjectId>, reply: Reply) {
+        let mut st = self.lock();
+        st.running.insert(spec.task_id);
+        if let Some(pred) = after.filter(|p| st.running.contains(p)) {
+            if let Some((earlier, r)) = st.waiting.insert(pred, (spec, reply)) {
+                tracing::error!(task = %earlier.task_id, "two tasks queued behind one");
+                drop(st);
+                self.start(earlier, r);
+            }
+            return;
+        }
+        drop(st);
+        self.start(spec, reply);
+    }
+
+    /// The node let a queued task go: start it now unless it already started.
+    fn release(self: &Arc<Self>, task: ObjectId) {
+        let mut st = self.lock();
+        let pred = st
+            .waiting
+            .iter()
+            .find(|(_, (spec, _))| spec.task_id == task)
+            .map(|(p, _)| *p);
+        let Some((spec, reply)) = pred.and_then(|p| st.waiting.remove(&p)) else {
+            return;
+        };
+        drop(st);
+        self.start(spec, reply);
+    }
+
+    fn start(self: &Arc<Self>, spec: TaskSpec, reply: Reply) {
+        let me = self.clone();
+        // The node only sends what its resources allow, so the pool runs it at once.
+        self.pool.submit(Work {
+            demand: Demand::default(),
+            keep: false,
+            run: Box::new(move |grant| me.run_chain(spec, reply, grant)),
+        });
+    }
+
+    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, grant: &Grant) {
+        loop {
+            let running = Running {
+                task_id: Some(spec.task_id),
+                actor_id: None,
+                function: crate::task::lookup(&spec.function).map_or("?", |f| f.name),
+                grant: grant.clone(),
+            };
+            let (result, pins) = with_running(running, || {
+                pin::collect(|| spec.execute(|id, at| self.objects.fetch(id, at)))
+            });
+            let result = result.map(|bytes| self.objects.keep(spec.task_id, bytes, pins));
+            reply.send(Msg::TaskDone {
+                task_id: spec.task_id,
+                result,
+            });
+            let mut st = self.lock();
+            st.running.remove(&spec.task_id);
+            st.leased.remove(&spec.task_id);
+            match st.waiting.remove(&spec.task_id) {
+                Some((next, next_reply)) => (spec, reply) = (next, next_reply),
+                None => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! What a caller passes to a remote call and what the function receives and returns,
+//! on the local path (shared values, no serialization).
+
+use std::sync::Arc;
+
+use crate::object::{AnyValue, Codec, ObjectRef, RefCount, Value};
+
+/// One argument of a remote call: a value, or a reference resolved before the call runs.
+pub struct Arg(pub(crate) ArgKind);
+
+pub(crate) enum ArgKind {
+    /// A value, shared, with how to encode it for another process.
+    Value(AnyValue, Codec),
+    /// A reference, resolved before the call runs.
+    Ref(Arc<RefCount>),
+}
+
+impl Arg {
+    /// A value argument.
+    pub fn value<T: Value>(v: T) -> Arg {
+        Arg::shared(Arc::new(v))
+    }
+
+    /// A value argument already shared behind an `Arc`: not copied.
+    pub fn shared<T: Value>(v: Arc<T>) -> Arg {
+        Arg(ArgKind::Value(v, Codec::of::<T>()))
+    }
+
+    /// A reference argument: the call waits for the object and receives its value.
+    pub fn reference<T>(r: &ObjectRef<T>) -> Arg {
+        Arg(ArgKind::Ref(r.count.clone()))
+    }
+}
+
+/// What can be passed where a remote function or method expects a `T`: a `T`, an
+/// `Arc<T>`, or an `ObjectRef<T>` (owned or borrowed), plus `&str` for `String` and
+/// `&[T]` for `Vec<T>`.
+///
+/// ```
+/// #[prism::remote]
+/// fn len(v: Vec<u8>) -> usize { v.len() }
+/// # prism::init().unwrap();
+/// let stored = prism::put(vec![1u8, 2, 3]);
+/// let a = len::remote(vec![1u8]);                        // a value
+/// let b = len::remote(&stored);                          // a borrowed ref
+/// let c = len::remote(std::sync::Arc::new(vec![0u8; 2])); // a shared value, not copied
+/// let d = len::remote(&[9u8, 9][..]);                     // a slice, copied into a Vec
+/// assert_eq!(prism::get_all(&[a, b, c, d]).unwrap(), vec![1, 3, 2, 2]);
+/// # prism::shutdown();
+/// ```
+pub trait IntoArg<T> {
+    /// Turns `self` into an argument.
+    fn into_arg(self) -> Arg;
+}
+
+impl<T: Value> IntoArg<T> for T {
+    fn into_arg(self) -> Arg {
+        Arg::value(self)
+    }
+}
+
+impl<T: Value> IntoArg<T> for Arc<T> {
+    fn into_arg(self) -> Arg {
+        Arg::shared(self)
+    }
+}
+
+impl<T: Value> IntoArg<T> for ObjectRef<T> {
+    fn into_arg(self) -> Arg {
+        Arg(ArgKind::Ref(self.count))
+    }
+}
+
+impl<T: Value> IntoArg<T> for &ObjectRef<T> {
+    fn into_arg(self) -> Arg {
+        Arg::reference(self)
+    }
+}
+
+impl IntoArg<String> for &str {
+    fn into_arg(self) -> Arg {
+        Arg::value(self.to_string())
+    }
+}
+
+impl<T: Value + Clone> IntoArg<Vec<T>> for &[T] {
+    fn into_arg(self) -> Arg {
+        Arg::value(self.to_vec())
+    }
+}
+
+/// The resolved arguments of a call on the local path: shared values, by position.
+#[doc(hidden)]
+pub struct LocalArgs {
+    pub(crate) values: Vec<Option<AnyValue>>,
+}
+
+impl LocalArgs {
+    /// The argument at `i` as an owned `T`: moved out if no one else holds it, cloned
+    /// otherwise.
+    pub fn owned<T: Value + Clone>(&mut self, i: usize) -> T {
+        let v = self.values[i].take().expect("each argument is taken once");
+        match v.downcast::<T>() {
+            Ok(arc) => Arc::try_unwrap(arc).unwrap_or_else(|a| (*a).clone()),
+            Err(_) => panic!(
+                "argument {i} is not a {}: the caller and callee disagree on types",
+                std::any::type_name::<T>()
+            ),
+        }
+    }
+
+    /// The argument at `i`, shared.
+    pub fn shared<T: Value>(&mut self, i: usize) -> Arc<T> {
+        let v = self.values[i].take().expect("each argument is taken once");
+        v.downcast::<T>().unwrap_or_else(|_| {
+            panic!(
+                "argument {i} is not a {}: the caller and callee disagree on types",
+                std::any::type_name::<T>()
+            )
+        })
+    }
+}
+
+/// A value returned by a call, with what the store needs to account and spill it.
+#[doc(hidden)]
+pub struct Output {
+    pub(crate) value: AnyValue,
+    pub(crate) size: u64,
+    pub(crate) codec: Codec,
+}
+
+impl Output {
+    /// Wraps a returned value.
+    pub fn new<T: Value>(v: T) -> Output {
+        Output {
+            size: crate::object::footprint(&v),
+            value: Arc::new(v),
+            codec: Codec::of::<T>(),
+        }
+    }
+}
+
+/// The reference arguments of a call, for dependency tracking.
+pub(crate) fn refs_of(args: &[Arg]) -> Vec<Arc<RefCount>> {
+    args.iter()
+        .filter_map(|a| match &a.0 {
+            ArgKind::Ref(c) => Some(c.clone()),
+            ArgKind::Value(..) => None,
+        })
+        .collect()
+}

@@ -1,0 +1,599 @@
+//! The test harness (feature `testing`): a cluster of real daemon processes on this
+//! machine, and behaviour tests that run the same body in both modes.
+//!
+//! [`LocalCluster`] starts a head and nodes from the `prism` binary, each node on its
+//! own loopback address, in a session directory of their own, and ends them by PID when
+//! dropped. [`Session`] starts a runtime for one test: the embedded runtime, or a driver
+//! of a two-node [`LocalCluster`]. [`both_modes!`](crate::both_modes) writes one test
+//! body twice over, once per mode:
+//!
+//! ```no_run
+//! #[prism::remote]
+//! fn add(x: i64, y: i64) -> i64 { x + y }
+//!
+//! prism::both_modes! {
+//!     /// Tasks chain through refs.
+//!     fn refs_chain(_session, prism::testing::NodeSpec::cpus(1.0)) {
+//!         let a = add::remote(1, 2);
+//!         assert_eq!(prism::get(&add::remote(&a, 10)).unwrap(), 13);
+//!     }
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! In cluster mode the worker processes are the test binary itself, re-run with the
+//! test's exact name: [`Session::start`] is the first thing such a process reaches, and
+//! there it serves its node instead of starting a cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::session;
+use crate::wire::{self, Msg, NodeView, Role};
+
+/// How long the harness waits for a daemon to come up, or for a condition.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// What went wrong in the harness itself (not in the code under test).
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// A daemon or directory could not be set up.
+    #[error("the test cluster could not start: {0}")]
+    Start(String),
+    /// A condition did not come true in time.
+    #[error("timed out after {after:?} waiting for {what}")]
+    Timeout {
+        /// What was waited for.
+        what: String,
+        /// How long.
+        after: Duration,
+    },
+}
+
+/// A head and nodes running as child processes.
+pub struct LocalCluster {
+    /// The session directory of the cluster's daemons.
+    pub dir: PathBuf,
+    /// The head's address.
+    pub head: String,
+    /// The cluster token.
+    pub token: String,
+    bin: PathBuf,
+    daemons: Vec<Child>,
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// The `prism` binary next to the running executable (`target/<profile>/prism` for a
+/// test in `deps/` or an example in `examples/`).
+pub fn sibling_prism_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let mut dir = exe.parent()?;
+    for _ in 0..2 {
+        let candidate = dir.join("prism");
+        if candidate.is_file() {
+            return Some(candidate);
+        }
+        dir = dir.parent()?;
+    }
+    None
+}
+
+/// The arguments of `prism start` for a node offering `spec`.
+fn node_args(spec: &NodeSpec) -> Vec<String> {
+    let mut args = vec![
+        "--num-cpus".to_string(),
+        spec.cpus.to_string(),
+        "--num-gpus".to_string(),
+        spec.gpus.to_string(),
+    ];
+    if !spec.resources.is_empty() {
+        let json = serde_json::to_string(&spec.resources).unwrap_or_else(|_| "{}".into());
+        args.extend(["--resources".to_string(), json]);
+    }
+    if let Some(cap) = spec.object_store_memory {
+        args.extend(["--object-store-memory".to_string(), cap.to_string()]);
+    }
+    args
+}
+
+impl LocalCluster {
+    /// A head without resources and one node per `(ip, cpus)`.
+    ///
+    /// In a worker process started by one of these nodes (the test binary re-run with
+    /// this test's name) this never returns: the process serves tasks instead.
+    pub fn start(
+        bin: impl Into<PathBuf>,
+        nodes: &[(&str, f64)],
+    ) -> Result<LocalCluster, HarnessError> {
+        let nodes: Vec<(&str, NodeSpec)> = nodes
+            .iter()
+            .map(|(ip, cpus)| (*ip, NodeSpec::cpus(*cpus)))
+            .collect();
+        Self::start_with(bin, &nodes)
+    }
+
+    /// A head without resources and one node per `(ip, what it offers)`.
+    pub fn start_with(
+        bin: impl Into<PathBuf>,
+        nodes: &[(&str, NodeSpec)],
+    ) -> Result<LocalCluster, HarnessError> {
+        crate::enter_if_worker();
+        let dir = std::env::temp_dir().join(format!(
+            "prism-test-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HarnessError::Start(format!("creating {}: {e}", dir.display())))?;
+        let mut c = LocalCluster {
+            dir: dir.clone(),
+            head: String::new(),
+            token: String::new(),
+            bin: bin.into(),
+            daemons: Vec::new(),
+        };
+        let head = c.spawn(&[
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            "0",
+            "--num-cpus",
+            "0",
+            "--dashboard-port",
+            "0",
+        ])?;
+        c.daemons.push(head);
+        c.head = wait_for(
+            || {
+                let a = std::fs::read_to_string(dir.join("address")).ok()?;
+                (!a.trim().is_empty()).then(|| a.trim().to_string())
+            },
+            "the head's address",
+        )?;
+        c.token = std::fs::read_to_string(dir.join("token"))
+            .map_err(|e| HarnessError::Start(format!("reading the cluster token: {e}")))?;
+        for (ip, spec) in nodes {
+            c.add_node_with(ip, spec)?;
+        }
+        c.wait_nodes(nodes.len())?;
+        Ok(c)
+    }
+
+    fn spawn(&self, args: &[&str]) -> Result<Child, HarnessError> {
+        let log = self.dir.join(format!("daemon-{}.log", self.daemons.len()));
+        let stderr = std::fs::File::create(&log)
+            .map_err(|e| HarnessError::Start(format!("creating {}: {e}", log.display())))?;
+        Command::new(&self.bin)
+            .args(args)
+            .env("PRISM_SESSION_DIR", &self.dir)
+            .env_remove("PRISM_ADDRESS")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| HarnessError::Start(format!("running {}: {e}", self.bin.display())))
+    }
+
+    /// Starts one more node with `cpus` CPUs and the custom resources of the JSON
+    /// object `resources`; returns its index in the daemon list.
+    pub fn add_node(
+        &mut self,
+        ip: &str,
+        cpus: f64,
+        resources: Option<&str>,
+    ) -> Result<usize, HarnessError> {
+        let mut spec = NodeSpec::cpus(cpus);
+        if let Some(json) = resources {
+            spec.resources = serde_json::from_str(json)
+                .map_err(|e| HarnessError::Start(format!("resources {json}: {e}")))?;
+        }
+        self.add_node_with(ip, &spec)
+    }
+
+    /// Starts one more node offering `spec`; returns its index in the daemon list.
+    pub fn add_node_with(&mut self, ip: &str, spec: &NodeSpec) -> Result<usize, HarnessError> {
+        let mut args: Vec<String> = ["start", "--block", "--address", &self.head]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(node_args(spec));
+        args.extend(["--node-ip-address".to_string(), ip.to_string()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let child = self.spawn(&args)?;
+        self.daemons.push(child);
+        Ok(self.daemons.len() - 1)
+    }
+
+    /// Kills the head outright (SIGKILL) and starts it again on the same port and
+    /// session: it takes back its tables and token, and the nodes reconnect.
+    pub fn restart_head(&mut self, nodes: usize) -> Result<(), HarnessError> {
+        self.kill_head();
+        self.start_head_again()?;
+        self.wait_nodes(nodes)
+    }
+
+    /// Kills the head outright (SIGKILL), leaving the nodes running.
+    pub fn kill_head(&mut self) {
+        session::signal(self.daemons[0].id(), 9);
+        let _ = self.daemons[0].wait();
+        let _ = std::fs::remove_file(self.dir.join("address"));
+    }
+
+    /// Starts the head again on its port and session, after [`LocalCluster::kill_head`].
+    pub fn start_head_again(&mut self) -> Result<(), HarnessError> {
+        let port = self.head.rsplit(':').next().unwrap_or("0").to_string();
+        self.daemons[0] = self.spawn(&[
+            "start",
+            "--head",
+            "--block",
+            "--port",
+            &port,
+            "--num-cpus",
+            "0",
+            "--dashboard-port",
+            "0",
+        ])?;
+        let dir = self.dir.clone();
+        wait_for(
+            || std::fs::read_to_string(dir.join("address")).ok(),
+            "the restarted head",
+        )?;
+        Ok(())
+    }
+
+    /// The PID of a daemon (0 is the head).
+    pub fn daemon_pid(&self, index: usize) -> u32 {
+        self.daemons[index].id()
+    }
+
+    /// How many daemons were started (the head and the nodes, dead ones included).
+    pub fn daemons(&self) -> usize {
+        self.daemons.len()
+    }
+
+    /// Kills every daemon outright (SIGKILL) and waits for them: the cluster is gone.
+    pub fn kill_all(&mut self) {
+        for c in self.daemons.iter_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The head's view of the nodes (empty if the head does not answer).
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let Ok(io) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return Vec::new();
+        };
+        io.block_on(async {
+            let (mut s, _) = tokio::time::timeout(
+                wire::HANDSHAKE_TIMEOUT,
+                wire::connect(&self.head, &self.token, Role::Cli),
+            )
+            .await
+            .ok()?
+            .ok()?;
+            wire::write_msg(&mut s, &Msg::Status).await.ok()?;
+            match wire::read_msg(&mut s).await.ok()? {
+                Msg::ClusterView { nodes } => Some(nodes),
+                _ => None,
+            }
+        })
+        .unwrap_or_default()
+    }
+
+    /// Waits until `n` nodes are alive.
+    pub fn wait_nodes(&self, n: usize) -> Result<(), HarnessError> {
+        wait_for(
+            || (self.nodes().iter().filter(|v| v.alive).count() >= n).then_some(()),
+            "the nodes to join",
+        )
+    }
+
+    /// The PIDs of the cluster's worker processes (started from its stored executables).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let marker = self.dir.join("executables");
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
+                if exe.starts_with(&marker) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
+    }
+
+    /// The last lines of every log of the cluster: the daemons' and their workers'.
+    pub fn logs(&self) -> String {
+        let mut files: Vec<PathBuf> = (0..self.daemons.len())
+            .map(|i| self.dir.join(format!("daemon-{i}.log")))
+            .collect();
+        if let Ok(entries) = std::fs::read_dir(self.dir.join("logs")) {
+            let mut workers: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            workers.sort();
+            files.extend(workers);
+        }
+        let mut logs = String::new();
+        for file in files {
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            let start = (text.len().saturating_sub(4000)..text.len())
+                .find(|i| text.is_char_boundary(*i))
+                .unwrap_or(text.len());
+            let name = file.file_name().unwrap_or_default().to_string_lossy();
+            logs.push_str(&format!("--- {name} (last lines):\n{}\n", &text[start..]));
+        }
+        logs
+    }
+
+    /// Starts the driver runtime in this process, connected to the cluster.
+    pub fn connect(&self) -> crate::Result<()> {
+        self.connect_with(crate::Config::default())
+    }
+
+    /// Starts the driver runtime in this process with `config`, connected to the
+    /// cluster.
+    pub fn connect_with(&self, config: crate::Config) -> crate::Result<()> {
+        crate::init_with(config.address(&self.head).token(&self.token))
+    }
+
+    /// Where the session directory is.
+    pub fn session(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Polls `f` every 10 ms until it returns a value, for up to [`PATIENCE`].
+pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>, what: &str) -> Result<T, HarnessError> {
+    let t = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if t.elapsed() >= PATIENCE {
+            return Err(HarnessError::Timeout {
+                what: what.to_string(),
+                after: PATIENCE,
+            });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Ends a child process: SIGTERM, then SIGKILL after 5 s.
+pub fn end_process(child: &mut Child) {
+    session::signal(child.id(), 15);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(5) {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The test failed: what the cluster logged goes with the failure, before
+            // the session directory goes.
+            eprintln!("the cluster logged:\n{}", self.logs());
+        }
+        crate::shutdown();
+        for c in self.daemons.iter_mut().rev() {
+            end_process(c);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Where a behaviour test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The embedded runtime: one process.
+    Embedded,
+    /// A driver of a cluster of two nodes of real processes on loopback.
+    Cluster,
+}
+
+/// What each node of a test's runtime offers. The embedded runtime is one such node;
+/// a test cluster has two, each offering the same, so a test that asks for more than
+/// one node has behaves the same in both modes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    /// CPUs.
+    pub cpus: f64,
+    /// GPUs (accounted, not used).
+    pub gpus: f64,
+    /// Custom resources.
+    pub resources: BTreeMap<String, f64>,
+    /// The object store's memory cap, in bytes.
+    pub object_store_memory: Option<u64>,
+}
+
+impl NodeSpec {
+    /// A node with `n` CPUs and nothing else.
+    pub fn cpus(n: f64) -> NodeSpec {
+        NodeSpec {
+            cpus: n,
+            gpus: 0.0,
+            resources: BTreeMap::new(),
+            object_store_memory: None,
+        }
+    }
+
+    /// With `n` GPUs too.
+    pub fn gpus(mut self, n: f64) -> NodeSpec {
+        self.gpus = n;
+        self
+    }
+
+    /// With an amount of a custom resource too.
+    pub fn resource(mut self, name: &str, amount: f64) -> NodeSpec {
+        self.resources.insert(name.to_string(), amount);
+        self
+    }
+
+    /// With this object store cap.
+    pub fn object_store_memory(mut self, bytes: u64) -> NodeSpec {
+        self.object_store_memory = Some(bytes);
+        self
+    }
+
+    /// The embedded runtime's configuration for this node.
+    pub fn config(&self) -> crate::Config {
+        let mut c = crate::Config::default()
+            .num_cpus(self.cpus)
+            .num_gpus(self.gpus);
+        for (k, v) in &self.resources {
+            c = c.resource(k.clone(), *v);
+        }
+        if let Some(cap) = self.object_store_memory {
+            c = c.object_store_memory(cap);
+        }
+        c
+    }
+}
+
+/// The runtime one test runs against, in one mode; ends it (and the cluster's
+/// processes) when dropped.
+pub struct Session {
+    mode: Mode,
+    cluster: Option<LocalCluster>,
+}
+
+/// The loopback addresses of a test cluster's two nodes.
+pub const NODE_IPS: [&str; 2] = ["127.0.0.2", "127.0.0.3"];
+
+impl Session {
+    /// Starts the runtime of `mode` with nodes offering `spec`. Panics (failing the
+    /// test) if the harness cannot start it, saying why.
+    ///
+    /// In a worker process of the test cluster this never returns: the process serves
+    /// its node.
+    pub fn start(mode: Mode, spec: NodeSpec) -> Session {
+        Self::start_with(mode, spec, crate::Config::default())
+    }
+
+    /// Like [`Session::start`], with `config` for the driver (or for the embedded
+    /// runtime, on top of `spec`'s resources).
+    pub fn start_with(mode: Mode, spec: NodeSpec, config: crate::Config) -> Session {
+        crate::enter_if_worker();
+        match mode {
+            Mode::Embedded => {
+                let mut c = spec.config();
+                c.reconnect_window = config.reconnect_window;
+                if let Err(e) = crate::init_with(c) {
+                    panic!("the embedded runtime did not start: {e}");
+                }
+                Session {
+                    mode,
+                    cluster: None,
+                }
+            }
+            Mode::Cluster => {
+                let Some(bin) = sibling_prism_bin() else {
+                    panic!(
+                        "no prism binary next to the test binary: build it first \
+                         (`cargo build --bins`)"
+                    );
+                };
+                let nodes: Vec<(&str, NodeSpec)> =
+                    NODE_IPS.iter().map(|ip| (*ip, spec.clone())).collect();
+                let cluster = match LocalCluster::start_with(bin, &nodes) {
+                    Ok(c) => c,
+                    Err(e) => panic!("{e}"),
+                };
+                if let Err(e) = cluster.connect_with(config) {
+                    panic!("the driver did not join the test cluster: {e}");
+                }
+                Session {
+                    mode,
+                    cluster: Some(cluster),
+                }
+            }
+        }
+    }
+
+    /// The mode the test runs in.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The test cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&LocalCluster> {
+        self.cluster.as_ref()
+    }
+
+    /// The test cluster, in cluster mode, to change it (kill a node, add one).
+    pub fn cluster_mut(&mut self) -> Option<&mut LocalCluster> {
+        self.cluster.as_mut()
+    }
+
+    /// How many nodes the runtime has: 1 embedded, 2 on the test cluster.
+    pub fn nodes(&self) -> usize {
+        match self.mode {
+            Mode::Embedded => 1,
+            Mode::Cluster => NODE_IPS.len(),
+        }
+    }
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        // A cluster ends its own runtime and daemons; the embedded runtime ends here.
+        if self.cluster.is_none() {
+            crate::shutdown();
+        }
+    }
+}
+
+/// Writes one behaviour test twice over: `<name>::embedded` on the embedded runtime and
+/// `<name>::cluster` on a two-node test cluster of real processes, the same body, given
+/// the [`Session`](crate::testing::Session) it runs in. The second argument is the
+/// [`NodeSpec`](crate::testing::NodeSpec) of each node; an optional third, the driver's
+/// [`Config`](crate::Config).
+#[macro_export]
+macro_rules! both_modes {
+    ($(#[$meta:meta])* fn $name:ident($session:ident, $spec:expr $(, $config:expr)?) $body:block $($rest:tt)*) => {
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[allow(unused_variables, unused_mut)]
+            fn body(mut $session: $crate::testing::Session) $body
+
+            #[test]
+            fn embedded() {
+                body($crate::both_modes!(@start Embedded, $spec $(, $config)?));
+            }
+
+            #[test]
+            fn cluster() {
+                body($crate::both_modes!(@start Cluster, $spec $(, $config)?));
+            }
+        }
+        $crate::both_modes! { $($rest)* }
+    };
+    (@start $mode:ident, $spec:expr) => {
+        $crate::testing::Session::start($crate::testing::Mode::$mode, $spec)
+    };
+    (@start $mode:ident, $spec:expr, $config:expr) => {
+        $crate::testing::Session::start_with($crate::testing::Mode::$mode, $spec, $config)
+    };
+    () => {};
+}

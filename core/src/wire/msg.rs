@@ -1,0 +1,432 @@
+//! The messages of the protocol, and the records some of them carry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::id::ObjectId;
+use crate::object::Location;
+use crate::task::{EncodedArg, TaskSpec};
+
+/// A task's result as it travels back to its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Payload {
+    /// The encoded value.
+    Inline(Vec<u8>),
+    /// The value stays where it was made; pull it from there.
+    Held(Location),
+}
+
+/// What a message for an actor asks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ActorOp {
+    /// Call a method. The result comes back as a `TaskDone` for `call`.
+    Call {
+        /// The call's (and its result's) id.
+        call: ObjectId,
+        /// The method's stable name.
+        method: String,
+        /// The arguments, inline or by reference.
+        args: Vec<EncodedArg>,
+    },
+    /// A process holds a handle to the actor from now on: count it. Answered with a
+    /// `TaskDone` for `call` (an error if the actor is gone).
+    Retain {
+        /// The answer's id.
+        call: ObjectId,
+    },
+    /// A process dropped its last handle to the actor. An unnamed actor whose handles
+    /// are all gone ends once its queued calls are done.
+    Release,
+    /// End the actor: queued and later calls fail.
+    Kill,
+}
+
+impl ActorOp {
+    /// The id the answer to this comes back as, if it has one.
+    pub fn answer(&self) -> Option<ObjectId> {
+        match self {
+            ActorOp::Call { call, .. } | ActorOp::Retain { call } => Some(*call),
+            ActorOp::Release | ActorOp::Kill => None,
+        }
+    }
+}
+
+/// A node as the head and other nodes see it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    /// The node's id.
+    pub node_id: String,
+    /// Where the node accepts connections.
+    pub address: String,
+    /// Total resources.
+    pub total: Vec<(String, f64)>,
+    /// Resources not in use, as last reported.
+    pub available: Vec<(String, f64)>,
+    /// Tasks waiting for resources on that node.
+    pub queued: u32,
+    /// Tasks running on that node.
+    pub running: u32,
+    /// Whether the node still sends heartbeats.
+    pub alive: bool,
+    /// What waits on that node for resources, and why.
+    pub pending: Vec<PendingView>,
+}
+
+/// Work waiting on a node, grouped by what it is and what it asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingView {
+    /// The function, or `actor <class>`.
+    pub what: String,
+    /// How many wait.
+    pub count: u32,
+    /// What each asks for.
+    pub demand: Vec<(String, f64)>,
+    /// Why they cannot be placed now.
+    pub reason: String,
+}
+
+/// A named actor as the head records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NamedActor {
+    /// The actor's id.
+    pub actor: ObjectId,
+    /// Its class's stable name.
+    pub class: String,
+    /// The node that placed it.
+    pub home: String,
+}
+
+/// A registered job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobInfo {
+    /// The job's id.
+    pub job: u32,
+    /// Content hash of the job's executable.
+    pub hash: String,
+    /// The arguments a worker process is started with.
+    pub args: Vec<String>,
+    /// The node the job's driver submits to: where its workers' output is sent.
+    pub driver_node: String,
+}
+
+/// Every message after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Msg {
+    /// Node → head: join the cluster.
+    RegisterNode {
+        /// The node as it sees itself.
+        node: NodeView,
+    },
+    /// Node → head: still alive, with current load.
+    Heartbeat {
+        /// Available resources.
+        available: Vec<(String, f64)>,
+        /// Tasks waiting for resources.
+        queued: u32,
+        /// Tasks running.
+        running: u32,
+        /// What waits for resources, and why.
+        pending: Vec<PendingView>,
+    },
+    /// Head → node (answering a heartbeat) and head → CLI (answering `Status`).
+    ClusterView {
+        /// Every node the head knows.
+        nodes: Vec<NodeView>,
+    },
+    /// Driver → head: register a job whose executable has this hash.
+    RegisterJob {
+        /// Content hash (sha256, hex) of the executable.
+        hash: String,
+        /// Size of the executable in bytes.
+        size: u64,
+        /// Arguments for worker processes.
+        args: Vec<String>,
+    },
+    /// Head → driver: send the executable first.
+    NeedExecutable,
+    /// Driver → head, head → node: a piece of an executable.
+    ExecutableChunk {
+        /// The executable's hash.
+        hash: String,
+        /// Bytes of the piece.
+        data: Vec<u8>,
+        /// Whether this is the last piece.
+        last: bool,
+    },
+    /// Head → driver: the job is registered; where to submit work.
+    JobAccepted {
+        /// The job.
+        job: JobInfo,
+        /// The node the driver should submit to.
+        node_address: String,
+    },
+    /// Node → head: send me this executable.
+    FetchExecutable {
+        /// Its hash.
+        hash: String,
+    },
+    /// Node → head: which job is this.
+    DescribeJob {
+        /// The job id.
+        job: u32,
+    },
+    /// Head → node: a job's description.
+    JobDescription {
+        /// The job, if known.
+        job: Option<JobInfo>,
+    },
+    /// Client → node, node → peer node: run this task.
+    SubmitTask {
+        /// The job it belongs to.
+        job: u32,
+        /// The task, shared with the submitter's record of it (kept to resend it if its
+        /// worker dies) instead of copied, inline arguments and all.
+        spec: std::sync::Arc<TaskSpec>,
+    },
+    /// Node → worker, or a driver holding a lease → the leased worker: run this task.
+    RunTask {
+        /// The task.
+        spec: TaskSpec,
+        /// Run it right after this task of the same worker ends, on its resources (the
+        /// node pipelines tasks of one shape so that no round trip separates them),
+        /// unless the node releases it earlier.
+        after: Option<ObjectId>,
+        /// The lease it runs on, for a task a driver sent straight to the worker: the
+        /// node lends the lease's CPUs while the task waits.
+        lease: Option<ObjectId>,
+    },
+    /// Driver → node: hold resources for tasks like this one and name the worker to send
+    /// them to (a driver that submits one task at a time then needs one round trip per
+    /// task, not two).
+    Lease {
+        /// The job.
+        job: u32,
+        /// The tasks' options (their demand).
+        options: crate::task::TaskOptions,
+        /// Grant it with this task's resources when the task ends (a driver asks along
+        /// with the task it submits and waits for).
+        after: Option<ObjectId>,
+    },
+    /// Node → driver: the lease and the worker's address, or `None` if the node has no
+    /// room or no worker ready for it now.
+    LeaseGranted {
+        /// The lease's id and the worker's object server.
+        lease: Option<(ObjectId, String)>,
+    },
+    /// Driver → node: the lease is no longer used; its resources go back.
+    ReturnLease {
+        /// The lease.
+        lease: ObjectId,
+    },
+    /// Worker → node: where its object server listens (for leases).
+    WorkerListening {
+        /// The address.
+        address: String,
+    },
+    /// Node → worker: start this task queued behind another now (the other waits and
+    /// lends it its CPUs). Ignored if the task already started.
+    Release {
+        /// The queued task.
+        task_id: ObjectId,
+    },
+    /// Worker → node, node → client or peer: a task (or an actor call, or an actor's
+    /// creation) finished.
+    TaskDone {
+        /// The task (and result object) id.
+        task_id: ObjectId,
+        /// The result (inline, or where it is kept), or why the task failed.
+        result: Result<Payload, Error>,
+    },
+    /// Worker → node: the task waits in `get`/`wait`; lend its CPUs to others meanwhile.
+    Blocked {
+        /// The waiting task.
+        task_id: ObjectId,
+    },
+    /// Worker → node: the task runs again and takes its CPUs back.
+    Unblocked {
+        /// The task.
+        task_id: ObjectId,
+    },
+    /// Client → node → (peer node) → worker: start an actor. Its outcome comes back as a
+    /// `TaskDone` for the actor's id (the worker's address on success).
+    CreateActor {
+        /// The job it belongs to.
+        job: u32,
+        /// The actor's id.
+        actor: ObjectId,
+        /// The class's stable name.
+        class: String,
+        /// The constructor's arguments, inline or by reference.
+        args: Vec<EncodedArg>,
+        /// Resources held for the actor's life.
+        options: crate::task::TaskOptions,
+        /// How many times the node hosting it starts it again if its process dies.
+        max_restarts: u32,
+        /// How many calls may run at once.
+        max_concurrency: u32,
+        /// A named actor lives until killed; an unnamed one ends with its last handle.
+        named: bool,
+    },
+    /// Client → node → … → the worker hosting the actor (or a caller → that worker,
+    /// straight): something for an actor.
+    ToActor {
+        /// The actor.
+        actor: ObjectId,
+        /// The node that placed it, which knows where it lives.
+        home: String,
+        /// What for.
+        op: ActorOp,
+    },
+    /// Worker → node: an actor it hosted ended by itself (its last handle went): its
+    /// resources are free, and later messages for it fail with `reason`.
+    ActorEnded {
+        /// The actor.
+        actor: ObjectId,
+        /// Why it ended.
+        reason: String,
+    },
+    /// Worker output, node → driver node → driver: lines a job's worker printed,
+    /// prefixed with where they were printed.
+    Output {
+        /// The job.
+        job: u32,
+        /// Whether the lines went to standard error.
+        stderr: bool,
+        /// The lines.
+        lines: Vec<String>,
+    },
+    /// Node → the peer that placed an actor here: it died with its worker process.
+    ActorGone {
+        /// The actor.
+        actor: ObjectId,
+        /// Why.
+        reason: String,
+    },
+    /// Node → peer node: a job's driver is gone; end its workers there too.
+    EndJob {
+        /// The job.
+        job: u32,
+    },
+    /// Driver → head: the driver lost its node; which node should it submit to now?
+    /// Answered with `JobAccepted` (the same job) or `Failed`.
+    RejoinJob {
+        /// The driver's job.
+        job: u32,
+    },
+    /// Client → head: store a value under a key.
+    KvPut {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Vec<u8>,
+    },
+    /// Client → head: read a key.
+    KvGet {
+        /// The key.
+        key: String,
+    },
+    /// Head → client: a key's value.
+    KvValue {
+        /// The value, if the key exists.
+        value: Option<Vec<u8>>,
+    },
+    /// Client → head: record a named actor (fails if the name is taken).
+    RegisterActor {
+        /// The name.
+        name: String,
+        /// Where to reach it.
+        entry: NamedActor,
+    },
+    /// Client → head: forget the names of an actor (it was killed).
+    UnregisterActor {
+        /// The actor.
+        actor: ObjectId,
+    },
+    /// Client → head: find a named actor.
+    LookupActor {
+        /// The name.
+        name: String,
+    },
+    /// Head → client: the named actor, if there is one.
+    ActorFound {
+        /// Where to reach it.
+        entry: Option<NamedActor>,
+    },
+    /// Client → node → peers → workers: the owner freed these objects; drop the copies
+    /// kept for it.
+    FreeObjects {
+        /// The owner's job.
+        job: u32,
+        /// The objects.
+        ids: Vec<ObjectId>,
+    },
+    /// Puller → object server: send this object.
+    PullObject {
+        /// The object.
+        id: ObjectId,
+    },
+    /// Object server → puller: the object's size, followed by its bytes in raw chunks
+    /// (each a 4-byte big-endian length and at most [`CHUNK`] bytes); or why it cannot be
+    /// sent.
+    ObjectHeader {
+        /// The object.
+        id: ObjectId,
+        /// Its encoded size.
+        size: Result<u64, Error>,
+    },
+    /// CLI → head: the cluster's state.
+    Status,
+    /// A request could not be served.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Msg {
+    /// The message's kind, for logs and errors: without formatting its contents (a
+    /// chunk of an object is megabytes).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Msg::RegisterNode { .. } => "RegisterNode",
+            Msg::Heartbeat { .. } => "Heartbeat",
+            Msg::ClusterView { .. } => "ClusterView",
+            Msg::RegisterJob { .. } => "RegisterJob",
+            Msg::NeedExecutable => "NeedExecutable",
+            Msg::ExecutableChunk { .. } => "ExecutableChunk",
+            Msg::JobAccepted { .. } => "JobAccepted",
+            Msg::FetchExecutable { .. } => "FetchExecutable",
+            Msg::DescribeJob { .. } => "DescribeJob",
+            Msg::JobDescription { .. } => "JobDescription",
+            Msg::SubmitTask { .. } => "SubmitTask",
+            Msg::RunTask { .. } => "RunTask",
+            Msg::Lease { .. } => "Lease",
+            Msg::LeaseGranted { .. } => "LeaseGranted",
+            Msg::ReturnLease { .. } => "ReturnLease",
+            Msg::WorkerListening { .. } => "WorkerListening",
+            Msg::Release { .. } => "Release",
+            Msg::TaskDone { .. } => "TaskDone",
+            Msg::Blocked { .. } => "Blocked",
+            Msg::Unblocked { .. } => "Unblocked",
+            Msg::CreateActor { .. } => "CreateActor",
+            Msg::ToActor { .. } => "ToActor",
+            Msg::ActorEnded { .. } => "ActorEnded",
+            Msg::Output { .. } => "Output",
+            Msg::ActorGone { .. } => "ActorGone",
+            Msg::EndJob { .. } => "EndJob",
+            Msg::RejoinJob { .. } => "RejoinJob",
+            Msg::KvPut { .. } => "KvPut",
+            Msg::KvGet { .. } => "KvGet",
+            Msg::KvValue { .. } => "KvValue",
+            Msg::RegisterActor { .. } => "RegisterActor",
+            Msg::UnregisterActor { .. } => "UnregisterActor",
+            Msg::LookupActor { .. } => "LookupActor",
+            Msg::ActorFound { .. } => "ActorFound",
+            Msg::FreeObjects { .. } => "FreeObjects",
+            Msg::PullObject { .. } => "PullObject",
+            Msg::ObjectHeader { .. } => "ObjectHeader",
+            Msg::Status => "Status",
+            Msg::Failed { .. } => "Failed",
+        }
+    }
+}
