@@ -1,11 +1,13 @@
-//! Actors on the embedded runtime: ordering, handles passed around, names, kill, panics,
-//! concurrency and lifetime.
+//! Actors: ordering, handles passed around, names, kill, panics, concurrency, lifetime
+//! and arguments. Every behaviour runs twice from one body (`both_modes!`): on the
+//! embedded runtime, and as a driver of a two-node cluster whose actors live in worker
+//! processes.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Barrier, Mutex};
+use std::sync::Barrier;
 use std::time::Duration;
 
 use prism::prelude::*;
+use prism::testing::{wait_for, Mode, NodeSpec};
 
 #[prism::actor]
 pub struct Counter {
@@ -44,18 +46,10 @@ fn bump(counter: CounterHandle, times: usize) -> i64 {
     *prism::get_all(&refs).unwrap().last().unwrap()
 }
 
-#[test]
-fn calls_run_in_order_and_return_refs() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let c = Counter::remote(10);
-    let refs: Vec<_> = (0..100).map(|_| c.increment()).collect();
-    assert_eq!(
-        prism::get_all(&refs).unwrap(),
-        (11..=110).collect::<Vec<_>>()
-    );
-    let r = prism::put(5i64);
-    assert_eq!(prism::get(&c.add(&r)).unwrap(), 115);
-    prism::shutdown();
+#[prism::remote]
+fn slow_value(v: i64, ms: u64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    v
 }
 
 #[prism::actor]
@@ -80,73 +74,6 @@ impl Log {
     }
 }
 
-#[test]
-fn calls_from_each_submitter_stay_ordered_under_concurrency() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let log = Log::remote();
-    let threads: Vec<_> = (0..4)
-        .map(|t| {
-            let h = log.clone();
-            std::thread::spawn(move || {
-                let refs: Vec<_> = (0..500).map(|i| h.push(t, i)).collect();
-                prism::get_all(&refs).unwrap();
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    let entries = prism::get(&log.entries()).unwrap();
-    assert_eq!(entries.len(), 2000);
-    for t in 0..4 {
-        let seqs: Vec<usize> = entries.iter().filter(|e| e.0 == t).map(|e| e.1).collect();
-        assert_eq!(
-            seqs,
-            (0..500).collect::<Vec<_>>(),
-            "submitter {t} out of order"
-        );
-    }
-    prism::shutdown();
-}
-
-#[test]
-fn handles_are_passed_to_tasks() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let c = Counter::remote(0);
-    let tasks: Vec<_> = (0..4).map(|_| bump::remote(c.clone(), 25)).collect();
-    prism::get_all(&tasks).unwrap();
-    assert_eq!(prism::get(&c.read()).unwrap(), 100);
-    // A handle survives a round trip through bytes.
-    let bytes = prism::object::encode(&c).unwrap();
-    let back: CounterHandle = prism::object::decode(&bytes).unwrap();
-    assert_eq!(prism::get(&back.increment()).unwrap(), 101);
-    prism::shutdown();
-}
-
-#[test]
-fn named_actors_are_found_by_name_and_type() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let _c = Counter::options().name("global").remote(7);
-    let found = prism::get_actor::<Counter>("global").unwrap();
-    assert_eq!(prism::get(&found.increment()).unwrap(), 8);
-    assert!(matches!(
-        prism::get_actor::<Counter>("nope"),
-        Err(Error::ActorNotFound(_))
-    ));
-    assert!(matches!(
-        prism::get_actor::<Log>("global"),
-        Err(Error::ActorNotFound(_))
-    ));
-    let dup = Counter::options().name("global").remote(0);
-    assert!(matches!(prism::get(&dup.read()), Err(Error::Config(_))));
-    prism::kill(&found);
-    assert!(matches!(
-        prism::get_actor::<Counter>("global"),
-        Err(Error::ActorNotFound(_))
-    ));
-    prism::shutdown();
-}
-
 #[prism::actor]
 pub struct Sleeper;
 
@@ -162,45 +89,6 @@ impl Sleeper {
     }
 }
 
-#[test]
-fn kill_fails_pending_and_later_calls() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let s = Sleeper::remote();
-    let running = s.nap(200);
-    std::thread::sleep(Duration::from_millis(50));
-    let queued = s.nap(1);
-    prism::kill(&s);
-    assert_eq!(
-        prism::get(&running).unwrap(),
-        200,
-        "a running call finishes"
-    );
-    assert!(matches!(prism::get(&queued), Err(Error::ActorDied { .. })));
-    assert!(matches!(
-        prism::get(&s.nap(1)),
-        Err(Error::ActorDied { .. })
-    ));
-    prism::shutdown();
-}
-
-#[test]
-fn a_panicking_method_fails_alone() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let c = Counter::remote(0);
-    match prism::get(&c.fail()).unwrap_err() {
-        Error::TaskFailed {
-            function, message, ..
-        } => {
-            assert!(function.ends_with("Counter::fail"), "{function}");
-            assert!(message.contains("method failed"));
-        }
-        other => panic!("{other:?}"),
-    }
-    // The state (including what the method did before panicking) survives, as in Ray.
-    assert_eq!(prism::get(&c.increment()).unwrap(), 1001);
-    prism::shutdown();
-}
-
 static MEET: Barrier = Barrier::new(2);
 
 #[prism::actor]
@@ -212,25 +100,33 @@ impl Meeting {
         Meeting
     }
 
+    /// Returns once two calls are in it at the same time.
     pub fn meet(&self) -> bool {
         MEET.wait();
         true
     }
 }
 
-#[test]
-fn max_concurrency_runs_calls_side_by_side() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let m = Meeting::options().max_concurrency(2).remote();
-    let a = m.meet();
-    let b = m.meet();
-    assert!(prism::get_timeout(&a, Duration::from_secs(20)).unwrap());
-    assert!(prism::get_timeout(&b, Duration::from_secs(20)).unwrap());
-    prism::shutdown();
+/// Notes the actors that ended (their state dropped), wherever they lived.
+#[prism::actor]
+pub struct Witness {
+    ended: Vec<u32>,
 }
 
-static DROPPED: AtomicUsize = AtomicUsize::new(0);
-static BUILT: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+#[prism::actor]
+impl Witness {
+    pub fn new() -> Self {
+        Witness { ended: Vec::new() }
+    }
+
+    pub fn note(&mut self, id: u32) {
+        self.ended.push(id);
+    }
+
+    pub fn ended(&self) -> Vec<u32> {
+        self.ended.clone()
+    }
+}
 
 #[prism::actor]
 pub struct Tracked {
@@ -239,14 +135,15 @@ pub struct Tracked {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        DROPPED.fetch_add(1, Ordering::SeqCst);
+        if let Ok(w) = prism::get_actor::<Witness>("witness") {
+            let _ = prism::get(&w.note(self.id));
+        }
     }
 }
 
 #[prism::actor]
 impl Tracked {
     pub fn new(id: u32) -> Self {
-        BUILT.lock().unwrap().push(id);
         if id == 99 {
             panic!("refusing id 99");
         }
@@ -258,47 +155,251 @@ impl Tracked {
     }
 }
 
-#[test]
-fn actor_lifetime_resources_and_constructor_failure() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let t = Tracked::options().num_cpus(1.0).remote(1);
-    assert_eq!(prism::get(&t.id()).unwrap(), 1);
-    assert_eq!(
-        prism::available_resources().unwrap()["CPU"],
-        1.0,
-        "the actor holds its CPU"
-    );
-    drop(t);
-    for _ in 0..200 {
-        if DROPPED.load(Ordering::SeqCst) == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(
-        DROPPED.load(Ordering::SeqCst),
-        1,
-        "the last handle dropped ends the actor"
-    );
-    for _ in 0..400 {
-        if prism::available_resources().unwrap()["CPU"] == 2.0 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(prism::available_resources().unwrap()["CPU"], 2.0);
+/// Waits until the witness saw `id` end.
+fn ended(witness: &WitnessHandle, id: u32) {
+    wait_for(
+        || {
+            prism::get(&witness.ended())
+                .ok()?
+                .contains(&id)
+                .then_some(())
+        },
+        "the actor to end",
+    )
+    .unwrap();
+}
 
-    let bad = Tracked::remote(99);
-    match prism::get(&bad.id()).unwrap_err() {
-        Error::ActorDied { reason, .. } => assert!(reason.contains("refusing id 99"), "{reason}"),
-        other => panic!("{other:?}"),
+/// Waits until `cpus` CPUs are free (on a cluster, as of the nodes' heartbeats).
+fn cpus_free(cpus: f64) {
+    wait_for(
+        || (prism::available_resources().ok()?.get("CPU") == Some(&cpus)).then_some(()),
+        "the CPUs to be free",
+    )
+    .unwrap();
+}
+
+/// Holds a tracked actor's handle for `ms`, calling it before and after.
+#[prism::remote]
+fn hold(t: TrackedHandle, ms: u64) -> (u32, u32) {
+    let before = prism::get(&t.id()).unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    (before, prism::get(&t.id()).unwrap())
+}
+
+#[prism::remote]
+fn name_of(c: CounterHandle) -> Option<String> {
+    c.name().map(str::to_string)
+}
+
+/// Reads a large object an actor method takes by reference.
+#[prism::actor]
+pub struct Reader;
+
+#[prism::actor]
+impl Reader {
+    pub fn new() -> Self {
+        Reader
     }
-    let infeasible = Tracked::options().num_gpus(1.0).remote(2);
-    match prism::get(&infeasible.id()) {
-        Err(Error::ActorDied { reason, .. }) => assert!(reason.contains("infeasible"), "{reason}"),
-        other => panic!("{other:?}"),
+
+    /// The process, where it keeps the argument, and how many objects this process
+    /// has pulled from others so far.
+    pub fn inspect(&self, data: &[u8]) -> (u32, usize, u64) {
+        let pulls = prism::store_stats().map(|s| s.pulls).unwrap_or(0);
+        (std::process::id(), data.as_ptr() as usize, pulls)
     }
-    prism::shutdown();
+}
+
+prism::both_modes! {
+    fn calls_run_in_order_and_return_refs(session, NodeSpec::cpus(2.0)) {
+        let c = Counter::remote(10);
+        let refs: Vec<_> = (0..100).map(|_| c.increment()).collect();
+        assert_eq!(
+            prism::get_all(&refs).unwrap(),
+            (11..=110).collect::<Vec<_>>()
+        );
+        let r = prism::put(5i64);
+        assert_eq!(prism::get(&c.add(&r)).unwrap(), 115);
+        // A ref argument that is not ready yet keeps its call's place in the order.
+        let slow = slow_value::remote(100, 200);
+        let a = c.add(&slow);
+        let b = c.add(1);
+        assert_eq!(prism::get(&b).unwrap(), 216);
+        assert_eq!(prism::get(&a).unwrap(), 215);
+    }
+
+    fn calls_from_each_submitter_stay_ordered_under_concurrency(session, NodeSpec::cpus(2.0)) {
+        let log = Log::remote();
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let h = log.clone();
+                std::thread::spawn(move || {
+                    let refs: Vec<_> = (0..500).map(|i| h.push(t, i)).collect();
+                    prism::get_all(&refs).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let entries = prism::get(&log.entries()).unwrap();
+        assert_eq!(entries.len(), 2000);
+        for t in 0..4 {
+            let seqs: Vec<usize> = entries.iter().filter(|e| e.0 == t).map(|e| e.1).collect();
+            assert_eq!(
+                seqs,
+                (0..500).collect::<Vec<_>>(),
+                "submitter {t} out of order"
+            );
+        }
+    }
+
+    fn handles_are_passed_to_tasks(session, NodeSpec::cpus(2.0)) {
+        let c = Counter::remote(0);
+        let tasks: Vec<_> = (0..4).map(|_| bump::remote(c.clone(), 25)).collect();
+        prism::get_all(&tasks).unwrap();
+        assert_eq!(prism::get(&c.read()).unwrap(), 100);
+        // A handle survives a round trip through bytes.
+        let bytes = prism::object::encode(&c).unwrap();
+        let back: CounterHandle = prism::object::decode(&bytes).unwrap();
+        assert_eq!(prism::get(&back.increment()).unwrap(), 101);
+    }
+
+    /// Named actors are found by name and type; a handle keeps its name, also where it
+    /// travelled to.
+    fn named_actors_are_found_by_name_and_type(session, NodeSpec::cpus(1.0)) {
+        let c = Counter::options().name("global").remote(7);
+        assert_eq!(c.name(), Some("global"));
+        let found = prism::get_actor::<Counter>("global").unwrap();
+        assert_eq!(found.name(), Some("global"));
+        assert_eq!(prism::get(&found.increment()).unwrap(), 8);
+        assert_eq!(
+            prism::get(&name_of::remote(c.clone())).unwrap(),
+            Some("global".to_string())
+        );
+        assert_eq!(prism::get(&name_of::remote(Counter::remote(0))).unwrap(), None);
+        assert!(matches!(
+            prism::get_actor::<Counter>("nope"),
+            Err(Error::ActorNotFound(_))
+        ));
+        assert!(matches!(
+            prism::get_actor::<Log>("global"),
+            Err(Error::ActorNotFound(_))
+        ));
+        let dup = Counter::options().name("global").remote(0);
+        assert!(matches!(prism::get(&dup.read()), Err(Error::Config(_))));
+        prism::kill(&found);
+        assert!(matches!(
+            prism::get_actor::<Counter>("global"),
+            Err(Error::ActorNotFound(_))
+        ));
+    }
+
+    fn kill_fails_pending_and_later_calls(session, NodeSpec::cpus(1.0)) {
+        let s = Sleeper::remote();
+        prism::get(&s.nap(0)).unwrap();
+        let running = s.nap(300);
+        std::thread::sleep(Duration::from_millis(100));
+        let queued = s.nap(1);
+        prism::kill(&s);
+        assert_eq!(
+            prism::get(&running).unwrap(),
+            300,
+            "a running call finishes"
+        );
+        assert!(matches!(prism::get(&queued), Err(Error::ActorDied { .. })));
+        assert!(matches!(
+            prism::get(&s.nap(1)),
+            Err(Error::ActorDied { .. })
+        ));
+    }
+
+    fn a_panicking_method_fails_alone(session, NodeSpec::cpus(1.0)) {
+        let c = Counter::remote(0);
+        match prism::get(&c.fail()).unwrap_err() {
+            Error::TaskFailed {
+                function, message, ..
+            } => {
+                assert!(function.ends_with("Counter::fail"), "{function}");
+                assert!(message.contains("method failed"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // The state (including what the method did before panicking) survives, as in Ray.
+        assert_eq!(prism::get(&c.increment()).unwrap(), 1001);
+    }
+
+    /// With `max_concurrency(2)`, two `&self` calls are in the actor at once: both must
+    /// be there to pass the barrier (a timeout means they ran one after the other).
+    fn max_concurrency_runs_calls_side_by_side(session, NodeSpec::cpus(1.0)) {
+        let m = Meeting::options().max_concurrency(2).remote();
+        let a = m.meet();
+        let b = m.meet();
+        assert!(prism::get_timeout(&a, Duration::from_secs(20)).unwrap());
+        assert!(prism::get_timeout(&b, Duration::from_secs(20)).unwrap());
+    }
+
+    /// An unnamed actor ends when its last handle is dropped: its state goes and its
+    /// resources come back. A constructor that fails, or resources no node has, are
+    /// typed errors.
+    fn an_actor_ends_with_its_last_handle(session, NodeSpec::cpus(2.0)) {
+        let witness = Witness::options().name("witness").remote();
+        prism::get(&witness.ended()).unwrap();
+        let total = prism::cluster_resources().unwrap()["CPU"];
+        let t = Tracked::options().num_cpus(1.0).remote(1);
+        assert_eq!(prism::get(&t.id()).unwrap(), 1);
+        cpus_free(total - 1.0);
+        drop(t);
+        ended(&witness, 1);
+        cpus_free(total);
+
+        let bad = Tracked::remote(99);
+        match prism::get(&bad.id()).unwrap_err() {
+            Error::ActorDied { reason, .. } => {
+                assert!(reason.contains("refusing id 99"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let infeasible = Tracked::options().num_gpus(1.0).remote(2);
+        match prism::get_timeout(&infeasible.id(), Duration::from_secs(10)) {
+            Err(Error::ActorDied { reason, .. }) => assert!(reason.contains("infeasible"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+        drop((bad, infeasible));
+        cpus_free(total);
+    }
+
+    /// A handle given to a task keeps the actor alive for as long as the task holds
+    /// it, though the creator dropped its own; then the actor ends.
+    fn a_handle_passed_on_keeps_its_actor_alive(session, NodeSpec::cpus(2.0)) {
+        let witness = Witness::options().name("witness").remote();
+        prism::get(&witness.ended()).unwrap();
+        let t = Tracked::remote(7);
+        let held = hold::remote(t.clone(), 500);
+        std::thread::sleep(Duration::from_millis(100));
+        drop(t);
+        assert_eq!(prism::get(&held).unwrap(), (7, 7), "called after its creator let go");
+        ended(&witness, 7);
+    }
+
+    /// A large object passed by reference to an actor method reaches it by reference:
+    /// the stored value itself where it lives, pulled once into another process and
+    /// shared there by every later call.
+    fn a_large_argument_reaches_an_actor_by_reference(session, NodeSpec::cpus(1.0)) {
+        let data = prism::put(vec![3u8; 4 << 20]);
+        let stored = prism::get_arc(&data).unwrap().as_ptr() as usize;
+        let reader = Reader::remote();
+        let first = prism::get(&reader.inspect(&data)).unwrap();
+        let second = prism::get(&reader.inspect(&data)).unwrap();
+        assert_eq!(first.1, second.1, "both calls read one copy");
+        if first.0 == std::process::id() {
+            assert_eq!(session.mode(), Mode::Embedded);
+            assert_eq!(first.1, stored, "the stored buffer itself");
+        } else {
+            assert_eq!(session.mode(), Mode::Cluster);
+            assert_eq!(second.2, first.2, "pulled once, not again for the second call");
+            assert!(first.2 >= 1, "pulled, not sent inline with the call");
+        }
+    }
 }
 
 #[test]

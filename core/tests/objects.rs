@@ -1,17 +1,13 @@
 //! The object store: reference counting (measured), nested refs, spilling and
 //! restoring, a full store, and the serialized task seam that worker processes use.
+//! Behaviours run twice from one body (`both_modes!`): embedded, and as a driver of a
+//! two-node cluster whose large results stay in the workers that made them.
 
 use std::time::Duration;
 
 use prism::prelude::*;
 use prism::task::{EncodedArg, TaskSpec};
-
-/// Resident set size of this process in bytes.
-fn rss() -> u64 {
-    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
-    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
-    pages * 4096
-}
+use prism::testing::{wait_for, NodeSpec, Session};
 
 #[prism::remote]
 fn make(n: usize) -> Vec<u8> {
@@ -23,131 +19,202 @@ fn length(v: &[u8]) -> usize {
     v.len()
 }
 
-#[test]
-fn dropping_the_last_ref_frees_the_memory() {
-    prism::init_with(prism::Config::default().num_cpus(2.0)).unwrap();
-    let base = prism::store_stats().unwrap();
-    let before = rss();
-    let refs: Vec<_> = (0..4).map(|_| make::remote(64 << 20)).collect();
-    assert_eq!(
-        prism::get_all(
-            &prism::get_all(&refs.iter().map(length::remote).collect::<Vec<_>>())
-                .map(|v| v.into_iter().map(prism::put).collect::<Vec<_>>())
-                .unwrap()
-        )
-        .unwrap(),
-        vec![64 << 20; 4]
-    );
-    let held = rss();
-    assert!(
-        held > before + (200 << 20),
-        "256 MiB of objects are resident: {before} -> {held}"
-    );
-    let stats = prism::store_stats().unwrap();
-    assert!(stats.bytes_in_memory >= 256 << 20);
-    let copy = refs[0].clone();
-    drop(refs);
-    // One clone keeps one object alive.
-    let stats = prism::store_stats().unwrap();
-    assert!(
-        stats.bytes_in_memory >= 64 << 20 && stats.bytes_in_memory < 65 << 20,
-        "{stats:?}"
-    );
-    drop(copy);
-    let stats = prism::store_stats().unwrap();
-    assert_eq!(stats.bytes_in_memory, base.bytes_in_memory);
-    let after = rss();
-    assert!(
-        after < held - (200 << 20),
-        "memory went back to the system: {held} -> {after}"
-    );
-    prism::shutdown();
-}
-
-#[test]
-fn refs_nested_in_objects_are_counted() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let base = prism::store_stats().unwrap().objects;
-    let inner: Vec<ObjectRef<Vec<u8>>> = (0..3).map(|i| prism::put(vec![i; 1000])).collect();
-    let outer = prism::put(inner.clone());
-    drop(inner);
-    assert_eq!(
-        prism::store_stats().unwrap().objects,
-        base + 4,
-        "the outer object holds the inner ones"
-    );
-    let got = prism::get_arc(&outer).unwrap();
-    assert_eq!(prism::get(&got[2]).unwrap()[0], 2);
-    drop(got);
-    drop(outer);
-    assert_eq!(prism::store_stats().unwrap().objects, base);
-    prism::shutdown();
-}
-
-#[test]
-fn objects_past_the_cap_spill_to_disk_and_come_back() {
-    let dir = std::env::temp_dir().join(format!("prism-spill-test-{}", std::process::id()));
-    prism::init_with(
-        prism::Config::default()
-            .num_cpus(1.0)
-            .object_store_memory(10 << 20)
-            .spill_dir(&dir),
+/// The object store bytes and the resident memory of the process this runs in.
+#[prism::remote]
+fn memory_here() -> (u32, u64, u64) {
+    let s = prism::store_stats().unwrap();
+    (
+        std::process::id(),
+        s.bytes_in_memory + s.bytes_spilled,
+        rss(),
     )
-    .unwrap();
-    let refs: Vec<ObjectRef<Vec<u64>>> =
-        (0..6u64).map(|i| prism::put(vec![i; 512 * 1024])).collect();
-    let stats = prism::store_stats().unwrap();
-    assert!(stats.spill_count >= 3, "{stats:?}");
-    assert!(stats.bytes_in_memory <= 10 << 20, "{stats:?}");
-    assert!(
-        std::fs::read_dir(&dir).unwrap().count() >= 1,
-        "spilled objects are files"
-    );
-    for (i, r) in refs.iter().enumerate() {
-        let v = prism::get_arc(r).unwrap();
-        assert_eq!((v.len(), v[1000]), (512 * 1024, i as u64));
-    }
-    assert!(prism::store_stats().unwrap().restore_count >= 3);
-    drop(refs);
-    assert_eq!(prism::store_stats().unwrap().bytes_spilled, 0);
-    assert_eq!(
-        std::fs::read_dir(&dir).unwrap().count(),
-        0,
-        "freed objects leave no files"
-    );
-    prism::shutdown();
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
-fn a_store_that_cannot_make_room_says_so_with_sizes() {
-    prism::init_with(
-        prism::Config::default()
-            .num_cpus(1.0)
-            .object_store_memory(1 << 20)
-            .spilling(false),
-    )
-    .unwrap();
-    let small = prism::put(vec![1u8; 600 << 10]);
-    let second = prism::put(vec![2u8; 600 << 10]);
-    match prism::get(&second).unwrap_err() {
-        Error::ObjectStoreFull {
-            needed, capacity, ..
-        } => {
-            assert!(needed >= 600 << 10);
-            assert_eq!(capacity, 1 << 20);
+/// Resident set size of this process in bytes.
+fn rss() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// Per process holding objects (this one, and each node's worker): its store's bytes
+/// and its resident memory.
+fn memory(session: &Session) -> Vec<(u32, u64, u64)> {
+    let here = prism::store_stats().unwrap();
+    let mut out = vec![(std::process::id(), here.bytes_in_memory, rss())];
+    for node in prism::nodes().unwrap() {
+        let on = prism::Strategy::NodeAffinity {
+            node_id: node.node_id,
+            soft: false,
+        };
+        let m = prism::get(&memory_here::options().scheduling(on).remote()).unwrap();
+        if m.0 != std::process::id() {
+            out.push(m);
         }
-        other => panic!("{other:?}"),
     }
-    assert_eq!(
-        prism::get(&small).unwrap().len(),
-        600 << 10,
-        "what was stored is kept"
-    );
-    let huge = prism::put(vec![0u8; 2 << 20]);
-    let msg = prism::get(&huge).unwrap_err().to_string();
-    assert!(msg.contains("larger than the cap"), "{msg}");
-    prism::shutdown();
+    // This process, and on a cluster each node's worker too.
+    let processes = if session.nodes() == 1 {
+        1
+    } else {
+        1 + session.nodes()
+    };
+    assert_eq!(out.len(), processes, "{out:?}");
+    out
+}
+
+fn store_bytes(m: &[(u32, u64, u64)]) -> u64 {
+    m.iter().map(|(_, b, _)| b).sum()
+}
+
+fn rss_total(m: &[(u32, u64, u64)]) -> u64 {
+    m.iter().map(|(_, _, r)| r).sum()
+}
+
+prism::both_modes! {
+    /// Four 64 MiB objects are resident where they are kept while refs to them live;
+    /// one clone keeps one alive; when the last ref goes, the memory goes back.
+    fn dropping_the_last_ref_frees_the_memory(session, NodeSpec::cpus(2.0)) {
+        let base = memory(&session);
+        let refs: Vec<_> = (0..4).map(|_| make::remote(64 << 20)).collect();
+        let lens = prism::get_all(&refs.iter().map(length::remote).collect::<Vec<_>>()).unwrap();
+        assert_eq!(lens, vec![64 << 20; 4]);
+        let held = memory(&session);
+        assert!(
+            store_bytes(&held) >= store_bytes(&base) + (256 << 20),
+            "256 MiB of objects are stored: {base:?} -> {held:?}"
+        );
+        assert!(
+            rss_total(&held) > rss_total(&base) + (200 << 20),
+            "and resident: {base:?} -> {held:?}"
+        );
+        let copy = refs[0].clone();
+        drop(refs);
+        // One clone keeps one object alive (its copies elsewhere go as their owner
+        // tells them, soon after).
+        let one = wait_for(
+            || {
+                let m = memory(&session);
+                let extra = store_bytes(&m) - store_bytes(&base);
+                // The object, and on a cluster perhaps a copy a reader pulled.
+                (64 << 20..=2 * (64 << 20)).contains(&extra).then_some(m)
+            },
+            "three of the four objects to go",
+        )
+        .unwrap();
+        drop(copy);
+        let after = wait_for(
+            || {
+                let m = memory(&session);
+                (store_bytes(&m) == store_bytes(&base)).then_some(m)
+            },
+            "the last object to go",
+        )
+        .unwrap();
+        assert!(
+            rss_total(&after) < rss_total(&one) - (32 << 20),
+            "memory went back to the system: {one:?} -> {after:?}"
+        );
+    }
+
+    fn refs_nested_in_objects_are_counted(session, NodeSpec::cpus(1.0)) {
+        let base = prism::store_stats().unwrap().objects;
+        let inner: Vec<ObjectRef<Vec<u8>>> = (0..3).map(|i| prism::put(vec![i; 1000])).collect();
+        let outer = prism::put(inner.clone());
+        drop(inner);
+        assert_eq!(
+            prism::store_stats().unwrap().objects,
+            base + 4,
+            "the outer object holds the inner ones"
+        );
+        let got = prism::get_arc(&outer).unwrap();
+        assert_eq!(prism::get(&got[2]).unwrap()[0], 2);
+        drop(got);
+        drop(outer);
+        assert_eq!(prism::store_stats().unwrap().objects, base);
+    }
+
+    fn objects_past_the_cap_spill_to_disk_and_come_back(
+        session,
+        NodeSpec::cpus(1.0),
+        prism::Config::default()
+            .object_store_memory(10 << 20)
+            .spill_dir(spill_dir())
+    ) {
+        let dir = spill_dir();
+        let refs: Vec<ObjectRef<Vec<u64>>> =
+            (0..6u64).map(|i| prism::put(vec![i; 512 * 1024])).collect();
+        let stats = prism::store_stats().unwrap();
+        assert!(stats.spill_count >= 3, "{stats:?}");
+        assert!(stats.bytes_in_memory <= 10 << 20, "{stats:?}");
+        assert!(
+            std::fs::read_dir(&dir).unwrap().count() >= 1,
+            "spilled objects are files"
+        );
+        // Read here, and by a task (which reads it wherever it runs).
+        for (i, r) in refs.iter().enumerate() {
+            let v = prism::get_arc(r).unwrap();
+            assert_eq!((v.len(), v[1000]), (512 * 1024, i as u64));
+        }
+        assert_eq!(prism::get(&sum_of::remote(&refs[0])).unwrap(), 0);
+        assert_eq!(prism::get(&sum_of::remote(&refs[5])).unwrap(), 5 * 512 * 1024);
+        assert!(prism::store_stats().unwrap().restore_count >= 3);
+        drop(refs);
+        assert_eq!(prism::store_stats().unwrap().bytes_spilled, 0);
+        assert_eq!(
+            std::fs::read_dir(&dir).unwrap().count(),
+            0,
+            "freed objects leave no files"
+        );
+        prism::shutdown();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn a_store_that_cannot_make_room_says_so_with_sizes(
+        session,
+        NodeSpec::cpus(1.0),
+        prism::Config::default().object_store_memory(1 << 20).spilling(false)
+    ) {
+        let small = prism::put(vec![1u8; 600 << 10]);
+        let second = prism::put(vec![2u8; 600 << 10]);
+        match prism::get(&second).unwrap_err() {
+            Error::ObjectStoreFull {
+                needed, capacity, ..
+            } => {
+                assert!(needed >= 600 << 10);
+                assert_eq!(capacity, 1 << 20);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            prism::get(&small).unwrap().len(),
+            600 << 10,
+            "what was stored is kept"
+        );
+        let huge = prism::put(vec![0u8; 2 << 20]);
+        let msg = prism::get(&huge).unwrap_err().to_string();
+        assert!(msg.contains("larger than the cap"), "{msg}");
+    }
+
+    fn a_ref_that_outlives_its_object_reports_it_lost(session, NodeSpec::cpus(1.0)) {
+        let r = prism::put(5u32);
+        let bytes = prism::object::encode(&r).unwrap();
+        drop(r);
+        let back: ObjectRef<u32> = prism::object::decode(&bytes).unwrap();
+        assert!(matches!(
+            prism::get_timeout(&back, Duration::from_secs(1)),
+            Err(Error::ObjectLost(_))
+        ));
+    }
+}
+
+/// A spill directory of this test process's own.
+fn spill_dir() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("prism-spill-test-{}", std::process::id()))
+}
+
+#[prism::remote]
+fn sum_of(v: &[u64]) -> u64 {
+    v.iter().sum()
 }
 
 #[prism::remote]
@@ -205,18 +272,4 @@ fn a_task_spec_travels_as_bytes_and_runs_by_name() {
         Err(Error::Serialization(_))
     ));
     assert!(TaskSpec::from_bytes(&[1, 2, 3]).is_err());
-}
-
-#[test]
-fn a_ref_that_outlives_its_object_reports_it_lost() {
-    prism::init_with(prism::Config::default().num_cpus(1.0)).unwrap();
-    let r = prism::put(5u32);
-    let bytes = prism::object::encode(&r).unwrap();
-    drop(r);
-    let back: ObjectRef<u32> = prism::object::decode(&bytes).unwrap();
-    assert!(matches!(
-        prism::get_timeout(&back, Duration::from_secs(1)),
-        Err(Error::ObjectLost(_))
-    ));
-    prism::shutdown();
 }

@@ -150,21 +150,6 @@ fn local_bindings(ps: &[Param]) -> (Vec<Tokens>, Vec<Tokens>) {
     (binds, uses)
 }
 
-/// The expressions passing decoded arguments (owned locals) to the function: borrowed
-/// for reference parameters.
-fn encoded_uses(ps: &[Param]) -> Vec<Tokens> {
-    ps.iter()
-        .map(|p| {
-            let n = &p.name;
-            if p.by_ref {
-                quote!(&#n)
-            } else {
-                quote!(#n)
-            }
-        })
-        .collect()
-}
-
 /// The typed parameters of a generated `remote` method and the `Arg`s they make.
 fn remote_params(ps: &[Param]) -> (Vec<Tokens>, Tokens) {
     let decls = ps
@@ -241,16 +226,10 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
     let (decls, args) = remote_params(&ps);
     let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
     let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
-    let encoded_uses = encoded_uses(&ps);
-    let indices: Vec<usize> = (0..ps.len()).collect();
-    let arity = ps.len();
-    let (local_call, encoded_call) = if sig.asyncness.is_some() {
-        (
-            quote!(::prism::__private::block_on(#name(#(#uses),*))),
-            quote!(::prism::__private::block_on(#name(#(#encoded_uses),*))),
-        )
+    let local_call = if sig.asyncness.is_some() {
+        quote!(::prism::__private::block_on(#name(#(#uses),*)))
     } else {
-        (quote!(#name(#(#uses),*)), quote!(#name(#(#encoded_uses),*)))
+        quote!(#name(#(#uses),*))
     };
     let doc = format!(
         "The remote interface of [`{name}`](fn@{name}): `{name}::remote(..)` runs it as a \
@@ -294,22 +273,13 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
                 ::prism::task::Output::new(#local_call)
             }
 
-            fn __run_encoded(__args: &[&[u8]]) -> ::prism::Result<::std::vec::Vec<u8>> {
-                if __args.len() != #arity {
-                    return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
-                        "{} takes {} arguments, got {}", Self::NAME, #arity, __args.len()
-                    )));
-                }
-                #(let #names: #stored = ::prism::object::decode(__args[#indices])?;)*
-                ::prism::object::encode(&#encoded_call)
-            }
         }
 
         #[allow(non_upper_case_globals)]
         static #entry: ::prism::task::RemoteFunction = ::prism::task::RemoteFunction {
             name: #name::NAME,
             run_local: #name::__run_local,
-            run_encoded: #name::__run_encoded,
+            params: &[#(::prism::task::Param::of::<#stored>()),*],
         };
 
         ::prism::__private::inventory::submit! {
@@ -439,14 +409,11 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
     let (ctor_decls, ctor_args) = remote_params(&ctor_ps);
     let ctor_names: Vec<&Ident> = ctor_ps.iter().map(|p| &p.name).collect();
     let ctor_stored: Vec<&Type> = ctor_ps.iter().map(|p| &p.stored).collect();
-    let ctor_indices: Vec<usize> = (0..ctor_ps.len()).collect();
-    let ctor_arity = ctor_ps.len();
-    let ctor_enc_uses = encoded_uses(&ctor_ps);
-    let enc_ctor = format_ident!("__prism_actor_new_{}", ty);
-    let enc_class = format_ident!("__PRISM_ACTOR_CLASS_{}", ty);
+    let ctor_fn = format_ident!("__prism_actor_new_{}", ty);
+    let class_static = format_ident!("__PRISM_ACTOR_CLASS_{}", ty);
 
     let mut handle_methods = Vec::new();
-    let mut encoded_items = Vec::new();
+    let mut registered = Vec::new();
     for m in &methods {
         let Some(recv) = m.sig.receiver() else {
             continue;
@@ -460,54 +427,17 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         let ps = params(&m.sig)?;
         let (binds, uses) = local_bindings(&ps);
         let (decls, args) = remote_params(&ps);
+        let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
         let ret = return_type(&m.sig);
         let call = if m.sig.asyncness.is_some() {
             quote!(::prism::__private::block_on(__this.#mname(#(#uses),*)))
         } else {
             quote!(__this.#mname(#(#uses),*))
         };
-        let body = if exclusive {
-            quote! {
-                fn __body(
-                    __state: &mut (dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync),
-                    mut __args: ::prism::task::LocalArgs,
-                ) -> ::prism::task::Output {
-                    let __this = __state
-                        .downcast_mut::<#ty>()
-                        .expect("an actor's state has the actor's type");
-                    #(#binds)*
-                    ::prism::task::Output::new(#call)
-                }
-                ::prism::actor::Method::Exclusive(__body)
-            }
-        } else {
-            quote! {
-                fn __body(
-                    __state: &(dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync),
-                    mut __args: ::prism::task::LocalArgs,
-                ) -> ::prism::task::Output {
-                    let __this = __state
-                        .downcast_ref::<#ty>()
-                        .expect("an actor's state has the actor's type");
-                    #(#binds)*
-                    ::prism::task::Output::new(#call)
-                }
-                ::prism::actor::Method::Shared(__body)
-            }
-        };
-        // The entry point a worker process uses: arguments and result as bytes.
-        let enc_fn = format_ident!("__prism_actor_{}_{}", ty, mname);
-        let enc_static = format_ident!("__PRISM_ACTOR_{}_{}", ty, mname);
-        let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
-        let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
-        let indices: Vec<usize> = (0..ps.len()).collect();
-        let enc_uses = encoded_uses(&ps);
-        let enc_call = if m.sig.asyncness.is_some() {
-            quote!(::prism::__private::block_on(__this.#mname(#(#enc_uses),*)))
-        } else {
-            quote!(__this.#mname(#(#enc_uses),*))
-        };
-        let arity = ps.len();
+        // The method's one body, run wherever the actor lives: on shared argument
+        // values, decoded first in a process that received them as bytes.
+        let body_fn = format_ident!("__prism_actor_{}_{}", ty, mname);
+        let method_static = format_ident!("__PRISM_ACTOR_{}_{}", ty, mname);
         let (recv_ty, downcast, variant) = if exclusive {
             (
                 quote!(&mut (dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync)),
@@ -521,37 +451,32 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
                 quote!(Shared),
             )
         };
-        encoded_items.push(quote! {
+        registered.push(quote! {
             #[doc(hidden)]
-            #[allow(non_snake_case)]
-            fn #enc_fn(
+            #[allow(non_snake_case, unused_mut)]
+            fn #body_fn(
                 __state: #recv_ty,
-                __args: &[&[u8]],
-            ) -> ::prism::Result<::std::vec::Vec<u8>> {
-                if __args.len() != #arity {
-                    return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
-                        "{}::{} takes {} arguments, got {}",
-                        ::std::stringify!(#ty), ::std::stringify!(#mname), #arity, __args.len()
-                    )));
-                }
+                mut __args: ::prism::task::LocalArgs,
+            ) -> ::prism::task::Output {
                 let __this = __state
                     .#downcast::<#ty>()
                     .expect("an actor's state has the actor's type");
-                #(let #names: #stored = ::prism::object::decode(__args[#indices])?;)*
-                ::prism::object::encode(&#enc_call)
+                #(#binds)*
+                ::prism::task::Output::new(#call)
             }
 
             #[doc(hidden)]
             #[allow(non_upper_case_globals)]
-            static #enc_static: ::prism::actor::EncodedMethod = ::prism::actor::EncodedMethod {
+            static #method_static: ::prism::actor::ActorMethod = ::prism::actor::ActorMethod {
                 name: ::std::concat!(
                     ::std::module_path!(), "::", ::std::stringify!(#ty), "::", ::std::stringify!(#mname)
                 ),
-                body: ::prism::actor::EncodedBody::#variant(#enc_fn),
+                body: ::prism::actor::Method::#variant(#body_fn),
+                params: &[#(::prism::task::Param::of::<#stored>()),*],
             };
 
             ::prism::__private::inventory::submit! {
-                ::prism::actor::MethodRegistration(&#enc_static)
+                ::prism::actor::MethodRegistration(&#method_static)
             }
         });
         let doc = format!(
@@ -559,10 +484,9 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         );
         handle_methods.push(quote! {
             #[doc = #doc]
-            #[allow(clippy::too_many_arguments, unused_mut)]
+            #[allow(clippy::too_many_arguments)]
             #mvis fn #mname(&self, #(#decls),*) -> ::prism::ObjectRef<#ret> {
-                let __method = { #body };
-                self.0.call(::std::stringify!(#mname), #args, __method)
+                self.0.call(::std::stringify!(#mname), #args, #method_static.body)
             }
         });
     }
@@ -611,14 +535,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
             /// Starts the actor with these options.
             #[allow(clippy::too_many_arguments)]
             #ctor_vis fn remote(self, #(#ctor_decls),*) -> #handle {
-                #[allow(unused_mut)]
-                fn __construct(
-                    mut __args: ::prism::task::LocalArgs,
-                ) -> ::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync> {
-                    #(#ctor_binds)*
-                    ::std::boxed::Box::new(#ty::new(#(#ctor_uses),*))
-                }
-                ::prism::__private::spawn::<#ty>(self.options, #ctor_args, __construct)
+                ::prism::__private::spawn::<#ty>(self.options, #ctor_args, #class_static.construct)
             }
         }
 
@@ -626,31 +543,27 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
             #(#handle_methods)*
         }
 
-        #(#encoded_items)*
+        #(#registered)*
 
         #[doc(hidden)]
-        #[allow(non_snake_case)]
-        fn #enc_ctor(
-            __args: &[&[u8]],
-        ) -> ::prism::Result<::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync>> {
-            if __args.len() != #ctor_arity {
-                return ::std::result::Result::Err(::prism::Error::Serialization(::std::format!(
-                    "{}::new takes {} arguments, got {}", ::std::stringify!(#ty), #ctor_arity, __args.len()
-                )));
-            }
-            #(let #ctor_names: #ctor_stored = ::prism::object::decode(__args[#ctor_indices])?;)*
-            ::std::result::Result::Ok(::std::boxed::Box::new(#ty::new(#(#ctor_enc_uses),*)))
+        #[allow(non_snake_case, unused_mut)]
+        fn #ctor_fn(
+            mut __args: ::prism::task::LocalArgs,
+        ) -> ::std::boxed::Box<dyn ::std::any::Any + ::std::marker::Send + ::std::marker::Sync> {
+            #(#ctor_binds)*
+            ::std::boxed::Box::new(#ty::new(#(#ctor_uses),*))
         }
 
         #[doc(hidden)]
         #[allow(non_upper_case_globals)]
-        static #enc_class: ::prism::actor::EncodedClass = ::prism::actor::EncodedClass {
+        static #class_static: ::prism::actor::ActorClass = ::prism::actor::ActorClass {
             name: ::std::concat!(::std::module_path!(), "::", ::std::stringify!(#ty)),
-            construct: #enc_ctor,
+            construct: #ctor_fn,
+            params: &[#(::prism::task::Param::of::<#ctor_stored>()),*],
         };
 
         ::prism::__private::inventory::submit! {
-            ::prism::actor::ClassRegistration(&#enc_class)
+            ::prism::actor::ClassRegistration(&#class_static)
         }
     })
 }

@@ -8,8 +8,8 @@
 mod registry;
 
 pub use registry::{
-    call as call_encoded, construct, lookup_class, lookup_method, ActorState, ClassRegistration,
-    EncodedBody, EncodedClass, EncodedMethod, ExclusiveFn, MethodRegistration, SharedFn,
+    call as call_encoded, construct, lookup_class, lookup_method, ActorClass, ActorMethod,
+    ActorState, ClassRegistration, MethodRegistration,
 };
 
 use std::any::Any;

@@ -9,49 +9,41 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
+use super::{Constructor, Method};
 use crate::error::{Error, Result};
+use crate::task::{LocalArgs, Param, Source};
 
 /// The state of an actor, type-erased.
 pub type ActorState = Box<dyn Any + Send + Sync>;
 
-/// The entry point of a `&self` method: state, encoded arguments, encoded result.
-pub type SharedFn = fn(&(dyn Any + Send + Sync), &[&[u8]]) -> Result<Vec<u8>>;
-
-/// The entry point of a `&mut self` method.
-pub type ExclusiveFn = fn(&mut (dyn Any + Send + Sync), &[&[u8]]) -> Result<Vec<u8>>;
-
-/// A method's entry point, by receiver kind.
-#[derive(Clone, Copy)]
-pub enum EncodedBody {
-    /// A `&self` method.
-    Shared(SharedFn),
-    /// A `&mut self` method.
-    Exclusive(ExclusiveFn),
-}
-
 /// A registered actor method.
-pub struct EncodedMethod {
+pub struct ActorMethod {
     /// `module_path::Type::method`.
     pub name: &'static str,
-    /// The entry point.
-    pub body: EncodedBody,
+    /// Its body, by receiver kind.
+    pub body: Method,
+    /// Its parameters: how a process that received the arguments as bytes makes the
+    /// values the body takes.
+    pub params: &'static [Param],
 }
 
 /// A registered actor class.
-pub struct EncodedClass {
+pub struct ActorClass {
     /// `module_path::Type`, the same as [`crate::Actor::CLASS`].
     pub name: &'static str,
-    /// Runs the constructor `new` on encoded arguments.
-    pub construct: fn(&[&[u8]]) -> Result<ActorState>,
+    /// Runs the constructor `new`.
+    pub construct: Constructor,
+    /// The constructor's parameters.
+    pub params: &'static [Param],
 }
 
 /// An entry of the method registry. Not for direct use.
 #[doc(hidden)]
-pub struct MethodRegistration(pub &'static EncodedMethod);
+pub struct MethodRegistration(pub &'static ActorMethod);
 
 /// An entry of the class registry. Not for direct use.
 #[doc(hidden)]
-pub struct ClassRegistration(pub &'static EncodedClass);
+pub struct ClassRegistration(pub &'static ActorClass);
 
 inventory::collect!(MethodRegistration);
 inventory::collect!(ClassRegistration);
@@ -84,12 +76,12 @@ impl crate::registry::Registered for MethodRegistration {
 /// ```
 /// assert!(prism::actor::lookup_class("no::Such").is_none());
 /// ```
-pub fn lookup_class(name: &str) -> Option<&'static EncodedClass> {
+pub fn lookup_class(name: &str) -> Option<&'static ActorClass> {
     crate::registry::lookup::<ClassRegistration>(name).map(|r| r.0)
 }
 
 /// Finds an actor method by its stable name, `module_path::Type::method`.
-pub fn lookup_method(name: &str) -> Option<&'static EncodedMethod> {
+pub fn lookup_method(name: &str) -> Option<&'static ActorMethod> {
     crate::registry::lookup::<MethodRegistration>(name).map(|r| r.0)
 }
 
@@ -97,21 +89,21 @@ pub fn lookup_method(name: &str) -> Option<&'static EncodedMethod> {
 /// process hosting it does. A panic in the constructor becomes [`Error::TaskFailed`].
 pub fn construct(class: &str, args: &[&[u8]]) -> Result<ActorState> {
     let c = lookup_class(class).ok_or_else(|| Error::FunctionNotFound(class.to_string()))?;
-    crate::task::panic::catch(|| (c.construct)(args)).unwrap_or_else(|message| {
-        Err(crate::task::panic::failure(
-            format!("{class}::new"),
-            message,
-        ))
-    })
+    let args = LocalArgs::build(c.params, args, c.name, |b, p| p.value(Source::Bytes(b)))?;
+    crate::task::panic::catch(|| (c.construct)(args))
+        .map_err(|message| crate::task::panic::failure(format!("{class}::new"), message))
 }
 
-/// Calls a method by name on an actor's state with encoded arguments; a panic becomes
-/// [`Error::TaskFailed`].
+/// Calls a method by name on an actor's state with encoded arguments and returns the
+/// encoded result; a panic becomes [`Error::TaskFailed`].
 pub fn call(state: &mut ActorState, method: &str, args: &[&[u8]]) -> Result<Vec<u8>> {
     let m = lookup_method(method).ok_or_else(|| Error::FunctionNotFound(method.to_string()))?;
+    let args = LocalArgs::build(m.params, args, m.name, |b, p| p.value(Source::Bytes(b)))?;
     let outcome = crate::task::panic::catch(|| match m.body {
-        EncodedBody::Shared(f) => f(&**state, args),
-        EncodedBody::Exclusive(f) => f(&mut **state, args),
+        Method::Shared(f) => f(&**state, args),
+        Method::Exclusive(f) => f(&mut **state, args),
     });
-    outcome.unwrap_or_else(|message| Err(crate::task::panic::failure(method, message)))
+    outcome
+        .map_err(|message| crate::task::panic::failure(method, message))?
+        .encode()
 }

@@ -16,6 +16,7 @@ mod signal;
 mod size;
 mod spill;
 mod store;
+mod value;
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -28,8 +29,9 @@ use crate::error::{Error, Result};
 pub use crate::id::ObjectId;
 
 pub(crate) use signal::{Signal, Waiter};
+pub(crate) use store::Store;
 pub use store::StoreStats;
-pub(crate) use store::{downcast, AnyValue, Codec, Encoded, Held, Store};
+pub(crate) use value::{downcast, AnyValue, Codec, Encoded, Held};
 
 /// Values that can be task arguments, results or stored objects.
 ///

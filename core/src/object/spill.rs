@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::store::{Entry, Inner, Slot, Store};
-use super::AnyValue;
+use super::value::AnyValue;
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
 

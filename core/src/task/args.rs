@@ -1,9 +1,11 @@
 //! What a caller passes to a remote call and what the function receives and returns,
 //! on the local path (shared values, no serialization).
 
+use std::any::{Any, TypeId};
 use std::sync::Arc;
 
-use crate::object::{AnyValue, Codec, ObjectRef, RefCount, Value};
+use crate::error::{Error, Result};
+use crate::object::{AnyValue, Codec, Encoded, ObjectRef, RefCount, Value};
 
 /// One argument of a remote call: a value, or a reference resolved before the call runs.
 pub struct Arg(pub(crate) ArgKind);
@@ -121,6 +123,86 @@ impl LocalArgs {
     }
 }
 
+/// One parameter of a remote function, actor method or constructor: how a process that
+/// received the argument as bytes (or keeps it in its store) makes the value the
+/// function takes. Not for direct use: the attribute macros list them.
+#[doc(hidden)]
+pub struct Param {
+    codec: Codec,
+    type_id: fn() -> TypeId,
+    type_name: fn() -> &'static str,
+}
+
+/// Where an argument comes from in a process that did not make it.
+pub(crate) enum Source<'a> {
+    /// Its encoded bytes.
+    Bytes(&'a [u8]),
+    /// A value this process's store keeps (bytes as they arrived, or decoded already).
+    Kept(&'a AnyValue),
+}
+
+impl Param {
+    /// The parameter of type `T`.
+    pub const fn of<T: Value>() -> Param {
+        Param {
+            codec: Codec::of::<T>(),
+            type_id: TypeId::of::<T>,
+            type_name: std::any::type_name::<T>,
+        }
+    }
+
+    /// The value of the argument from `source`: decoded, or the kept value itself if
+    /// it has the parameter's type already (shared, not copied).
+    pub(crate) fn value(&self, source: Source<'_>) -> Result<AnyValue> {
+        match source {
+            Source::Bytes(b) => (self.codec.decode)(b),
+            Source::Kept(v) if Any::type_id(&**v) == (self.type_id)() => Ok(v.clone()),
+            Source::Kept(v) => match v.downcast_ref::<Encoded>() {
+                Some(e) => (self.codec.decode)(&e.0),
+                None => Err(Error::Serialization(format!(
+                    "a kept value is not a {}",
+                    (self.type_name)()
+                ))),
+            },
+        }
+    }
+
+    /// Whether `v` is of this parameter's type (so that it can be kept for others).
+    pub(crate) fn is_type_of(&self, v: &AnyValue) -> bool {
+        Any::type_id(&**v) == (self.type_id)()
+    }
+
+    /// The type's id, for keeping decoded values by type.
+    pub(crate) fn type_id(&self) -> TypeId {
+        (self.type_id)()
+    }
+}
+
+impl LocalArgs {
+    /// The arguments of a call to `what` made from `args`, one `value` per parameter:
+    /// a typed error if their count is not the parameters'.
+    pub(crate) fn build<A>(
+        params: &[Param],
+        args: &[A],
+        what: &str,
+        mut value: impl FnMut(&A, &Param) -> Result<AnyValue>,
+    ) -> Result<LocalArgs> {
+        if args.len() != params.len() {
+            return Err(Error::Serialization(format!(
+                "{what} takes {} arguments, got {}",
+                params.len(),
+                args.len()
+            )));
+        }
+        let values = args
+            .iter()
+            .zip(params)
+            .map(|(a, p)| value(a, p).map(Some))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LocalArgs { values })
+    }
+}
+
 /// A value returned by a call, with what the store needs to account and spill it.
 #[doc(hidden)]
 pub struct Output {
@@ -130,6 +212,11 @@ pub struct Output {
 }
 
 impl Output {
+    /// The value encoded, to travel to another process.
+    pub(crate) fn encode(&self) -> Result<Vec<u8>> {
+        (self.codec.encode)(&self.value)
+    }
+
     /// Wraps a returned value.
     pub fn new<T: Value>(v: T) -> Output {
         Output {

@@ -3,18 +3,18 @@
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use super::{LocalArgs, Output};
-use crate::error::Result;
+use super::{LocalArgs, Output, Param};
 
 /// A remote function as the registry knows it.
 #[doc(hidden)]
 pub struct RemoteFunction {
     /// The stable name, `module_path::function`.
     pub name: &'static str,
-    /// Runs with shared values (embedded runtime).
+    /// Runs with shared argument values.
     pub run_local: fn(LocalArgs) -> Output,
-    /// Runs with encoded arguments and returns the encoded result (worker processes).
-    pub run_encoded: fn(&[&[u8]]) -> Result<Vec<u8>>,
+    /// Its parameters: how a process that received the arguments as bytes makes the
+    /// values `run_local` takes.
+    pub params: &'static [Param],
 }
 
 /// An entry of the compile-time registry. Not for direct use.

@@ -21,10 +21,10 @@ mod spec;
 
 use serde::{Deserialize, Serialize};
 
+pub(crate) use args::Source;
 pub(crate) use args::{refs_of, ArgKind};
-pub use args::{Arg, IntoArg, LocalArgs, Output};
+pub use args::{Arg, IntoArg, LocalArgs, Output, Param};
 pub use function::{lookup, Registration, RemoteFunction};
-pub(crate) use spec::{arg_slices, fetch_refs};
 pub use spec::{EncodedArg, TaskSpec};
 
 /// Options of a remote call: resources, retries, a display name.

@@ -2,10 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::TaskOptions;
+use super::{LocalArgs, Output, Param, RemoteFunction, Source, TaskOptions};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::object::SharedBytes;
+use crate::object::{AnyValue, SharedBytes};
 
 /// A task as it travels between processes: the function's stable name, the arguments
 /// (inline bytes or object ids), and the options.
@@ -49,7 +49,7 @@ impl EncodedArg {
 
 /// Fetches the referenced arguments of a call (with `fetch`, given the object and
 /// where it is) before it runs; the inline ones need nothing.
-pub(crate) fn fetch_refs(
+fn fetch_refs(
     args: &[EncodedArg],
     fetch: impl Fn(ObjectId, &str) -> Result<SharedBytes>,
 ) -> Result<Vec<Option<SharedBytes>>> {
@@ -63,10 +63,7 @@ pub(crate) fn fetch_refs(
 
 /// Every argument's bytes, by position: inline ones as they came, referenced ones as
 /// [`fetch_refs`] fetched them.
-pub(crate) fn arg_slices<'a>(
-    args: &'a [EncodedArg],
-    fetched: &'a [Option<SharedBytes>],
-) -> Vec<&'a [u8]> {
+fn arg_slices<'a>(args: &'a [EncodedArg], fetched: &'a [Option<SharedBytes>]) -> Vec<&'a [u8]> {
     args.iter()
         .zip(fetched)
         .map(|(a, f)| match (a, f) {
@@ -88,9 +85,9 @@ impl TaskSpec {
         crate::object::decode(bytes)
     }
 
-    /// Runs the task as a worker process does: finds the function by name, fetches
-    /// referenced arguments with `fetch` (given the object and where it is), and returns
-    /// the encoded result. A panic becomes [`Error::TaskFailed`].
+    /// Runs the task from bytes: finds the function by name, fetches referenced
+    /// arguments with `fetch` (given the object and where it is), and returns the
+    /// encoded result. A panic becomes [`Error::TaskFailed`].
     ///
     /// ```
     /// use prism::task::{EncodedArg, TaskSpec};
@@ -107,13 +104,30 @@ impl TaskSpec {
         &self,
         fetch: impl Fn(ObjectId, &str) -> Result<SharedBytes>,
     ) -> Result<Vec<u8>> {
-        let f = super::lookup(&self.function)
-            .ok_or_else(|| Error::FunctionNotFound(self.function.clone()))?;
         let fetched = fetch_refs(&self.args, fetch)?;
-        let args = arg_slices(&self.args, &fetched);
-        match super::panic::catch(|| (f.run_encoded)(&args)) {
-            Ok(result) => result,
-            Err(message) => Err(super::panic::failure(self.function.clone(), message)),
-        }
+        let slices = arg_slices(&self.args, &fetched);
+        let mut slices = slices.into_iter();
+        self.run(|_, param| param.value(Source::Bytes(slices.next().unwrap_or(&[]))))?
+            .encode()
+    }
+
+    /// The function this task runs.
+    pub(crate) fn function(&self) -> Result<&'static RemoteFunction> {
+        super::lookup(&self.function).ok_or_else(|| Error::FunctionNotFound(self.function.clone()))
+    }
+
+    /// Runs the task with each argument's value made by `value` (from the argument as
+    /// it travelled and the parameter it is for), as a worker process does. A panic
+    /// becomes [`Error::TaskFailed`] under the task's display name.
+    pub(crate) fn run(
+        &self,
+        mut value: impl FnMut(&EncodedArg, &Param) -> Result<AnyValue>,
+    ) -> Result<Output> {
+        let f = self.function()?;
+        let args = LocalArgs::build(f.params, &self.args, f.name, |a, p| value(a, p))?;
+        super::panic::catch(|| (f.run_local)(args)).map_err(|message| {
+            let function = self.options.name.as_ref().unwrap_or(&self.function);
+            super::panic::failure(function.clone(), message)
+        })
     }
 }

@@ -194,6 +194,9 @@ pub enum Msg {
         /// The lease it runs on, for a task a driver sent straight to the worker: the
         /// node lends the lease's CPUs while the task waits.
         lease: Option<ObjectId>,
+        /// The GPUs it may use, if the node granted its resources already (a task run
+        /// right after another uses that one's).
+        gpu_ids: Option<Vec<usize>>,
     },
     /// Driver → node: hold resources for tasks like this one and name the worker to send
     /// them to (a driver that submits one task at a time then needs one round trip per

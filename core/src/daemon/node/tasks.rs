@@ -301,6 +301,7 @@ impl Node {
     ) {
         let mut route = InFlight::new(q.reply, Some(q.job), None, q.spec.function.clone());
         route.granted_at = grant.as_ref().map(|_| Instant::now());
+        let gpu_ids = grant.as_ref().map(|g| g.gpu_ids.clone());
         route.grant = grant;
         route.task_here = true;
         st.tasks_here += 1;
@@ -312,6 +313,7 @@ impl Node {
                 spec: q.spec,
                 after,
                 lease: None,
+                gpu_ids,
             },
         );
     }

@@ -14,14 +14,13 @@ use std::sync::{Arc, Mutex};
 use super::direct::Reply;
 use super::link::Link;
 use super::objects::Objects;
-use crate::actor::{lookup_method, EncodedBody, EncodedMethod};
+use crate::actor::{lookup_class, lookup_method, ActorMethod, Method};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, ObjectId};
 use crate::object::pin;
-use crate::object::SharedBytes;
-use crate::sched::{Demand, Pool};
+use crate::sched::{Demand, Pool, Work};
 use crate::sync::lock;
-use crate::task::{arg_slices, fetch_refs, EncodedArg};
+use crate::task::{EncodedArg, LocalArgs, Param};
 use crate::wire::{ActorOp, Msg, Payload};
 
 use super::super::mailbox::{Call, Mailbox, Receiver};
@@ -50,6 +49,15 @@ impl Host {
             link,
             actors: Arc::new(Mutex::new(HashMap::new())),
         })
+    }
+
+    /// Runs `f` on the pool, holding nothing of it.
+    fn on_pool(&self, f: impl FnOnce() + Send + 'static) {
+        self.pool.submit(Work {
+            demand: Demand::default(),
+            keep: false,
+            run: Box::new(move |_| f()),
+        });
     }
 
     fn find(&self, actor: ObjectId) -> Option<Arc<Hosted>> {
@@ -115,8 +123,14 @@ impl Host {
         // The node holds the actor's resources: its constructor and calls run here
         // without taking any from this process's pool.
         mailbox.construct(Demand::default(), false, move |_grant| {
-            let built = fetch_refs(&args, |id, at| objects.fetch(id, at))
-                .and_then(|fetched| crate::actor::construct(&class, &arg_slices(&args, &fetched)));
+            let built = lookup_class(&class)
+                .ok_or_else(|| Error::FunctionNotFound(class.clone()))
+                .and_then(|c| {
+                    let args = resolve(&objects, &args, c.params, c.name)?;
+                    crate::task::panic::catch(|| (c.construct)(args)).map_err(|message| {
+                        crate::task::panic::failure(format!("{class}::new"), message)
+                    })
+                });
             let outcome = match &built {
                 // Where its callers can send the messages straight to.
                 Ok(_) => crate::object::encode(&Some(objects.address().to_string())),
@@ -149,7 +163,7 @@ impl Host {
                     entry: lookup_method(&method),
                     method,
                     args,
-                    fetched: Vec::new(),
+                    resolved: None,
                     reply,
                     objects: self.objects.clone(),
                 }),
@@ -179,16 +193,20 @@ impl Host {
                 if let Some(h) = hosted {
                     let before = h.handles.fetch_sub(1, Ordering::AcqRel);
                     if before == 1 && !h.named {
-                        h.mailbox.retire();
+                        // Ending drops the state, whose own drop is user code: not on
+                        // the I/O thread this arrives on.
+                        self.on_pool(move || h.mailbox.retire());
                     }
                 }
             }
             ActorOp::Kill => {
                 let removed = lock(&self.actors).remove(&actor);
                 if let Some(h) = removed {
-                    h.mailbox.die(Error::ActorDied {
-                        actor: h.mailbox.describe().to_string(),
-                        reason: "killed with prism::kill".into(),
+                    self.on_pool(move || {
+                        h.mailbox.die(Error::ActorDied {
+                            actor: h.mailbox.describe().to_string(),
+                            reason: "killed with prism::kill".into(),
+                        })
                     });
                 }
             }
@@ -196,13 +214,24 @@ impl Host {
     }
 }
 
-/// A call of a hosted actor: encoded arguments, the result to the caller.
+/// The values of a call's arguments as they travelled, for its parameters: referenced
+/// objects pulled and decoded once per process.
+fn resolve(
+    objects: &Objects,
+    args: &[EncodedArg],
+    params: &[Param],
+    what: &str,
+) -> Result<LocalArgs> {
+    LocalArgs::build(params, args, what, |a, p| objects.arg(a, p))
+}
+
+/// A call of a hosted actor: arguments as they travelled, the result to the caller.
 pub(crate) struct HostedCall {
     call: ObjectId,
     method: String,
-    entry: Option<&'static EncodedMethod>,
+    entry: Option<&'static ActorMethod>,
     args: Vec<EncodedArg>,
-    fetched: Vec<Option<SharedBytes>>,
+    resolved: Option<LocalArgs>,
     reply: Reply,
     objects: Arc<Objects>,
 }
@@ -214,37 +243,46 @@ impl Call for HostedCall {
 
     fn exclusive(&self) -> bool {
         self.entry
-            .is_some_and(|m| matches!(m.body, EncodedBody::Exclusive(_)))
+            .is_some_and(|m| matches!(m.body, Method::Exclusive(_)))
     }
 
     fn prepare(&mut self) -> Result<()> {
-        if self.entry.is_none() {
-            return Err(Error::FunctionNotFound(self.method.clone()));
-        }
-        let objects = self.objects.clone();
-        self.fetched = fetch_refs(&self.args, |id, at| objects.fetch(id, at))?;
+        let entry = self
+            .entry
+            .ok_or_else(|| Error::FunctionNotFound(self.method.clone()))?;
+        self.resolved = Some(resolve(
+            &self.objects,
+            &self.args,
+            entry.params,
+            entry.name,
+        )?);
         Ok(())
     }
 
     fn run(self, state: Receiver<'_>) {
-        let Some(entry) = self.entry else {
+        let (Some(entry), Some(args)) = (self.entry, self.resolved) else {
             let missing = Error::FunctionNotFound(self.method.clone());
-            return self.fail(missing);
+            self.reply.send(Msg::TaskDone {
+                task_id: self.call,
+                result: Err(missing),
+            });
+            return;
         };
-        let args = arg_slices(&self.args, &self.fetched);
-        let (outcome, pins) = pin::collect(|| {
-            crate::task::panic::catch(|| match (entry.body, state) {
-                (EncodedBody::Shared(f), Receiver::Shared(s)) => f(s, &args),
-                (EncodedBody::Shared(f), Receiver::Exclusive(s)) => f(&*s, &args),
-                (EncodedBody::Exclusive(f), Receiver::Exclusive(s)) => f(s, &args),
-                (EncodedBody::Exclusive(_), Receiver::Shared(_)) => Err(Error::Cluster(
-                    "a `&mut self` method was given shared state".into(),
-                )),
-            })
+        let outcome = crate::task::panic::catch(|| match (entry.body, state) {
+            (Method::Shared(f), Receiver::Shared(s)) => Ok(f(s, args)),
+            (Method::Shared(f), Receiver::Exclusive(s)) => Ok(f(&*s, args)),
+            (Method::Exclusive(f), Receiver::Exclusive(s)) => Ok(f(s, args)),
+            (Method::Exclusive(_), Receiver::Shared(_)) => Err(Error::ActorDied {
+                actor: ActorId::from(self.call).to_string(),
+                reason: "a `&mut self` method was given shared state".into(),
+            }),
         });
         let result = outcome
             .unwrap_or_else(|message| Err(crate::task::panic::failure(entry.name, message)))
-            .map(|bytes| self.objects.keep(self.call, bytes, pins));
+            .and_then(|out| {
+                let (bytes, pins) = pin::collect(|| out.encode());
+                bytes.map(|b| self.objects.keep(self.call, b, pins))
+            });
         self.reply.send(Msg::TaskDone {
             task_id: self.call,
             result,

@@ -13,6 +13,7 @@ mod actors;
 mod args;
 mod direct;
 mod host;
+mod lease;
 mod link;
 mod objects;
 mod owner;
@@ -315,17 +316,9 @@ impl Cluster {
         self.worker.is_some()
     }
 
-    /// Runs `f` now, or on a pool thread if this is an I/O thread (where nothing may
-    /// block or encode at length: the results that make arguments ready arrive there).
+    /// Runs `f` now, or on a pool thread if this is an I/O thread (see [`off_io`]).
     pub fn off_io(&self, f: impl FnOnce() + Send + 'static) {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return f();
-        }
-        self.pool.submit(Work {
-            demand: Default::default(),
-            keep: false,
-            run: Box::new(move |_| f()),
-        });
+        off_io(&self.pool, f)
     }
 
     /// Asks the head a question (within the reconnect window if it is away).
@@ -421,6 +414,20 @@ impl Cluster {
             io.shutdown_background();
         }
     }
+}
+
+/// Runs `f` now, or as work on `pool` if this is an I/O thread: nothing may block or
+/// encode at length there (the results that make arguments ready arrive there), and a
+/// pool thread is one that already exists, not a new one per call.
+pub(crate) fn off_io(pool: &Arc<Pool>, f: impl FnOnce() + Send + 'static) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    pool.submit(Work {
+        demand: Default::default(),
+        keep: false,
+        run: Box::new(move |_| f()),
+    });
 }
 
 /// Reads what the node sends, until the connection closes. A worker without its node
@@ -539,4 +546,44 @@ async fn try_rejoin(c: &Cluster) -> Result<(String, tokio::net::tcp::OwnedReadHa
     let (r, w) = stream.into_split();
     let outbox = wire::spawn_writer(w, node.clone());
     Ok((node, r, outbox))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread_name() -> String {
+        std::thread::current().name().unwrap_or("").to_string()
+    }
+
+    #[test]
+    fn work_handed_over_on_an_io_thread_runs_on_the_pool_and_elsewhere_at_once() {
+        let pool = Pool::new(&Config::default().num_cpus(1.0), false);
+        let io = io_runtime().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        for _ in 0..100 {
+            let tx = tx.clone();
+            io.block_on(async { off_io(&pool, move || tx.send(thread_name()).unwrap()) });
+        }
+        let names: Vec<String> = (0..100)
+            .map(|_| rx.recv_timeout(Duration::from_secs(10)).unwrap())
+            .collect();
+        assert!(
+            names.iter().all(|n| n.starts_with("prism-worker-")),
+            "{names:?}"
+        );
+        let distinct: std::collections::BTreeSet<&String> = names.iter().collect();
+        assert!(
+            distinct.len() <= 4,
+            "a few pool threads, not one per call: {distinct:?}"
+        );
+        let tx = tx.clone();
+        off_io(&pool, move || tx.send(thread_name()).unwrap());
+        assert_eq!(
+            rx.recv().unwrap(),
+            thread_name(),
+            "off an I/O thread it runs at once"
+        );
+        pool.shutdown();
+    }
 }

@@ -23,6 +23,7 @@
 //! In a worker, the object server also takes the actor calls (and leased tasks) of
 //! callers connected straight to it, and answers them on the same connection.
 
+use std::any::TypeId;
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
@@ -36,6 +37,7 @@ use crate::id::ObjectId;
 use crate::object::pin::Pin;
 use crate::object::{AnyValue, Codec, Encoded, Held, Location, RefCount, SharedBytes, Store};
 use crate::sync::lock;
+use crate::task::{EncodedArg, Param, Source};
 use crate::wire::{self, Msg, Payload, Role, WireError, CHUNK, INLINE_MAX};
 
 /// How long a pull may go without a byte before the holder counts as gone.
@@ -62,6 +64,11 @@ pub(crate) struct Objects {
     /// Objects being pulled right now, so that concurrent readers pull once.
     pulling: Mutex<HashSet<ObjectId>>,
     pulled: Condvar,
+    /// Arguments decoded from copies kept here, by object and type.
+    decoded: Mutex<HashMap<(ObjectId, TypeId), AnyValue>>,
+    /// Arguments being decoded right now, so that concurrent readers decode once.
+    decoding: Mutex<HashSet<(ObjectId, TypeId)>>,
+    decoded_one: Condvar,
     /// How a worker serves the callers connected straight to it.
     calls: OnceLock<CallHandler>,
 }
@@ -91,6 +98,9 @@ impl Objects {
             kept: Mutex::new(HashMap::new()),
             pulling: Mutex::new(HashSet::new()),
             pulled: Condvar::new(),
+            decoded: Mutex::new(HashMap::new()),
+            decoding: Mutex::new(HashSet::new()),
+            decoded_one: Condvar::new(),
             calls: OnceLock::new(),
         });
         let token = token.to_string();
@@ -160,15 +170,70 @@ impl Objects {
             let mut kept = lock(&self.kept);
             ids.iter().filter_map(|id| kept.remove(id)).collect()
         };
-        drop(dropped);
+        let decoded: Vec<AnyValue> = {
+            let mut decoded = lock(&self.decoded);
+            let gone: Vec<(ObjectId, TypeId)> = decoded
+                .keys()
+                .filter(|(id, _)| ids.contains(id))
+                .copied()
+                .collect();
+            gone.iter().filter_map(|k| decoded.remove(k)).collect()
+        };
+        drop((dropped, decoded));
     }
 
-    /// The bytes of `id` for a task argument: the copy kept here, or pulled from `at`
-    /// (once, however many tasks ask at the same time) and kept.
-    pub fn fetch(&self, id: ObjectId, at: &str) -> Result<SharedBytes> {
+    /// The value of an argument as it travelled, for the parameter it is for: decoded
+    /// from inline bytes, or the referenced object's (see [`Objects::value`]).
+    pub fn arg(&self, arg: &EncodedArg, param: &Param) -> Result<AnyValue> {
+        match arg {
+            EncodedArg::Inline(bytes) => param.value(Source::Bytes(bytes)),
+            EncodedArg::Ref { id, at } => self.value(*id, at, param),
+        }
+    }
+
+    /// The value of object `id` (kept at `at`) as the parameter's type: the object
+    /// itself if this process has it as that type; else decoded from the copy kept
+    /// here (pulled first if need be), once per process and type, however many tasks
+    /// and calls read it, and kept until its owner frees it.
+    pub fn value(&self, id: ObjectId, at: &str, param: &Param) -> Result<AnyValue> {
+        let key = (id, param.type_id());
         loop {
-            if let Some(bytes) = self.local(id) {
-                return bytes;
+            if let Some(v) = lock(&self.decoded).get(&key) {
+                return Ok(v.clone());
+            }
+            {
+                let mut decoding = lock(&self.decoding);
+                if decoding.contains(&key) {
+                    drop(self.decoded_one.wait(decoding));
+                    continue;
+                }
+                decoding.insert(key);
+            }
+            let value = self.fetch(id, at).and_then(|kept| {
+                if param.is_type_of(&kept) {
+                    return Ok(kept);
+                }
+                let v = param.value(Source::Kept(&kept))?;
+                // Kept for others only while the copy it was made from is kept here:
+                // both go when the owner frees the object.
+                if lock(&self.kept).contains_key(&id) {
+                    lock(&self.decoded).insert(key, v.clone());
+                }
+                Ok(v)
+            });
+            lock(&self.decoding).remove(&key);
+            self.decoded_one.notify_all();
+            return value;
+        }
+    }
+
+    /// The value of `id` as this process keeps it for a task argument (its bytes as
+    /// they arrived, or the value itself if it made it): the copy kept here, or pulled
+    /// from `at` (once, however many tasks ask at the same time) and kept.
+    pub fn fetch(&self, id: ObjectId, at: &str) -> Result<AnyValue> {
+        loop {
+            if let Some(value) = self.local(id) {
+                return value;
             }
             {
                 let mut pulling = lock(&self.pulling);
@@ -191,7 +256,7 @@ impl Objects {
                     };
                     lock(&self.kept).insert(id, kept);
                 }
-                value as SharedBytes
+                value as AnyValue
             });
             lock(&self.pulling).remove(&id);
             self.pulled.notify_all();
@@ -199,15 +264,15 @@ impl Objects {
         }
     }
 
-    /// The bytes of `id` if this process has them: a copy kept here, or an object it
+    /// The value of `id` if this process has it: a copy kept here, or an object it
     /// owns and holds itself.
-    fn local(&self, id: ObjectId) -> Option<Result<SharedBytes>> {
+    fn local(&self, id: ObjectId) -> Option<Result<AnyValue>> {
         if !self.store.has(id) {
             return None;
         }
         match self.store.poll(id, None)? {
             Ok(Held::Elsewhere(_)) => None,
-            Ok(Held::Here(v)) => Some(shared_bytes(&self.store, id, v)),
+            Ok(Held::Here(v)) => Some(Ok(v)),
             Err(e) => Some(Err(e)),
         }
     }

@@ -29,6 +29,8 @@ struct PipelineState {
     running: HashSet<ObjectId>,
     /// Tasks to run right after the task they are keyed by.
     waiting: HashMap<ObjectId, (TaskSpec, Reply)>,
+    /// The GPUs the node granted each task it sent with its resources.
+    gpus: HashMap<ObjectId, Vec<usize>>,
     /// Tasks a driver sent on a lease, with the lease.
     leased: HashMap<ObjectId, ObjectId>,
 }
@@ -60,10 +62,20 @@ impl Worker {
     /// Takes what a node, or a caller connected straight here, sends this worker.
     pub fn deliver(self: &Arc<Self>, msg: Msg, reply: Reply) {
         match msg {
-            Msg::RunTask { spec, after, lease } => {
+            Msg::RunTask {
+                spec,
+                after,
+                lease,
+                gpu_ids,
+            } => {
+                let mut st = self.lock();
                 if let Some(lease) = lease {
-                    self.lock().leased.insert(spec.task_id, lease);
+                    st.leased.insert(spec.task_id, lease);
                 }
+                if let Some(ids) = gpu_ids.filter(|ids| !ids.is_empty()) {
+                    st.gpus.insert(spec.task_id, ids);
+                }
+                drop(st);
                 self.arrived(spec, after, reply)
             }
             Msg::Release { task_id } => self.release(task_id),
@@ -126,16 +138,27 @@ impl Worker {
         });
     }
 
-    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, grant: &Grant) {
+    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, _pool_grant: &Grant) {
+        // A task run right after another holds that one's resources.
+        let mut gpu_ids = Vec::new();
         loop {
+            if let Some(ids) = self.lock().gpus.remove(&spec.task_id) {
+                gpu_ids = ids;
+            }
+            // What the node holds for the task, as the task sees it.
+            let grant = Grant {
+                demand: Demand::of(&spec.options).unwrap_or_default(),
+                gpu_ids: gpu_ids.clone(),
+            };
             let running = Running {
                 task_id: Some(spec.task_id),
                 actor_id: None,
                 function: crate::task::lookup(&spec.function).map_or("?", |f| f.name),
-                grant: grant.clone(),
+                grant,
             };
             let (result, pins) = with_running(running, || {
-                pin::collect(|| spec.execute(|id, at| self.objects.fetch(id, at)))
+                let out = spec.run(|arg, param| self.objects.arg(arg, param));
+                pin::collect(|| out.and_then(|o| o.encode()))
             });
             let result = result.map(|bytes| self.objects.keep(spec.task_id, bytes, pins));
             reply.send(Msg::TaskDone {
@@ -145,6 +168,7 @@ impl Worker {
             let mut st = self.lock();
             st.running.remove(&spec.task_id);
             st.leased.remove(&spec.task_id);
+            st.gpus.remove(&spec.task_id);
             match st.waiting.remove(&spec.task_id) {
                 Some((next, next_reply)) => (spec, reply) = (next, next_reply),
                 None => return,

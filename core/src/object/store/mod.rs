@@ -8,71 +8,15 @@
 //! outside the store's lock. Entries are removed when their reference count reaches
 //! zero, whatever their state; a task finishing for a removed entry drops its result.
 
-use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use super::signal::{fire_failed, Signal, Waiter};
-use super::{Location, RefCount, Value};
+use super::value::{AnyValue, Codec, Held};
+use super::{Location, RefCount};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-
-/// A stored value, type-erased.
-pub(crate) type AnyValue = Arc<dyn Any + Send + Sync>;
-
-/// How to encode and decode one concrete type, for spilling and sending.
-#[derive(Clone, Copy)]
-pub(crate) struct Codec {
-    pub encode: fn(&AnyValue) -> Result<Vec<u8>>,
-    pub decode: fn(&[u8]) -> Result<AnyValue>,
-}
-
-/// A value as bytes, as it arrives from another process; decoded on `get` into the type
-/// asked for.
-pub(crate) struct Encoded(pub Vec<u8>);
-
-impl AsRef<[u8]> for Encoded {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-impl Codec {
-    /// The codec of values that are already bytes.
-    pub fn encoded() -> Codec {
-        Codec {
-            encode: |v| match v.downcast_ref::<Encoded>() {
-                Some(e) => Ok(e.0.clone()),
-                None => Err(Error::Serialization(
-                    "stored value is not encoded bytes".into(),
-                )),
-            },
-            decode: |b| Ok(Arc::new(Encoded(b.to_vec()))),
-        }
-    }
-
-    pub fn of<T: Value>() -> Codec {
-        Codec {
-            encode: |v| match v.downcast_ref::<T>() {
-                Some(t) => super::encode(t),
-                None => Err(Error::Serialization(format!(
-                    "stored value is not a {}",
-                    std::any::type_name::<T>()
-                ))),
-            },
-            decode: |b| Ok(Arc::new(super::decode::<T>(b)?)),
-        }
-    }
-}
-
-/// A final object as the store has it: its value, or where it lives.
-pub(crate) enum Held {
-    /// The value, in this process.
-    Here(AnyValue),
-    /// A placeholder: the value lives in another process.
-    Elsewhere(Location),
-}
 
 pub(super) enum Slot {
     Pending(Vec<Waiter>),
@@ -147,18 +91,6 @@ pub(crate) struct Store {
 
 /// What a cluster process does when an object others may hold copies of is freed.
 pub(crate) type FreeHook = Box<dyn Fn(ObjectId) + Send + Sync>;
-
-/// Casts a value read from the store to its type, decoding it if it arrived as bytes.
-pub(crate) fn downcast<T: Value>(id: ObjectId, v: AnyValue) -> Result<Arc<T>> {
-    if let Some(e) = v.downcast_ref::<Encoded>() {
-        return super::decode::<T>(&e.0).map(Arc::new);
-    }
-    v.downcast::<T>().map_err(|_| Error::TypeMismatch {
-        object: id,
-        expected: std::any::type_name::<T>().to_string(),
-        actual: "another type".to_string(),
-    })
-}
 
 impl Store {
     pub fn new(capacity: u64, spill_dir: Option<PathBuf>) -> Arc<Store> {
@@ -598,125 +530,4 @@ impl Store {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    #[derive(Debug, Clone)]
-    enum Op {
-        Create,
-        /// Clone an existing handle (shares its count, as `ObjectRef::clone` does).
-        Share(usize),
-        /// Take a new count on an existing object (as deserializing a ref does).
-        Reacquire(usize),
-        Drop(usize),
-        Complete(usize),
-    }
-
-    fn op() -> impl Strategy<Value = Op> {
-        prop_oneof![
-            Just(Op::Create),
-            any::<usize>().prop_map(Op::Share),
-            any::<usize>().prop_map(Op::Reacquire),
-            any::<usize>().prop_map(Op::Drop),
-            any::<usize>().prop_map(Op::Complete),
-        ]
-    }
-
-    fn value(n: usize) -> (AnyValue, u64, Codec) {
-        (Arc::new(vec![0u8; n]), n as u64, Codec::of::<Vec<u8>>())
-    }
-
-    proptest! {
-        /// An object exists exactly while some handle to it does, and the bytes the store
-        /// accounts are exactly those of its live ready objects.
-        #[test]
-        fn objects_live_exactly_as_long_as_their_refs(ops in proptest::collection::vec(op(), 1..150)) {
-            let store = Store::new(1 << 30, None);
-            let mut handles: Vec<Arc<RefCount>> = Vec::new();
-            let mut sizes: HashMap<ObjectId, u64> = HashMap::new();
-            let mut next = 0u64;
-            for op in ops {
-                let pick = |i: usize| (!handles.is_empty()).then(|| i % handles.len());
-                match op {
-                    Op::Create => {
-                        next += 1;
-                        handles.push(Arc::new(store.create(ObjectId::new(0, next))));
-                    }
-                    Op::Share(i) => if let Some(i) = pick(i) {
-                        handles.push(handles[i].clone());
-                    },
-                    Op::Reacquire(i) => if let Some(i) = pick(i) {
-                        let again = store.reacquire(handles[i].id).expect("a live handle keeps it");
-                        handles.push(Arc::new(again));
-                    },
-                    Op::Drop(i) => if let Some(i) = pick(i) {
-                        handles.swap_remove(i);
-                    },
-                    Op::Complete(i) => if let Some(i) = pick(i) {
-                        let id = handles[i].id;
-                        let n = (i % 7) * 100;
-                        let (v, size, codec) = value(n);
-                        if store.complete(id, v, size, codec) {
-                            sizes.insert(id, size);
-                        }
-                    },
-                }
-                let live: std::collections::HashSet<ObjectId> = handles.iter().map(|h| h.id).collect();
-                let stats = store.stats();
-                prop_assert_eq!(stats.objects, live.len());
-                let expected: u64 = live.iter().filter_map(|id| sizes.get(id)).sum();
-                prop_assert_eq!(stats.bytes_in_memory, expected);
-                for id in &live {
-                    prop_assert!(!matches!(store.states(&[*id])[0], Some(Err(Error::ObjectLost(_)))));
-                }
-            }
-            drop(handles);
-            prop_assert_eq!(store.stats(), StoreStats { capacity: 1 << 30, ..StoreStats::default() });
-        }
-    }
-
-    #[test]
-    fn concurrent_clones_and_drops_free_everything() {
-        let store = Store::new(1 << 30, None);
-        let roots: Vec<Arc<RefCount>> = (0..64)
-            .map(|i| {
-                let id = ObjectId::new(0, i);
-                let r = Arc::new(store.create(id));
-                let (v, size, codec) = value(10);
-                store.complete(id, v, size, codec);
-                r
-            })
-            .collect();
-        std::thread::scope(|s| {
-            for t in 0..4u64 {
-                let (store, roots) = (&store, &roots);
-                s.spawn(move || {
-                    let mut held: Vec<Arc<RefCount>> = Vec::new();
-                    let mut x = t * 7919 + 1;
-                    for _ in 0..20_000 {
-                        x = x
-                            .wrapping_mul(6364136223846793005)
-                            .wrapping_add(1442695040888963407);
-                        let k = (x >> 33) as usize;
-                        match k % 3 {
-                            0 => held.push(roots[k % roots.len()].clone()),
-                            1 => {
-                                let id = roots[k % roots.len()].id;
-                                held.push(Arc::new(store.reacquire(id).expect("a root keeps it")));
-                            }
-                            _ if !held.is_empty() => {
-                                held.swap_remove(k % held.len());
-                            }
-                            _ => {}
-                        }
-                    }
-                });
-            }
-        });
-        assert_eq!(store.stats().objects, 64);
-        drop(roots);
-        assert_eq!(store.stats().objects, 0);
-        assert_eq!(store.stats().bytes_in_memory, 0);
-    }
-}
+mod tests;
