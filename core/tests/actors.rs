@@ -333,6 +333,9 @@ prism::both_modes! {
     fn max_concurrency_runs_calls_side_by_side(session, NodeSpec::cpus(1.0)) {
         let m = Meeting::options().max_concurrency(2).remote();
         let a = m.meet();
+        // The second comes while the first runs (not queued with it before the actor
+        // started): it needs a runner of its own.
+        std::thread::sleep(Duration::from_millis(300));
         let b = m.meet();
         assert!(prism::get_timeout(&a, Duration::from_secs(20)).unwrap());
         assert!(prism::get_timeout(&b, Duration::from_secs(20)).unwrap());

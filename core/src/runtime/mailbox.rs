@@ -57,7 +57,10 @@ enum Phase {
 
 struct Inbox<C> {
     queue: VecDeque<C>,
+    /// Runners started and not ended.
     running: usize,
+    /// Of those, the ones running a call (the others take the next from the queue).
+    busy: usize,
     phase: Phase,
     /// No handle is left: end once the queue is empty.
     retiring: bool,
@@ -101,6 +104,7 @@ impl<C: Call> Mailbox<C> {
             inbox: Mutex::new(Inbox {
                 queue: VecDeque::new(),
                 running: 0,
+                busy: 0,
                 phase: Phase::Starting,
                 retiring: false,
                 ended: false,
@@ -199,8 +203,11 @@ impl<C: Call> Mailbox<C> {
         if !matches!(inbox.phase, Phase::Alive) {
             return;
         }
+        // A runner between calls takes the next one; a busy one does not, so the
+        // calls waiting need as many runners free as there are calls (up to the limit).
         let mut starts = 0;
-        while inbox.running < self.max_concurrency && inbox.running < inbox.queue.len() {
+        while inbox.running < self.max_concurrency && inbox.running - inbox.busy < inbox.queue.len()
+        {
             inbox.running += 1;
             starts += 1;
         }
@@ -239,8 +246,10 @@ impl<C: Call> Mailbox<C> {
                 }
                 return;
             };
+            inbox.busy += 1;
             drop(inbox);
             self.run(call, &grant);
+            self.inbox().busy -= 1;
         }
     }
 
