@@ -38,28 +38,64 @@
 //!
 //! ## Design
 //!
-//! * **One runtime per process**, started by [`init`]. The embedded runtime is the
-//!   whole system in one process: a resource-aware scheduler (CPUs, GPUs, memory,
-//!   custom resources, fractions included) feeding a pool of worker threads, an
-//!   in-memory object store with a memory cap that spills to disk past it, and actors
-//!   each with its own mailbox. Starting it takes well under a millisecond.
+//! * **One runtime per process, two modes behind one seam.** [`init`] starts the
+//!   embedded runtime (the whole system in this process), or, given a cluster's
+//!   address ([`Config::address`], `PRISM_ADDRESS`), a driver of that cluster; in a
+//!   process a node started as a worker it serves the node instead. The runtime holds
+//!   a *backend*, an enum over the two modes, and is the one place that asks which
+//!   mode runs: the API, tasks and actor handles call the runtime. Both modes share
+//!   the object store, the thread pool, and the actor mailbox, so a behaviour works
+//!   the same in each (the tests run every behaviour in both).
 //! * **Values are shared, not copied.** Objects are held as `Arc<T>`; the local path
 //!   never serializes. A parameter declared `&T`, `&[T]` or `&str` receives the shared
-//!   value itself, so ten tasks reading one large object hold one copy of it.
-//!   [`get_arc`] hands the shared value out; [`get`] clones it once.
+//!   value itself, so ten tasks reading one large object hold one copy of it; a worker
+//!   process that pulled the object decodes it once and shares that copy among its
+//!   tasks. [`get_arc`] hands the shared value out; [`get`] clones it once.
 //! * **Serializable at the seams.** Every argument and result type must be
 //!   `Serialize + DeserializeOwned + Send + Sync + 'static` ([`Value`]), checked at
 //!   compile time, so a program that compiles here can run on a cluster. Each remote
-//!   function is registered at compile time under a stable name with an entry point
-//!   taking encoded arguments ([`task::TaskSpec::execute`]): a worker process runs tasks
-//!   by name, no code is shipped.
+//!   function, actor method and constructor is registered at compile time under a
+//!   stable name with its body and its parameters' types: a worker process decodes
+//!   the arguments it receives and runs the same body, by name; no code is shipped.
+//!   Small values travel with the call; large ones, and objects, travel by reference
+//!   and are pulled from where they are kept.
 //! * **Blocking gives the CPU back.** A task blocked in [`get`] or [`wait`] returns its
-//!   CPUs to the pool while it waits, so nested tasks never deadlock, even on one CPU.
+//!   CPUs while it waits (to the pool, or on a cluster to its node), so nested tasks
+//!   never deadlock, even on one CPU.
 //! * **Failures are values.** A panic in a task becomes [`Error::TaskFailed`] with the
 //!   function, the message and where it ran; dependents fail with the same cause. The
-//!   runtime never goes down with a task.
-//! * **Reference counting.** An object lives while some [`ObjectRef`] to it does —
-//!   in the driver, in a queued task, or nested inside another object.
+//!   runtime never goes down with a task. A driver that loses its cluster keeps trying
+//!   for its reconnect window, then fails everything pending with
+//!   [`Error::ClusterUnreachable`]; nothing waits forever.
+//! * **Reference counting.** An object lives while some [`ObjectRef`] to it does: in
+//!   the driver, in a queued task, or nested inside another object. An unnamed actor
+//!   lives while some handle to it does, in any process.
+//!
+//! ## Layout
+//!
+//! The modules import one way down this list (a test reads the sources and fails on an
+//! import upward, or on a daemon using the runtime, the API, actors or the store):
+//!
+//! * `api`: the free functions, actor handles and futures users touch.
+//! * `runtime`: the mode dispatch; `runtime::embedded` (tasks on the pool, actors in
+//!   mailboxes here) and `runtime::cluster` (Ray's "core worker": the owner of objects
+//!   and their lineage, the links to the node and the head, the object server, direct
+//!   connections to workers, the caller's side of remote actors, and in a worker the
+//!   tasks and actors its node sends it); the mailbox both host actors in.
+//! * [`daemon`] (beside the runtime, never importing it): the head, the node daemon
+//!   and the head's HTTP API.
+//! * [`wire`]: frames, the authenticated handshake, the messages, the environment of a
+//!   worker process.
+//! * `sched`: the resource books (shared with the node daemon) and the thread pool.
+//! * [`actor`], [`task`]: options, registries, a task as it travels.
+//! * [`object`]: references, the store (which keeps a placeholder for an object living
+//!   elsewhere and never fetches), spilling.
+//! * [`session`], errors, configuration, ids, locks.
+//!
+//! What must call upward goes through hooks set from above: the store tells the owner
+//! an object was freed through a callback, deserialized references find the current
+//! store through a slot the runtime fills, errors learn where code runs from a locator
+//! the runtime installs.
 //!
 //! The trade-off: actor state must be `Send + Sync` (methods taking `&self` may run
 //! side by side under `max_concurrency`), and owned parameters need `Clone` because an

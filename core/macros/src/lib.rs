@@ -150,6 +150,20 @@ fn local_bindings(ps: &[Param]) -> (Vec<Tokens>, Vec<Tokens>) {
     (binds, uses)
 }
 
+/// The registry's description of each parameter: its stored type, and whether the
+/// function only reads it (declared as a reference).
+fn param_entries(ps: &[Param]) -> Tokens {
+    let entries = ps.iter().map(|p| {
+        let stored = &p.stored;
+        if p.by_ref {
+            quote!(::prism::task::Param::shared::<#stored>())
+        } else {
+            quote!(::prism::task::Param::of::<#stored>())
+        }
+    });
+    quote!(&[#(#entries),*])
+}
+
 /// The typed parameters of a generated `remote` method and the `Arg`s they make.
 fn remote_params(ps: &[Param]) -> (Vec<Tokens>, Tokens) {
     let decls = ps
@@ -225,7 +239,7 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
     let (binds, uses) = local_bindings(&ps);
     let (decls, args) = remote_params(&ps);
     let names: Vec<&Ident> = ps.iter().map(|p| &p.name).collect();
-    let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
+    let param_list = param_entries(&ps);
     let local_call = if sig.asyncness.is_some() {
         quote!(::prism::__private::block_on(#name(#(#uses),*)))
     } else {
@@ -279,7 +293,7 @@ fn remote_fn(defaults: Punctuated<MetaNameValue, Token![,]>, func: ItemFn) -> sy
         static #entry: ::prism::task::RemoteFunction = ::prism::task::RemoteFunction {
             name: #name::NAME,
             run_local: #name::__run_local,
-            params: &[#(::prism::task::Param::of::<#stored>()),*],
+            params: #param_list,
         };
 
         ::prism::__private::inventory::submit! {
@@ -408,7 +422,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
     let (ctor_binds, ctor_uses) = local_bindings(&ctor_ps);
     let (ctor_decls, ctor_args) = remote_params(&ctor_ps);
     let ctor_names: Vec<&Ident> = ctor_ps.iter().map(|p| &p.name).collect();
-    let ctor_stored: Vec<&Type> = ctor_ps.iter().map(|p| &p.stored).collect();
+    let ctor_params = param_entries(&ctor_ps);
     let ctor_fn = format_ident!("__prism_actor_new_{}", ty);
     let class_static = format_ident!("__PRISM_ACTOR_CLASS_{}", ty);
 
@@ -427,7 +441,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         let ps = params(&m.sig)?;
         let (binds, uses) = local_bindings(&ps);
         let (decls, args) = remote_params(&ps);
-        let stored: Vec<&Type> = ps.iter().map(|p| &p.stored).collect();
+        let param_list = param_entries(&ps);
         let ret = return_type(&m.sig);
         let call = if m.sig.asyncness.is_some() {
             quote!(::prism::__private::block_on(__this.#mname(#(#uses),*)))
@@ -472,7 +486,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
                     ::std::module_path!(), "::", ::std::stringify!(#ty), "::", ::std::stringify!(#mname)
                 ),
                 body: ::prism::actor::Method::#variant(#body_fn),
-                params: &[#(::prism::task::Param::of::<#stored>()),*],
+                params: #param_list,
             };
 
             ::prism::__private::inventory::submit! {
@@ -559,7 +573,7 @@ fn actor_impl(imp: ItemImpl) -> syn::Result<Tokens> {
         static #class_static: ::prism::actor::ActorClass = ::prism::actor::ActorClass {
             name: ::std::concat!(::std::module_path!(), "::", ::std::stringify!(#ty)),
             construct: #ctor_fn,
-            params: &[#(::prism::task::Param::of::<#ctor_stored>()),*],
+            params: #ctor_params,
         };
 
         ::prism::__private::inventory::submit! {

@@ -229,8 +229,14 @@ impl<C: Call> Mailbox<C> {
     /// A runner: takes calls from the head of the mailbox until it is empty.
     fn drain(self: &Arc<Self>) {
         let grant = self.grant();
+        let mut ran = false;
         loop {
             let mut inbox = self.inbox();
+            if ran {
+                // The call before this one is done (counted here, under the lock this
+                // takes anyway for the next).
+                inbox.busy -= 1;
+            }
             let next = match inbox.phase {
                 Phase::Alive => inbox.queue.pop_front(),
                 _ => None,
@@ -247,9 +253,9 @@ impl<C: Call> Mailbox<C> {
                 return;
             };
             inbox.busy += 1;
+            ran = true;
             drop(inbox);
             self.run(call, &grant);
-            self.inbox().busy -= 1;
         }
     }
 

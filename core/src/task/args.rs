@@ -131,6 +131,9 @@ pub struct Param {
     codec: Codec,
     type_id: fn() -> TypeId,
     type_name: fn() -> &'static str,
+    /// Declared as a reference (`&T`): the function reads the value without owning it,
+    /// so one decoded copy can serve every call in a process.
+    shared: bool,
 }
 
 /// Where an argument comes from in a process that did not make it.
@@ -142,13 +145,27 @@ pub(crate) enum Source<'a> {
 }
 
 impl Param {
-    /// The parameter of type `T`.
+    /// A parameter of type `T` the function takes by value.
     pub const fn of<T: Value>() -> Param {
         Param {
             codec: Codec::of::<T>(),
             type_id: TypeId::of::<T>,
             type_name: std::any::type_name::<T>,
+            shared: false,
         }
+    }
+
+    /// A parameter of type `T` the function takes by reference (`&T`, `&[U]`, `&str`).
+    pub const fn shared<T: Value>() -> Param {
+        Param {
+            shared: true,
+            ..Param::of::<T>()
+        }
+    }
+
+    /// Whether the function only reads the value: a decoded copy can be shared.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.shared
     }
 
     /// The value of the argument from `source`: decoded, or the kept value itself if
@@ -207,8 +224,14 @@ impl LocalArgs {
 #[doc(hidden)]
 pub struct Output {
     pub(crate) value: AnyValue,
-    pub(crate) size: u64,
     pub(crate) codec: Codec,
+    /// Its memory footprint, measured when it is stored here (a result sent to another
+    /// process is encoded instead, and not walked twice).
+    footprint: fn(&AnyValue) -> u64,
+}
+
+fn footprint_as<T: Value>(v: &AnyValue) -> u64 {
+    v.downcast_ref::<T>().map_or(0, crate::object::footprint)
 }
 
 impl Output {
@@ -217,12 +240,17 @@ impl Output {
         (self.codec.encode)(&self.value)
     }
 
+    /// The value's memory footprint, the unit the store's cap counts.
+    pub(crate) fn size(&self) -> u64 {
+        (self.footprint)(&self.value)
+    }
+
     /// Wraps a returned value.
     pub fn new<T: Value>(v: T) -> Output {
         Output {
-            size: crate::object::footprint(&v),
             value: Arc::new(v),
             codec: Codec::of::<T>(),
+            footprint: footprint_as::<T>,
         }
     }
 }

@@ -121,9 +121,17 @@ impl TaskSpec {
     /// becomes [`Error::TaskFailed`] under the task's display name.
     pub(crate) fn run(
         &self,
+        value: impl FnMut(&EncodedArg, &Param) -> Result<AnyValue>,
+    ) -> Result<Output> {
+        self.run_as(self.function()?, value)
+    }
+
+    /// Like [`TaskSpec::run`], with the task's function already found.
+    pub(crate) fn run_as(
+        &self,
+        f: &RemoteFunction,
         mut value: impl FnMut(&EncodedArg, &Param) -> Result<AnyValue>,
     ) -> Result<Output> {
-        let f = self.function()?;
         let args = LocalArgs::build(f.params, &self.args, f.name, |a, p| value(a, p))?;
         super::panic::catch(|| (f.run_local)(args)).map_err(|message| {
             let function = self.options.name.as_ref().unwrap_or(&self.function);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::sync::lock;
 use crate::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
 
 mod tables;
@@ -34,10 +35,6 @@ pub struct Head {
     /// Held from before a change is checked until memory has it after its commit, so
     /// that changes reach the database and memory in one order; reads take no part.
     writing: tokio::sync::Mutex<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Head {

@@ -250,7 +250,7 @@ impl Node {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Serves connections and keeps the head informed, forever.

@@ -415,24 +415,26 @@ impl RemoteActor {
             |args: &[Arg]| args::encode(&rt.store, &cluster.objects, args, || rt.next_id());
         let (answer, op) = match item {
             Outgoing::Create { options, args } => {
-                let sent = encode(&args).and_then(|encoded| {
-                    cluster.owner.track_call(self.id.object(), encoded.keep);
-                    cluster.link.send(Msg::CreateActor {
-                        job: cluster.link.job,
-                        actor: self.id.object(),
-                        class: self.class.clone(),
-                        args: encoded.args,
-                        named: options.name.is_some(),
-                        max_concurrency: options.max_concurrency as u32,
-                        max_restarts: options.max_restarts,
-                        options: options.task,
-                    })
-                });
-                if let Err(e) = sent {
-                    let err = Error::ActorDied {
+                let sent = match encode(&args) {
+                    Err(e) => Err(Error::ActorDied {
                         actor: self.describe(),
                         reason: format!("a constructor argument failed: {e}"),
-                    };
+                    }),
+                    Ok(encoded) => {
+                        cluster.owner.track_call(self.id.object(), encoded.keep);
+                        cluster.link.send(Msg::CreateActor {
+                            job: cluster.link.job,
+                            actor: self.id.object(),
+                            class: self.class.clone(),
+                            args: encoded.args,
+                            named: options.name.is_some(),
+                            max_concurrency: options.max_concurrency as u32,
+                            max_restarts: options.max_restarts,
+                            options: options.task,
+                        })
+                    }
+                };
+                if let Err(err) = sent {
                     out.dead = Some(err.clone());
                     for item in out.items.drain(..) {
                         if let Outgoing::Call { call, .. } = item {

@@ -16,7 +16,7 @@ use super::objects::Objects;
 /// Arguments as they travel, and what must stay alive while the receiver may still
 /// read them: the objects referred to, the large values put aside for it, and what the
 /// encoding pinned (actor handles inside values).
-pub(crate) struct Outgoing {
+pub(crate) struct TravellingArgs {
     pub args: Vec<EncodedArg>,
     pub keep: Vec<Pin>,
 }
@@ -28,8 +28,8 @@ pub(crate) fn encode(
     objects: &Objects,
     args: &[Arg],
     mut next_id: impl FnMut() -> crate::id::ObjectId,
-) -> Result<Outgoing> {
-    let mut out = Outgoing {
+) -> Result<TravellingArgs> {
+    let mut out = TravellingArgs {
         args: Vec::with_capacity(args.len()),
         keep: Vec::new(),
     };

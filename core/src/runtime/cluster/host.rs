@@ -91,6 +91,10 @@ impl Host {
     ) {
         let id = ActorId::from(actor);
         let (link, actors) = (self.link.clone(), Arc::downgrade(&self.actors));
+        // The creation is answered once: by the constructor, or by the end of an actor
+        // killed before its constructor ran.
+        let answer = Arc::new(Mutex::new(Some(reply)));
+        let unanswered = answer.clone();
         let mailbox = Mailbox::new(
             id,
             format!("{class} {id}"),
@@ -99,6 +103,12 @@ impl Host {
             Box::new(move |why: &Error| {
                 if let Some(actors) = actors.upgrade() {
                     lock(&actors).remove(&actor);
+                }
+                if let Some(reply) = lock(&unanswered).take() {
+                    reply.send(Msg::TaskDone {
+                        task_id: actor,
+                        result: Err(why.clone()),
+                    });
                 }
                 // The node frees what it holds for the actor (a killed actor's, it
                 // freed already).
@@ -139,10 +149,12 @@ impl Host {
                     reason: format!("its constructor failed: {e}"),
                 }),
             };
-            reply.send(Msg::TaskDone {
-                task_id: actor,
-                result: outcome.clone().map(Payload::Inline),
-            });
+            if let Some(reply) = lock(&answer).take() {
+                reply.send(Msg::TaskDone {
+                    task_id: actor,
+                    result: outcome.clone().map(Payload::Inline),
+                });
+            }
             match outcome {
                 Ok(_) => built,
                 Err(e) => Err(e),

@@ -323,6 +323,9 @@ impl Cluster {
 
     /// Asks the head a question (within the reconnect window if it is away).
     pub fn ask_head(&self, msg: Msg) -> Result<Msg> {
+        if lock(&self.io).is_none() {
+            return Err(Error::Shutdown);
+        }
         if tokio::runtime::Handle::try_current().is_ok() {
             return Err(Error::Cluster(
                 "the head cannot be asked from an I/O thread".into(),

@@ -193,9 +193,14 @@ impl Objects {
 
     /// The value of object `id` (kept at `at`) as the parameter's type: the object
     /// itself if this process has it as that type; else decoded from the copy kept
-    /// here (pulled first if need be), once per process and type, however many tasks
-    /// and calls read it, and kept until its owner frees it.
+    /// here (pulled first if need be). For a parameter taken by reference, decoded once
+    /// per process and type, however many tasks and calls read it, and kept until its
+    /// owner frees it; for one taken by value, decoded for the call, which owns it.
     pub fn value(&self, id: ObjectId, at: &str, param: &Param) -> Result<AnyValue> {
+        if !param.is_shared() {
+            let kept = self.fetch(id, at)?;
+            return param.value(Source::Kept(&kept));
+        }
         let key = (id, param.type_id());
         loop {
             if let Some(v) = lock(&self.decoded).get(&key) {

@@ -213,7 +213,19 @@ impl Owner {
         if self.leases {
             self.lease_task_done(id);
         }
-        let answered = self.books().calls.remove(&id);
+        // What an answered call kept alive goes; a task's record stays for the
+        // decisions below.
+        let (answered, task) = {
+            let mut books = self.books();
+            let answered = books.calls.remove(&id);
+            (
+                answered,
+                books
+                    .inflight
+                    .get(&id)
+                    .map(|s| s.spec.options.retry_on_panic),
+            )
+        };
         drop(answered);
         match &result {
             Err(Error::WorkerCrashed { .. }) => {
@@ -222,15 +234,13 @@ impl Owner {
                     return self.send_task(spec);
                 }
             }
-            Err(Error::TaskFailed { .. }) if self.retries_panics(id) => {
+            Err(Error::TaskFailed { .. }) if task == Some(true) => {
                 if let Some((spec, attempt)) = self.retry(id) {
                     tracing::debug!(task = %id, attempt, "retrying after a panic");
                     return self.send_task(spec);
                 }
             }
-            Err(Error::ObjectLost(dep))
-                if *dep != id && self.books().inflight.contains_key(&id) =>
-            {
+            Err(Error::ObjectLost(dep)) if *dep != id && task.is_some() => {
                 return self.rebuild_then_rerun(id, *dep);
             }
             _ => {}
@@ -257,14 +267,6 @@ impl Owner {
                 self.store.fail(id, e);
             }
         }
-    }
-
-    /// Whether task `id` (in flight) is to be retried when it panics.
-    fn retries_panics(&self, id: ObjectId) -> bool {
-        self.books()
-            .inflight
-            .get(&id)
-            .is_some_and(|s| s.spec.options.retry_on_panic)
     }
 
     /// The task and its next attempt number, if its worker died and it has retries left.

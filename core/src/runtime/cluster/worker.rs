@@ -145,21 +145,26 @@ impl Worker {
             if let Some(ids) = self.lock().gpus.remove(&spec.task_id) {
                 gpu_ids = ids;
             }
-            // What the node holds for the task, as the task sees it.
-            let grant = Grant {
-                demand: Demand::of(&spec.options).unwrap_or_default(),
-                gpu_ids: gpu_ids.clone(),
+            let (result, pins) = match spec.function() {
+                Ok(f) => {
+                    // What the node holds for the task, as the task sees it.
+                    let grant = Grant {
+                        demand: Demand::of(&spec.options).unwrap_or_default(),
+                        gpu_ids: gpu_ids.clone(),
+                    };
+                    let running = Running {
+                        task_id: Some(spec.task_id),
+                        actor_id: None,
+                        function: f.name,
+                        grant,
+                    };
+                    with_running(running, || {
+                        let out = spec.run_as(f, |arg, param| self.objects.arg(arg, param));
+                        pin::collect(|| out.and_then(|o| o.encode()))
+                    })
+                }
+                Err(e) => (Err(e), Vec::new()),
             };
-            let running = Running {
-                task_id: Some(spec.task_id),
-                actor_id: None,
-                function: crate::task::lookup(&spec.function).map_or("?", |f| f.name),
-                grant,
-            };
-            let (result, pins) = with_running(running, || {
-                let out = spec.run(|arg, param| self.objects.arg(arg, param));
-                pin::collect(|| out.and_then(|o| o.encode()))
-            });
             let result = result.map(|bytes| self.objects.keep(spec.task_id, bytes, pins));
             reply.send(Msg::TaskDone {
                 task_id: spec.task_id,

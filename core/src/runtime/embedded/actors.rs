@@ -282,8 +282,8 @@ impl Call for LocalCall {
         };
         match outcome {
             Ok(out) => {
-                self.store
-                    .complete(self.out, out.value, out.size, out.codec);
+                let size = out.size();
+                self.store.complete(self.out, out.value, size, out.codec);
             }
             Err(message) => {
                 let function = format!("{}::{}", self.class, self.name);

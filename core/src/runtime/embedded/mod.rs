@@ -111,7 +111,8 @@ fn run_task(rt: &Arc<Runtime>, mut task: LocalTask, grant: &Grant) {
     });
     match outcome {
         Ok(out) => {
-            rt.store.complete(task.id, out.value, out.size, out.codec);
+            let size = out.size();
+            rt.store.complete(task.id, out.value, size, out.codec);
         }
         Err(message) if retry_left => {
             tracing::debug!(function = f.name, attempt = task.attempt, %message, "retrying after a panic");
