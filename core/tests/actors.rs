@@ -209,6 +209,51 @@ impl Reader {
     }
 }
 
+#[prism::remote]
+fn fails_later(ms: u64) -> i64 {
+    std::thread::sleep(Duration::from_millis(ms));
+    panic!("no value for the constructor")
+}
+
+/// Starts a counter on `node` from inside a task and returns its handle.
+#[prism::remote]
+fn make_counter(node: String) -> CounterHandle {
+    Counter::options()
+        .scheduling(prism::Strategy::NodeAffinity {
+            node_id: node,
+            soft: false,
+        })
+        .remote(40)
+}
+
+/// Gets a counter made by a nested task (on the same node) and calls it.
+#[prism::remote]
+fn use_made_counter(node: String) -> i64 {
+    let on = prism::Strategy::NodeAffinity {
+        node_id: node.clone(),
+        soft: false,
+    };
+    let made = make_counter::options().scheduling(on).remote(node);
+    let c = prism::get(&made).unwrap();
+    prism::get(&c.increment()).unwrap()
+}
+
+/// What an actor sees of the resources it holds.
+#[prism::actor]
+pub struct Holder;
+
+#[prism::actor]
+impl Holder {
+    pub fn new() -> Self {
+        Holder
+    }
+
+    pub fn held(&self) -> (f64, Vec<usize>) {
+        let c = prism::context().unwrap();
+        (c.resources.get("CPU").copied().unwrap_or(0.0), c.gpu_ids)
+    }
+}
+
 prism::both_modes! {
     fn calls_run_in_order_and_return_refs(session, NodeSpec::cpus(2.0)) {
         let c = Counter::remote(10);
@@ -382,6 +427,48 @@ prism::both_modes! {
         drop(t);
         assert_eq!(prism::get(&held).unwrap(), (7, 7), "called after its creator let go");
         ended(&witness, 7);
+    }
+
+    /// A call through a handle dropped at once still runs; then the actor ends.
+    fn a_call_through_a_dropped_handle_still_runs(session, NodeSpec::cpus(2.0)) {
+        let total = prism::cluster_resources().unwrap()["CPU"];
+        let r = Counter::options().num_cpus(1.0).remote(0).increment();
+        assert_eq!(prism::get_timeout(&r, Duration::from_secs(30)), Ok(1));
+        cpus_free(total);
+    }
+
+    /// A constructor argument that fails after the actor was started fails its calls,
+    /// now and later, without blocking them.
+    fn a_constructor_argument_that_fails_later_fails_the_calls(session, NodeSpec::cpus(2.0)) {
+        let x = fails_later::remote(200);
+        let c = Counter::remote(&x);
+        let first = c.increment();
+        match prism::get_timeout(&first, Duration::from_secs(30)) {
+            Err(Error::ActorDied { reason, .. }) => {
+                assert!(reason.contains("constructor argument"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            prism::get_timeout(&c.increment(), Duration::from_secs(5)),
+            Err(Error::ActorDied { .. })
+        ));
+    }
+
+    /// A handle a task gets from a nested task on its node (which made the actor and
+    /// dropped its own handle) works: the result carries the count with it.
+    fn a_handle_returned_by_a_nested_task_works(session, NodeSpec::cpus(2.0)) {
+        let node = session.first_node();
+        let r = use_made_counter::options()
+            .scheduling(session.on_first_node())
+            .remote(node);
+        assert_eq!(prism::get_timeout(&r, Duration::from_secs(30)), Ok(41));
+    }
+
+    /// An actor sees the resources it holds, GPUs included.
+    fn an_actor_sees_what_it_holds(session, NodeSpec::cpus(2.0).gpus(1.0)) {
+        let h = Holder::options().num_cpus(1.0).num_gpus(1.0).remote();
+        assert_eq!(prism::get(&h.held()).unwrap(), (1.0, vec![0]));
     }
 
     /// A large object passed by reference to an actor method reaches it by reference:

@@ -146,14 +146,27 @@ impl<C: Call> Mailbox<C> {
         keep: bool,
         construct: impl FnOnce(&Grant) -> Result<ActorState> + Send + 'static,
     ) {
+        self.construct_with(demand, keep, None, construct)
+    }
+
+    /// Like [`Mailbox::construct`]; the actor sees `seen` as what it holds, if given
+    /// (a worker's actor, whose resources its node holds), else what the pool granted.
+    pub fn construct_with(
+        self: &Arc<Self>,
+        demand: Demand,
+        keep: bool,
+        seen: Option<Grant>,
+        construct: impl FnOnce(&Grant) -> Result<ActorState> + Send + 'static,
+    ) {
         let me = self.clone();
         self.pool.submit(Work {
             demand,
             keep,
-            run: Box::new(move |grant| {
+            run: Box::new(move |pooled| {
+                let grant = seen.as_ref().unwrap_or(pooled);
                 *lock(&me.grant) = grant.clone();
                 if keep {
-                    *lock(&me.kept) = Some(grant.clone());
+                    *lock(&me.kept) = Some(pooled.clone());
                 }
                 if me.dead().is_some() {
                     // Killed while it waited for its resources.

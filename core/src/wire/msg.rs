@@ -269,6 +269,8 @@ pub enum Msg {
         max_concurrency: u32,
         /// A named actor lives until killed; an unnamed one ends with its last handle.
         named: bool,
+        /// The GPUs the node that hosts it granted it (set by that node).
+        gpu_ids: Vec<usize>,
     },
     /// Client → node → … → the worker hosting the actor (or a caller → that worker,
     /// straight): something for an actor.

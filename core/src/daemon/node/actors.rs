@@ -21,6 +21,7 @@ pub(crate) struct Creation {
     pub max_restarts: u32,
     pub max_concurrency: u32,
     pub named: bool,
+    pub gpu_ids: Vec<usize>,
 }
 
 impl Creation {
@@ -36,6 +37,7 @@ impl Creation {
                 max_restarts,
                 max_concurrency,
                 named,
+                gpu_ids,
             } => Some(Creation {
                 job,
                 actor,
@@ -45,6 +47,7 @@ impl Creation {
                 max_restarts,
                 max_concurrency,
                 named,
+                gpu_ids,
             }),
             _ => None,
         }
@@ -60,6 +63,7 @@ impl Creation {
             max_restarts: self.max_restarts,
             max_concurrency: self.max_concurrency,
             named: self.named,
+            gpu_ids: self.gpu_ids,
         }
     }
 }
@@ -185,8 +189,17 @@ impl Node {
         for w in waiting {
             let placed = if st.available.fits(&w.demand) {
                 let gpu_ids = st.available.take(&w.demand);
+                // The worker hosting it tells the actor which GPUs are its own.
+                let create = match Creation::from_msg(w.create.clone()) {
+                    Some(mut c) => {
+                        c.gpu_ids = gpu_ids.clone();
+                        c.into_msg()
+                    }
+                    None => w.create.clone(),
+                };
+                let w = WaitingActor { create, ..w };
                 let grant = Grant {
-                    demand: w.demand,
+                    demand: w.demand.clone(),
                     gpu_ids,
                 };
                 st.in_flight
@@ -347,11 +360,10 @@ impl Node {
     /// one did) forgets it too.
     pub(super) fn actor_ended(self: &Arc<Self>, actor: ObjectId, reason: &str) {
         let mut st = self.lock();
-        let ended = ActorPlace::Failed(Error::ActorDied {
-            actor: actor.to_string(),
-            reason: reason.to_string(),
-        });
-        match st.actors.insert(actor, ended) {
+        // Forgotten, not kept as a failure: actors that come and go (replicas, trial
+        // workers) would fill the table. A message still on its way to it fails with
+        // "no node knows where it lives".
+        match st.actors.remove(&actor) {
             Some(ActorPlace::Local { grant, home, .. }) => {
                 st.available.give(&grant);
                 if let Some(home) = home {
@@ -363,12 +375,9 @@ impl Node {
                 self.dispatch(&mut st);
             }
             // Placed on a peer, which ended it: it is not to be restarted.
-            Some(ActorPlace::Peer { .. }) | Some(ActorPlace::Failed(_)) => {}
+            Some(ActorPlace::Peer { .. }) | Some(ActorPlace::Failed(_)) | None => {}
             Some(other) => {
                 st.actors.insert(actor, other);
-            }
-            None => {
-                st.actors.remove(&actor);
             }
         }
     }

@@ -21,10 +21,12 @@ use std::time::{Duration, Instant};
 
 use super::args;
 use super::direct::Direct;
+use super::link::Link;
 use super::Cluster;
 use crate::actor::ActorOptions;
 use crate::error::{Error, Result};
 use crate::id::{ActorId, ObjectId};
+use crate::object::pin::Pin;
 use crate::object::{ObjectRef, RefCount, Waiter};
 use crate::sync::lock;
 use crate::task::{refs_of, Arg};
@@ -92,6 +94,9 @@ pub(crate) struct RemoteActor {
     out: Mutex<Outbound>,
     /// The answer to the creation or to this process's count (the worker's address).
     _answer: RefCount,
+    /// What the constructor's arguments keep alive: for as long as this process holds
+    /// the actor, as its node may start it again from them.
+    creation_keep: Mutex<Vec<Pin>>,
 }
 
 impl RemoteActor {
@@ -118,6 +123,7 @@ impl RemoteActor {
                 path: CallPath::Creating,
             }),
             _answer: answer,
+            creation_keep: Mutex::new(Vec::new()),
         })
     }
 
@@ -244,11 +250,11 @@ impl RemoteActor {
 
     /// Watches for the answer `id` (to the creation or to this process's count).
     fn watch_answer(self: &Arc<Self>, id: ObjectId) {
-        let me = Arc::downgrade(self);
+        // Held strongly until the answer comes (or fails: the link lost, a shutdown),
+        // so that what waits for it is sent even if every handle went meanwhile.
+        let me = self.clone();
         let answered = Waiter::Dependent(Arc::new(move |failure: Option<&Error>| {
-            if let Some(me) = me.upgrade() {
-                me.answered(id, failure.cloned());
-            }
+            me.answered(id, failure.cloned());
         }));
         let Some(rt) = self.rt.upgrade() else { return };
         if let Some(outcome) = rt.store.poll(id, Some(answered)) {
@@ -378,12 +384,23 @@ impl RemoteActor {
     /// Sends queued messages in order while their arguments are ready.
     fn pump(self: &Arc<Self>) {
         let Some(rt) = self.rt.upgrade() else { return };
+        // Failures are reported once the queue is let go: reporting one wakes whoever
+        // waits for it, which may be this very actor's queue.
+        let mut failed: Vec<(ObjectId, Error)> = Vec::new();
         let mut out = self.out();
         while let Some(head) = out.items.front() {
             let asks = matches!(head, Outgoing::Create { .. } | Outgoing::Retain { .. });
             if matches!(out.path, CallPath::Creating) && !asks {
                 // Sent once the actor's worker is known.
-                return;
+                break;
+            }
+            if matches!(head, Outgoing::Create { .. }) && self.cluster.link.node().is_none() {
+                // The link is down: the creation goes to whichever node the driver
+                // rejoins (its handles name that node), so it waits for it.
+                let me = self.clone();
+                self.cluster
+                    .later(Link::retry_every(), move || me.pump_off_io());
+                break;
             }
             let pending: Vec<Arc<RefCount>> = refs_of(head.args())
                 .into_iter()
@@ -398,18 +415,34 @@ impl RemoteActor {
                         me.out().waiting = false;
                         me.pump_off_io();
                     });
+                    return self.report(failed);
                 }
-                return;
+                break;
             }
             let Some(item) = out.items.pop_front() else {
                 break;
             };
             // Sent under the lock: the order of the queue is the order on the wire.
-            self.send(&rt, &mut out, item);
+            self.send(&rt, &mut out, item, &mut failed);
+        }
+        drop(out);
+        self.report(failed);
+    }
+
+    /// Fails the calls (or the creation) that could not be sent.
+    fn report(&self, failed: Vec<(ObjectId, Error)>) {
+        for (id, e) in failed {
+            self.cluster.owner.done(id, Err(e));
         }
     }
 
-    fn send(&self, rt: &Arc<Runtime>, out: &mut Outbound, item: Outgoing) {
+    fn send(
+        &self,
+        rt: &Arc<Runtime>,
+        out: &mut Outbound,
+        item: Outgoing,
+        failed: &mut Vec<(ObjectId, Error)>,
+    ) {
         let cluster = &self.cluster;
         let encode =
             |args: &[Arg]| args::encode(&rt.store, &cluster.objects, args, || rt.next_id());
@@ -421,7 +454,8 @@ impl RemoteActor {
                         reason: format!("a constructor argument failed: {e}"),
                     }),
                     Ok(encoded) => {
-                        cluster.owner.track_call(self.id.object(), encoded.keep);
+                        *lock(&self.creation_keep) = encoded.keep;
+                        cluster.owner.track_call(self.id.object(), Vec::new(), true);
                         cluster.link.send(Msg::CreateActor {
                             job: cluster.link.job,
                             actor: self.id.object(),
@@ -431,6 +465,7 @@ impl RemoteActor {
                             max_concurrency: options.max_concurrency as u32,
                             max_restarts: options.max_restarts,
                             options: options.task,
+                            gpu_ids: Vec::new(),
                         })
                     }
                 };
@@ -438,16 +473,16 @@ impl RemoteActor {
                     out.dead = Some(err.clone());
                     for item in out.items.drain(..) {
                         if let Outgoing::Call { call, .. } = item {
-                            rt.store.fail(call, err.clone());
+                            failed.push((call, err.clone()));
                         }
                     }
-                    rt.store.fail(self.id.object(), err);
+                    failed.push((self.id.object(), err));
                 }
                 return;
             }
             Outgoing::Call { call, method, args } => match encode(&args) {
                 Ok(encoded) => {
-                    cluster.owner.track_call(call, encoded.keep);
+                    cluster.owner.track_call(call, encoded.keep, false);
                     let op = ActorOp::Call {
                         call,
                         method,
@@ -456,11 +491,14 @@ impl RemoteActor {
                     (Some(call), op)
                 }
                 Err(e) => {
-                    rt.store.fail(call, e);
+                    failed.push((call, e));
                     return;
                 }
             },
-            Outgoing::Retain { call } => (Some(call), ActorOp::Retain { call }),
+            Outgoing::Retain { call } => {
+                cluster.owner.track_call(call, Vec::new(), false);
+                (Some(call), ActorOp::Retain { call })
+            }
             Outgoing::Release => (None, ActorOp::Release),
         };
         let mut msg = Msg::ToActor {
@@ -480,9 +518,13 @@ impl RemoteActor {
             }
             out.path = CallPath::Nodes;
         }
+        if let Some(call) = answer {
+            // Through the node: answered there, or failed if the driver loses it.
+            cluster.owner.through_link(call);
+        }
         if let Err(e) = cluster.link.send(msg) {
             if let Some(call) = answer {
-                rt.store.fail(call, e);
+                failed.push((call, e));
             }
         }
     }

@@ -17,8 +17,7 @@ use super::objects::Objects;
 use crate::actor::{lookup_class, lookup_method, ActorMethod, Method};
 use crate::error::{Error, Result};
 use crate::id::{ActorId, ObjectId};
-use crate::object::pin;
-use crate::sched::{Demand, Pool, Work};
+use crate::sched::{Demand, Grant, Pool, Work};
 use crate::sync::lock;
 use crate::task::{EncodedArg, LocalArgs, Param};
 use crate::wire::{ActorOp, Msg, Payload};
@@ -31,6 +30,14 @@ struct Hosted {
     handles: AtomicU64,
     /// A named actor lives until killed, however its handles come and go.
     named: bool,
+}
+
+/// What a hosted actor is started with besides its class and arguments.
+struct Shape {
+    max_concurrency: u32,
+    named: bool,
+    /// What its node holds for it, which it sees as its own.
+    grant: Grant,
 }
 
 /// The actors this worker process hosts.
@@ -71,10 +78,24 @@ impl Host {
                 actor,
                 class,
                 args,
+                options,
                 max_concurrency,
                 named,
+                gpu_ids,
                 ..
-            } => self.create(actor, class, args, max_concurrency, named, reply),
+            } => {
+                // What the node holds for the actor, as the actor sees it.
+                let grant = Grant {
+                    demand: Demand::of(&options).unwrap_or_default(),
+                    gpu_ids,
+                };
+                let shape = Shape {
+                    max_concurrency,
+                    named,
+                    grant,
+                };
+                self.create(actor, class, args, shape, reply)
+            }
             Msg::ToActor { actor, op, .. } => self.to_actor(actor, op, reply),
             _ => {}
         }
@@ -85,10 +106,14 @@ impl Host {
         actor: ObjectId,
         class: String,
         args: Vec<EncodedArg>,
-        max_concurrency: u32,
-        named: bool,
+        shape: Shape,
         reply: Reply,
     ) {
+        let Shape {
+            max_concurrency,
+            named,
+            grant,
+        } = shape;
         let id = ActorId::from(actor);
         let (link, actors) = (self.link.clone(), Arc::downgrade(&self.actors));
         // The creation is answered once: by the constructor, or by the end of an actor
@@ -132,7 +157,7 @@ impl Host {
         let describe = mailbox.describe().to_string();
         // The node holds the actor's resources: its constructor and calls run here
         // without taking any from this process's pool.
-        mailbox.construct(Demand::default(), false, move |_grant| {
+        mailbox.construct_with(Demand::default(), false, Some(grant), move |_grant| {
             let built = lookup_class(&class)
                 .ok_or_else(|| Error::FunctionNotFound(class.clone()))
                 .and_then(|c| {
@@ -186,6 +211,12 @@ impl Host {
             },
             ActorOp::Retain { call } => {
                 let result = match hosted {
+                    Some(h) if !h.named && h.handles.load(Ordering::Acquire) == 0 => {
+                        Err(Error::ActorDied {
+                            actor: h.mailbox.describe().to_string(),
+                            reason: "its last handle was dropped".into(),
+                        })
+                    }
                     Some(h) => match h.mailbox.dead() {
                         Some(e) => Err(e),
                         None => {
@@ -291,10 +322,7 @@ impl Call for HostedCall {
         });
         let result = outcome
             .unwrap_or_else(|message| Err(crate::task::panic::failure(entry.name, message)))
-            .and_then(|out| {
-                let (bytes, pins) = pin::collect(|| out.encode());
-                bytes.map(|b| self.objects.keep(self.call, b, pins))
-            });
+            .and_then(|out| self.objects.keep(self.call, out));
         self.reply.send(Msg::TaskDone {
             task_id: self.call,
             result,

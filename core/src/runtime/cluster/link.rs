@@ -20,6 +20,9 @@ use crate::error::{Error, Result};
 use crate::sync::lock;
 use crate::wire::{self, Msg, Outbox, Role};
 
+/// How long a question to the head may take (it commits some answers to disk first).
+const ASK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How often a driver tries to reach its cluster again while it is gone.
 const RETRY: Duration = Duration::from_millis(250);
 
@@ -206,16 +209,22 @@ impl Link {
         }
     }
 
-    /// Asks the head once.
+    /// Asks the head once, giving it [`ASK_TIMEOUT`] to answer.
     pub async fn ask_head_once(&self, msg: &Msg) -> Result<Msg> {
-        let (mut s, _) = tokio::time::timeout(
-            wire::HANDSHAKE_TIMEOUT,
-            wire::connect(&self.head, &self.token, Role::Driver),
-        )
-        .await
-        .map_err(|_| Error::Cluster(format!("the head at {} did not answer", self.head)))??;
-        wire::write_msg(&mut s, msg).await?;
-        Ok(wire::read_msg(&mut s).await?)
+        let exchange = async {
+            let (mut s, _) = wire::connect(&self.head, &self.token, Role::Driver).await?;
+            wire::write_msg(&mut s, msg).await?;
+            wire::read_msg::<_, Msg>(&mut s).await
+        };
+        tokio::time::timeout(ASK_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                Error::Cluster(format!(
+                    "the head at {} did not answer in {ASK_TIMEOUT:?}",
+                    self.head
+                ))
+            })?
+            .map_err(Error::from)
     }
 
     /// Connects to the node at `node` as `role`.

@@ -265,6 +265,7 @@ impl Cluster {
             directs: Mutex::new(HashMap::new()),
             lease: Mutex::new(None),
             leases: matches!(role, Role::Driver),
+            pool: pool.clone(),
         });
         let freeing = Arc::downgrade(&owner);
         store.on_free(Box::new(move |id| {
@@ -314,6 +315,15 @@ impl Cluster {
     /// Whether this process is a worker.
     pub fn is_worker(&self) -> bool {
         self.worker.is_some()
+    }
+
+    /// Runs `f` off the I/O threads after `delay`.
+    pub fn later(self: &Arc<Self>, delay: Duration, f: impl FnOnce() + Send + 'static) {
+        let pool = self.pool.clone();
+        self.io_handle.spawn(async move {
+            tokio::time::sleep(delay).await;
+            off_io(&pool, f);
+        });
     }
 
     /// Runs `f` now, or on a pool thread if this is an I/O thread (see [`off_io`]).
@@ -476,7 +486,10 @@ async fn read_until_closed(
         match msg {
             Msg::TaskDone { task_id, result } => c.owner.done(task_id, result),
             Msg::LeaseGranted { lease } => c.owner.lease_granted(lease),
-            Msg::FreeObjects { ids, .. } => c.objects.free(&ids),
+            Msg::FreeObjects { ids, .. } => {
+                let freed = c.objects.free(&ids);
+                c.off_io(move || drop(freed));
+            }
             Msg::Output { stderr, lines, .. } => {
                 use std::io::Write;
                 for line in lines {
@@ -510,14 +523,21 @@ async fn rejoin(cluster: &Weak<Cluster>) -> Option<(tokio::net::tcp::OwnedReadHa
         if c.link.window_passed(down) {
             let err = c.link.give_up(&last);
             tracing::warn!("{err}");
-            c.owner.lost(&err);
+            // Failing what waits runs its waiters, and dropping the books drops user
+            // values: not on this I/O thread.
+            let owner = c.owner.clone();
+            c.off_io(move || owner.lost(&err));
             return None;
         }
         match try_rejoin(&c).await {
             Ok((node, r, outbox)) => {
+                // What was in flight before the link came back (what is sent after goes
+                // to the new node once).
+                let (tasks, calls) = c.owner.in_flight();
                 c.link.came_back(outbox.clone(), node.clone()).ok()?;
                 tracing::info!(%node, "rejoined the cluster");
-                c.owner.resubmit_all("the driver's node went away");
+                let owner = c.owner.clone();
+                c.off_io(move || owner.resubmit_all(tasks, calls, "the driver's node went away"));
                 return Some((r, outbox));
             }
             Err(e) => {

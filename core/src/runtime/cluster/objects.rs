@@ -34,10 +34,10 @@ use tokio::net::{TcpListener, TcpStream};
 use super::direct::{Reply, SocketWriter};
 use crate::error::{Error, Result};
 use crate::id::ObjectId;
-use crate::object::pin::Pin;
+use crate::object::pin::{self, Pin};
 use crate::object::{AnyValue, Codec, Encoded, Held, Location, RefCount, SharedBytes, Store};
 use crate::sync::lock;
-use crate::task::{EncodedArg, Param, Source};
+use crate::task::{EncodedArg, Output, Param, Source};
 use crate::wire::{self, Msg, Payload, Role, WireError, CHUNK, INLINE_MAX};
 
 /// How long a pull may go without a byte before the holder counts as gone.
@@ -46,6 +46,13 @@ const PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// What a worker does with a message a caller sends straight to it (an actor message
 /// or a leased task), answering on `Reply`.
 pub(crate) type CallHandler = Arc<dyn Fn(Msg, Reply) + Send + Sync>;
+
+/// What freeing objects let go of here: the copies kept and the values decoded from
+/// them, whose drops may run user code.
+pub(crate) struct Freed {
+    _copies: Vec<Kept>,
+    _values: Vec<AnyValue>,
+}
 
 /// A result kept here for its owner, with what its encoding pinned.
 struct Kept {
@@ -140,12 +147,20 @@ impl Objects {
     /// The result `id` made here, as it travels to its owner: inline if small; kept here
     /// (until the owner frees it) and located otherwise. A result whose encoding pinned
     /// something (an actor handle) is kept here with its pins whatever its size, so
-    /// that what it refers to outlives it until its owner has read it.
-    pub fn keep(&self, id: ObjectId, bytes: Vec<u8>, pins: Vec<Pin>) -> Payload {
-        // A result this process owns itself (a nested task or actor call that ran in
-        // the same worker) goes back inline: its entry here is the owner's.
-        if (bytes.len() <= INLINE_MAX && pins.is_empty()) || self.store.has(id) {
-            return Payload::Inline(bytes);
+    /// that what it refers to outlives it until its owner has read it. A result this
+    /// process owns itself (a nested task or actor call that ran in the same worker)
+    /// goes into its store as the value itself, as in the embedded runtime, and its
+    /// answer carries nothing.
+    pub fn keep(&self, id: ObjectId, out: Output) -> Result<Payload> {
+        if self.store.has(id) {
+            let size = out.size();
+            self.store.complete(id, out.value, size, out.codec);
+            return Ok(Payload::Inline(Vec::new()));
+        }
+        let (bytes, pins) = pin::collect(|| out.encode());
+        let bytes = bytes?;
+        if bytes.len() <= INLINE_MAX && pins.is_empty() {
+            return Ok(Payload::Inline(bytes));
         }
         let size = bytes.len() as u64;
         let count = self
@@ -158,28 +173,31 @@ impl Objects {
                 _pins: pins,
             },
         );
-        Payload::Held(Location {
+        Ok(Payload::Held(Location {
             at: self.address.clone(),
             size,
-        })
+        }))
     }
 
     /// The owner freed these objects: drop the copies kept here.
-    pub fn free(&self, ids: &[ObjectId]) {
-        let dropped: Vec<Kept> = {
+    /// Returns what was kept, for the caller to drop where user code may run (the
+    /// values' own drops).
+    pub fn free(&self, ids: &[ObjectId]) -> Freed {
+        let mut decoded = lock(&self.decoded);
+        let copies: Vec<Kept> = {
             let mut kept = lock(&self.kept);
             ids.iter().filter_map(|id| kept.remove(id)).collect()
         };
-        let decoded: Vec<AnyValue> = {
-            let mut decoded = lock(&self.decoded);
-            let gone: Vec<(ObjectId, TypeId)> = decoded
-                .keys()
-                .filter(|(id, _)| ids.contains(id))
-                .copied()
-                .collect();
-            gone.iter().filter_map(|k| decoded.remove(k)).collect()
-        };
-        drop((dropped, decoded));
+        let gone: Vec<(ObjectId, TypeId)> = decoded
+            .keys()
+            .filter(|(id, _)| ids.contains(id))
+            .copied()
+            .collect();
+        let values = gone.iter().filter_map(|k| decoded.remove(k)).collect();
+        Freed {
+            _copies: copies,
+            _values: values,
+        }
     }
 
     /// The value of an argument as it travelled, for the parameter it is for: decoded
@@ -220,9 +238,11 @@ impl Objects {
                 }
                 let v = param.value(Source::Kept(&kept))?;
                 // Kept for others only while the copy it was made from is kept here:
-                // both go when the owner frees the object.
+                // both go when the owner frees the object (`free` takes the decoded
+                // values' lock first, so it cannot slip in between).
+                let mut decoded = lock(&self.decoded);
                 if lock(&self.kept).contains_key(&id) {
-                    lock(&self.decoded).insert(key, v.clone());
+                    decoded.insert(key, v.clone());
                 }
                 Ok(v)
             });

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::id::ObjectId;
 use crate::object::pin::Pin;
 use crate::object::{AnyValue, Codec, Encoded, Held, Location, Store, Waiter};
+use crate::sched::Pool;
 use crate::sync::lock;
 use crate::task::{EncodedArg, TaskSpec};
 use crate::wire::{self, Msg, Payload, Role};
@@ -39,6 +40,8 @@ pub(crate) struct Owner {
     /// Whether this process takes leases (drivers do; a worker's nested tasks go
     /// through its node, which lends the CPUs of a task that waits for them).
     pub leases: bool,
+    /// The process's pool, where what answers let go of is dropped (user values).
+    pub pool: Arc<Pool>,
 }
 
 /// The tasks this process submitted, kept to run them again.
@@ -48,8 +51,15 @@ pub(crate) struct Books {
     inflight: HashMap<ObjectId, Submitted>,
     /// Finished, their result kept in another process: run again if it is lost.
     lineage: HashMap<ObjectId, Submitted>,
-    /// What the actor calls (and creations) in flight keep alive until answered.
-    calls: HashMap<ObjectId, Vec<Pin>>,
+    /// The actor calls, counts and creations in flight: what they keep alive until
+    /// answered, and whether they went through the node (and are lost with it).
+    calls: HashMap<ObjectId, InFlightCall>,
+}
+
+/// An actor call (or count, or creation) waiting for its answer.
+struct InFlightCall {
+    _keep: Vec<Pin>,
+    through_node: bool,
 }
 
 /// A submitted task, the attempts made, and what its arguments keep alive (as long as
@@ -76,11 +86,23 @@ impl Owner {
         books.inflight.len() == 1
     }
 
-    /// Records what an actor call (or creation) in flight keeps alive until `answer`
-    /// arrives.
-    pub fn track_call(&self, answer: ObjectId, keep: Vec<Pin>) {
-        if !keep.is_empty() {
-            self.books().calls.insert(answer, keep);
+    /// Records an actor call (or count, or creation) in flight until `answer` arrives,
+    /// with what it keeps alive meanwhile and whether it goes through the node.
+    pub fn track_call(&self, answer: ObjectId, keep: Vec<Pin>, through_node: bool) {
+        self.books().calls.insert(
+            answer,
+            InFlightCall {
+                _keep: keep,
+                through_node,
+            },
+        );
+    }
+
+    /// The call `answer` goes through the node after all (its direct connection is
+    /// gone).
+    pub fn through_link(&self, answer: ObjectId) {
+        if let Some(c) = self.books().calls.get_mut(&answer) {
+            c.through_node = true;
         }
     }
 
@@ -111,12 +133,42 @@ impl Owner {
         self.send_task(spec);
     }
 
-    /// The node came back after the link was down: every task in flight is sent again
-    /// (its first attempt may be lost with the node), as a system failure would be.
-    pub fn resubmit_all(self: &Arc<Self>, reason: &str) {
+    /// What was in flight when the link went down: the tasks, and the actor messages
+    /// that went through the node.
+    pub fn in_flight(&self) -> (Vec<ObjectId>, Vec<ObjectId>) {
+        let books = self.books();
+        let tasks = books.inflight.keys().copied().collect();
+        let calls = books
+            .calls
+            .iter()
+            .filter(|(_, c)| c.through_node)
+            .map(|(id, _)| *id)
+            .collect();
+        (tasks, calls)
+    }
+
+    /// The node came back after the link was down: the tasks in flight then are sent
+    /// again (a first attempt may be lost with the node), as a system failure would
+    /// be, and the actor messages that went through it fail.
+    pub fn resubmit_all(
+        self: &Arc<Self>,
+        tasks: Vec<ObjectId>,
+        calls: Vec<ObjectId>,
+        reason: &str,
+    ) {
         *lock(&self.lease) = None;
-        let ids: Vec<ObjectId> = self.books().inflight.keys().copied().collect();
-        for id in ids {
+        // Actor messages that went through the lost node will not be answered: their
+        // actor may live on, but what they asked is unknown.
+        for id in calls {
+            self.done(
+                id,
+                Err(Error::ActorDied {
+                    actor: String::new(),
+                    reason: format!("{reason} with this call in flight"),
+                }),
+            );
+        }
+        for id in tasks {
             self.done(
                 id,
                 Err(Error::WorkerCrashed {
@@ -245,7 +297,7 @@ impl Owner {
             }
             _ => {}
         }
-        let submitted = self.books().inflight.remove(&id);
+        let mut submitted = self.books().inflight.remove(&id);
         match result {
             Ok(Payload::Inline(bytes)) => {
                 let size = bytes.len() as u64;
@@ -255,7 +307,7 @@ impl Owner {
             Ok(Payload::Held(loc)) => {
                 // Its freeing is announced, so that the copy kept for it is dropped.
                 self.store.mark_exported(id);
-                if let Some(s) = submitted {
+                if let Some(s) = submitted.take() {
                     self.books().lineage.insert(id, s);
                 }
                 if !self.store.place(id, loc) {
@@ -267,6 +319,15 @@ impl Owner {
                 self.store.fail(id, e);
             }
         }
+        if submitted.as_ref().is_some_and(|s| !s._keep.is_empty()) {
+            self.let_go(submitted);
+        }
+    }
+
+    /// Drops what a finished task or call kept alive (objects, whose values' drops are
+    /// user code) off the I/O thread it may have been answered on.
+    fn let_go<T: Send + 'static>(&self, kept: T) {
+        super::off_io(&self.pool, move || drop(kept));
     }
 
     /// The task and its next attempt number, if its worker died and it has retries left.

@@ -15,7 +15,6 @@ use super::host::Host;
 use super::link::Link;
 use super::objects::Objects;
 use crate::id::ObjectId;
-use crate::object::pin;
 use crate::sched::{Demand, Grant, Pool, Work};
 use crate::sync::lock;
 use crate::task::TaskSpec;
@@ -145,7 +144,7 @@ impl Worker {
             if let Some(ids) = self.lock().gpus.remove(&spec.task_id) {
                 gpu_ids = ids;
             }
-            let (result, pins) = match spec.function() {
+            let result = match spec.function() {
                 Ok(f) => {
                     // What the node holds for the task, as the task sees it.
                     let grant = Grant {
@@ -159,13 +158,12 @@ impl Worker {
                         grant,
                     };
                     with_running(running, || {
-                        let out = spec.run_as(f, |arg, param| self.objects.arg(arg, param));
-                        pin::collect(|| out.and_then(|o| o.encode()))
+                        spec.run_as(f, |arg, param| self.objects.arg(arg, param))
+                            .and_then(|out| self.objects.keep(spec.task_id, out))
                     })
                 }
-                Err(e) => (Err(e), Vec::new()),
+                Err(e) => Err(e),
             };
-            let result = result.map(|bytes| self.objects.keep(spec.task_id, bytes, pins));
             reply.send(Msg::TaskDone {
                 task_id: spec.task_id,
                 result,
