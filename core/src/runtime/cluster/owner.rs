@@ -89,6 +89,11 @@ impl Owner {
     /// Records an actor call (or count, or creation) in flight until `answer` arrives,
     /// with what it keeps alive meanwhile and whether it goes through the node.
     pub fn track_call(&self, answer: ObjectId, keep: Vec<Pin>, through_node: bool) {
+        // A direct call that keeps nothing needs no record: its connection fails it
+        // if it drops.
+        if keep.is_empty() && !through_node {
+            return;
+        }
         self.books().calls.insert(
             answer,
             InFlightCall {
@@ -99,11 +104,16 @@ impl Owner {
     }
 
     /// The call `answer` goes through the node after all (its direct connection is
-    /// gone).
+    /// gone, or it never had one).
     pub fn through_link(&self, answer: ObjectId) {
-        if let Some(c) = self.books().calls.get_mut(&answer) {
-            c.through_node = true;
-        }
+        self.books()
+            .calls
+            .entry(answer)
+            .or_insert_with(|| InFlightCall {
+                _keep: Vec::new(),
+                through_node: true,
+            })
+            .through_node = true;
     }
 
     /// Sends a task to the cluster, or fails it if the cluster is lost.
