@@ -36,17 +36,20 @@ pub(crate) enum Receiver<'a> {
 
 /// One call in a mailbox: how it gets ready, runs, and reports its outcome.
 pub(crate) trait Call: Send + 'static {
+    /// What every call of the mailbox needs (where results go): kept once by the
+    /// mailbox rather than by each call.
+    type Context: Send + Sync + 'static;
     /// The method's stable name, for [`crate::context`] and errors.
     fn function(&self) -> &'static str;
     /// Whether the method takes `&mut self`.
     fn exclusive(&self) -> bool;
     /// Gets the call ready before it takes the state: waits for its reference
     /// arguments, reads them. An error fails the call.
-    fn prepare(&mut self) -> Result<()>;
+    fn prepare(&mut self, ctx: &Self::Context) -> Result<()>;
     /// Runs the method on the state and reports the outcome.
-    fn run(self, state: Receiver<'_>);
+    fn run(self, state: Receiver<'_>, ctx: &Self::Context);
     /// Reports `err` as the call's outcome without running it.
-    fn fail(self, err: Error);
+    fn fail(self, err: Error, ctx: &Self::Context);
 }
 
 enum Phase {
@@ -84,6 +87,7 @@ pub(crate) struct Mailbox<C: Call> {
     /// The grant the pool keeps for the actor, returned to it when the actor ends.
     kept: Mutex<Option<Grant>>,
     pool: Arc<Pool>,
+    ctx: C::Context,
     on_end: Mutex<Option<OnEnd>>,
 }
 
@@ -94,6 +98,7 @@ impl<C: Call> Mailbox<C> {
         describe: String,
         max_concurrency: usize,
         pool: Arc<Pool>,
+        ctx: C::Context,
         on_end: OnEnd,
     ) -> Arc<Self> {
         Arc::new(Mailbox {
@@ -112,6 +117,7 @@ impl<C: Call> Mailbox<C> {
             grant: Mutex::new(Grant::default()),
             kept: Mutex::new(None),
             pool,
+            ctx,
             on_end: Mutex::new(Some(on_end)),
         })
     }
@@ -205,7 +211,7 @@ impl<C: Call> Mailbox<C> {
         if let Phase::Dead(e) = &inbox.phase {
             let e = e.clone();
             drop(inbox);
-            return call.fail(e);
+            return call.fail(e, &self.ctx);
         }
         inbox.queue.push_back(call);
         self.start_runners(inbox);
@@ -273,8 +279,8 @@ impl<C: Call> Mailbox<C> {
     }
 
     fn run(&self, mut call: C, grant: &Grant) {
-        if let Err(e) = call.prepare() {
-            return call.fail(e);
+        if let Err(e) = call.prepare(&self.ctx) {
+            return call.fail(e, &self.ctx);
         }
         let running = Running {
             task_id: None,
@@ -286,14 +292,14 @@ impl<C: Call> Mailbox<C> {
             if call.exclusive() {
                 let mut state = crate::sync::write(&self.state);
                 match state.as_deref_mut() {
-                    Some(s) => call.run(Receiver::Exclusive(s)),
-                    None => call.fail(self.stateless()),
+                    Some(s) => call.run(Receiver::Exclusive(s), &self.ctx),
+                    None => call.fail(self.stateless(), &self.ctx),
                 }
             } else {
                 let state = crate::sync::read(&self.state);
                 match state.as_deref() {
-                    Some(s) => call.run(Receiver::Shared(s)),
-                    None => call.fail(self.stateless()),
+                    Some(s) => call.run(Receiver::Shared(s), &self.ctx),
+                    None => call.fail(self.stateless(), &self.ctx),
                 }
             }
         })
@@ -329,7 +335,7 @@ impl<C: Call> Mailbox<C> {
         let queued: Vec<C> = inbox.queue.drain(..).collect();
         drop(inbox);
         for call in queued {
-            call.fail(err.clone());
+            call.fail(err.clone(), &self.ctx);
         }
         self.end_if_idle();
     }

@@ -58,11 +58,10 @@ struct State {
     classes: Vec<Class>,
     class_of: HashMap<Demand, usize>,
     next_class: usize,
-    /// Threads asleep on the condition variable.
+    /// Threads asleep on the condition variable. One woken for a piece of work takes
+    /// it and then hands what else fits to another (see `worker_loop`), so a wake-up
+    /// that finds the same sleeper twice loses nothing.
     idle: usize,
-    /// Wake-ups sent to sleeping threads that have not woken yet: those threads are
-    /// spoken for, so further work needs another thread.
-    woken: usize,
     /// Idle threads spinning on [`Pool::news`] instead of sleeping (at most one).
     spinning: usize,
     /// Threads spawned that have not reached their loop yet: they will pick work up, so
@@ -164,7 +163,6 @@ impl Pool {
                 class_of: HashMap::new(),
                 next_class: 0,
                 idle: 0,
-                woken: 0,
                 spinning: 0,
                 starting: 0,
                 threads: 0,
@@ -225,8 +223,7 @@ impl Pool {
             self.news.fetch_add(1, Ordering::Release);
             return;
         }
-        if st.idle > st.woken {
-            st.woken += 1;
+        if st.idle > 0 {
             self.wake.notify_one();
             return;
         }
@@ -298,7 +295,6 @@ impl Pool {
                 .unwrap_or_else(|e| e.into_inner());
             st = guard;
             st.idle -= 1;
-            st.woken = st.woken.saturating_sub(1);
             if timeout.timed_out() && st.threads > self.min_threads && !st.has_fitting_work() {
                 break;
             }

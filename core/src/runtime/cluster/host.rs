@@ -125,6 +125,7 @@ impl Host {
             format!("{class} {id}"),
             max_concurrency as usize,
             self.pool.clone(),
+            self.objects.clone(),
             Box::new(move |why: &Error| {
                 if let Some(actors) = actors.upgrade() {
                     lock(&actors).remove(&actor);
@@ -202,7 +203,6 @@ impl Host {
                     args,
                     resolved: None,
                     reply,
-                    objects: self.objects.clone(),
                 }),
                 None => reply.send(Msg::TaskDone {
                     task_id: call,
@@ -276,10 +276,12 @@ pub(crate) struct HostedCall {
     args: Vec<EncodedArg>,
     resolved: Option<LocalArgs>,
     reply: Reply,
-    objects: Arc<Objects>,
 }
 
 impl Call for HostedCall {
+    /// Where the arguments are fetched from and the results kept.
+    type Context = Arc<Objects>;
+
     fn function(&self) -> &'static str {
         self.entry.map_or("?", |m| m.name)
     }
@@ -289,20 +291,15 @@ impl Call for HostedCall {
             .is_some_and(|m| matches!(m.body, Method::Exclusive(_)))
     }
 
-    fn prepare(&mut self) -> Result<()> {
+    fn prepare(&mut self, objects: &Arc<Objects>) -> Result<()> {
         let entry = self
             .entry
             .ok_or_else(|| Error::FunctionNotFound(self.method.clone()))?;
-        self.resolved = Some(resolve(
-            &self.objects,
-            &self.args,
-            entry.params,
-            entry.name,
-        )?);
+        self.resolved = Some(resolve(objects, &self.args, entry.params, entry.name)?);
         Ok(())
     }
 
-    fn run(self, state: Receiver<'_>) {
+    fn run(self, state: Receiver<'_>, objects: &Arc<Objects>) {
         let (Some(entry), Some(args)) = (self.entry, self.resolved) else {
             let missing = Error::FunctionNotFound(self.method.clone());
             self.reply.send(Msg::TaskDone {
@@ -322,14 +319,14 @@ impl Call for HostedCall {
         });
         let result = outcome
             .unwrap_or_else(|message| Err(crate::task::panic::failure(entry.name, message)))
-            .and_then(|out| self.objects.keep(self.call, out));
+            .and_then(|out| objects.keep(self.call, out));
         self.reply.send(Msg::TaskDone {
             task_id: self.call,
             result,
         });
     }
 
-    fn fail(self, err: Error) {
+    fn fail(self, err: Error, _objects: &Arc<Objects>) {
         self.reply.send(Msg::TaskDone {
             task_id: self.call,
             result: Err(err),

@@ -11,13 +11,13 @@
 //! noticing; questions to it are retried within the same window.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
 use crate::error::{Error, Result};
-use crate::sync::lock;
+use crate::sync::{read, write};
 use crate::wire::{self, Msg, Outbox, Role};
 
 /// How long a question to the head may take (it commits some answers to disk first).
@@ -35,7 +35,9 @@ pub(crate) struct Link {
     token: String,
     /// How long a driver keeps trying to reach a cluster that went away.
     window: Duration,
-    state: Mutex<State>,
+    /// Read by every send; written only when the link goes down, comes back or is
+    /// lost.
+    state: RwLock<State>,
     /// A task is trying to reconnect.
     reconnecting: AtomicBool,
 }
@@ -64,15 +66,15 @@ impl Link {
             head,
             token,
             window,
-            state: Mutex::new(State::Up { outbox, node }),
+            state: RwLock::new(State::Up { outbox, node }),
             reconnecting: AtomicBool::new(false),
         }
     }
 
-    /// The node this process is connected to (the home of the actors it starts), or
-    /// the one it was connected to last.
+    /// The node this process is connected to (the home of the actors it starts), if
+    /// the link is up.
     pub fn node(&self) -> Option<String> {
-        match &*lock(&self.state) {
+        match &*read(&self.state) {
             State::Up { node, .. } => Some(node.clone()),
             _ => None,
         }
@@ -82,37 +84,41 @@ impl Link {
     /// sends its tasks in flight again on reconnecting) and anything else waits;
     /// once the link is lost, it fails.
     pub fn send(&self, msg: Msg) -> Result<()> {
-        let mut st = lock(&self.state);
-        let msg = match &mut *st {
+        let msg = match &*read(&self.state) {
             State::Up { outbox, .. } => match outbox.send(msg) {
                 Ok(()) => return Ok(()),
-                Err(back) => {
-                    // The writer is gone: the reader sees the connection close too.
-                    *st = State::Down {
-                        since: Instant::now(),
-                        held: Vec::new(),
-                    };
-                    back.0
-                }
+                // The writer is gone: the reader sees the connection close too.
+                Err(back) => back.0,
             },
             State::Lost(e) => return Err(e.clone()),
             State::Down { .. } => msg,
         };
-        if let State::Down { held, .. } = &mut *st {
-            if !matches!(
-                msg,
-                Msg::SubmitTask { .. } | Msg::Lease { .. } | Msg::ReturnLease { .. }
-            ) {
-                held.push(msg);
-            }
+        let mut st = write(&self.state);
+        if let State::Up { .. } = &*st {
+            *st = State::Down {
+                since: Instant::now(),
+                held: Vec::new(),
+            };
         }
-        Ok(())
+        match &mut *st {
+            State::Down { held, .. } => {
+                if !matches!(
+                    msg,
+                    Msg::SubmitTask { .. } | Msg::Lease { .. } | Msg::ReturnLease { .. }
+                ) {
+                    held.push(msg);
+                }
+                Ok(())
+            }
+            State::Lost(e) => Err(e.clone()),
+            State::Up { .. } => Ok(()),
+        }
     }
 
     /// The node connection closed: from now on messages wait. Returns whether the
     /// caller is to try to reconnect (no one else is, and the link is not lost).
     pub fn went_down(&self) -> bool {
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         match &*st {
             State::Lost(_) => return false,
             State::Up { .. } => {
@@ -129,7 +135,7 @@ impl Link {
     /// Connected again, to the node at `node`: sends what waited. Fails if the link was
     /// lost meanwhile.
     pub fn came_back(&self, outbox: Outbox, node: String) -> Result<()> {
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         let held = match &mut *st {
             State::Down { held, .. } => std::mem::take(held),
             State::Lost(e) => return Err(e.clone()),
@@ -145,7 +151,7 @@ impl Link {
 
     /// How long the link has been down, if it is.
     pub fn down_for(&self) -> Option<Duration> {
-        match &*lock(&self.state) {
+        match &*read(&self.state) {
             State::Down { since, .. } => Some(since.elapsed()),
             _ => None,
         }
@@ -158,7 +164,7 @@ impl Link {
 
     /// Gives up: every later send fails with the error returned.
     pub fn give_up(&self, reason: &str) -> Error {
-        let mut st = lock(&self.state);
+        let mut st = write(&self.state);
         if let State::Lost(e) = &*st {
             return e.clone();
         }
@@ -177,7 +183,7 @@ impl Link {
 
     /// Why the link is lost, if it is.
     pub fn lost(&self) -> Option<Error> {
-        match &*lock(&self.state) {
+        match &*read(&self.state) {
             State::Lost(e) => Some(e.clone()),
             _ => None,
         }

@@ -28,8 +28,6 @@ struct PipelineState {
     running: HashSet<ObjectId>,
     /// Tasks to run right after the task they are keyed by.
     waiting: HashMap<ObjectId, (TaskSpec, Reply)>,
-    /// The GPUs the node granted each task it sent with its resources.
-    gpus: HashMap<ObjectId, Vec<usize>>,
     /// Tasks a driver sent on a lease, with the lease.
     leased: HashMap<ObjectId, ObjectId>,
 }
@@ -66,17 +64,7 @@ impl Worker {
                 after,
                 lease,
                 gpu_ids,
-            } => {
-                let mut st = self.lock();
-                if let Some(lease) = lease {
-                    st.leased.insert(spec.task_id, lease);
-                }
-                if let Some(ids) = gpu_ids.filter(|ids| !ids.is_empty()) {
-                    st.gpus.insert(spec.task_id, ids);
-                }
-                drop(st);
-                self.arrived(spec, after, reply)
-            }
+            } => self.arrived(spec, after, lease, gpu_ids.unwrap_or_default(), reply),
             Msg::Release { task_id } => self.release(task_id),
             m @ (Msg::CreateActor { .. } | Msg::ToActor { .. }) => self.host.deliver(m, reply),
             other => tracing::warn!("a worker was sent {}", other.name()),
@@ -97,19 +85,30 @@ impl Worker {
         out
     }
 
-    fn arrived(self: &Arc<Self>, spec: TaskSpec, after: Option<ObjectId>, reply: Reply) {
+    fn arrived(
+        self: &Arc<Self>,
+        spec: TaskSpec,
+        after: Option<ObjectId>,
+        lease: Option<ObjectId>,
+        gpu_ids: Vec<usize>,
+        reply: Reply,
+    ) {
         let mut st = self.lock();
         st.running.insert(spec.task_id);
+        if let Some(lease) = lease {
+            st.leased.insert(spec.task_id, lease);
+        }
         if let Some(pred) = after.filter(|p| st.running.contains(p)) {
+            // It runs on its predecessor's resources, GPUs included.
             if let Some((earlier, r)) = st.waiting.insert(pred, (spec, reply)) {
                 tracing::error!(task = %earlier.task_id, "two tasks queued behind one");
                 drop(st);
-                self.start(earlier, r);
+                self.start(earlier, r, Vec::new());
             }
             return;
         }
         drop(st);
-        self.start(spec, reply);
+        self.start(spec, reply, gpu_ids);
     }
 
     /// The node let a queued task go: start it now unless it already started.
@@ -124,26 +123,24 @@ impl Worker {
             return;
         };
         drop(st);
-        self.start(spec, reply);
+        // Released early, it runs on CPUs its predecessor lends: no GPUs of its own.
+        self.start(spec, reply, Vec::new());
     }
 
-    fn start(self: &Arc<Self>, spec: TaskSpec, reply: Reply) {
+    fn start(self: &Arc<Self>, spec: TaskSpec, reply: Reply, gpu_ids: Vec<usize>) {
         let me = self.clone();
         // The node only sends what its resources allow, so the pool runs it at once.
         self.pool.submit(Work {
             demand: Demand::default(),
             keep: false,
-            run: Box::new(move |grant| me.run_chain(spec, reply, grant)),
+            run: Box::new(move |_| me.run_chain(spec, reply, gpu_ids)),
         });
     }
 
-    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, _pool_grant: &Grant) {
-        // A task run right after another holds that one's resources.
-        let mut gpu_ids = Vec::new();
+    /// Runs a task, then each task queued right behind it (on its resources, so with
+    /// its GPUs), until none is.
+    fn run_chain(&self, mut spec: TaskSpec, mut reply: Reply, gpu_ids: Vec<usize>) {
         loop {
-            if let Some(ids) = self.lock().gpus.remove(&spec.task_id) {
-                gpu_ids = ids;
-            }
             let result = match spec.function() {
                 Ok(f) => {
                     // What the node holds for the task, as the task sees it.
@@ -171,7 +168,6 @@ impl Worker {
             let mut st = self.lock();
             st.running.remove(&spec.task_id);
             st.leased.remove(&spec.task_id);
-            st.gpus.remove(&spec.task_id);
             match st.waiting.remove(&spec.task_id) {
                 Some((next, next_reply)) => (spec, reply) = (next, next_reply),
                 None => return,

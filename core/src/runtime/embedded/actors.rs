@@ -97,7 +97,6 @@ impl LocalHandle {
             args,
             method,
             resolved: None,
-            store: rt.store.clone(),
         });
         r
     }
@@ -142,6 +141,7 @@ pub(crate) fn spawn(
         describe,
         options.max_concurrency,
         rt.pool.clone(),
+        rt.store.clone(),
         Box::new(move |_why| {
             if let Some(dir) = forget.upgrade() {
                 dir.forget(id, name.as_deref());
@@ -239,10 +239,12 @@ pub(crate) struct LocalCall {
     args: Vec<Arg>,
     method: Method,
     resolved: Option<crate::task::LocalArgs>,
-    store: Arc<Store>,
 }
 
 impl Call for LocalCall {
+    /// The store the results go into.
+    type Context = Arc<Store>;
+
     fn function(&self) -> &'static str {
         self.name
     }
@@ -251,21 +253,21 @@ impl Call for LocalCall {
         matches!(self.method, Method::Exclusive(_))
     }
 
-    fn prepare(&mut self) -> Result<()> {
+    fn prepare(&mut self, store: &Arc<Store>) -> Result<()> {
         // A call whose arguments are not ready waits at the head of the mailbox, so it
         // keeps its place in the order.
         let deps: Vec<ObjectId> = refs_of(&self.args).iter().map(|c| c.id).collect();
         if !deps.is_empty() {
-            deps::wait_settled(&self.store, &deps, None);
+            deps::wait_settled(store, &deps, None);
         }
         self.resolved = Some(resolve(&mut self.args, true)?);
         Ok(())
     }
 
-    fn run(self, state: Receiver<'_>) {
+    fn run(self, state: Receiver<'_>, store: &Arc<Store>) {
         let Some(args) = self.resolved else {
             // Not prepared: never the case, as the mailbox prepares every call it runs.
-            self.store.fail(self.out, Error::ObjectLost(self.out));
+            store.fail(self.out, Error::ObjectLost(self.out));
             return;
         };
         let outcome = match (self.method, state) {
@@ -283,17 +285,16 @@ impl Call for LocalCall {
         match outcome {
             Ok(out) => {
                 let size = out.size();
-                self.store.complete(self.out, out.value, size, out.codec);
+                store.complete(self.out, out.value, size, out.codec);
             }
             Err(message) => {
                 let function = format!("{}::{}", self.class, self.name);
-                self.store
-                    .fail(self.out, crate::task::panic::failure(function, message));
+                store.fail(self.out, crate::task::panic::failure(function, message));
             }
         }
     }
 
-    fn fail(self, err: Error) {
-        self.store.fail(self.out, err);
+    fn fail(self, err: Error, store: &Arc<Store>) {
+        store.fail(self.out, err);
     }
 }
