@@ -330,6 +330,85 @@ fn w8() -> Vec<Figure> {
     ]
 }
 
+/// `id * 2` for W10's `map_batches`.
+fn double_id(
+    b: prism_data::arrow::array::RecordBatch,
+) -> prism_data::Result<prism_data::arrow::array::RecordBatch> {
+    use prism_data::arrow::array::{Array, Int64Array, RecordBatch};
+    use prism_data::arrow::compute::kernels::numeric::mul;
+    let id = b
+        .column_by_name("id")
+        .ok_or_else(|| prism_data::DataError::Invalid("no id".into()))?;
+    let two = Int64Array::new_scalar(2);
+    let doubled = mul(id, &two)?;
+    let _ = doubled.len();
+    Ok(RecordBatch::try_new(b.schema(), vec![doubled])?)
+}
+prism_data::register_batch_fn!(double_id);
+
+/// The W10 CSV: `ray/w10_gen_csv.py`'s file if it is there (Ray reads the same one),
+/// else one of the same shape written here (id, x and y standard normal to 6 decimals,
+/// k = id % 100; 7,000,000 rows).
+fn w10_csv() -> PathBuf {
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
+    use std::io::Write;
+    let path = std::env::temp_dir().join("w10.csv");
+    if path.exists() {
+        return path;
+    }
+    eprintln!("writing {} (7,000,000 rows) ...", path.display());
+    let tmp = path.with_extension("csv.tmp");
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).expect("create the W10 CSV"));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    writeln!(w, "\"id\",\"x\",\"y\",\"k\"").expect("write");
+    for id in 0..7_000_000i64 {
+        let x: f64 = StandardNormal.sample(&mut rng);
+        let y: f64 = StandardNormal.sample(&mut rng);
+        writeln!(w, "{id},{x:.6},{y:.6},{}", id % 100).expect("write");
+    }
+    w.flush().expect("write");
+    drop(w);
+    std::fs::rename(&tmp, &path).expect("rename the W10 CSV");
+    path
+}
+
+/// W10: `range(10,000,000)` through `map_batches(id * 2)` and summed; the W10 CSV
+/// read, filtered on `x > 0` and counted (rows read per second). Embedded, two CPUs.
+fn w10() -> Vec<Figure> {
+    use prism_data::{col, lit, Literal};
+    let csv = w10_csv();
+    init(2.0);
+    const N: u64 = 10_000_000;
+    let map = reps(|| {
+        let t = Instant::now();
+        let s = prism_data::range(N)
+            .map_batches(double_id)
+            .sum("id")
+            .expect("W10 sum");
+        let dt = secs(t);
+        assert_eq!(s, Some(Literal::Int((N * (N - 1)) as i64)));
+        N as f64 / dt
+    });
+    let rows = 7_000_000.0;
+    let csv_rate = reps(|| {
+        let t = Instant::now();
+        let n = prism_data::read_csv(&csv)
+            .expect("the W10 CSV")
+            .filter(col("x").gt(lit(0)))
+            .count()
+            .expect("W10 count");
+        let dt = secs(t);
+        assert!(n > 3_000_000 && n < 4_000_000, "{n} rows with x > 0");
+        rows / dt
+    });
+    prism::shutdown();
+    vec![
+        figure("W10_map_batches_rows_per_s", map, "rows/s"),
+        figure("W10_csv_rows_per_s", csv_rate, "rows/s"),
+    ]
+}
+
 fn million_child() {
     prism::init().expect("prism starts");
     let t = Instant::now();
@@ -391,6 +470,11 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
             &["ray_chain_sum16", "median_s_excl_first"],
         ),
         "W8_wall_s" => ("w8_svm_joblib.json", &["c_ray_backend", "wall_s"]),
+        "W10_map_batches_rows_per_s" => ("w10_data.json", &["range_map_sum", "rows_per_s_median"]),
+        "W10_csv_rows_per_s" => (
+            "w10_data.json",
+            &["csv_filter_count_expr", "rows_per_s_median"],
+        ),
         "W8_best_score" => ("w8_svm_joblib.json", &["c_ray_backend", "best_score"]),
         "W8_wall_vs_tune_s" => ("w8_svm_tune.json", &["tune_wall_s"]),
         "W8_best_vs_tune_score" => ("w8_svm_tune.json", &["best_acc"]),
@@ -673,7 +757,7 @@ fn main() {
     let ray_dir = value_of("--ray").map(PathBuf::from);
     let only: Option<Vec<String>> =
         value_of("--only").map(|s| s.split(',').map(|w| w.trim().to_uppercase()).collect());
-    let workloads: [(&str, Workload); 10] = [
+    let workloads: [(&str, Workload); 11] = [
         ("W0", w0),
         ("W1", w1),
         ("W2", w2),
@@ -683,6 +767,7 @@ fn main() {
         ("W6", w6),
         ("W7", w7),
         ("W8", w8),
+        ("W10", w10),
         ("MILLION", million),
     ];
     let mut figures = Vec::new();

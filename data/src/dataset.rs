@@ -1,0 +1,417 @@
+//! [`Dataset`]: a lazy plan over blocks, run by the streaming executor when a sink asks
+//! for its rows.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+
+use crate::block::Block;
+use crate::error::{DataError, Result};
+use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, TaskStream};
+use crate::expr::{Expr, Literal};
+use crate::ops::{add_sums, finish, name_of, BatchFn, Op, Output, Sink};
+use crate::source::{csv_units, parquet_units, range_units, CSV_CHUNK_BYTES};
+
+/// Operators run in one pass, and the row limit that ends it.
+#[derive(Clone, Default)]
+struct Stage {
+    ops: Vec<Op>,
+    limit: Option<u64>,
+}
+
+/// A dataset: a source and the transforms to run on its blocks, evaluated lazily.
+///
+/// Transforms return a new `Dataset` and run nothing; a sink (`count`, `sum`,
+/// `collect`, `iter_batches`, `write_parquet`, ...) runs the plan, every block's
+/// operators fused into one prism task, at most a window of tasks in flight.
+///
+/// ```
+/// use prism_data::{col, lit, range};
+/// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+/// let ds = range(1_000).filter(col("id").gt_eq(lit(500)));
+/// assert_eq!(ds.count()?, 500);
+/// assert_eq!(ds.sum("id")?, Some(prism_data::Literal::Int((500..1000).sum())));
+/// prism::shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct Dataset {
+    inputs: Arc<Vec<Input>>,
+    schema: Option<SchemaRef>,
+    stages: Vec<Stage>,
+    /// A transform that could not be planned (reported by the sink).
+    error: Option<DataError>,
+    window: Option<usize>,
+}
+
+/// The integers `0..n` as an `Int64` column `id`, in blocks of about a million rows.
+pub fn range(n: u64) -> Dataset {
+    Dataset::of(range_units(n).into_iter().map(Input::Unit).collect(), None)
+}
+
+/// A dataset of these batches, put into the object store (all with one schema).
+pub fn from_batches(batches: Vec<RecordBatch>) -> Result<Dataset> {
+    let schema = batches.first().map(|b| b.schema());
+    if let Some(s) = &schema {
+        if let Some(b) = batches.iter().find(|b| b.schema().fields() != s.fields()) {
+            return Err(DataError::SchemaMismatch {
+                path: "a batch".into(),
+                found: crate::source::describe(&b.schema()),
+                first: "the first batch".into(),
+                expected: crate::source::describe(s),
+            });
+        }
+    }
+    let inputs = batches
+        .into_iter()
+        .map(|b| Input::Block(prism::put(Block(b))))
+        .collect();
+    Ok(Dataset::of(inputs, schema))
+}
+
+/// Options of [`read_csv_with`].
+#[derive(Debug, Clone)]
+pub struct CsvOptions {
+    /// Bytes of the file per read task (default 16 MiB). Ranges are cut at line ends,
+    /// so a quoted value must not hold a line break.
+    pub chunk_bytes: u64,
+}
+
+impl Default for CsvOptions {
+    fn default() -> Self {
+        CsvOptions {
+            chunk_bytes: CSV_CHUNK_BYTES,
+        }
+    }
+}
+
+/// The CSV files at `path` (a file, a directory of `.csv` files, or a `*` pattern),
+/// with a header line; column types inferred from the first 1,000 rows.
+pub fn read_csv(path: impl AsRef<Path>) -> Result<Dataset> {
+    read_csv_with(path, CsvOptions::default())
+}
+
+/// [`read_csv`] with options.
+pub fn read_csv_with(path: impl AsRef<Path>, options: CsvOptions) -> Result<Dataset> {
+    let (schema, units) = csv_units(path.as_ref(), options.chunk_bytes)?;
+    Ok(Dataset::of(
+        units.into_iter().map(Input::Unit).collect(),
+        Some(schema),
+    ))
+}
+
+/// The Parquet files at `path` (a file, a directory of `.parquet` files, or a `*`
+/// pattern), one read task per row group.
+pub fn read_parquet(path: impl AsRef<Path>) -> Result<Dataset> {
+    let (schema, units) = parquet_units(path.as_ref(), None)?;
+    Ok(Dataset::of(
+        units.into_iter().map(Input::Unit).collect(),
+        Some(schema),
+    ))
+}
+
+/// [`read_parquet`] of some columns only (in the files' order); the others are not read.
+pub fn read_parquet_columns(path: impl AsRef<Path>, columns: &[&str]) -> Result<Dataset> {
+    let cols = columns.iter().map(|c| c.to_string()).collect();
+    let (schema, units) = parquet_units(path.as_ref(), Some(cols))?;
+    Ok(Dataset::of(
+        units.into_iter().map(Input::Unit).collect(),
+        Some(schema),
+    ))
+}
+
+impl Dataset {
+    fn of(inputs: Vec<Input>, schema: Option<SchemaRef>) -> Dataset {
+        Dataset {
+            inputs: Arc::new(inputs),
+            schema,
+            stages: vec![Stage::default()],
+            error: None,
+            window: None,
+        }
+    }
+
+    fn push(mut self, op: Op) -> Dataset {
+        self.schema = None;
+        if self.stages.last().is_some_and(|s| s.limit.is_some()) {
+            self.stages.push(Stage::default());
+        }
+        if let Some(last) = self.stages.last_mut() {
+            last.ops.push(op);
+        }
+        self
+    }
+
+    /// Runs `f` on every block. `f` must be registered with
+    /// [`register_batch_fn!`](crate::register_batch_fn), so that a task in any process
+    /// finds it.
+    pub fn map_batches(mut self, f: BatchFn) -> Dataset {
+        match name_of(f) {
+            Some(name) => self.push(Op::MapBatches(name.to_string())),
+            None => {
+                self.error
+                    .get_or_insert(DataError::Unregistered(format!("{f:p}")));
+                self
+            }
+        }
+    }
+
+    /// Keeps the rows where `predicate` holds.
+    pub fn filter(self, predicate: Expr) -> Dataset {
+        self.push(Op::Filter(predicate))
+    }
+
+    /// Keeps the columns `columns`, in that order.
+    pub fn select(self, columns: &[&str]) -> Dataset {
+        self.push(Op::Select(columns.iter().map(|c| c.to_string()).collect()))
+    }
+
+    /// Adds the column `name` (or replaces it) with the values of `expr`.
+    pub fn with_column(self, name: &str, expr: Expr) -> Dataset {
+        self.push(Op::WithColumn(name.to_string(), expr))
+    }
+
+    /// The first `n` rows (in block order); later transforms run on those only.
+    pub fn limit(mut self, n: u64) -> Dataset {
+        if let Some(last) = self.stages.last_mut() {
+            last.limit = Some(last.limit.map_or(n, |l| l.min(n)));
+        }
+        self
+    }
+
+    /// At most `window` tasks in flight (default: two per CPU of the runtime).
+    pub fn with_window(mut self, window: usize) -> Dataset {
+        self.window = Some(window.max(1));
+        self
+    }
+
+    /// The read units or blocks the dataset starts from.
+    pub fn num_inputs(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Runs the plan; the last stage's tasks end in `sink` unless it has a limit (then
+    /// they return blocks, and `sink` runs here on the limited rows).
+    fn run(&self, sink: Sink) -> Result<Box<dyn Iterator<Item = Result<Output>> + Send>> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let window = self.window.unwrap_or_else(default_window);
+        let inputs = self.inputs.clone();
+        let mut upstream: Box<dyn Iterator<Item = Result<Input>> + Send> =
+            Box::new((0..inputs.len()).map(move |i| Ok(inputs[i].clone())));
+        let last = self.stages.len() - 1;
+        for (i, stage) in self.stages.iter().enumerate() {
+            let limited = stage.limit.is_some();
+            let stage_sink = if i == last && !limited {
+                sink.clone()
+            } else {
+                Sink::Collect
+            };
+            let outputs = TaskStream::new(upstream, &stage.ops, stage_sink, window);
+            let out_blocks: BlockIter = match stage.limit {
+                Some(n) => Box::new(Limited {
+                    inner: outputs,
+                    remaining: n,
+                }),
+                None if i == last => return Ok(Box::new(outputs)),
+                None => Box::new(blocks(outputs)),
+            };
+            if i == last {
+                let sink = sink.clone();
+                let mut index = 0;
+                return Ok(Box::new(out_blocks.map(move |b| {
+                    let sink = match &sink {
+                        Sink::Parquet { dir, prefix, .. } => Sink::Parquet {
+                            dir: dir.clone(),
+                            prefix: prefix.clone(),
+                            index,
+                        },
+                        other => other.clone(),
+                    };
+                    index += 1;
+                    finish(&sink, b?.0)
+                })));
+            }
+            upstream = as_inputs(out_blocks);
+        }
+        unreachable!("the loop returns at the last stage")
+    }
+
+    /// The number of rows.
+    pub fn count(&self) -> Result<u64> {
+        let mut n = 0;
+        for out in self.run(Sink::Count)? {
+            if let Output::Count(c) = out? {
+                n += c;
+            }
+        }
+        Ok(n)
+    }
+
+    /// The sum of the numeric column `column` (`None` if it has no non-null value):
+    /// integers as [`Literal::Int`] (an overflow is an error), floats as
+    /// [`Literal::Float`].
+    pub fn sum(&self, column: &str) -> Result<Option<Literal>> {
+        let mut total: Option<Literal> = None;
+        for out in self.run(Sink::Sum(column.to_string()))? {
+            let Output::Sum(Some(part)) = out? else {
+                continue;
+            };
+            total = Some(add_sums(column, total, part)?);
+        }
+        Ok(total)
+    }
+
+    /// The blocks as they are computed, in order, at most a window of tasks ahead.
+    pub fn iter_blocks(&self) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send> {
+        Ok(blocks(self.run(Sink::Collect)?).map(|b| b.map(|b| b.0)))
+    }
+
+    /// Batches of `batch_size` rows (the last may be shorter), cut from the blocks as
+    /// they are computed; slices share the blocks' buffers, only batches spanning two
+    /// blocks are copied together.
+    pub fn iter_batches(
+        &self,
+        batch_size: usize,
+    ) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send> {
+        if batch_size == 0 {
+            return Err(DataError::Invalid(
+                "iter_batches needs a batch_size of at least 1".into(),
+            ));
+        }
+        Ok(Rebatch {
+            inner: Box::new(self.iter_blocks()?),
+            batch_size,
+            held: Vec::new(),
+            held_rows: 0,
+            done: false,
+        })
+    }
+
+    /// Every block, computed and gathered here.
+    pub fn collect(&self) -> Result<Vec<RecordBatch>> {
+        self.iter_blocks()?.collect()
+    }
+
+    /// The first `n` rows, as batches.
+    pub fn take(&self, n: u64) -> Result<Vec<RecordBatch>> {
+        self.clone().limit(n).collect()
+    }
+
+    /// The schema: the source's if no transform changed it, else that of the first
+    /// block computed.
+    pub fn schema(&self) -> Result<SchemaRef> {
+        if let Some(s) = &self.schema {
+            return Ok(s.clone());
+        }
+        match self.clone().limit(1).iter_blocks()?.next() {
+            Some(b) => Ok(b?.schema()),
+            None => Err(DataError::Invalid(
+                "the dataset has no rows, so no schema".into(),
+            )),
+        }
+    }
+
+    /// Writes every block as one Parquet file in `dir` (created if missing), named
+    /// `{run}-{index:06}.parquet` with a `run` new for each call, so that writes do not
+    /// overwrite one another. Each file appears whole or not at all. Returns the files.
+    pub fn write_parquet(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        let dir = dir.as_ref();
+        std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
+        let prefix = run_prefix();
+        let mut files = Vec::new();
+        for out in self.run(Sink::Parquet {
+            dir: dir.to_path_buf(),
+            prefix,
+            index: 0,
+        })? {
+            if let Output::Written(path, _) = out? {
+                files.push(path);
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// A prefix no other write of this machine uses: the time in nanoseconds and the pid.
+fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("part-{nanos:x}-{}", std::process::id())
+}
+
+struct Rebatch {
+    inner: Box<dyn Iterator<Item = Result<RecordBatch>> + Send>,
+    batch_size: usize,
+    held: Vec<RecordBatch>,
+    held_rows: usize,
+    done: bool,
+}
+
+impl Rebatch {
+    fn take_held(&mut self) -> Result<RecordBatch> {
+        let held = std::mem::take(&mut self.held);
+        self.held_rows = 0;
+        if held.len() == 1 {
+            return Ok(held.into_iter().next().unwrap_or_else(|| unreachable!()));
+        }
+        let schema = held[0].schema();
+        Ok(arrow::compute::concat_batches(&schema, &held)?)
+    }
+}
+
+impl Iterator for Rebatch {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Result<RecordBatch>> {
+        loop {
+            if self.held_rows >= self.batch_size {
+                // Cut one batch from what is held.
+                let mut need = self.batch_size;
+                let mut parts = Vec::new();
+                while need > 0 {
+                    let b = self.held.remove(0);
+                    if b.num_rows() <= need {
+                        need -= b.num_rows();
+                        parts.push(b);
+                    } else {
+                        parts.push(b.slice(0, need));
+                        self.held.insert(0, b.slice(need, b.num_rows() - need));
+                        need = 0;
+                    }
+                }
+                self.held_rows -= self.batch_size;
+                let rest = std::mem::replace(&mut self.held, parts);
+                let rest_rows = self.held_rows;
+                let out = self.take_held();
+                self.held = rest;
+                self.held_rows = rest_rows;
+                return Some(out);
+            }
+            if self.done {
+                if self.held_rows == 0 {
+                    return None;
+                }
+                return Some(self.take_held());
+            }
+            match self.inner.next() {
+                Some(Ok(b)) if b.num_rows() > 0 => {
+                    self.held_rows += b.num_rows();
+                    self.held.push(b);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    self.done = true;
+                    self.held.clear();
+                    self.held_rows = 0;
+                    return Some(Err(e));
+                }
+                None => self.done = true,
+            }
+        }
+    }
+}

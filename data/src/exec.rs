@@ -1,0 +1,195 @@
+//! The streaming executor: read and transform tasks submitted as the consumer pulls,
+//! at most a window of them in flight, results taken in order.
+//!
+//! The window is the backpressure: a consumer that stops pulling stops new tasks, so a
+//! pipeline holds at most `window` blocks beyond the one being consumed, whatever the
+//! size of its input. Every block's operators are fused into the one task that reads
+//! (or receives) it.
+
+use std::collections::VecDeque;
+
+use prism::ObjectRef;
+
+use crate::block::Block;
+use crate::error::{DataError, Result};
+use crate::ops::{required_columns, run_parts, Op, Output, Sink};
+use crate::source::Unit;
+
+/// Reads `unit`, runs `ops` on it, and hands the result to `sink`. A task.
+#[prism::remote]
+pub fn read_block(unit: Unit, ops: &[Op], sink: Sink) -> Result<Output> {
+    let (schema, batches) = unit.read(required_columns(ops, &sink).as_deref())?;
+    run_parts(ops, &sink, schema, batches)
+}
+
+/// Runs `ops` on a block already in the object store, and hands the result to `sink`.
+/// A task.
+#[prism::remote]
+pub fn transform_block(block: &Block, ops: &[Op], sink: Sink) -> Result<Output> {
+    run_parts(ops, &sink, block.schema(), vec![block.0.clone()])
+}
+
+/// Where a task's block comes from.
+#[derive(Clone)]
+pub(crate) enum Input {
+    /// Read from a source.
+    Unit(Unit),
+    /// A block in the object store.
+    Block(ObjectRef<Block>),
+}
+
+/// How many tasks a stream keeps in flight by default: two per CPU of the runtime.
+pub(crate) fn default_window() -> usize {
+    let cpus = prism::cluster_resources()
+        .ok()
+        .and_then(|r| r.get("CPU").copied())
+        .unwrap_or(1.0);
+    ((cpus * 2.0) as usize).max(2)
+}
+
+/// The outputs of one stage's tasks, in input order.
+pub(crate) struct TaskStream {
+    inputs: Box<dyn Iterator<Item = Result<Input>> + Send>,
+    ops: ObjectRef<Vec<Op>>,
+    describe: String,
+    sink: Sink,
+    next_index: usize,
+    window: usize,
+    pending: VecDeque<ObjectRef<Result<Output>>>,
+    done: bool,
+}
+
+impl TaskStream {
+    pub(crate) fn new(
+        inputs: Box<dyn Iterator<Item = Result<Input>> + Send>,
+        ops: &[Op],
+        sink: Sink,
+        window: usize,
+    ) -> TaskStream {
+        let describe = if ops.is_empty() {
+            "read".to_string()
+        } else {
+            ops.iter()
+                .map(Op::describe)
+                .collect::<Vec<_>>()
+                .join(" -> ")
+        };
+        TaskStream {
+            inputs,
+            ops: prism::put(ops.to_vec()),
+            describe,
+            sink,
+            next_index: 0,
+            window: window.max(1),
+            pending: VecDeque::new(),
+            done: false,
+        }
+    }
+
+    fn sink_for(&self, index: usize) -> Sink {
+        match &self.sink {
+            Sink::Parquet { dir, prefix, .. } => Sink::Parquet {
+                dir: dir.clone(),
+                prefix: prefix.clone(),
+                index,
+            },
+            other => other.clone(),
+        }
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        while !self.done && self.pending.len() < self.window {
+            match self.inputs.next() {
+                None => self.done = true,
+                Some(input) => {
+                    let sink = self.sink_for(self.next_index);
+                    self.next_index += 1;
+                    let r = match input? {
+                        Input::Unit(unit) => read_block::remote(unit, &self.ops, sink),
+                        Input::Block(block) => transform_block::remote(&block, &self.ops, sink),
+                    };
+                    self.pending.push_back(r);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Iterator for TaskStream {
+    type Item = Result<Output>;
+
+    fn next(&mut self) -> Option<Result<Output>> {
+        if let Err(e) = self.fill() {
+            self.done = true;
+            self.pending.clear();
+            return Some(Err(e));
+        }
+        let r = self.pending.pop_front()?;
+        let out = match prism::get_arc(&r) {
+            Ok(out) => (*out).clone(),
+            Err(prism::Error::TaskFailed { message, .. }) => Err(DataError::Operator {
+                operator: self.describe.clone(),
+                message,
+            }),
+            Err(e) => Err(e.into()),
+        };
+        if out.is_err() {
+            // The first failure ends the stream; what is in flight is dropped.
+            self.done = true;
+            self.pending.clear();
+        }
+        Some(out)
+    }
+}
+
+/// The blocks of `outputs`, at most `limit` rows in all.
+pub(crate) struct Limited<I> {
+    pub inner: I,
+    pub remaining: u64,
+}
+
+impl<I: Iterator<Item = Result<Output>>> Iterator for Limited<I> {
+    type Item = Result<Block>;
+
+    fn next(&mut self) -> Option<Result<Block>> {
+        if self.remaining == 0 {
+            return None;
+        }
+        match self.inner.next()? {
+            Ok(Output::Block(b)) => {
+                let rows = b.num_rows() as u64;
+                if rows <= self.remaining {
+                    self.remaining -= rows;
+                    Some(Ok(b))
+                } else {
+                    let keep = self.remaining as usize;
+                    self.remaining = 0;
+                    Some(Ok(Block(b.0.slice(0, keep))))
+                }
+            }
+            Ok(_) => Some(Err(DataError::Invalid(
+                "a limited stage returned no block".into(),
+            ))),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Blocks of `outputs` that are all blocks.
+pub(crate) fn blocks(
+    outputs: impl Iterator<Item = Result<Output>>,
+) -> impl Iterator<Item = Result<Block>> {
+    outputs.map(|o| match o? {
+        Output::Block(b) => Ok(b),
+        _ => Err(DataError::Invalid("a stage returned no block".into())),
+    })
+}
+
+/// Shares an iterator's items with a thread-safe owner.
+pub(crate) type BlockIter = Box<dyn Iterator<Item = Result<Block>> + Send>;
+
+/// The inputs of the stage after `blocks`: each block put into the object store.
+pub(crate) fn as_inputs(blocks: BlockIter) -> Box<dyn Iterator<Item = Result<Input>> + Send> {
+    Box::new(blocks.map(|b| b.map(|b| Input::Block(prism::put(b)))))
+}

@@ -1,0 +1,69 @@
+//! prism-data: datasets of Arrow record batches on prism, in the manner of Ray Data.
+//!
+//! ```
+//! use prism_data::{col, lit, read_csv};
+//! # let dir = std::env::temp_dir().join(format!("prism-data-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! # let path = dir.join("t.csv");
+//! # std::fs::write(&path, "id,x\n0,1.5\n1,-2.0\n2,0.5\n")?;
+//! prism::init_with(prism::Config::default().num_cpus(2.0))?;
+//! let positive = read_csv(&path)?.filter(col("x").gt(lit(0))).count()?;
+//! assert_eq!(positive, 2);
+//! prism::shutdown();
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Design
+//!
+//! - **Blocks are Arrow record batches** ([`Block`]), built on arrow-rs and its compute
+//!   kernels. In one process a block lives in prism's object store behind an `Arc` and
+//!   every reader shares its buffers; between processes it travels as Arrow IPC bytes
+//!   and is decoded into buffers pointing into the bytes received.
+//! - **A dataset is a lazy plan** ([`Dataset`]): a source cut into read units (CSV byte
+//!   ranges cut at line ends, Parquet row groups, runs of `range` ids, or blocks already
+//!   in the store) and stages of operators. Nothing runs until a sink asks.
+//! - **Operators are fused**: one prism task per unit reads it, runs every operator of
+//!   the stage on it and ends in the sink's step (keep the block, count it, sum a
+//!   column, write it), so a count over a CSV moves counts, not rows. `limit` ends a
+//!   stage; the next stage's tasks take the limited blocks from the store.
+//! - **Streaming with backpressure**: tasks are submitted as the consumer pulls, at
+//!   most a window in flight (two per CPU by default), results taken in order, so a
+//!   pipeline over any amount of data holds a bounded number of blocks.
+//! - **User functions are registered**, like prism's remote functions:
+//!   [`register_batch_fn!`] next to a `fn(RecordBatch) -> Result<RecordBatch>` lets a
+//!   task in any process of the cluster find it by name. Expressions ([`col`], [`lit`])
+//!   are plain data and need no registration.
+//! - **Errors are typed and name what failed** ([`DataError`]): the file, the column,
+//!   the operator. A file is written under a temporary name and renamed when whole.
+//!
+//! The same plan runs on prism's embedded runtime and on a cluster: read tasks go
+//! wherever prism places them, so every node must see the files at the same path.
+
+mod block;
+mod dataset;
+mod error;
+mod exec;
+mod expr;
+mod ops;
+mod source;
+mod write;
+
+pub use block::Block;
+pub use dataset::{
+    from_batches, range, read_csv, read_csv_with, read_parquet, read_parquet_columns, CsvOptions,
+    Dataset,
+};
+pub use error::{DataError, Result};
+pub use exec::{read_block, transform_block};
+pub use expr::{col, lit, BinOp, CastTo, Expr, Literal};
+pub use ops::{BatchFn, BatchFnEntry, Op, Output, Sink};
+pub use source::{Unit, CSV_CHUNK_BYTES, READ_BATCH_ROWS};
+
+/// The arrow crate prism-data is built on, for the types of batch functions.
+pub use arrow;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

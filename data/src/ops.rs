@@ -1,0 +1,329 @@
+//! Operators applied to each block, fused into the task that reads or receives it, and
+//! the registry of user batch functions.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, Float64Array, Int64Array, RecordBatch};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{arrow_err, DataError, Result};
+use crate::expr::{Expr, Literal};
+
+/// A user function from one batch to another, as `map_batches` takes it.
+pub type BatchFn = fn(RecordBatch) -> Result<RecordBatch>;
+
+/// An entry of the batch-function registry. Made by
+/// [`register_batch_fn!`](crate::register_batch_fn); not for direct use.
+#[doc(hidden)]
+pub struct BatchFnEntry {
+    /// `module::function`.
+    pub name: &'static str,
+    /// The function.
+    pub f: BatchFn,
+}
+
+inventory::collect!(BatchFnEntry);
+
+/// Registers a batch function so that a task in any process can find it by name.
+///
+/// ```
+/// use prism_data::arrow::array::RecordBatch;
+/// fn identity(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+///     Ok(b)
+/// }
+/// prism_data::register_batch_fn!(identity);
+/// ```
+#[macro_export]
+macro_rules! register_batch_fn {
+    ($f:ident) => {
+        $crate::__private::inventory::submit! {
+            $crate::BatchFnEntry {
+                name: concat!(module_path!(), "::", stringify!($f)),
+                f: $f,
+            }
+        }
+    };
+}
+
+/// The registered name of `f`.
+pub(crate) fn name_of(f: BatchFn) -> Option<&'static str> {
+    inventory::iter::<BatchFnEntry>
+        .into_iter()
+        .find(|e| e.f as usize == f as usize)
+        .map(|e| e.name)
+}
+
+fn lookup(name: &str) -> Result<BatchFn> {
+    inventory::iter::<BatchFnEntry>
+        .into_iter()
+        .find(|e| e.name == name)
+        .map(|e| e.f)
+        .ok_or_else(|| DataError::Unregistered(name.to_string()))
+}
+
+/// One operator on a block.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Op {
+    /// A registered batch function, by name.
+    MapBatches(String),
+    /// Keeps the rows where the predicate holds.
+    Filter(Expr),
+    /// Keeps these columns, in this order.
+    Select(Vec<String>),
+    /// Adds (or replaces) a column.
+    WithColumn(String, Expr),
+}
+
+impl Op {
+    /// The operator as `stats()` and errors name it.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::MapBatches(name) => {
+                format!("map_batches({})", name.rsplit("::").next().unwrap_or(name))
+            }
+            Op::Filter(e) => format!("filter({e})"),
+            Op::Select(cols) => format!("select({})", cols.join(", ")),
+            Op::WithColumn(name, e) => format!("with_column({name} = {e})"),
+        }
+    }
+
+    fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        match self {
+            Op::MapBatches(name) => {
+                let f = lookup(name)?;
+                // A panic is the task's: prism reports it with the function's message.
+                f(batch).map_err(|e| match e {
+                    DataError::Operator { .. } => e,
+                    other => DataError::Operator {
+                        operator: self.describe(),
+                        message: other.to_string(),
+                    },
+                })
+            }
+            Op::Filter(e) => {
+                let keep = e.evaluate_predicate(&batch)?;
+                arrow::compute::filter_record_batch(&batch, &keep)
+                    .map_err(arrow_err(self.describe()))
+            }
+            Op::Select(cols) => {
+                let schema = batch.schema();
+                let indices = cols
+                    .iter()
+                    .map(|c| {
+                        schema
+                            .index_of(c)
+                            .map_err(|_| crate::error::no_column(c, &schema))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                batch.project(&indices).map_err(arrow_err(self.describe()))
+            }
+            Op::WithColumn(name, e) => {
+                let values = e.evaluate(&batch)?;
+                let schema = batch.schema();
+                let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
+                let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+                let field = Arc::new(Field::new(name, values.data_type().clone(), true));
+                match schema.index_of(name) {
+                    Ok(i) => {
+                        fields[i] = field;
+                        columns[i] = values;
+                    }
+                    Err(_) => {
+                        fields.push(field);
+                        columns.push(values);
+                    }
+                }
+                RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+                    .map_err(arrow_err(self.describe()))
+            }
+        }
+    }
+}
+
+/// The columns a source must read for `ops` and `sink`, or `None` for all of them:
+/// walked from the sink back, so that a count after a filter reads the filter's
+/// columns only.
+pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
+    let mut needed: Option<Vec<String>> = match sink {
+        Sink::Count => Some(Vec::new()),
+        Sink::Sum(c) => Some(vec![c.clone()]),
+        Sink::Collect | Sink::Parquet { .. } => None,
+    };
+    let add = |needed: &mut Option<Vec<String>>, cols: Vec<String>| {
+        if let Some(n) = needed {
+            for c in cols {
+                if !n.contains(&c) {
+                    n.push(c);
+                }
+            }
+        }
+    };
+    for op in ops.iter().rev() {
+        match op {
+            Op::MapBatches(_) => needed = None,
+            Op::Select(cols) => {
+                if needed.is_none() {
+                    needed = Some(cols.clone());
+                }
+            }
+            Op::Filter(e) => add(&mut needed, e.columns()),
+            Op::WithColumn(name, e) => {
+                if let Some(n) = &mut needed {
+                    n.retain(|c| c != name);
+                }
+                add(&mut needed, e.columns());
+            }
+        }
+    }
+    needed
+}
+
+/// Runs `ops` on `batch`, in order.
+pub(crate) fn apply_all(ops: &[Op], mut batch: RecordBatch) -> Result<RecordBatch> {
+    for op in ops {
+        batch = op.apply(batch)?;
+    }
+    Ok(batch)
+}
+
+/// What a task does with its block once the operators ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Sink {
+    /// Returns it.
+    Collect,
+    /// Returns its row count only.
+    Count,
+    /// Returns the sum of one column only.
+    Sum(String),
+    /// Writes it as one Parquet file `{dir}/{prefix}-{index:06}.parquet` (through a
+    /// temporary name) and returns the path and rows.
+    Parquet {
+        /// The directory.
+        dir: std::path::PathBuf,
+        /// The run's file-name prefix.
+        prefix: String,
+        /// This block's index.
+        index: usize,
+    },
+}
+
+/// What a task returns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Output {
+    /// The block.
+    Block(crate::block::Block),
+    /// A row count.
+    Count(u64),
+    /// A column's sum (`None` for an empty or all-null block).
+    Sum(Option<Literal>),
+    /// A file written, with its rows.
+    Written(std::path::PathBuf, u64),
+}
+
+/// Runs `ops` on each of `batches` (of `schema`) and ends in `sink`: counts and sums
+/// are taken batch by batch; a kept or written block is the batches put together.
+pub(crate) fn run_parts(
+    ops: &[Op],
+    sink: &Sink,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Output> {
+    match sink {
+        Sink::Count => {
+            let mut rows = 0;
+            for b in batches {
+                rows += apply_all(ops, b)?.num_rows() as u64;
+            }
+            Ok(Output::Count(rows))
+        }
+        Sink::Sum(column) => {
+            let mut total = None;
+            for b in batches {
+                if let Output::Sum(Some(part)) = finish(sink, apply_all(ops, b)?)? {
+                    total = Some(add_sums(column, total, part)?);
+                }
+            }
+            Ok(Output::Sum(total))
+        }
+        Sink::Collect | Sink::Parquet { .. } => {
+            let mut out = batches
+                .into_iter()
+                .map(|b| apply_all(ops, b))
+                .collect::<Result<Vec<_>>>()?;
+            let batch = match out.len() {
+                // The output's schema is what the operators make of an empty input.
+                0 => apply_all(ops, RecordBatch::new_empty(schema))?,
+                1 => out.pop().unwrap_or_else(|| unreachable!()),
+                _ => {
+                    let schema = out[0].schema();
+                    arrow::compute::concat_batches(&schema, &out)
+                        .map_err(arrow_err("combining a unit's batches"))?
+                }
+            };
+            finish(sink, batch)
+        }
+    }
+}
+
+/// The sum of two partial sums of `column`.
+pub(crate) fn add_sums(column: &str, total: Option<Literal>, part: Literal) -> Result<Literal> {
+    Ok(match (total, part) {
+        (None, p) => p,
+        (Some(Literal::Int(a)), Literal::Int(b)) => {
+            Literal::Int(a.checked_add(b).ok_or_else(|| {
+                DataError::Invalid(format!("sum({column}) overflows a 64-bit integer"))
+            })?)
+        }
+        (Some(Literal::Float(a)), Literal::Float(b)) => Literal::Float(a + b),
+        (Some(a), b) => {
+            return Err(DataError::Invalid(format!(
+                "sum({column}): {a:?} and {b:?} differ in type"
+            )))
+        }
+    })
+}
+
+pub(crate) fn finish(sink: &Sink, batch: RecordBatch) -> Result<Output> {
+    match sink {
+        Sink::Collect => Ok(Output::Block(crate::block::Block(batch))),
+        Sink::Count => Ok(Output::Count(batch.num_rows() as u64)),
+        Sink::Sum(column) => {
+            let a = batch
+                .column_by_name(column)
+                .ok_or_else(|| crate::error::no_column(column, &batch.schema()))?;
+            Ok(Output::Sum(sum_of(column, a)?))
+        }
+        Sink::Parquet { dir, prefix, index } => {
+            let path = dir.join(format!("{prefix}-{index:06}.parquet"));
+            crate::write::parquet_file(&path, &batch)?;
+            Ok(Output::Written(path, batch.num_rows() as u64))
+        }
+    }
+}
+
+fn sum_of(column: &str, a: &ArrayRef) -> Result<Option<Literal>> {
+    let ctx = || arrow_err(format!("sum({column})"));
+    let dt = a.data_type();
+    if dt.is_floating() {
+        let f = arrow::compute::cast(a, &DataType::Float64).map_err(ctx())?;
+        let f = f
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .ok_or_else(|| DataError::Invalid("cast".into()))?;
+        Ok(arrow::compute::sum(f).map(Literal::Float))
+    } else if dt.is_integer() {
+        let i = arrow::compute::cast(a, &DataType::Int64).map_err(ctx())?;
+        let i = i
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .ok_or_else(|| DataError::Invalid("cast".into()))?;
+        Ok(arrow::compute::sum_checked(i)
+            .map_err(ctx())?
+            .map(Literal::Int))
+    } else {
+        Err(DataError::Invalid(format!(
+            "sum({column}): a {dt} column has no sum"
+        )))
+    }
+}

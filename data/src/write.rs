@@ -1,0 +1,35 @@
+//! Writers: one file per block, written under a temporary name and renamed when
+//! complete, so that a failed write leaves no partial output.
+
+use std::fs::File;
+use std::path::Path;
+
+use arrow::array::RecordBatch;
+use parquet::arrow::ArrowWriter;
+
+use crate::error::{io_err, DataError, Result};
+
+/// Writes `batch` as the Parquet file `path`, whole or not at all.
+pub(crate) fn parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    let result = (|| {
+        let f = File::create(&tmp).map_err(io_err(&tmp))?;
+        let mut w =
+            ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| parquet_err(path, e))?;
+        w.write(batch).map_err(|e| parquet_err(path, e))?;
+        w.close().map_err(|e| parquet_err(path, e))?;
+        std::fs::rename(&tmp, path).map_err(io_err(path))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DataError {
+    DataError::Parquet {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}

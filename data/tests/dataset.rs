@@ -1,0 +1,228 @@
+//! prism-data end to end on real files written by the tests: every reader and writer,
+//! each transform against a hand-computed result, backpressure, and the typed errors.
+//! Every behaviour runs twice from one body (`both_modes!`): embedded, and as a driver
+//! of a two-node cluster whose read and transform tasks run in worker processes.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use prism::testing::NodeSpec;
+use prism_data::arrow::array::{Array, Float64Array, Int64Array, RecordBatch, StringArray};
+use prism_data::arrow::datatypes::{DataType, Field, Schema};
+use prism_data::{col, lit, DataError, Literal};
+
+fn double(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    let id = b
+        .column_by_name("id")
+        .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+        .ok_or_else(|| DataError::Invalid("no Int64 id".into()))?;
+    let doubled: Int64Array = id.iter().map(|v| v.map(|v| v * 2)).collect();
+    let schema = Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(doubled)])?)
+}
+prism_data::register_batch_fn!(double);
+
+fn explode(_: RecordBatch) -> prism_data::Result<RecordBatch> {
+    panic!("the model fell over");
+}
+prism_data::register_batch_fn!(explode);
+
+fn refuse(_: RecordBatch) -> prism_data::Result<RecordBatch> {
+    Err(DataError::Invalid("refused on purpose".into()))
+}
+prism_data::register_batch_fn!(refuse);
+
+fn not_registered(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    Ok(b)
+}
+
+/// A directory of its own under the system's temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let p = std::env::temp_dir().join(format!("prism-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("temp dir");
+        TempDir(p)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Rows `id, x, k` with x = (id % 7) - 3 (as a float) and k = id % 5.
+fn write_csv(path: &Path, rows: i64) {
+    let mut s = String::from("id,x,k\n");
+    for id in 0..rows {
+        s.push_str(&format!("{id},{}.5,{}\n", id % 7 - 3, id % 5));
+    }
+    std::fs::write(path, s).expect("write csv");
+}
+
+fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
+    let c = b.column_by_name(name).expect("column");
+    c.as_any()
+        .downcast_ref::<Int64Array>()
+        .expect("Int64")
+        .values()
+        .to_vec()
+}
+
+prism::both_modes! {
+    fn range_map_batches_and_sum(session, NodeSpec::cpus(2.0)) {
+        let n = 3_000_000u64; // three blocks
+        let ds = prism_data::range(n).map_batches(double);
+        assert_eq!(ds.num_inputs(), 3);
+        assert_eq!(ds.count().unwrap(), n);
+        let expect = (n as i64) * (n as i64 - 1);
+        assert_eq!(ds.sum("id").unwrap(), Some(Literal::Int(expect)));
+    }
+
+    fn csv_is_read_in_ranges_cut_at_line_ends(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("csv-ranges");
+        let path = dir.path("t.csv");
+        write_csv(&path, 10_000);
+        // Ranges of 1000 bytes: many, each cut in the middle of a line.
+        let ds = prism_data::read_csv_with(&path, prism_data::CsvOptions { chunk_bytes: 1000 }).unwrap();
+        assert!(ds.num_inputs() > 50, "{} ranges", ds.num_inputs());
+        let batches = ds.collect().unwrap();
+        let ids: Vec<i64> = batches.iter().flat_map(|b| ints(b, "id")).collect();
+        assert_eq!(ids, (0..10_000).collect::<Vec<_>>(), "every line read once, in order");
+        let positive = (0..10_000i64).filter(|id| id % 7 - 3 >= 0).count() as u64;
+        assert_eq!(ds.clone().filter(col("x").gt(lit(0))).count().unwrap(), positive);
+        let schema = ds.schema().unwrap();
+        assert_eq!(schema.field_with_name("x").unwrap().data_type(), &DataType::Float64);
+    }
+
+    fn expressions_filter_select_and_add_columns(session, NodeSpec::cpus(2.0)) {
+        let ds = prism_data::range(100)
+            .with_column("y", col("id").mul(lit(3)).add(lit(1)))
+            .filter(col("y").gt(lit(100)).and(col("id").lt(lit(60))))
+            .select(&["y"]);
+        let batches = ds.collect().unwrap();
+        let ys: Vec<i64> = batches.iter().flat_map(|b| ints(b, "y")).collect();
+        let expect: Vec<i64> = (0..100).map(|i| i * 3 + 1).filter(|&y| y > 100).filter(|y| (y - 1) / 3 < 60).collect();
+        assert_eq!(ys, expect);
+        assert_eq!(batches[0].num_columns(), 1);
+        // An integer column against a float literal meets at Float64.
+        assert_eq!(prism_data::range(10).filter(col("id").gt_eq(lit(4.5))).count().unwrap(), 5);
+        let half = prism_data::range(4).with_column("h", col("id").cast(prism_data::CastTo::Float64).div(lit(2.0)));
+        let h = half.collect().unwrap();
+        let h = h[0].column_by_name("h").unwrap().as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec();
+        assert_eq!(h, vec![0.0, 0.5, 1.0, 1.5]);
+    }
+
+    fn limit_take_and_iter_batches(session, NodeSpec::cpus(2.0)) {
+        let n = 2_500_000u64;
+        let taken = prism_data::range(n).take(5).unwrap();
+        assert_eq!(taken.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+        // Transforms after a limit run on the limited rows only.
+        let after = prism_data::range(n).limit(1_500_000).map_batches(double);
+        assert_eq!(after.count().unwrap(), 1_500_000);
+        assert_eq!(after.sum("id").unwrap(), Some(Literal::Int(1_500_000 * 1_499_999)));
+        let sizes: Vec<usize> = prism_data::range(n)
+            .iter_batches(400_000)
+            .unwrap()
+            .map(|b| b.unwrap().num_rows())
+            .collect();
+        assert_eq!(sizes.iter().sum::<usize>(), n as usize);
+        assert!(sizes[..sizes.len() - 1].iter().all(|&s| s == 400_000), "{sizes:?}");
+        assert_eq!(*sizes.last().unwrap(), n as usize % 400_000);
+        // A window of one: still every block, in order.
+        let ids: Vec<i64> = prism_data::range(n).with_window(1).collect().unwrap().iter().map(|b| ints(b, "id")[0]).collect();
+        assert_eq!(ids, vec![0, 1 << 20, 2 << 20]);
+    }
+
+    fn parquet_written_and_read_back(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("parquet");
+        let csv = dir.path("t.csv");
+        write_csv(&csv, 20_000);
+        let out = dir.path("out");
+        let ds = prism_data::read_csv_with(&csv, prism_data::CsvOptions { chunk_bytes: 50_000 }).unwrap();
+        let files = ds.write_parquet(&out).unwrap();
+        assert_eq!(files.len(), ds.num_inputs());
+        assert!(files.iter().all(|f| f.exists() && f.extension().is_some_and(|e| e == "parquet")));
+        // A second write does not collide with the first.
+        let again = ds.write_parquet(&out).unwrap();
+        assert!(again.iter().all(|f| !files.contains(f)));
+        let leftovers: Vec<_> = std::fs::read_dir(&out).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".tmp")).collect();
+        assert!(leftovers.is_empty(), "no temporary files left");
+        for f in again {
+            std::fs::remove_file(f).unwrap();
+        }
+        let back = prism_data::read_parquet(&out).unwrap();
+        assert_eq!(back.num_inputs(), files.len(), "one unit per row group");
+        assert_eq!(back.count().unwrap(), 20_000);
+        assert_eq!(back.sum("id").unwrap(), Some(Literal::Int((0..20_000).sum())));
+        // A glob, and a projection that reads one column.
+        let one = prism_data::read_parquet_columns(out.join("part-*.parquet"), &["k"]).unwrap();
+        let b = one.collect().unwrap();
+        assert_eq!(b[0].num_columns(), 1);
+        assert_eq!(one.sum("k").unwrap(), Some(Literal::Int((0..20_000).map(|i| i % 5).sum())));
+        // from_batches, then the same path through the store.
+        let batch = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)])),
+            vec![Arc::new(StringArray::from(vec!["a", "b", "c"]))],
+        ).unwrap();
+        let mem = prism_data::from_batches(vec![batch.clone(), batch]).unwrap();
+        assert_eq!(mem.filter(col("s").not_eq(lit("b"))).count().unwrap(), 4);
+    }
+
+    fn bad_input_gets_typed_errors(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("errors");
+        let missing = dir.path("nope.csv");
+        assert!(matches!(prism_data::read_csv(&missing), Err(DataError::NotFound { .. })));
+        assert!(matches!(prism_data::read_parquet(dir.path("*.parquet")), Err(DataError::NotFound { .. })));
+
+        let bad = dir.path("bad.csv");
+        let mut s = String::from("id,x\n");
+        for i in 0..2000 {
+            s.push_str(&format!("{i},{i}.0\n"));
+        }
+        s.push_str("2000,not-a-number\n");
+        std::fs::write(&bad, s).unwrap();
+        let bad_ds = prism_data::read_csv_with(&bad, prism_data::CsvOptions { chunk_bytes: 4096 }).unwrap();
+        // A count reads one column only: the bad value in `x` is not parsed.
+        assert_eq!(bad_ds.count().unwrap(), 2001);
+        let err = bad_ds.filter(col("x").gt(lit(0))).count().unwrap_err();
+        match &err {
+            DataError::Csv { path, message } => {
+                assert!(path.ends_with("bad.csv"), "{err}");
+                assert!(message.contains("not-a-number"), "{err}");
+            }
+            other => panic!("not a CSV error: {other}"),
+        }
+
+        // CSV files of one dataset whose headers differ.
+        let csvs = dir.path("many");
+        std::fs::create_dir_all(&csvs).unwrap();
+        std::fs::write(csvs.join("a.csv"), "id,x\n1,2\n").unwrap();
+        std::fs::write(csvs.join("b.csv"), "id,y\n1,2\n").unwrap();
+        assert!(matches!(prism_data::read_csv(&csvs), Err(DataError::SchemaMismatch { .. })));
+
+        let no_col = prism_data::range(10).filter(col("nope").gt(lit(1))).count().unwrap_err();
+        assert!(matches!(&no_col, DataError::ColumnNotFound { column, available } if column == "nope" && available == &vec!["id".to_string()]), "{no_col}");
+        assert!(matches!(prism_data::range(10).select(&["id", "zz"]).count(), Err(DataError::ColumnNotFound { .. })));
+
+        let panicked = prism_data::range(10).map_batches(explode).count().unwrap_err();
+        match &panicked {
+            DataError::Operator { operator, message } => {
+                assert_eq!(operator, "map_batches(explode)");
+                assert!(message.contains("the model fell over"), "{panicked}");
+            }
+            other => panic!("not an operator error: {other}"),
+        }
+        let refused = prism_data::range(10).map_batches(refuse).count().unwrap_err();
+        assert!(matches!(&refused, DataError::Operator { operator, message } if operator == "map_batches(refuse)" && message.contains("refused on purpose")), "{refused}");
+        assert!(matches!(prism_data::range(10).map_batches(not_registered).count(), Err(DataError::Unregistered(_))));
+        assert!(matches!(prism_data::range(10).iter_batches(0), Err(DataError::Invalid(_))));
+    }
+}
