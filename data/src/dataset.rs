@@ -11,6 +11,7 @@ use crate::block::Block;
 use crate::error::{DataError, Result};
 use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, TaskStream};
 use crate::expr::{Expr, Literal};
+use crate::group::{Agg, GroupSpec};
 use crate::ops::{add_sums, finish, name_of, BatchFn, Op, Output, Sink};
 use crate::source::{csv_units, parquet_units, range_units, CSV_CHUNK_BYTES};
 
@@ -265,6 +266,14 @@ impl Dataset {
         Ok(total)
     }
 
+    /// Groups the rows by the key columns `keys`, for [`GroupBy::aggregate`].
+    pub fn groupby(&self, keys: &[&str]) -> GroupBy {
+        GroupBy {
+            ds: self.clone(),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
     /// The blocks as they are computed, in order, at most a window of tasks ahead.
     pub fn iter_blocks(&self) -> Result<impl Iterator<Item = Result<RecordBatch>> + Send> {
         Ok(blocks(self.run(Sink::Collect)?).map(|b| b.map(|b| b.0)))
@@ -333,6 +342,53 @@ impl Dataset {
             }
         }
         Ok(files)
+    }
+}
+
+/// A dataset grouped by key columns: [`Dataset::groupby`].
+pub struct GroupBy {
+    ds: Dataset,
+    keys: Vec<String>,
+}
+
+impl GroupBy {
+    /// One row per group (sorted by the keys): the keys, then a column per aggregate,
+    /// named as Ray names them (`count()`, `mean(x)`, ...). Every task reduces its
+    /// block to the partial statistics of its groups; only those are gathered here.
+    ///
+    /// ```
+    /// use prism_data::{range, col, lit, Agg};
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let parity = range(10).with_column("odd", col("id").sub(col("id").div(lit(2)).mul(lit(2))));
+    /// let t = parity.groupby(&["odd"]).aggregate(&[Agg::count(), Agg::sum("id")])?;
+    /// assert_eq!(t.num_rows(), 2);
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn aggregate(&self, aggs: &[Agg]) -> Result<RecordBatch> {
+        if aggs.is_empty() {
+            return Err(DataError::Invalid(
+                "aggregate needs at least one aggregate".into(),
+            ));
+        }
+        let spec = GroupSpec {
+            keys: self.keys.clone(),
+            aggs: aggs.to_vec(),
+        };
+        let mut partials = Vec::new();
+        for out in self.ds.run(Sink::Aggregate(spec.clone()))? {
+            if let Output::Block(b) = out? {
+                if b.num_rows() > 0 {
+                    partials.push(b.0);
+                }
+            }
+        }
+        if partials.is_empty() {
+            return Err(DataError::Invalid(
+                "groupby over a dataset with no rows".into(),
+            ));
+        }
+        crate::group::finish(&crate::group::merge(&partials, &spec)?, &spec)
     }
 }
 

@@ -25,7 +25,8 @@
 //!   in the store) and stages of operators. Nothing runs until a sink asks.
 //! - **Operators are fused**: one prism task per unit reads it, runs every operator of
 //!   the stage on it and ends in the sink's step (keep the block, count it, sum a
-//!   column, write it), so a count over a CSV moves counts, not rows. `limit` ends a
+//!   column, reduce it to per-group partial statistics, write it), so a count over a
+//!   CSV moves counts, not rows, and a group-by moves groups. `limit` ends a
 //!   stage; the next stage's tasks take the limited blocks from the store.
 //! - **Streaming with backpressure**: tasks are submitted as the consumer pulls, at
 //!   most a window in flight (two per CPU by default), results taken in order, so a
@@ -45,6 +46,7 @@ mod dataset;
 mod error;
 mod exec;
 mod expr;
+mod group;
 mod ops;
 mod source;
 mod write;
@@ -57,6 +59,7 @@ pub use dataset::{
 pub use error::{DataError, Result};
 pub use exec::{read_block, transform_block};
 pub use expr::{col, lit, BinOp, CastTo, Expr, Literal};
+pub use group::{Agg, GroupSpec};
 pub use ops::{BatchFn, BatchFnEntry, Op, Output, Sink};
 pub use source::{Unit, CSV_CHUNK_BYTES, READ_BATCH_ROWS};
 

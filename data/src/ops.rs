@@ -148,6 +148,7 @@ pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
     let mut needed: Option<Vec<String>> = match sink {
         Sink::Count => Some(Vec::new()),
         Sink::Sum(c) => Some(vec![c.clone()]),
+        Sink::Aggregate(spec) => Some(spec.needed()),
         Sink::Collect | Sink::Parquet { .. } => None,
     };
     let add = |needed: &mut Option<Vec<String>>, cols: Vec<String>| {
@@ -196,6 +197,8 @@ pub enum Sink {
     Count,
     /// Returns the sum of one column only.
     Sum(String),
+    /// Returns one row of partial statistics per group.
+    Aggregate(crate::group::GroupSpec),
     /// Writes it as one Parquet file `{dir}/{prefix}-{index:06}.parquet` (through a
     /// temporary name) and returns the path and rows.
     Parquet {
@@ -246,6 +249,24 @@ pub(crate) fn run_parts(
             }
             Ok(Output::Sum(total))
         }
+        Sink::Aggregate(spec) => {
+            let partials = batches
+                .into_iter()
+                .map(|b| crate::group::partial(&apply_all(ops, b)?, spec))
+                .collect::<Result<Vec<_>>>()?;
+            match partials.len() {
+                0 => finish(sink, apply_all(ops, RecordBatch::new_empty(schema))?),
+                1 => Ok(Output::Block(crate::block::Block(
+                    partials
+                        .into_iter()
+                        .next()
+                        .unwrap_or_else(|| unreachable!()),
+                ))),
+                _ => Ok(Output::Block(crate::block::Block(crate::group::merge(
+                    &partials, spec,
+                )?))),
+            }
+        }
         Sink::Collect | Sink::Parquet { .. } => {
             let mut out = batches
                 .into_iter()
@@ -288,6 +309,9 @@ pub(crate) fn finish(sink: &Sink, batch: RecordBatch) -> Result<Output> {
     match sink {
         Sink::Collect => Ok(Output::Block(crate::block::Block(batch))),
         Sink::Count => Ok(Output::Count(batch.num_rows() as u64)),
+        Sink::Aggregate(spec) => Ok(Output::Block(crate::block::Block(crate::group::partial(
+            &batch, spec,
+        )?))),
         Sink::Sum(column) => {
             let a = batch
                 .column_by_name(column)

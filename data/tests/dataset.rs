@@ -176,6 +176,54 @@ prism::both_modes! {
         assert_eq!(mem.filter(col("s").not_eq(lit("b"))).count().unwrap(), 4);
     }
 
+    fn groupby_aggregates_over_several_blocks(session, NodeSpec::cpus(2.0)) {
+        use prism_data::Agg;
+        let n = 2_500_000i64; // three blocks
+        let ds = prism_data::range(n as u64)
+            .with_column("g", col("id").sub(col("id").div(lit(7)).mul(lit(7))))
+            .with_column("v", col("id").cast(prism_data::CastTo::Float64).div(lit(1000.0)));
+        let t = ds
+            .groupby(&["g"])
+            .aggregate(&[Agg::count(), Agg::sum("v"), Agg::mean("v"), Agg::min("v"), Agg::max("v"), Agg::std("v")])
+            .unwrap();
+        assert_eq!(t.num_rows(), 7);
+        let f = |name: &str| t.column_by_name(name).unwrap().as_any().downcast_ref::<Float64Array>().unwrap().values().to_vec();
+        let counts = t.column_by_name("count()").unwrap().as_any().downcast_ref::<prism_data::arrow::array::UInt64Array>().unwrap().values().to_vec();
+        assert_eq!(ints(&t, "g"), (0..7).collect::<Vec<_>>(), "sorted by key");
+        for (g, &count) in counts.iter().enumerate() {
+            let vs: Vec<f64> = (0..n).filter(|i| i % 7 == g as i64).map(|i| i as f64 / 1000.0).collect();
+            let m = vs.len() as f64;
+            let mean = vs.iter().sum::<f64>() / m;
+            let var = vs.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / (m - 1.0);
+            assert_eq!(count, vs.len() as u64);
+            assert!((f("sum(v)")[g] - vs.iter().sum::<f64>()).abs() < 1e-6 * m);
+            assert!((f("mean(v)")[g] - mean).abs() < 1e-9 * mean.abs(), "{} vs {mean}", f("mean(v)")[g]);
+            assert_eq!(f("min(v)")[g], vs[0]);
+            assert_eq!(f("max(v)")[g], *vs.last().unwrap());
+            assert!((f("std(v)")[g] - var.sqrt()).abs() < 1e-9 * var.sqrt(), "{} vs {}", f("std(v)")[g], var.sqrt());
+        }
+        // String and integer keys together, from a CSV read in many ranges.
+        let dir = TempDir::new("groupby");
+        let path = dir.path("g.csv");
+        let mut s = String::from("name,k,x\n");
+        for i in 0..3000 {
+            s.push_str(&format!("{},{},{}\n", ["ann", "bob", "cy"][i % 3], i % 2, i));
+        }
+        std::fs::write(&path, s).unwrap();
+        let t = prism_data::read_csv_with(&path, prism_data::CsvOptions { chunk_bytes: 2000 })
+            .unwrap()
+            .groupby(&["name", "k"])
+            .aggregate(&[Agg::count(), Agg::max("x")])
+            .unwrap();
+        assert_eq!(t.num_rows(), 6);
+        let names = t.column_by_name("name").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(names.value(0), "ann");
+        let counts = t.column_by_name("count()").unwrap().as_any().downcast_ref::<prism_data::arrow::array::UInt64Array>().unwrap();
+        assert_eq!(counts.values().iter().sum::<u64>(), 3000);
+        assert!(counts.values().iter().all(|&c| c == 500));
+        assert!(matches!(prism_data::range(10).groupby(&["nope"]).aggregate(&[Agg::count()]), Err(DataError::ColumnNotFound { .. })));
+    }
+
     fn bad_input_gets_typed_errors(session, NodeSpec::cpus(2.0)) {
         let dir = TempDir::new("errors");
         let missing = dir.path("nope.csv");

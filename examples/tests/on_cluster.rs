@@ -51,6 +51,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "tune_svm_digits",
         "tune_asha",
         "tune_estimators",
+        "data_csv_etl",
     ] {
         run_on(&cluster, name);
     }

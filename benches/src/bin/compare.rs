@@ -402,10 +402,46 @@ fn w10() -> Vec<Figure> {
         assert!(n > 3_000_000 && n < 4_000_000, "{n} rows with x > 0");
         rows / dt
     });
+    // W10b: group by k, mean of x and y; the table written as Parquet (a file per
+    // block), read back and x summed.
+    let groupby = reps(|| {
+        let t = Instant::now();
+        let table = prism_data::read_csv(&csv)
+            .expect("the W10 CSV")
+            .groupby(&["k"])
+            .aggregate(&[prism_data::Agg::mean("x"), prism_data::Agg::mean("y")])
+            .expect("W10 groupby");
+        let dt = secs(t);
+        assert_eq!(table.num_rows(), 100);
+        rows / dt
+    });
+    let dir = std::env::temp_dir().join(format!("prism-w10-parquet-{}", std::process::id()));
+    let (mut write, mut read) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        let _ = std::fs::remove_dir_all(&dir);
+        let t = Instant::now();
+        let files = prism_data::read_csv(&csv)
+            .expect("the W10 CSV")
+            .write_parquet(&dir)
+            .expect("W10 Parquet write");
+        write.push(rows / secs(t));
+        assert!(!files.is_empty());
+        let t = Instant::now();
+        let s = prism_data::read_parquet(&dir)
+            .expect("the W10 Parquet files")
+            .sum("x")
+            .expect("W10 Parquet sum");
+        read.push(rows / secs(t));
+        assert!(matches!(s, Some(Literal::Float(_))));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     prism::shutdown();
     vec![
         figure("W10_map_batches_rows_per_s", map, "rows/s"),
         figure("W10_csv_rows_per_s", csv_rate, "rows/s"),
+        figure("W10_groupby_rows_per_s", groupby, "rows/s"),
+        figure("W10_parquet_write_rows_per_s", median(write), "rows/s"),
+        figure("W10_parquet_read_rows_per_s", median(read), "rows/s"),
     ]
 }
 
