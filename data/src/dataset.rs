@@ -12,7 +12,7 @@ use crate::error::{DataError, Result};
 use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, TaskStream};
 use crate::expr::{Expr, Literal};
 use crate::group::{Agg, GroupSpec};
-use crate::ops::{add_sums, finish, name_of, BatchFn, Op, Output, Sink};
+use crate::ops::{add_sums, finish, name_of, BatchFn, FileFormat, Op, Output, Sink};
 use crate::source::{csv_units, parquet_units, range_units, CSV_CHUNK_BYTES};
 
 /// Operators run in one pass, and the row limit that ends it.
@@ -224,14 +224,7 @@ impl Dataset {
                 let sink = sink.clone();
                 let mut index = 0;
                 return Ok(Box::new(out_blocks.map(move |b| {
-                    let sink = match &sink {
-                        Sink::Parquet { dir, prefix, .. } => Sink::Parquet {
-                            dir: dir.clone(),
-                            prefix: prefix.clone(),
-                            index,
-                        },
-                        other => other.clone(),
-                    };
+                    let sink = sink.for_block(index);
                     index += 1;
                     finish(&sink, b?.0)
                 })));
@@ -328,11 +321,20 @@ impl Dataset {
     /// `{run}-{index:06}.parquet` with a `run` new for each call, so that writes do not
     /// overwrite one another. Each file appears whole or not at all. Returns the files.
     pub fn write_parquet(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
-        let dir = dir.as_ref();
+        self.write(FileFormat::Parquet, dir.as_ref())
+    }
+
+    /// Like [`Dataset::write_parquet`], as CSV files with a header line.
+    pub fn write_csv(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        self.write(FileFormat::Csv, dir.as_ref())
+    }
+
+    fn write(&self, format: FileFormat, dir: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir).map_err(crate::error::io_err(dir))?;
         let prefix = run_prefix();
         let mut files = Vec::new();
-        for out in self.run(Sink::Parquet {
+        for out in self.run(Sink::Write {
+            format,
             dir: dir.to_path_buf(),
             prefix,
             index: 0,

@@ -87,14 +87,7 @@ impl TaskStream {
     }
 
     fn sink_for(&self, index: usize) -> Sink {
-        match &self.sink {
-            Sink::Parquet { dir, prefix, .. } => Sink::Parquet {
-                dir: dir.clone(),
-                prefix: prefix.clone(),
-                index,
-            },
-            other => other.clone(),
-        }
+        self.sink.for_block(index)
     }
 
     fn fill(&mut self) -> Result<()> {

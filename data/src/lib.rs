@@ -60,7 +60,7 @@ pub use error::{DataError, Result};
 pub use exec::{read_block, transform_block};
 pub use expr::{col, lit, BinOp, CastTo, Expr, Literal};
 pub use group::{Agg, GroupSpec};
-pub use ops::{BatchFn, BatchFnEntry, Op, Output, Sink};
+pub use ops::{BatchFn, BatchFnEntry, FileFormat, Op, Output, Sink};
 pub use source::{Unit, CSV_CHUNK_BYTES, READ_BATCH_ROWS};
 
 /// The arrow crate prism-data is built on, for the types of batch functions.

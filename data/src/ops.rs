@@ -149,7 +149,7 @@ pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
         Sink::Count => Some(Vec::new()),
         Sink::Sum(c) => Some(vec![c.clone()]),
         Sink::Aggregate(spec) => Some(spec.needed()),
-        Sink::Collect | Sink::Parquet { .. } => None,
+        Sink::Collect | Sink::Write { .. } => None,
     };
     let add = |needed: &mut Option<Vec<String>>, cols: Vec<String>| {
         if let Some(n) = needed {
@@ -199,9 +199,11 @@ pub enum Sink {
     Sum(String),
     /// Returns one row of partial statistics per group.
     Aggregate(crate::group::GroupSpec),
-    /// Writes it as one Parquet file `{dir}/{prefix}-{index:06}.parquet` (through a
-    /// temporary name) and returns the path and rows.
-    Parquet {
+    /// Writes it as one file `{dir}/{prefix}-{index:06}.{ext}` (through a temporary
+    /// name) and returns the path and rows.
+    Write {
+        /// The file format.
+        format: FileFormat,
         /// The directory.
         dir: std::path::PathBuf,
         /// The run's file-name prefix.
@@ -209,6 +211,45 @@ pub enum Sink {
         /// This block's index.
         index: usize,
     },
+}
+
+/// A format blocks are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileFormat {
+    /// Apache Parquet.
+    Parquet,
+    /// CSV with a header line.
+    Csv,
+}
+
+impl FileFormat {
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            FileFormat::Parquet => "parquet",
+            FileFormat::Csv => "csv",
+        }
+    }
+}
+
+impl Sink {
+    /// The sink of block `index`: a write names its file by the index.
+    pub(crate) fn for_block(&self, index: usize) -> Sink {
+        match self {
+            Sink::Write {
+                format,
+                dir,
+                prefix,
+                ..
+            } => Sink::Write {
+                format: *format,
+                dir: dir.clone(),
+                prefix: prefix.clone(),
+                index,
+            },
+            other => other.clone(),
+        }
+    }
 }
 
 /// What a task returns.
@@ -267,7 +308,7 @@ pub(crate) fn run_parts(
                 )?))),
             }
         }
-        Sink::Collect | Sink::Parquet { .. } => {
+        Sink::Collect | Sink::Write { .. } => {
             let mut out = batches
                 .into_iter()
                 .map(|b| apply_all(ops, b))
@@ -318,9 +359,14 @@ pub(crate) fn finish(sink: &Sink, batch: RecordBatch) -> Result<Output> {
                 .ok_or_else(|| crate::error::no_column(column, &batch.schema()))?;
             Ok(Output::Sum(sum_of(column, a)?))
         }
-        Sink::Parquet { dir, prefix, index } => {
-            let path = dir.join(format!("{prefix}-{index:06}.parquet"));
-            crate::write::parquet_file(&path, &batch)?;
+        Sink::Write {
+            format,
+            dir,
+            prefix,
+            index,
+        } => {
+            let path = dir.join(format!("{prefix}-{index:06}.{}", format.extension()));
+            crate::write::file(*format, &path, &batch)?;
             Ok(Output::Written(path, batch.num_rows() as u64))
         }
     }

@@ -8,17 +8,33 @@ use arrow::array::RecordBatch;
 use parquet::arrow::ArrowWriter;
 
 use crate::error::{io_err, DataError, Result};
+use crate::ops::FileFormat;
 
-/// Writes `batch` as the Parquet file `path`, whole or not at all.
-pub(crate) fn parquet_file(path: &Path, batch: &RecordBatch) -> Result<()> {
+/// Writes `batch` as the file `path` in `format`, whole or not at all.
+pub(crate) fn file(format: FileFormat, path: &Path, batch: &RecordBatch) -> Result<()> {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("part");
     let tmp = path.with_file_name(format!(".{name}.tmp"));
     let result = (|| {
         let f = File::create(&tmp).map_err(io_err(&tmp))?;
-        let mut w =
-            ArrowWriter::try_new(f, batch.schema(), None).map_err(|e| parquet_err(path, e))?;
-        w.write(batch).map_err(|e| parquet_err(path, e))?;
-        w.close().map_err(|e| parquet_err(path, e))?;
+        match format {
+            FileFormat::Parquet => {
+                let mut w = ArrowWriter::try_new(f, batch.schema(), None)
+                    .map_err(|e| parquet_err(path, e))?;
+                w.write(batch).map_err(|e| parquet_err(path, e))?;
+                w.close().map_err(|e| parquet_err(path, e))?;
+            }
+            FileFormat::Csv => {
+                let mut w = arrow::csv::WriterBuilder::new()
+                    .with_header(true)
+                    .build(std::io::BufWriter::with_capacity(1 << 20, f));
+                w.write(batch).map_err(|e| DataError::Csv {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                let mut inner = w.into_inner();
+                std::io::Write::flush(&mut inner).map_err(io_err(path))?;
+            }
+        }
         std::fs::rename(&tmp, path).map_err(io_err(path))
     })();
     if result.is_err() {

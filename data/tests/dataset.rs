@@ -32,6 +32,25 @@ fn refuse(_: RecordBatch) -> prism_data::Result<RecordBatch> {
 }
 prism_data::register_batch_fn!(refuse);
 
+/// Appends a line to the file its batch's `log` column names: one line per task started.
+fn note_start(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    use std::io::Write;
+    let log = b
+        .column_by_name("log")
+        .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| DataError::Invalid("no log column".into()))?
+        .value(0)
+        .to_string();
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log)
+        .map_err(|e| DataError::Invalid(e.to_string()))?;
+    writeln!(f, "started").map_err(|e| DataError::Invalid(e.to_string()))?;
+    Ok(b)
+}
+prism_data::register_batch_fn!(note_start);
+
 fn not_registered(b: RecordBatch) -> prism_data::Result<RecordBatch> {
     Ok(b)
 }
@@ -167,6 +186,13 @@ prism::both_modes! {
         let b = one.collect().unwrap();
         assert_eq!(b[0].num_columns(), 1);
         assert_eq!(one.sum("k").unwrap(), Some(Literal::Int((0..20_000).map(|i| i % 5).sum())));
+        // CSV out, and back in: the same rows.
+        let csv_out = dir.path("csv_out");
+        let written = back.write_csv(&csv_out).unwrap();
+        assert!(written.iter().all(|f| f.extension().is_some_and(|e| e == "csv")));
+        let again = prism_data::read_csv(&csv_out).unwrap();
+        assert_eq!(again.count().unwrap(), 20_000);
+        assert_eq!(again.sum("id").unwrap(), Some(Literal::Int((0..20_000).sum())));
         // from_batches, then the same path through the store.
         let batch = RecordBatch::try_new(
             Arc::new(Schema::new(vec![Field::new("s", DataType::Utf8, false)])),
@@ -174,6 +200,31 @@ prism::both_modes! {
         ).unwrap();
         let mem = prism_data::from_batches(vec![batch.clone(), batch]).unwrap();
         assert_eq!(mem.filter(col("s").not_eq(lit("b"))).count().unwrap(), 4);
+    }
+
+    /// A consumer that pulls slowly holds back the tasks: at most the window runs ahead
+    /// of what it has taken, however many blocks the dataset has.
+    fn a_slow_consumer_holds_back_the_tasks(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("backpressure");
+        let log = dir.path("started.log");
+        let schema = Arc::new(Schema::new(vec![Field::new("log", DataType::Utf8, false)]));
+        let batches: Vec<RecordBatch> = (0..20)
+            .map(|_| RecordBatch::try_new(schema.clone(), vec![Arc::new(StringArray::from(vec![log.to_str().unwrap(); 10]))]).unwrap())
+            .collect();
+        let window = 3;
+        let ds = prism_data::from_batches(batches).unwrap().map_batches(note_start).with_window(window);
+        let started = || std::fs::read_to_string(&log).map_or(0, |s| s.lines().count());
+        let mut taken = 0;
+        for b in ds.iter_blocks().unwrap() {
+            b.unwrap();
+            taken += 1;
+            // Give the tasks time to run ahead if anything let them.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let n = started();
+            assert!(n <= taken + window, "{n} tasks started with {taken} blocks taken and a window of {window}");
+        }
+        assert_eq!(taken, 20);
+        assert_eq!(started(), 20);
     }
 
     fn groupby_aggregates_over_several_blocks(session, NodeSpec::cpus(2.0)) {
