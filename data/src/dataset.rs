@@ -13,7 +13,7 @@ use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, 
 use crate::expr::{Expr, Literal};
 use crate::group::{Agg, GroupSpec};
 use crate::ops::{add_sums, finish, name_of, BatchFn, FileFormat, Op, Output, Sink};
-use crate::source::{csv_units, parquet_units, range_units, CSV_CHUNK_BYTES};
+use crate::source::{csv_units, json_units, parquet_units, range_units, CSV_CHUNK_BYTES};
 
 /// Operators run in one pass, and the row limit that ends it.
 #[derive(Clone, Default)]
@@ -101,6 +101,65 @@ pub fn read_csv_with(path: impl AsRef<Path>, options: CsvOptions) -> Result<Data
         units.into_iter().map(Input::Unit).collect(),
         Some(schema),
     ))
+}
+
+/// The newline-delimited JSON files at `path` (a file, a directory of `.json` files, or
+/// a `*` pattern), an object per line; field types inferred from the first 1,000 lines
+/// of each file. Read in ranges of 16 MiB cut at line ends.
+pub fn read_json(path: impl AsRef<Path>) -> Result<Dataset> {
+    let (schema, units) = json_units(path.as_ref(), CSV_CHUNK_BYTES)?;
+    Ok(Dataset::of(
+        units.into_iter().map(Input::Unit).collect(),
+        Some(schema),
+    ))
+}
+
+/// A dataset of rows of a serde type (a struct of numbers, strings, booleans, options
+/// and nested values), its schema inferred from the first 1,000 rows, in blocks of
+/// about a million rows put into the object store.
+///
+/// ```
+/// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+/// struct Row { name: String, score: f64 }
+/// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+/// let rows = vec![Row { name: "a".into(), score: 1.5 }, Row { name: "b".into(), score: -2.0 }];
+/// let ds = prism_data::from_rows(&rows)?;
+/// let back: Vec<Row> = ds.iter_rows::<Row>()?.collect::<prism_data::Result<_>>()?;
+/// assert_eq!(back, rows);
+/// prism::shutdown();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn from_rows<T: serde::Serialize>(rows: &[T]) -> Result<Dataset> {
+    let sample = rows
+        .iter()
+        .take(1000)
+        .map(|r| {
+            serde_json::to_value(r)
+                .map_err(|e| DataError::Invalid(format!("a row does not serialize: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let schema = Arc::new(
+        arrow::json::reader::infer_json_schema_from_iterator(sample.iter().map(Ok))
+            .map_err(|e| DataError::Invalid(format!("no schema for these rows: {e}")))?,
+    );
+    let mut batches = Vec::new();
+    for chunk in rows.chunks(crate::source::RANGE_BLOCK_ROWS as usize) {
+        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
+            .with_batch_size(chunk.len())
+            .build_decoder()?;
+        decoder.serialize(chunk).map_err(|e| {
+            DataError::Invalid(format!(
+                "rows do not fit the schema {}: {e}",
+                crate::source::describe(&schema)
+            ))
+        })?;
+        if let Some(b) = decoder.flush()? {
+            batches.push(b);
+        }
+    }
+    let mut ds = from_batches(batches)?;
+    ds.schema = Some(schema);
+    Ok(ds)
 }
 
 /// The Parquet files at `path` (a file, a directory of `.parquet` files, or a `*`
@@ -293,6 +352,20 @@ impl Dataset {
         })
     }
 
+    /// The rows as values of a serde type, block by block as they are computed (each
+    /// block converted through JSON: for reading results, not for speed).
+    pub fn iter_rows<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<impl Iterator<Item = Result<T>>> {
+        Ok(self.iter_blocks()?.flat_map(|b| {
+            let rows: Vec<Result<T>> = match b.and_then(|b| rows_of(&b)) {
+                Ok(rows) => rows,
+                Err(e) => vec![Err(e)],
+            };
+            rows
+        }))
+    }
+
     /// Every block, computed and gathered here.
     pub fn collect(&self) -> Result<Vec<RecordBatch>> {
         self.iter_blocks()?.collect()
@@ -322,6 +395,11 @@ impl Dataset {
     /// overwrite one another. Each file appears whole or not at all. Returns the files.
     pub fn write_parquet(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
         self.write(FileFormat::Parquet, dir.as_ref())
+    }
+
+    /// Like [`Dataset::write_parquet`], as newline-delimited JSON files.
+    pub fn write_json(&self, dir: impl AsRef<Path>) -> Result<Vec<PathBuf>> {
+        self.write(FileFormat::Json, dir.as_ref())
     }
 
     /// Like [`Dataset::write_parquet`], as CSV files with a header line.
@@ -392,6 +470,26 @@ impl GroupBy {
         }
         crate::group::finish(&crate::group::merge(&partials, &spec)?, &spec)
     }
+}
+
+/// The rows of `batch` as `T`s, through JSON lines.
+fn rows_of<T: serde::de::DeserializeOwned>(batch: &RecordBatch) -> Result<Vec<Result<T>>> {
+    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
+    w.write(batch)?;
+    w.finish()?;
+    let bytes = w.into_inner();
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| {
+            serde_json::from_slice(l).map_err(|e| {
+                DataError::Invalid(format!(
+                    "a row does not read as {}: {e}",
+                    std::any::type_name::<T>()
+                ))
+            })
+        })
+        .collect())
 }
 
 /// A prefix no other write of this machine uses: the time in nanoseconds and the pid.

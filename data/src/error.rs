@@ -32,6 +32,14 @@ pub enum DataError {
         /// The parser's error, with the line and column where it knows them.
         message: String,
     },
+    /// A JSON file with a line that does not parse.
+    #[error("{path}: {message}")]
+    Json {
+        /// The file.
+        path: String,
+        /// The parser's error.
+        message: String,
+    },
     /// A Parquet file that does not read or write.
     #[error("{path}: {message}")]
     Parquet {

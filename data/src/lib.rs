@@ -53,8 +53,8 @@ mod write;
 
 pub use block::Block;
 pub use dataset::{
-    from_batches, range, read_csv, read_csv_with, read_parquet, read_parquet_columns, CsvOptions,
-    Dataset,
+    from_batches, from_rows, range, read_csv, read_csv_with, read_json, read_parquet,
+    read_parquet_columns, CsvOptions, Dataset, GroupBy,
 };
 pub use error::{DataError, Result};
 pub use exec::{read_block, transform_block};

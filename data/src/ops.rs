@@ -220,6 +220,8 @@ pub enum FileFormat {
     Parquet,
     /// CSV with a header line.
     Csv,
+    /// Newline-delimited JSON, an object per row.
+    Json,
 }
 
 impl FileFormat {
@@ -228,6 +230,7 @@ impl FileFormat {
         match self {
             FileFormat::Parquet => "parquet",
             FileFormat::Csv => "csv",
+            FileFormat::Json => "json",
         }
     }
 }

@@ -51,6 +51,17 @@ pub enum Unit {
         /// The columns, inferred once from the file's head.
         schema: Schema,
     },
+    /// The lines of a newline-delimited JSON file that start in `start..end`.
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// First byte of the range.
+        start: u64,
+        /// One past its last byte.
+        end: u64,
+        /// The fields, inferred once from the file's head.
+        schema: Schema,
+    },
     /// One row group of a Parquet file.
     Parquet {
         /// The file.
@@ -85,6 +96,12 @@ impl Unit {
                 data_start,
                 schema,
             } => read_csv_range(path, *start, *end, *data_start, schema, needed),
+            Unit::Json {
+                path,
+                start,
+                end,
+                schema,
+            } => read_json_range(path, *start, *end, schema, needed),
             Unit::Parquet {
                 path,
                 row_group,
@@ -240,6 +257,99 @@ pub(crate) fn csv_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit>
     Ok((schema, units))
 }
 
+/// The units of the newline-delimited JSON files at `path`, `chunk` bytes each: the
+/// schema is inferred from the first 1,000 lines of every file and merged.
+pub(crate) fn json_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit>)> {
+    let files = expand(path, "json")?;
+    let mut schemas = Vec::new();
+    for file in &files {
+        let f = BufReader::new(File::open(file).map_err(io_err(file))?);
+        let (schema, _) =
+            arrow::json::reader::infer_json_schema(f, Some(1000)).map_err(|e| DataError::Json {
+                path: file.display().to_string(),
+                message: e.to_string(),
+            })?;
+        schemas.push(schema);
+    }
+    let schema = Schema::try_merge(schemas).map_err(|e| DataError::SchemaMismatch {
+        path: path.display().to_string(),
+        found: e.to_string(),
+        first: files[0].display().to_string(),
+        expected: "fields of one type across the files".into(),
+    })?;
+    let mut units = Vec::new();
+    for file in files {
+        let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
+        let mut start = 0;
+        while start < len {
+            let end = (start + chunk.max(1)).min(len);
+            units.push(Unit::Json {
+                path: file.clone(),
+                start,
+                end,
+                schema: schema.clone(),
+            });
+            start = end;
+        }
+    }
+    Ok((Arc::new(schema), units))
+}
+
+fn read_json_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    full: &Schema,
+    needed: Option<&[String]>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    // Fields the schema leaves out are skipped by the reader: a projection is a
+    // narrower schema.
+    let schema = match needed {
+        Some(n) => Arc::new(full.project(&projection(full, n))?),
+        None => Arc::new(full.clone()),
+    };
+    let Some(range) = line_range(path, start, end, 0)? else {
+        return Ok((schema, Vec::new()));
+    };
+    let (from, reader) = range;
+    let json_err = |e: arrow::error::ArrowError| DataError::Json {
+        path: path.display().to_string(),
+        message: format!("{e} (in the lines from byte {from})"),
+    };
+    let reader = arrow::json::ReaderBuilder::new(schema.clone())
+        .with_batch_size(READ_BATCH_ROWS)
+        .build(reader)
+        .map_err(json_err)?;
+    let mut batches = Vec::new();
+    for b in reader {
+        batches.push(b.map_err(json_err)?);
+    }
+    Ok((schema, batches))
+}
+
+/// The lines of `path` that start in `start..end`, as a buffered reader from the
+/// first of them (and its offset), or `None` if no line starts there.
+fn line_range(
+    path: &Path,
+    start: u64,
+    end: u64,
+    data_start: u64,
+) -> Result<Option<(u64, impl BufRead)>> {
+    let mut f = File::open(path).map_err(io_err(path))?;
+    let len = f.metadata().map_err(io_err(path))?.len();
+    let from = line_start_from(&f, path, start, data_start, len)?;
+    let to = line_start_from(&f, path, end, data_start, len)?;
+    if to <= from {
+        return Ok(None);
+    }
+    f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
+    // Streamed through a buffer the size of a cache, not read whole.
+    Ok(Some((
+        from,
+        BufReader::with_capacity(1 << 20, f.take(to - from)),
+    )))
+}
+
 /// The first line start at or after `at` (given that the data begins at `data_start`).
 fn line_start_from(f: &File, path: &Path, at: u64, data_start: u64, len: u64) -> Result<u64> {
     if at <= data_start {
@@ -290,17 +400,9 @@ fn read_csv_range(
         Some(i) => Arc::new(full.project(i)?),
         None => full.clone(),
     };
-    let f = File::open(path).map_err(io_err(path))?;
-    let len = f.metadata().map_err(io_err(path))?.len();
-    let from = line_start_from(&f, path, start, data_start, len)?;
-    let to = line_start_from(&f, path, end, data_start, len)?;
-    if to <= from {
+    let Some((from, range)) = line_range(path, start, end, data_start)? else {
         return Ok((schema, Vec::new()));
-    }
-    let mut f = f;
-    f.seek(SeekFrom::Start(from)).map_err(io_err(path))?;
-    // Streamed through a buffer the size of a cache, not read whole.
-    let range = BufReader::with_capacity(1 << 20, f.take(to - from));
+    };
     let mut builder = arrow::csv::ReaderBuilder::new(full.clone()).with_header(false);
     if let Some(i) = indices {
         builder = builder.with_projection(i);

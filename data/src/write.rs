@@ -34,6 +34,19 @@ pub(crate) fn file(format: FileFormat, path: &Path, batch: &RecordBatch) -> Resu
                 let mut inner = w.into_inner();
                 std::io::Write::flush(&mut inner).map_err(io_err(path))?;
             }
+            FileFormat::Json => {
+                let mut w = arrow::json::LineDelimitedWriter::new(
+                    std::io::BufWriter::with_capacity(1 << 20, f),
+                );
+                let json_err = |e: arrow::error::ArrowError| DataError::Json {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                };
+                w.write(batch).map_err(json_err)?;
+                w.finish().map_err(json_err)?;
+                let mut inner = w.into_inner();
+                std::io::Write::flush(&mut inner).map_err(io_err(path))?;
+            }
         }
         std::fs::rename(&tmp, path).map_err(io_err(path))
     })();

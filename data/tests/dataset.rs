@@ -55,6 +55,13 @@ fn not_registered(b: RecordBatch) -> prism_data::Result<RecordBatch> {
     Ok(b)
 }
 
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Person {
+    name: String,
+    age: i64,
+    score: Option<f64>,
+}
+
 /// A directory of its own under the system's temp dir, removed when dropped.
 struct TempDir(PathBuf);
 
@@ -273,6 +280,37 @@ prism::both_modes! {
         assert_eq!(counts.values().iter().sum::<u64>(), 3000);
         assert!(counts.values().iter().all(|&c| c == 500));
         assert!(matches!(prism_data::range(10).groupby(&["nope"]).aggregate(&[Agg::count()]), Err(DataError::ColumnNotFound { .. })));
+    }
+
+    fn json_lines_and_serde_rows(session, NodeSpec::cpus(2.0)) {
+        let people: Vec<Person> = (0..5000)
+            .map(|i| Person { name: format!("p{i}"), age: i % 90, score: (i % 4 != 0).then_some(i as f64 / 2.0) })
+            .collect();
+        let ds = prism_data::from_rows(&people).unwrap();
+        assert_eq!(ds.count().unwrap(), 5000);
+        let back: Vec<Person> = ds.iter_rows().unwrap().collect::<prism_data::Result<_>>().unwrap();
+        assert_eq!(back, people);
+        let dir = TempDir::new("json");
+        let out = dir.path("out");
+        let files = ds.clone().filter(col("age").lt(lit(30))).write_json(&out).unwrap();
+        assert!(files.iter().all(|f| f.extension().is_some_and(|e| e == "json")));
+        let read = prism_data::read_json(&out).unwrap();
+        let young: Vec<Person> = read.iter_rows().unwrap().collect::<prism_data::Result<_>>().unwrap();
+        assert_eq!(young, people.iter().filter(|p| p.age < 30).cloned().collect::<Vec<_>>());
+        assert_eq!(read.sum("age").unwrap(), Some(Literal::Int(people.iter().filter(|p| p.age < 30).map(|p| p.age).sum())));
+        // A hand-written file, then the same with a bad line at the end.
+        let path = dir.path("h.json");
+        let mut s = String::new();
+        for i in 0..2000 {
+            s.push_str(&format!("{{\"a\": {i}, \"b\": \"x{i}\"}}\n"));
+        }
+        std::fs::write(&path, &s).unwrap();
+        let many = prism_data::read_json(&path).unwrap();
+        assert_eq!(many.sum("a").unwrap(), Some(Literal::Int((0..2000).sum())));
+        s.push_str("{\"a\": 1, \"b\": oops}\n");
+        std::fs::write(&path, &s).unwrap();
+        let err = prism_data::read_json(&path).unwrap().count().unwrap_err();
+        assert!(matches!(&err, DataError::Json { path, .. } if path.ends_with("h.json")), "{err}");
     }
 
     fn bad_input_gets_typed_errors(session, NodeSpec::cpus(2.0)) {
