@@ -18,7 +18,10 @@ use crate::source::Unit;
 /// Reads `unit`, runs `ops` on it, and hands the result to `sink`. A task.
 #[prism::remote]
 pub fn read_block(unit: Unit, ops: &[Op], sink: Sink) -> Result<Output> {
-    let (schema, batches) = unit.read(required_columns(ops, &sink).as_deref())?;
+    let (schema, batches) = unit.read(
+        required_columns(ops, &sink).as_deref(),
+        &crate::prune::leading_filters(ops),
+    )?;
     run_parts(ops, &sink, schema, batches)
 }
 

@@ -48,6 +48,7 @@ mod exec;
 mod expr;
 mod group;
 mod ops;
+mod prune;
 mod source;
 mod write;
 

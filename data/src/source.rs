@@ -18,6 +18,7 @@ use parquet::arrow::ProjectionMask;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{io_err, DataError, Result};
+use crate::expr::Expr;
 
 /// Rows per block of `range(n)`.
 pub(crate) const RANGE_BLOCK_ROWS: u64 = 1 << 20;
@@ -79,7 +80,14 @@ impl Unit {
     ///
     /// A unit comes as batches of up to [`READ_BATCH_ROWS`] rows where its reader
     /// yields them so (CSV, Parquet), small enough to stay in cache as operators run.
-    pub fn read(&self, needed: Option<&[String]>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    ///
+    /// `filters` are predicates every row kept must pass: a Parquet row group whose
+    /// statistics show that no row can is not read.
+    pub fn read(
+        &self,
+        needed: Option<&[String]>,
+        filters: &[Expr],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
         match self {
             Unit::Range { start, end } => {
                 let ids = Int64Array::from_iter_values(*start..*end);
@@ -115,7 +123,7 @@ impl Unit {
                     (None, Some(n)) => Some(n.to_vec()),
                     (None, None) => None,
                 };
-                read_row_group(path, *row_group, narrowed.as_deref())
+                read_row_group(path, *row_group, narrowed.as_deref(), filters)
             }
         }
     }
@@ -522,15 +530,21 @@ fn read_row_group(
     path: &Path,
     row_group: usize,
     columns: Option<&[String]>,
+    filters: &[Expr],
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     let f = File::open(path).map_err(io_err(path))?;
     let mut builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| parquet_error(path, e))?
         .with_row_groups(vec![row_group]);
+    let mut schema = builder.schema().clone();
     if let Some(cols) = columns {
         let indices = projection(builder.schema(), cols);
+        schema = Arc::new(schema.project(&indices)?);
         let mask = ProjectionMask::roots(builder.parquet_schema(), indices);
         builder = builder.with_projection(mask);
+    }
+    if crate::prune::ruled_out(builder.metadata().row_group(row_group), filters) {
+        return Ok((schema, Vec::new()));
     }
     let reader = builder
         .with_batch_size(READ_BATCH_ROWS)

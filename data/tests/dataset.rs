@@ -282,6 +282,29 @@ prism::both_modes! {
         assert!(matches!(prism_data::range(10).groupby(&["nope"]).aggregate(&[Agg::count()]), Err(DataError::ColumnNotFound { .. })));
     }
 
+    /// A row group that a filter rules out on its statistics is never read: here its
+    /// pages are overwritten with garbage, and the filtered read still succeeds.
+    fn row_groups_are_skipped_on_their_statistics(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("prune");
+        let out = dir.path("pq");
+        let mut files = prism_data::range(3_500_000).write_parquet(&out).unwrap();
+        files.sort();
+        assert_eq!(files.len(), 4);
+        // The last file holds ids 3,145,728.. : break its pages, keep its footer.
+        let last = files.last().unwrap();
+        let mut bytes = std::fs::read(last).unwrap();
+        for b in &mut bytes[4..4 + 4096] {
+            *b = 0xff;
+        }
+        std::fs::write(last, &bytes).unwrap();
+        let ds = prism_data::read_parquet(&out).unwrap();
+        assert!(matches!(ds.count(), Err(DataError::Parquet { .. })), "the broken file is found when read");
+        assert_eq!(ds.clone().filter(col("id").lt(lit(1000))).count().unwrap(), 1000);
+        assert_eq!(ds.clone().filter(lit(3_000_000).gt(col("id")).and(col("id").gt_eq(lit(2_000_000)))).count().unwrap(), 1_000_000);
+        assert_eq!(ds.clone().filter(col("id").eq(lit(5.0))).count().unwrap(), 1);
+        assert!(ds.filter(col("id").gt(lit(3_400_000))).count().is_err(), "a filter that needs the broken file reads it");
+    }
+
     fn json_lines_and_serde_rows(session, NodeSpec::cpus(2.0)) {
         let people: Vec<Person> = (0..5000)
             .map(|i| Person { name: format!("p{i}"), age: i % 90, score: (i % 4 != 0).then_some(i as f64 / 2.0) })
