@@ -16,7 +16,7 @@ use crate::ops::{add_sums, finish, name_of, BatchFn, FileFormat, Op, Output, Sin
 use crate::source::{csv_units, json_units, parquet_units, range_units, CSV_CHUNK_BYTES};
 
 /// Operators run in one pass, and the row limit that ends it.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Stage {
     ops: Vec<Op>,
     limit: Option<u64>,
@@ -37,7 +37,10 @@ struct Stage {
 /// prism::shutdown();
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-#[derive(Clone)]
+///
+/// A `Dataset` is plain data (its source's units or block refs and its operators), so it
+/// can be passed to a task or an actor and run there.
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dataset {
     inputs: Arc<Vec<Input>>,
     schema: Option<SchemaRef>,
@@ -254,7 +257,10 @@ impl Dataset {
 
     /// Runs the plan; the last stage's tasks end in `sink` unless it has a limit (then
     /// they return blocks, and `sink` runs here on the limited rows).
-    fn run(&self, sink: Sink) -> Result<Box<dyn Iterator<Item = Result<Output>> + Send>> {
+    pub(crate) fn run(
+        &self,
+        sink: Sink,
+    ) -> Result<Box<dyn Iterator<Item = Result<Output>> + Send>> {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }

@@ -33,7 +33,7 @@ pub fn transform_block(block: &Block, ops: &[Op], sink: Sink) -> Result<Output> 
 }
 
 /// Where a task's block comes from.
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Input {
     /// Read from a source.
     Unit(Unit),

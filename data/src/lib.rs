@@ -50,6 +50,7 @@ mod group;
 mod ops;
 mod prune;
 mod source;
+mod split;
 mod write;
 
 pub use block::Block;
@@ -63,6 +64,7 @@ pub use expr::{col, lit, BinOp, CastTo, Expr, Literal};
 pub use group::{Agg, GroupSpec};
 pub use ops::{BatchFn, BatchFnEntry, FileFormat, Op, Output, Sink};
 pub use source::{Unit, CSV_CHUNK_BYTES, READ_BATCH_ROWS};
+pub use split::{DataShard, SplitCoordinator, SplitCoordinatorHandle};
 
 /// The arrow crate prism-data is built on, for the types of batch functions.
 pub use arrow;

@@ -62,6 +62,30 @@ struct Person {
     score: Option<f64>,
 }
 
+/// A trainer stand-in: reads its shard to the end.
+#[prism::actor]
+pub struct Reader {
+    rows: u64,
+}
+
+#[prism::actor]
+impl Reader {
+    pub fn new() -> Self {
+        Reader { rows: 0 }
+    }
+
+    /// Rows and the sum of `id` in the shard.
+    pub fn consume(&mut self, shard: prism_data::DataShard) -> Result<(u64, i64), String> {
+        let mut sum = 0;
+        for b in shard {
+            let b = b.map_err(|e| e.to_string())?;
+            self.rows += b.num_rows() as u64;
+            sum += ints(&b, "id").iter().sum::<i64>();
+        }
+        Ok((self.rows, sum))
+    }
+}
+
 /// A directory of its own under the system's temp dir, removed when dropped.
 struct TempDir(PathBuf);
 
@@ -303,6 +327,35 @@ prism::both_modes! {
         assert_eq!(ds.clone().filter(lit(3_000_000).gt(col("id")).and(col("id").gt_eq(lit(2_000_000)))).count().unwrap(), 1_000_000);
         assert_eq!(ds.clone().filter(col("id").eq(lit(5.0))).count().unwrap(), 1);
         assert!(ds.filter(col("id").gt(lit(3_400_000))).count().is_err(), "a filter that needs the broken file reads it");
+    }
+
+    fn streaming_split_feeds_readers_in_other_actors(session, NodeSpec::cpus(2.0)) {
+        let n = 2_500_001u64; // three blocks, an odd number of rows
+        // Equal: the same rows in both shards, every row at most once.
+        let shards = prism_data::range(n).streaming_split(2, true).unwrap();
+        let readers: Vec<_> = (0..2).map(|_| Reader::remote()).collect();
+        let refs: Vec<_> = readers.iter().zip(shards).map(|(r, s)| r.consume(s)).collect();
+        let out: Vec<(u64, i64)> = refs.iter().map(|r| prism::get(r).unwrap().unwrap()).collect();
+        assert_eq!(out[0].0, out[1].0, "equal shards");
+        assert!(out[0].0 * 2 <= n && out[0].0 * 2 >= n - 3 * 2, "{out:?}");
+        // Not equal: every row, once, whoever takes it.
+        let shards = prism_data::range(n).streaming_split(2, false).unwrap();
+        let readers: Vec<_> = (0..2).map(|_| Reader::remote()).collect();
+        let refs: Vec<_> = readers.iter().zip(shards).map(|(r, s)| r.consume(s)).collect();
+        let out: Vec<(u64, i64)> = refs.iter().map(|r| prism::get(r).unwrap().unwrap()).collect();
+        assert_eq!(out.iter().map(|o| o.0).sum::<u64>(), n);
+        assert_eq!(out.iter().map(|o| o.1).sum::<i64>(), (0..n as i64).sum::<i64>());
+        // One reader done before the other starts: equal shards do not wait on each other.
+        let mut shards = prism_data::range(n).streaming_split(2, true).unwrap();
+        let second = shards.pop().unwrap();
+        let first: u64 = shards.pop().unwrap().map(|b| b.unwrap().num_rows() as u64).sum();
+        let later: u64 = second.map(|b| b.unwrap().num_rows() as u64).sum();
+        assert_eq!(first, later);
+        // A failing plan reaches every reader as an error.
+        let bad = prism_data::range(10).map_batches(explode).streaming_split(2, false).unwrap();
+        for mut s in bad {
+            assert!(matches!(s.next(), Some(Err(DataError::Operator { .. }))));
+        }
     }
 
     fn json_lines_and_serde_rows(session, NodeSpec::cpus(2.0)) {

@@ -52,6 +52,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "tune_asha",
         "tune_estimators",
         "data_csv_etl",
+        "data_for_training",
     ] {
         run_on(&cluster, name);
     }
