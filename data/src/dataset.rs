@@ -48,6 +48,7 @@ pub struct Dataset {
     /// A transform that could not be planned (reported by the sink).
     error: Option<DataError>,
     window: Option<usize>,
+    budget: Option<u64>,
 }
 
 /// The integers `0..n` as an `Int64` column `id`, in blocks of about a million rows.
@@ -193,6 +194,7 @@ impl Dataset {
             stages: vec![Stage::default()],
             error: None,
             window: None,
+            budget: None,
         }
     }
 
@@ -244,6 +246,14 @@ impl Dataset {
         self
     }
 
+    /// At most `bytes` of blocks in flight per stage, counted in the bytes of the Arrow
+    /// buffers of the largest block seen (at least one block is always in flight, and
+    /// one at a time until the first is seen). The window still bounds the count.
+    pub fn with_memory_budget(mut self, bytes: u64) -> Dataset {
+        self.budget = Some(bytes);
+        self
+    }
+
     /// At most `window` tasks in flight (default: two per CPU of the runtime).
     pub fn with_window(mut self, window: usize) -> Dataset {
         self.window = Some(window.max(1));
@@ -276,7 +286,7 @@ impl Dataset {
             } else {
                 Sink::Collect
             };
-            let outputs = TaskStream::new(upstream, &stage.ops, stage_sink, window);
+            let outputs = TaskStream::new(upstream, &stage.ops, stage_sink, window, self.budget);
             let out_blocks: BlockIter = match stage.limit {
                 Some(n) => Box::new(Limited {
                     inner: outputs,

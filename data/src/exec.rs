@@ -3,7 +3,9 @@
 //!
 //! The window is the backpressure: a consumer that stops pulling stops new tasks, so a
 //! pipeline holds at most `window` blocks beyond the one being consumed, whatever the
-//! size of its input. Every block's operators are fused into the one task that reads
+//! size of its input. A memory budget narrows the window to as many blocks as fit in
+//! it, counting the bytes of the Arrow buffers of the largest block seen so far.
+//! Every block's operators are fused into the one task that reads
 //! (or receives) it.
 
 use std::collections::VecDeque;
@@ -58,6 +60,10 @@ pub(crate) struct TaskStream {
     sink: Sink,
     next_index: usize,
     window: usize,
+    /// Bytes the blocks in flight may hold, if bounded.
+    budget: Option<u64>,
+    /// The largest block seen, in bytes of Arrow buffers.
+    largest: u64,
     pending: VecDeque<ObjectRef<Result<Output>>>,
     done: bool,
 }
@@ -68,6 +74,7 @@ impl TaskStream {
         ops: &[Op],
         sink: Sink,
         window: usize,
+        budget: Option<u64>,
     ) -> TaskStream {
         let describe = if ops.is_empty() {
             "read".to_string()
@@ -84,6 +91,8 @@ impl TaskStream {
             sink,
             next_index: 0,
             window: window.max(1),
+            budget,
+            largest: 0,
             pending: VecDeque::new(),
             done: false,
         }
@@ -93,8 +102,19 @@ impl TaskStream {
         self.sink.for_block(index)
     }
 
+    /// The tasks that may be in flight: the window, fewer if the budget holds fewer of
+    /// the largest block seen so far (but always one).
+    fn room(&self) -> usize {
+        match self.budget {
+            Some(b) if self.largest > 0 => self.window.min((b / self.largest).max(1) as usize),
+            // Until a block is seen its size is unknown: one at a time.
+            Some(_) => 1,
+            None => self.window,
+        }
+    }
+
     fn fill(&mut self) -> Result<()> {
-        while !self.done && self.pending.len() < self.window {
+        while !self.done && self.pending.len() < self.room() {
             match self.inputs.next() {
                 None => self.done = true,
                 Some(input) => {
@@ -130,6 +150,9 @@ impl Iterator for TaskStream {
             }),
             Err(e) => Err(e.into()),
         };
+        if let Ok(Output::Block(b)) = &out {
+            self.largest = self.largest.max(b.bytes() as u64);
+        }
         if out.is_err() {
             // The first failure ends the stream; what is in flight is dropped.
             self.done = true;

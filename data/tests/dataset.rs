@@ -256,6 +256,18 @@ prism::both_modes! {
         }
         assert_eq!(taken, 20);
         assert_eq!(started(), 20);
+        // A budget smaller than a block: one task at a time, whatever the window.
+        std::fs::remove_file(&log).unwrap();
+        let tight = ds.clone().with_window(8).with_memory_budget(1);
+        let mut taken = 0;
+        for b in tight.iter_blocks().unwrap() {
+            b.unwrap();
+            taken += 1;
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            let n = started();
+            assert!(n <= taken + 1, "{n} tasks started with {taken} blocks taken under a one-block budget");
+        }
+        assert_eq!(started(), 20);
     }
 
     fn groupby_aggregates_over_several_blocks(session, NodeSpec::cpus(2.0)) {
