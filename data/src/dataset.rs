@@ -13,6 +13,7 @@ use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, 
 use crate::expr::{Expr, Literal};
 use crate::group::{Agg, GroupSpec};
 use crate::ops::{add_sums, finish, name_of, BatchFn, FileFormat, Op, Output, Sink};
+use crate::pool::{BatchMapper, MapperName};
 use crate::source::{csv_units, json_units, parquet_units, range_units, CSV_CHUNK_BYTES};
 
 /// Operators run in one pass, and the row limit that ends it.
@@ -20,6 +21,8 @@ use crate::source::{csv_units, json_units, parquet_units, range_units, CSV_CHUNK
 struct Stage {
     ops: Vec<Op>,
     limit: Option<u64>,
+    /// Run in a pool of actors, the mapper first.
+    pool: Option<crate::pool::PoolSpec>,
 }
 
 /// A dataset: a source and the transforms to run on its blocks, evaluated lazily.
@@ -74,6 +77,34 @@ pub fn from_batches(batches: Vec<RecordBatch>) -> Result<Dataset> {
         .map(|b| Input::Block(prism::put(Block(b))))
         .collect();
     Ok(Dataset::of(inputs, schema))
+}
+
+/// The size of the actor pool of [`Dataset::map_batches_with`].
+#[derive(Debug, Clone, Copy)]
+pub struct ActorPool {
+    /// Actors started at once (at least 1).
+    pub min: usize,
+    /// Actors at most.
+    pub max: usize,
+    /// CPUs each actor holds.
+    pub cpus: f64,
+}
+
+impl ActorPool {
+    /// From `min` to `max` actors of one CPU each.
+    pub fn new(min: usize, max: usize) -> ActorPool {
+        ActorPool {
+            min,
+            max,
+            cpus: 1.0,
+        }
+    }
+
+    /// Each actor holds `cpus` CPUs.
+    pub fn cpus(mut self, cpus: f64) -> ActorPool {
+        self.cpus = cpus;
+        self
+    }
 }
 
 /// Options of [`read_csv_with`].
@@ -223,6 +254,47 @@ impl Dataset {
         }
     }
 
+    /// Runs the mapper `M` (built from `config` once per actor) on every block, in a pool
+    /// of `min..=max` actors of `cpus` CPUs each; the operators after it run in the same
+    /// actor calls. `M` must be registered with
+    /// [`register_batch_mapper!`](crate::register_batch_mapper).
+    pub fn map_batches_with<M: BatchMapper + MapperName>(
+        mut self,
+        config: &M::Config,
+        pool: ActorPool,
+    ) -> Dataset {
+        let config = match serde_json::to_vec(config) {
+            Ok(c) => c,
+            Err(e) => {
+                self.error.get_or_insert(DataError::Invalid(format!(
+                    "the configuration of {} does not serialize: {e}",
+                    M::NAME
+                )));
+                return self;
+            }
+        };
+        if pool.min == 0 || pool.max < pool.min {
+            self.error.get_or_insert(DataError::Invalid(format!(
+                "an actor pool of {}..={} actors",
+                pool.min, pool.max
+            )));
+            return self;
+        }
+        self.schema = None;
+        self.stages.push(Stage {
+            ops: Vec::new(),
+            limit: None,
+            pool: Some(crate::pool::PoolSpec {
+                name: M::NAME.to_string(),
+                config,
+                min: pool.min,
+                max: pool.max,
+                cpus: pool.cpus,
+            }),
+        });
+        self
+    }
+
     /// Keeps the rows where `predicate` holds.
     pub fn filter(self, predicate: Expr) -> Dataset {
         self.push(Op::Filter(predicate))
@@ -286,7 +358,14 @@ impl Dataset {
             } else {
                 Sink::Collect
             };
-            let outputs = TaskStream::new(upstream, &stage.ops, stage_sink, window, self.budget);
+            let outputs = TaskStream::new(
+                upstream,
+                &stage.ops,
+                stage_sink,
+                window,
+                self.budget,
+                stage.pool.clone(),
+            );
             let out_blocks: BlockIter = match stage.limit {
                 Some(n) => Box::new(Limited {
                     inner: outputs,

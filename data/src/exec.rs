@@ -56,6 +56,8 @@ pub(crate) fn default_window() -> usize {
 pub(crate) struct TaskStream {
     inputs: Box<dyn Iterator<Item = Result<Input>> + Send>,
     ops: ObjectRef<Vec<Op>>,
+    /// The same operators, for pool actors (sent with each call).
+    op_list: Vec<Op>,
     describe: String,
     sink: Sink,
     next_index: usize,
@@ -64,7 +66,10 @@ pub(crate) struct TaskStream {
     budget: Option<u64>,
     /// The largest block seen, in bytes of Arrow buffers.
     largest: u64,
-    pending: VecDeque<ObjectRef<Result<Output>>>,
+    /// The outputs asked for, each with the pool actor computing it (if a pool stage).
+    pending: VecDeque<(Option<usize>, ObjectRef<Result<Output>>)>,
+    /// The actors of a pool stage.
+    pool: Option<crate::pool::Pool>,
     done: bool,
 }
 
@@ -75,8 +80,16 @@ impl TaskStream {
         sink: Sink,
         window: usize,
         budget: Option<u64>,
+        pool: Option<crate::pool::PoolSpec>,
     ) -> TaskStream {
-        let describe = if ops.is_empty() {
+        let describe = if let Some(p) = &pool {
+            let mut parts = vec![format!(
+                "map_batches({})",
+                p.name.rsplit("::").next().unwrap_or(&p.name)
+            )];
+            parts.extend(ops.iter().map(Op::describe));
+            parts.join(" -> ")
+        } else if ops.is_empty() {
             "read".to_string()
         } else {
             ops.iter()
@@ -87,6 +100,7 @@ impl TaskStream {
         TaskStream {
             inputs,
             ops: prism::put(ops.to_vec()),
+            op_list: ops.to_vec(),
             describe,
             sink,
             next_index: 0,
@@ -94,6 +108,7 @@ impl TaskStream {
             budget,
             largest: 0,
             pending: VecDeque::new(),
+            pool: pool.map(crate::pool::Pool::new),
             done: false,
         }
     }
@@ -120,11 +135,26 @@ impl TaskStream {
                 Some(input) => {
                     let sink = self.sink_for(self.next_index);
                     self.next_index += 1;
-                    let r = match input? {
-                        Input::Unit(unit) => read_block::remote(unit, &self.ops, sink),
-                        Input::Block(block) => transform_block::remote(&block, &self.ops, sink),
+                    let entry = match (input?, &mut self.pool) {
+                        (Input::Block(block), Some(pool)) => {
+                            let (i, r) = pool.submit(&block, &self.op_list, sink);
+                            (Some(i), r)
+                        }
+                        (Input::Unit(unit), Some(_)) => {
+                            // A pool stage follows a task stage: its inputs are blocks.
+                            let _ = unit;
+                            return Err(DataError::Invalid(
+                                "a pool stage was given a read unit".into(),
+                            ));
+                        }
+                        (Input::Unit(unit), None) => {
+                            (None, read_block::remote(unit, &self.ops, sink))
+                        }
+                        (Input::Block(block), None) => {
+                            (None, transform_block::remote(&block, &self.ops, sink))
+                        }
                     };
-                    self.pending.push_back(r);
+                    self.pending.push_back(entry);
                 }
             }
         }
@@ -141,8 +171,12 @@ impl Iterator for TaskStream {
             self.pending.clear();
             return Some(Err(e));
         }
-        let r = self.pending.pop_front()?;
-        let out = match prism::get_arc(&r) {
+        let (actor, r) = self.pending.pop_front()?;
+        let answer = prism::get_arc(&r);
+        if let (Some(i), Some(pool)) = (actor, &mut self.pool) {
+            pool.done(i);
+        }
+        let out = match answer {
             Ok(out) => (*out).clone(),
             Err(prism::Error::TaskFailed { message, .. }) => Err(DataError::Operator {
                 operator: self.describe.clone(),

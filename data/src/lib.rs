@@ -48,6 +48,7 @@ mod exec;
 mod expr;
 mod group;
 mod ops;
+mod pool;
 mod prune;
 mod source;
 mod split;
@@ -56,13 +57,16 @@ mod write;
 pub use block::Block;
 pub use dataset::{
     from_batches, from_rows, range, read_csv, read_csv_with, read_json, read_parquet,
-    read_parquet_columns, CsvOptions, Dataset, GroupBy,
+    read_parquet_columns, ActorPool, CsvOptions, Dataset, GroupBy,
 };
 pub use error::{DataError, Result};
 pub use exec::{read_block, transform_block};
 pub use expr::{col, lit, BinOp, CastTo, Expr, Literal};
 pub use group::{Agg, GroupSpec};
 pub use ops::{BatchFn, BatchFnEntry, FileFormat, Op, Output, Sink};
+pub use pool::{
+    make_mapper, BatchMapper, DynMapper, MapperActor, MapperActorHandle, MapperEntry, MapperName,
+};
 pub use source::{Unit, CSV_CHUNK_BYTES, READ_BATCH_ROWS};
 pub use split::{DataShard, SplitCoordinator, SplitCoordinatorHandle};
 

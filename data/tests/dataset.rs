@@ -62,6 +62,42 @@ struct Person {
     score: Option<f64>,
 }
 
+/// A stateful mapper: `scaled = id * factor`, and which mapper made the row (`pid`:
+/// the process id and a count of the mappers that process built).
+struct Scale {
+    factor: f64,
+    me: i64,
+}
+
+static MAPPERS_BUILT: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+impl prism_data::BatchMapper for Scale {
+    type Config = f64;
+
+    fn new(factor: f64) -> prism_data::Result<Self> {
+        if factor < 0.0 {
+            return Err(DataError::Invalid(format!("a negative factor {factor}")));
+        }
+        let n = MAPPERS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(Scale { factor, me: std::process::id() as i64 * 1000 + n })
+    }
+
+    fn map(&mut self, b: RecordBatch) -> prism_data::Result<RecordBatch> {
+        let ids = ints(&b, "id");
+        let scaled: Float64Array = ids.iter().map(|&i| i as f64 * self.factor).collect();
+        let pid = Int64Array::from(vec![self.me; ids.len()]);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("scaled", DataType::Float64, false),
+            Field::new("pid", DataType::Int64, false),
+        ]));
+        Ok(RecordBatch::try_new(
+            schema,
+            vec![Arc::new(scaled), Arc::new(pid)],
+        )?)
+    }
+}
+prism_data::register_batch_mapper!(Scale);
+
 /// A trainer stand-in: reads its shard to the end.
 #[prism::actor]
 pub struct Reader {
@@ -368,6 +404,33 @@ prism::both_modes! {
         for mut s in bad {
             assert!(matches!(s.next(), Some(Err(DataError::Operator { .. }))));
         }
+    }
+
+    fn map_batches_in_an_actor_pool(session, NodeSpec::cpus(2.0)) {
+        use prism_data::ActorPool;
+        let n = 3_500_000u64; // four blocks
+        let ds = prism_data::range(n)
+            .map_batches_with::<Scale>(&0.5, ActorPool::new(1, 2))
+            .filter(col("scaled").gt_eq(lit(0.0)));
+        assert_eq!(ds.count().unwrap(), n);
+        let total = (0..n).map(|i| i as f64 * 0.5).sum::<f64>();
+        match ds.sum("scaled").unwrap() {
+            Some(Literal::Float(s)) => assert!((s - total).abs() < 1e-6 * total, "{s} vs {total}"),
+            other => panic!("{other:?}"),
+        }
+        // Blocks in hand at every actor grow the pool to its max: two actors.
+        let pids: std::collections::BTreeSet<i64> = prism_data::range(n)
+            .map_batches_with::<Scale>(&1.0, ActorPool::new(1, 2))
+            .select(&["pid"])
+            .collect()
+            .unwrap()
+            .iter()
+            .flat_map(|b| ints(b, "pid"))
+            .collect();
+        assert_eq!(pids.len(), 2, "two mappers: {pids:?}");
+        let bad = prism_data::range(10).map_batches_with::<Scale>(&-1.0, ActorPool::new(1, 1)).count().unwrap_err();
+        assert!(bad.to_string().contains("a negative factor"), "{bad}");
+        assert!(matches!(prism_data::range(10).map_batches_with::<Scale>(&1.0, ActorPool::new(2, 1)).count(), Err(DataError::Invalid(_))));
     }
 
     fn json_lines_and_serde_rows(session, NodeSpec::cpus(2.0)) {
