@@ -256,7 +256,8 @@ impl Dataset {
 
     /// Runs the mapper `M` (built from `config` once per actor) on every block, in a pool
     /// of `min..=max` actors of `cpus` CPUs each; the operators after it run in the same
-    /// actor calls. `M` must be registered with
+    /// actor calls. The pool leaves one CPU to the tasks that feed it: it has at most
+    /// `(CPUs - 1) / cpus` actors. `M` must be registered with
     /// [`register_batch_mapper!`](crate::register_batch_mapper).
     pub fn map_batches_with<M: BatchMapper + MapperName>(
         mut self,

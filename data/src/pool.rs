@@ -155,7 +155,24 @@ pub(crate) struct Pool {
 }
 
 impl Pool {
-    pub(crate) fn new(spec: PoolSpec) -> Pool {
+    /// A pool of `spec`, which leaves one CPU of the runtime to the tasks that feed it:
+    /// at most `(CPUs - 1) / cpus` actors (and on a runtime with fewer than `cpus + 1`
+    /// CPUs, one actor holding none), so that the pool cannot starve its own input.
+    pub(crate) fn new(mut spec: PoolSpec) -> Pool {
+        let total = prism::cluster_resources()
+            .ok()
+            .and_then(|r| r.get("CPU").copied())
+            .unwrap_or(1.0);
+        if spec.cpus > 0.0 {
+            if total - spec.cpus < 1.0 {
+                spec.cpus = 0.0;
+                spec.max = 1;
+            } else {
+                let cap = (((total - 1.0) / spec.cpus).floor() as usize).max(1);
+                spec.max = spec.max.min(cap);
+            }
+        }
+        spec.min = spec.min.min(spec.max).max(1);
         let mut pool = Pool {
             spec,
             actors: Vec::new(),

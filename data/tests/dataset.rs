@@ -79,7 +79,10 @@ impl prism_data::BatchMapper for Scale {
             return Err(DataError::Invalid(format!("a negative factor {factor}")));
         }
         let n = MAPPERS_BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Scale { factor, me: std::process::id() as i64 * 1000 + n })
+        Ok(Scale {
+            factor,
+            me: std::process::id() as i64 * 1000 + n,
+        })
     }
 
     fn map(&mut self, b: RecordBatch) -> prism_data::Result<RecordBatch> {
@@ -408,7 +411,7 @@ prism::both_modes! {
 
     fn map_batches_in_an_actor_pool(session, NodeSpec::cpus(2.0)) {
         use prism_data::ActorPool;
-        let n = 3_500_000u64; // four blocks
+        let n = 9_500_000u64; // ten blocks: more than the window, so reads go on beside the pool
         let ds = prism_data::range(n)
             .map_batches_with::<Scale>(&0.5, ActorPool::new(1, 2))
             .filter(col("scaled").gt_eq(lit(0.0)));
@@ -418,9 +421,10 @@ prism::both_modes! {
             Some(Literal::Float(s)) => assert!((s - total).abs() < 1e-6 * total, "{s} vs {total}"),
             other => panic!("{other:?}"),
         }
-        // Blocks in hand at every actor grow the pool to its max: two actors.
+        // Blocks in hand at every actor grow the pool to its max: two actors (of half a
+        // CPU, so that two fit beside the CPU the pool leaves to the read tasks).
         let pids: std::collections::BTreeSet<i64> = prism_data::range(n)
-            .map_batches_with::<Scale>(&1.0, ActorPool::new(1, 2))
+            .map_batches_with::<Scale>(&1.0, ActorPool::new(1, 2).cpus(0.5))
             .select(&["pid"])
             .collect()
             .unwrap()

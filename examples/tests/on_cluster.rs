@@ -53,6 +53,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "tune_estimators",
         "data_csv_etl",
         "data_for_training",
+        "data_batch_inference",
     ] {
         run_on(&cluster, name);
     }
