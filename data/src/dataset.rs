@@ -414,6 +414,38 @@ impl Dataset {
         Ok(total)
     }
 
+    /// `n` datasets of (nearly) equal rows, in order: the plan is run and its blocks kept
+    /// in the object store, cut where the shards meet (slices share the blocks' buffers).
+    /// Shard sizes differ by at most one row.
+    pub fn split(&self, n: usize) -> Result<Vec<Dataset>> {
+        if n == 0 {
+            return Err(DataError::Invalid("split needs at least one shard".into()));
+        }
+        let blocks: Vec<RecordBatch> = self.collect()?;
+        let total: usize = blocks.iter().map(|b| b.num_rows()).sum();
+        let bounds: Vec<usize> = (0..=n).map(|i| i * total / n).collect();
+        split_at(blocks, &bounds, self.schema.clone())
+    }
+
+    /// A training and a test dataset: the last `test_fraction` of the rows (in order)
+    /// are the test set, as Ray's `train_test_split(test_size, shuffle=False)`.
+    pub fn train_test_split(&self, test_fraction: f64) -> Result<(Dataset, Dataset)> {
+        if !(0.0..=1.0).contains(&test_fraction) {
+            return Err(DataError::Invalid(format!(
+                "a test fraction of {test_fraction}, not in 0..=1"
+            )));
+        }
+        let blocks: Vec<RecordBatch> = self.collect()?;
+        let total: usize = blocks.iter().map(|b| b.num_rows()).sum();
+        let test = (total as f64 * test_fraction).round() as usize;
+        let mut parts =
+            split_at(blocks, &[0, total - test, total], self.schema.clone())?.into_iter();
+        match (parts.next(), parts.next()) {
+            (Some(train), Some(test)) => Ok((train, test)),
+            _ => Err(DataError::Invalid("a split without two parts".into())),
+        }
+    }
+
     /// Groups the rows by the key columns `keys`, for [`GroupBy::aggregate`].
     pub fn groupby(&self, keys: &[&str]) -> GroupBy {
         GroupBy {
@@ -566,6 +598,36 @@ impl GroupBy {
         }
         crate::group::finish(&crate::group::merge(&partials, &spec)?, &spec)
     }
+}
+
+/// Datasets of the rows `bounds[i]..bounds[i + 1]` of `blocks`, sliced without a copy.
+fn split_at(
+    blocks: Vec<RecordBatch>,
+    bounds: &[usize],
+    schema: Option<SchemaRef>,
+) -> Result<Vec<Dataset>> {
+    let mut out = Vec::new();
+    for w in bounds.windows(2) {
+        let (from, to) = (w[0], w[1]);
+        let mut parts = Vec::new();
+        let mut at = 0;
+        for b in &blocks {
+            let (start, end) = (at, at + b.num_rows());
+            at = end;
+            let (lo, hi) = (from.max(start), to.min(end));
+            if lo < hi {
+                parts.push(b.slice(lo - start, hi - lo));
+            }
+        }
+        let mut ds = from_batches(parts)?;
+        if ds.schema.is_none() {
+            ds.schema = schema
+                .clone()
+                .or_else(|| blocks.first().map(|b| b.schema()));
+        }
+        out.push(ds);
+    }
+    Ok(out)
 }
 
 /// The rows of `batch` as `T`s, through JSON lines.

@@ -437,6 +437,21 @@ prism::both_modes! {
         assert!(matches!(prism_data::range(10).map_batches_with::<Scale>(&1.0, ActorPool::new(2, 1)).count(), Err(DataError::Invalid(_))));
     }
 
+    fn split_and_train_test_split(session, NodeSpec::cpus(2.0)) {
+        let n = 2_500_003u64;
+        let shards = prism_data::range(n).split(3).unwrap();
+        let counts: Vec<u64> = shards.iter().map(|s| s.count().unwrap()).collect();
+        assert_eq!(counts.iter().sum::<u64>(), n);
+        assert!(counts.iter().max().unwrap() - counts.iter().min().unwrap() <= 1, "{counts:?}");
+        // In order: the second shard starts where the first ends.
+        let first_of_second = ints(&shards[1].take(1).unwrap()[0], "id")[0];
+        assert_eq!(first_of_second as u64, counts[0]);
+        let (train, test) = prism_data::range(1000).filter(col("id").lt(lit(800))).train_test_split(0.25).unwrap();
+        assert_eq!((train.count().unwrap(), test.count().unwrap()), (600, 200));
+        assert_eq!(test.sum("id").unwrap(), Some(Literal::Int((600..800).sum())));
+        assert!(matches!(prism_data::range(10).train_test_split(1.5), Err(DataError::Invalid(_))));
+    }
+
     fn json_lines_and_serde_rows(session, NodeSpec::cpus(2.0)) {
         let people: Vec<Person> = (0..5000)
             .map(|i| Person { name: format!("p{i}"), age: i % 90, score: (i % 4 != 0).then_some(i as f64 / 2.0) })
