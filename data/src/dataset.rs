@@ -666,16 +666,13 @@ struct Rebatch {
     done: bool,
 }
 
-impl Rebatch {
-    fn take_held(&mut self) -> Result<RecordBatch> {
-        let held = std::mem::take(&mut self.held);
-        self.held_rows = 0;
-        if held.len() == 1 {
-            return Ok(held.into_iter().next().unwrap_or_else(|| unreachable!()));
-        }
-        let schema = held[0].schema();
-        Ok(arrow::compute::concat_batches(&schema, &held)?)
+/// One batch of `parts` (not empty): the part itself if there is one, else a copy.
+fn join(mut parts: Vec<RecordBatch>) -> Result<RecordBatch> {
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
     }
+    let schema = parts[0].schema();
+    Ok(arrow::compute::concat_batches(&schema, &parts)?)
 }
 
 impl Iterator for Rebatch {
@@ -699,18 +696,14 @@ impl Iterator for Rebatch {
                     }
                 }
                 self.held_rows -= self.batch_size;
-                let rest = std::mem::replace(&mut self.held, parts);
-                let rest_rows = self.held_rows;
-                let out = self.take_held();
-                self.held = rest;
-                self.held_rows = rest_rows;
-                return Some(out);
+                return Some(join(parts));
             }
             if self.done {
                 if self.held_rows == 0 {
                     return None;
                 }
-                return Some(self.take_held());
+                self.held_rows = 0;
+                return Some(join(std::mem::take(&mut self.held)));
             }
             match self.inner.next() {
                 Some(Ok(b)) if b.num_rows() > 0 => {

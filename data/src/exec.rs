@@ -56,8 +56,6 @@ pub(crate) fn default_window() -> usize {
 pub(crate) struct TaskStream {
     inputs: Box<dyn Iterator<Item = Result<Input>> + Send>,
     ops: ObjectRef<Vec<Op>>,
-    /// The same operators, for pool actors (sent with each call).
-    op_list: Vec<Op>,
     describe: String,
     sink: Sink,
     next_index: usize,
@@ -100,7 +98,6 @@ impl TaskStream {
         TaskStream {
             inputs,
             ops: prism::put(ops.to_vec()),
-            op_list: ops.to_vec(),
             describe,
             sink,
             next_index: 0,
@@ -111,10 +108,6 @@ impl TaskStream {
             pool: pool.map(crate::pool::Pool::new),
             done: false,
         }
-    }
-
-    fn sink_for(&self, index: usize) -> Sink {
-        self.sink.for_block(index)
     }
 
     /// The tasks that may be in flight: the window, fewer if the budget holds fewer of
@@ -133,11 +126,11 @@ impl TaskStream {
             match self.inputs.next() {
                 None => self.done = true,
                 Some(input) => {
-                    let sink = self.sink_for(self.next_index);
+                    let sink = self.sink.for_block(self.next_index);
                     self.next_index += 1;
                     let entry = match (input?, &mut self.pool) {
                         (Input::Block(block), Some(pool)) => {
-                            let (i, r) = pool.submit(&block, &self.op_list, sink);
+                            let (i, r) = pool.submit(&block, &self.ops, sink);
                             (Some(i), r)
                         }
                         (Input::Unit(unit), Some(_)) => {

@@ -195,7 +195,7 @@ impl Pool {
     pub(crate) fn submit(
         &mut self,
         block: &prism::ObjectRef<Block>,
-        ops: &[Op],
+        ops: &prism::ObjectRef<Vec<Op>>,
         sink: Sink,
     ) -> (usize, prism::ObjectRef<Result<Output>>) {
         if self.actors.iter().all(|(_, n)| *n > 0) && self.actors.len() < self.spec.max {
@@ -208,7 +208,7 @@ impl Pool {
             .min_by_key(|(_, (_, n))| *n)
             .unwrap_or((0, &self.actors[0]));
         self.actors[i].1 += 1;
-        (i, self.actors[i].0.map(block, ops.to_vec(), sink))
+        (i, self.actors[i].0.map(block, ops, sink))
     }
 
     /// Actor `i` gave back a block.

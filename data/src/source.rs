@@ -246,9 +246,7 @@ pub(crate) fn csv_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit>
                 schema.clone()
             }
         };
-        let mut start = data_start;
-        while start < len {
-            let end = (start + chunk.max(1)).min(len);
+        for (start, end) in byte_ranges(data_start, len, chunk) {
             units.push(Unit::Csv {
                 path: file.clone(),
                 start,
@@ -256,7 +254,6 @@ pub(crate) fn csv_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit>
                 data_start,
                 schema: schema.clone(),
             });
-            start = end;
         }
     }
     let schema = first
@@ -288,16 +285,13 @@ pub(crate) fn json_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit
     let mut units = Vec::new();
     for file in files {
         let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
-        let mut start = 0;
-        while start < len {
-            let end = (start + chunk.max(1)).min(len);
+        for (start, end) in byte_ranges(0, len, chunk) {
             units.push(Unit::Json {
                 path: file.clone(),
                 start,
                 end,
                 schema: schema.clone(),
             });
-            start = end;
         }
     }
     Ok((Arc::new(schema), units))
@@ -356,6 +350,14 @@ fn line_range(
         from,
         BufReader::with_capacity(1 << 20, f.take(to - from)),
     )))
+}
+
+/// `from..len` in ranges of `chunk` bytes (the last shorter).
+fn byte_ranges(from: u64, len: u64, chunk: u64) -> impl Iterator<Item = (u64, u64)> {
+    let chunk = chunk.max(1);
+    (from..len)
+        .step_by(chunk as usize)
+        .map(move |s| (s, (s + chunk).min(len)))
 }
 
 /// The first line start at or after `at` (given that the data begins at `data_start`).
