@@ -20,6 +20,23 @@ fn length(v: &[u8]) -> usize {
 }
 
 /// The object store bytes and the resident memory of the process this runs in.
+/// Puts `count` vectors here and returns refs to them, nested in the result.
+#[prism::remote]
+fn put_here(count: u8, len: usize) -> Vec<ObjectRef<Vec<u8>>> {
+    (0..count).map(|i| prism::put(vec![i; len])).collect()
+}
+
+/// Reads refs nested in the argument, wherever their objects are.
+#[prism::remote]
+fn sum_nested(refs: Vec<ObjectRef<Vec<u8>>>) -> Result<u64, String> {
+    let mut total = 0;
+    for r in &refs {
+        let v = prism::get_arc(r).map_err(|e| e.to_string())?;
+        total += v.iter().map(|&b| b as u64).sum::<u64>();
+    }
+    Ok(total)
+}
+
 #[prism::remote]
 fn memory_here() -> (u32, u64, u64) {
     let s = prism::store_stats().unwrap();
@@ -102,10 +119,14 @@ prism::both_modes! {
         )
         .unwrap();
         drop(copy);
+        // The store lets go first; the values it shared (a decoded copy a task read)
+        // go a moment later, so the resident memory is watched too.
         let after = wait_for(
             || {
                 let m = memory(&session);
-                (store_bytes(&m) == store_bytes(&base)).then_some(m)
+                (store_bytes(&m) == store_bytes(&base)
+                    && rss_total(&m) < rss_total(&one) - (32 << 20))
+                    .then_some(m)
             },
             "the last object to go",
         )
@@ -204,6 +225,23 @@ prism::both_modes! {
             prism::get_timeout(&back, Duration::from_secs(1)),
             Err(Error::ObjectLost(_))
         ));
+    }
+
+    /// A ref made in a task and returned nested in its result reads in the driver and in
+    /// another task, small or large, as long as the result that brought it is alive.
+    fn refs_made_in_tasks_travel_nested_in_results_and_arguments(session, NodeSpec::cpus(2.0)) {
+        for len in [10, 300_000] {
+            let made = put_here::remote(3u8, len);
+            let refs = prism::get(&made).unwrap();
+            assert_eq!(prism::get_arc(&refs[2]).unwrap()[len - 1], 2);
+            let total = prism::get(&sum_nested::remote(refs.clone())).unwrap().unwrap();
+            assert_eq!(total, 3 * len as u64, "len {len}");
+            // Driver-made refs nested in an argument read in the task too.
+            let mine: Vec<ObjectRef<Vec<u8>>> = (0..2).map(|_| prism::put(vec![5u8; len])).collect();
+            assert_eq!(prism::get(&sum_nested::remote(mine)).unwrap().unwrap(), 10 * len as u64);
+            drop(refs);
+            drop(made);
+        }
     }
 }
 

@@ -110,8 +110,24 @@ pub(crate) fn set_current(store: Option<Arc<Store>>) {
     *crate::sync::write(&CURRENT) = store;
 }
 
+/// This process's object server, where other processes pull the objects held here
+/// (`None`: embedded, where every ref is local).
+static SERVER: RwLock<Option<String>> = RwLock::new(None);
+
+/// Sets where other processes pull this process's objects from.
+pub(crate) fn set_server(address: Option<String>) {
+    *crate::sync::write(&SERVER) = address;
+}
+
 /// A reference to a value of type `T` in the object store: the result of a task, an
 /// actor call or a [`crate::put`].
+///
+/// A ref nested inside a value (a task's argument or result, an actor's message)
+/// travels with where its object is kept, and the process that receives it pulls the
+/// value from there when it reads it. The object stays readable at least as long as the
+/// value it travelled in: an argument until its task is done, a result until its owner
+/// frees it. Keep the outer value (or another ref to the object) alive while the nested
+/// ref is used.
 ///
 /// `ObjectRef` is `Clone` (cheap), `Serialize` (so refs can be nested in values and passed
 /// to tasks), `Debug` (shows the id) and `IntoFuture` (so async code can `.await` it).
@@ -180,8 +196,25 @@ impl<T> std::hash::Hash for ObjectRef<T> {
 }
 
 impl<T> Serialize for ObjectRef<T> {
+    /// The id, and where the object is kept when the value is encoded for another
+    /// process (then the object is pinned for as long as the encoded copy lives).
     fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        self.count.id.serialize(s)
+        let at = if pin::active() {
+            let server = crate::sync::read(&SERVER).clone();
+            match (server, self.count.store()) {
+                (Some(server), Ok(store)) => {
+                    let at = store.export_location(self.count.id, &server);
+                    if at.is_some() {
+                        pin::pin(Arc::new(ObjectRef::<()>::from_count(self.count.clone())));
+                    }
+                    at
+                }
+                _ => None,
+            }
+        } else {
+            None
+        };
+        (self.count.id, at).serialize(s)
     }
 }
 
@@ -189,13 +222,14 @@ impl<'de, T> Deserialize<'de> for ObjectRef<T> {
     /// Re-acquires a counted reference in the current runtime. If the object no longer
     /// exists there, the ref yields [`Error::ObjectLost`] when read.
     fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        let id = ObjectId::deserialize(d)?;
+        let (id, at) = <(ObjectId, Option<Location>)>::deserialize(d)?;
         let store = crate::sync::read(&CURRENT).clone();
-        let count = match store {
-            Some(store) => store
+        let count = match (store, at) {
+            (Some(store), Some(at)) => store.reacquire_or_place(id, at),
+            (Some(store), None) => store
                 .reacquire(id)
                 .unwrap_or_else(|| RefCount::nowhere(id, Error::ObjectLost(id))),
-            None => RefCount::nowhere(id, Error::NotInitialized),
+            (None, _) => RefCount::nowhere(id, Error::NotInitialized),
         };
         Ok(ObjectRef::from_count(Arc::new(count)))
     }

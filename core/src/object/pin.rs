@@ -26,6 +26,11 @@ pub(crate) fn collect<R>(encode: impl FnOnce() -> R) -> (R, Vec<Pin>) {
     (out, pinned.unwrap_or_default())
 }
 
+/// Whether an encoding for another process is under way on this thread.
+pub(crate) fn active() -> bool {
+    PINS.with(|p| p.borrow().is_some())
+}
+
 /// Pins `what` for the encoding under way on this thread (nothing outside [`collect`]:
 /// a value encoded for this process only, or for spilling, pins nothing).
 pub(crate) fn pin(what: Pin) {

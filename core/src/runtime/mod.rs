@@ -125,6 +125,7 @@ pub(crate) fn start(config: Config) -> Result<()> {
         }
     };
     crate::object::set_current(Some(rt.store.clone()));
+    crate::object::set_server(rt.object_server());
     *slot = Some(rt);
     Ok(())
 }
@@ -156,6 +157,7 @@ fn serve_as_worker() -> Result<()> {
     let cluster = Cluster::worker(&env, parts.store.clone(), parts.pool.clone())?;
     let rt = parts.into_runtime(Backend::Cluster(cluster.clone()));
     crate::object::set_current(Some(rt.store.clone()));
+    crate::object::set_server(rt.object_server());
     *slot = Some(rt);
     drop(slot);
     cluster.start();
@@ -216,6 +218,7 @@ impl Parts {
 pub(crate) fn stop() {
     let rt = crate::sync::write(&CURRENT).take();
     crate::object::set_current(None);
+    crate::object::set_server(None);
     if let Some(rt) = rt {
         rt.pool.shutdown();
         match &rt.backend {
@@ -430,6 +433,15 @@ impl Runtime {
                 c.remember(&actor);
                 Ok(actor)
             }
+        }
+    }
+
+    /// Where other processes pull this process's objects from (a cluster's object
+    /// server; none embedded).
+    fn object_server(&self) -> Option<String> {
+        match &self.backend {
+            Backend::Embedded(_) => None,
+            Backend::Cluster(c) => Some(c.object_address()),
         }
     }
 

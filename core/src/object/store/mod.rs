@@ -146,6 +146,50 @@ impl Store {
         })
     }
 
+    /// A counted reference to `id`: the existing object if there is one, else a new
+    /// placeholder for the value kept at `at` (a ref that travelled nested in a value).
+    pub fn reacquire_or_place(self: &Arc<Self>, id: ObjectId, at: Location) -> RefCount {
+        let mut inner = self.lock();
+        if let Some(e) = inner.entries.get_mut(&id) {
+            e.refs += 1;
+        } else {
+            inner.entries.insert(
+                id,
+                Entry {
+                    refs: 1,
+                    exported: false,
+                    slot: Slot::Elsewhere(at),
+                    codec: None,
+                    stamp: None,
+                },
+            );
+        }
+        RefCount {
+            id,
+            home: super::Home::Store(self.clone()),
+        }
+    }
+
+    /// Where another process can pull object `id` from, if it is final and not failed:
+    /// `here` (this process's object server) for a value held here, in memory or
+    /// spilled, whose freeing is then announced; its placeholder's location otherwise.
+    pub fn export_location(&self, id: ObjectId, here: &str) -> Option<Location> {
+        let mut inner = self.lock();
+        let e = inner.entries.get_mut(&id)?;
+        match &e.slot {
+            Slot::Ready { size, .. } | Slot::Spilled { size, .. } => {
+                let size = *size;
+                e.exported = true;
+                Some(Location {
+                    at: here.to_string(),
+                    size,
+                })
+            }
+            Slot::Elsewhere(at) => Some(at.clone()),
+            Slot::Pending(_) | Slot::Failed(_) => None,
+        }
+    }
+
     /// Drops one reference; frees the object at zero.
     pub fn release(&self, id: ObjectId) {
         let mut inner = self.lock();

@@ -397,6 +397,11 @@ impl Cluster {
         attached.insert(actor.id(), Arc::downgrade(actor));
     }
 
+    /// Where this process serves its objects.
+    pub fn object_address(&self) -> String {
+        self.objects.address().to_string()
+    }
+
     /// The value of `id`, kept at `at`: pulled into this process (or rebuilt if lost).
     pub fn fetch(&self, id: ObjectId, at: Location) -> Result<AnyValue> {
         self.owner.fetch(id, at)
