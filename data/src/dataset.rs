@@ -9,16 +9,21 @@ use arrow::datatypes::SchemaRef;
 
 use crate::block::Block;
 use crate::error::{DataError, Result};
-use crate::exec::{as_inputs, blocks, default_window, BlockIter, Input, Limited, TaskStream};
+use crate::exchange::{Exchange, SortKey};
+use crate::exec::{
+    blocks, default_window, put_all, stored, Input, Limited, StreamSpec, TaskStream,
+};
 use crate::expr::{Expr, Literal};
 use crate::group::{Agg, GroupSpec};
 use crate::ops::{add_sums, finish, name_of, BatchFn, FileFormat, Op, Output, Sink};
 use crate::pool::{BatchMapper, MapperName};
-use crate::source::{csv_units, json_units, parquet_units, range_units, CSV_CHUNK_BYTES};
+use crate::source::{csv_units, json_units, parquet_units, range_units, Unit, CSV_CHUNK_BYTES};
 
 /// Operators run in one pass, and the row limit that ends it.
 #[derive(Clone, Default, serde::Serialize, serde::Deserialize)]
 struct Stage {
+    /// An all-to-all step over every block of the stage before, first.
+    exchange: Option<Exchange>,
     ops: Vec<Op>,
     limit: Option<u64>,
     /// Run in a pool of actors, the mapper first.
@@ -46,17 +51,42 @@ struct Stage {
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub struct Dataset {
     inputs: Arc<Vec<Input>>,
+    /// Datasets whose blocks follow `inputs` (a union), each run by its own plan.
+    unions: Vec<Dataset>,
     schema: Option<SchemaRef>,
     stages: Vec<Stage>,
     /// A transform that could not be planned (reported by the sink).
     error: Option<DataError>,
     window: Option<usize>,
     budget: Option<u64>,
+    /// The statistics of the last run, shared by this dataset's clones.
+    #[serde(skip)]
+    last_stats: Arc<std::sync::Mutex<crate::stats::Stats>>,
 }
 
 /// The integers `0..n` as an `Int64` column `id`, in blocks of about a million rows.
 pub fn range(n: u64) -> Dataset {
-    Dataset::of(range_units(n).into_iter().map(Input::Unit).collect(), None)
+    Dataset::of(
+        range_units(n)
+            .into_iter()
+            .map(|u| Input::Unit(u, None))
+            .collect(),
+        None,
+    )
+}
+
+/// A dataset reading `units`, each read task placed where its files are (see
+/// `place`).
+fn from_units(units: Vec<Unit>, schema: SchemaRef) -> Result<Dataset> {
+    let nodes = crate::place::place(&units)?;
+    Ok(Dataset::of(
+        units
+            .into_iter()
+            .zip(nodes)
+            .map(|(u, n)| Input::Unit(u, n))
+            .collect(),
+        Some(schema),
+    ))
 }
 
 /// A dataset of these batches, put into the object store (all with one schema).
@@ -74,7 +104,7 @@ pub fn from_batches(batches: Vec<RecordBatch>) -> Result<Dataset> {
     }
     let inputs = batches
         .into_iter()
-        .map(|b| Input::Block(prism::put(Block(b))))
+        .map(|b| Input::Block(prism::put(Block(b)), Default::default()))
         .collect();
     Ok(Dataset::of(inputs, schema))
 }
@@ -132,10 +162,7 @@ pub fn read_csv(path: impl AsRef<Path>) -> Result<Dataset> {
 /// [`read_csv`] with options.
 pub fn read_csv_with(path: impl AsRef<Path>, options: CsvOptions) -> Result<Dataset> {
     let (schema, units) = csv_units(path.as_ref(), options.chunk_bytes)?;
-    Ok(Dataset::of(
-        units.into_iter().map(Input::Unit).collect(),
-        Some(schema),
-    ))
+    from_units(units, schema)
 }
 
 /// The newline-delimited JSON files at `path` (a file, a directory of `.json` files, or
@@ -143,10 +170,23 @@ pub fn read_csv_with(path: impl AsRef<Path>, options: CsvOptions) -> Result<Data
 /// of each file. Read in ranges of 16 MiB cut at line ends.
 pub fn read_json(path: impl AsRef<Path>) -> Result<Dataset> {
     let (schema, units) = json_units(path.as_ref(), CSV_CHUNK_BYTES)?;
-    Ok(Dataset::of(
-        units.into_iter().map(Input::Unit).collect(),
-        Some(schema),
-    ))
+    from_units(units, schema)
+}
+
+/// The lines of the text files at `path` (a file, a directory of `.txt` files, or a `*`
+/// pattern) as a `Utf8` column `text`, one row per line (line ends removed), read in
+/// ranges of 16 MiB cut at line ends.
+pub fn read_text(path: impl AsRef<Path>) -> Result<Dataset> {
+    let units = crate::source::text_units(path.as_ref(), CSV_CHUNK_BYTES)?;
+    from_units(units, crate::source::text_schema())
+}
+
+/// The files at `path` (a file, every file of a directory, or a `*` pattern), one row
+/// each: a `Utf8` column `path` and a `Binary` column `bytes` with the whole file. A read
+/// task takes about 16 MiB of files.
+pub fn read_binary_files(path: impl AsRef<Path>) -> Result<Dataset> {
+    let units = crate::source::binary_units(path.as_ref(), CSV_CHUNK_BYTES)?;
+    from_units(units, crate::source::binary_schema())
 }
 
 /// A dataset of rows of a serde type (a struct of numbers, strings, booleans, options
@@ -165,33 +205,11 @@ pub fn read_json(path: impl AsRef<Path>) -> Result<Dataset> {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn from_rows<T: serde::Serialize>(rows: &[T]) -> Result<Dataset> {
-    let sample = rows
-        .iter()
-        .take(1000)
-        .map(|r| {
-            serde_json::to_value(r)
-                .map_err(|e| DataError::Invalid(format!("a row does not serialize: {e}")))
-        })
+    let schema = crate::rows::infer(rows)?;
+    let batches = rows
+        .chunks(crate::source::RANGE_BLOCK_ROWS as usize)
+        .map(|chunk| crate::rows::decode(chunk, &schema))
         .collect::<Result<Vec<_>>>()?;
-    let schema = Arc::new(
-        arrow::json::reader::infer_json_schema_from_iterator(sample.iter().map(Ok))
-            .map_err(|e| DataError::Invalid(format!("no schema for these rows: {e}")))?,
-    );
-    let mut batches = Vec::new();
-    for chunk in rows.chunks(crate::source::RANGE_BLOCK_ROWS as usize) {
-        let mut decoder = arrow::json::ReaderBuilder::new(schema.clone())
-            .with_batch_size(chunk.len())
-            .build_decoder()?;
-        decoder.serialize(chunk).map_err(|e| {
-            DataError::Invalid(format!(
-                "rows do not fit the schema {}: {e}",
-                crate::source::describe(&schema)
-            ))
-        })?;
-        if let Some(b) = decoder.flush()? {
-            batches.push(b);
-        }
-    }
     let mut ds = from_batches(batches)?;
     ds.schema = Some(schema);
     Ok(ds)
@@ -201,35 +219,51 @@ pub fn from_rows<T: serde::Serialize>(rows: &[T]) -> Result<Dataset> {
 /// pattern), one read task per row group.
 pub fn read_parquet(path: impl AsRef<Path>) -> Result<Dataset> {
     let (schema, units) = parquet_units(path.as_ref(), None)?;
-    Ok(Dataset::of(
-        units.into_iter().map(Input::Unit).collect(),
-        Some(schema),
-    ))
+    from_units(units, schema)
 }
 
 /// [`read_parquet`] of some columns only (in the files' order); the others are not read.
 pub fn read_parquet_columns(path: impl AsRef<Path>, columns: &[&str]) -> Result<Dataset> {
     let cols = columns.iter().map(|c| c.to_string()).collect();
     let (schema, units) = parquet_units(path.as_ref(), Some(cols))?;
-    Ok(Dataset::of(
-        units.into_iter().map(Input::Unit).collect(),
-        Some(schema),
-    ))
+    from_units(units, schema)
 }
 
 impl Dataset {
     fn of(inputs: Vec<Input>, schema: Option<SchemaRef>) -> Dataset {
         Dataset {
             inputs: Arc::new(inputs),
+            unions: Vec::new(),
             schema,
             stages: vec![Stage::default()],
             error: None,
             window: None,
             budget: None,
+            last_stats: Arc::default(),
         }
     }
 
+    /// Starts a stage behind an all-to-all step.
+    /// The dataset with its own statistics (a transform's result is a new dataset).
+    fn fresh(mut self) -> Dataset {
+        self.last_stats = Arc::default();
+        self
+    }
+
+    fn exchange(mut self, exchange: Exchange) -> Dataset {
+        self = self.fresh();
+        if matches!(exchange, Exchange::Groups { .. }) {
+            self.schema = None;
+        }
+        self.stages.push(Stage {
+            exchange: Some(exchange),
+            ..Stage::default()
+        });
+        self
+    }
+
     fn push(mut self, op: Op) -> Dataset {
+        self = self.fresh();
         self.schema = None;
         if self.stages.last().is_some_and(|s| s.limit.is_some()) {
             self.stages.push(Stage::default());
@@ -251,6 +285,49 @@ impl Dataset {
                     .get_or_insert(DataError::Unregistered(format!("{f:p}")));
                 self
             }
+        }
+    }
+
+    /// Runs `f` on every row (read into `T`, the result made a row of the output;
+    /// through JSON, so slower than [`Dataset::map_batches`]). `f` must be registered
+    /// with [`register_row_map!`](crate::register_row_map).
+    ///
+    /// ```
+    /// #[derive(serde::Serialize, serde::Deserialize)]
+    /// struct In { id: i64 }
+    /// #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    /// struct Out { id: i64, square: i64 }
+    /// fn square(r: In) -> Out { Out { id: r.id, square: r.id * r.id } }
+    /// prism_data::register_row_map!(square: In => Out);
+    ///
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let rows: Vec<Out> = prism_data::range(3).map(square).iter_rows()?.collect::<prism_data::Result<_>>()?;
+    /// assert_eq!(rows[2], Out { id: 2, square: 4 });
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<T, U>(self, f: fn(T) -> U) -> Dataset {
+        self.row_fn(f as usize, "register_row_map!")
+    }
+
+    /// Keeps the rows (read into `T`) for which `f` holds. `f` must be registered with
+    /// [`register_row_filter!`](crate::register_row_filter).
+    pub fn filter_rows<T>(self, f: fn(&T) -> bool) -> Dataset {
+        self.row_fn(f as usize, "register_row_filter!")
+    }
+
+    /// Replaces every row (read into `T`) by the rows `f` returns for it. `f` must be
+    /// registered with [`register_row_flat_map!`](crate::register_row_flat_map).
+    pub fn flat_map<T, U>(self, f: fn(T) -> Vec<U>) -> Dataset {
+        self.row_fn(f as usize, "register_row_flat_map!")
+    }
+
+    fn row_fn(self, addr: usize, register: &str) -> Dataset {
+        match crate::rows::wrapper_of(addr).and_then(name_of) {
+            Some(name) => self.push(Op::MapBatches(name.to_string())),
+            None => self.fail(DataError::Unregistered(format!(
+                "the row function at {addr:#x} (register it with {register})"
+            ))),
         }
     }
 
@@ -282,7 +359,9 @@ impl Dataset {
             return self;
         }
         self.schema = None;
+        self = self.fresh();
         self.stages.push(Stage {
+            exchange: None,
             ops: Vec::new(),
             limit: None,
             pool: Some(crate::pool::PoolSpec {
@@ -313,15 +392,114 @@ impl Dataset {
 
     /// The first `n` rows (in block order); later transforms run on those only.
     pub fn limit(mut self, n: u64) -> Dataset {
+        self = self.fresh();
         if let Some(last) = self.stages.last_mut() {
             last.limit = Some(last.limit.map_or(n, |l| l.min(n)));
         }
         self
     }
 
+    /// The rows in `n` blocks of (nearly) equal rows, in order. Every block of the plan
+    /// so far is computed first (kept in the object store); each new block is then
+    /// gathered from slices of them by the task that runs the operators after it.
+    pub fn repartition(self, n: usize) -> Dataset {
+        if n == 0 {
+            return self.fail(DataError::Invalid(
+                "repartition needs at least one block".into(),
+            ));
+        }
+        self.exchange(Exchange::Repartition(n))
+    }
+
+    /// The rows in a random order drawn from `seed` (the same seed, the same order), in
+    /// as many blocks as before: every block is cut into random pieces, one per output
+    /// block, and each output block permutes the pieces it gathers.
+    ///
+    /// ```
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let ids = |ds: &prism_data::Dataset| -> prism_data::Result<Vec<i64>> {
+    ///     let mut v = Vec::new();
+    ///     for b in ds.collect()? {
+    ///         let c = b.column(0).as_any().downcast_ref::<prism_data::arrow::array::Int64Array>().unwrap();
+    ///         v.extend(c.values().iter().copied());
+    ///     }
+    ///     Ok(v)
+    /// };
+    /// let shuffled = prism_data::range(1000).random_shuffle(7);
+    /// let once = ids(&shuffled)?;
+    /// assert_eq!(once, ids(&shuffled)?);
+    /// assert_ne!(once, (0..1000).collect::<Vec<i64>>());
+    /// let mut sorted = once.clone();
+    /// sorted.sort();
+    /// assert_eq!(sorted, (0..1000).collect::<Vec<i64>>());
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn random_shuffle(self, seed: u64) -> Dataset {
+        self.exchange(Exchange::Shuffle { seed })
+    }
+
+    /// The rows ordered by `keys` (the first key first; nulls smallest), in as many
+    /// blocks as before, each block's rows following the last one's: the blocks are
+    /// sampled for the keys' quantiles, cut at them, and each range sorted by one task.
+    ///
+    /// ```
+    /// use prism_data::{col, lit, SortKey};
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let ds = prism_data::range(10)
+    ///     .with_column("odd", col("id").sub(col("id").div(lit(2)).mul(lit(2))))
+    ///     .sort([SortKey::asc("odd"), SortKey::desc("id")]);
+    /// let b = &ds.collect()?[0];
+    /// let ids = b.column_by_name("id").unwrap();
+    /// let ids = ids.as_any().downcast_ref::<prism_data::arrow::array::Int64Array>().unwrap();
+    /// assert_eq!(ids.values().to_vec(), vec![8, 6, 4, 2, 0, 9, 7, 5, 3, 1]);
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sort<K: Into<SortKey>>(self, keys: impl IntoIterator<Item = K>) -> Dataset {
+        let keys: Vec<SortKey> = keys.into_iter().map(Into::into).collect();
+        if keys.is_empty() {
+            return self.fail(DataError::Invalid("sort needs at least one key".into()));
+        }
+        self.exchange(Exchange::Sort { keys })
+    }
+
+    /// This dataset's rows, then those of each of `others` (in order; each runs its own
+    /// plan). Their schemas must agree, which the sink checks.
+    pub fn union(self, others: &[Dataset]) -> Dataset {
+        let schema = self.schema.clone();
+        let same = others
+            .iter()
+            .all(|o| o.schema.as_ref().map(|s| s.fields()) == schema.as_ref().map(|s| s.fields()));
+        let mut base = if self.is_plain() {
+            self
+        } else {
+            let mut base = Dataset::of(Vec::new(), None);
+            base.window = self.window;
+            base.budget = self.budget;
+            base.unions.push(self);
+            base
+        };
+        for o in others {
+            if o.is_plain() && base.unions.is_empty() {
+                Arc::make_mut(&mut base.inputs).extend(o.inputs.iter().cloned());
+            } else {
+                base.unions.push(o.clone());
+            }
+        }
+        base.schema = if same { schema } else { None };
+        base.fresh()
+    }
+
+    fn fail(mut self, e: DataError) -> Dataset {
+        self.error.get_or_insert(e);
+        self
+    }
+
     /// At most `bytes` of blocks in flight per stage, counted in the bytes of the Arrow
     /// buffers of the largest block seen (at least one block is always in flight, and
     /// one at a time until the first is seen). The window still bounds the count.
+    /// Without it, a stage's budget is half of the object store's memory cap.
     pub fn with_memory_budget(mut self, bytes: u64) -> Dataset {
         self.budget = Some(bytes);
         self
@@ -335,7 +513,31 @@ impl Dataset {
 
     /// The read units or blocks the dataset starts from.
     pub fn num_inputs(&self) -> usize {
-        self.inputs.len()
+        self.inputs.len() + self.unions.iter().map(Dataset::num_inputs).sum::<usize>()
+    }
+
+    /// Whether the dataset is its inputs, untransformed.
+    fn is_plain(&self) -> bool {
+        self.unions.is_empty()
+            && self.error.is_none()
+            && self.stages.len() == 1
+            && self.stages[0].ops.is_empty()
+            && self.stages[0].limit.is_none()
+            && self.stages[0].pool.is_none()
+    }
+
+    /// The inputs of the first stage: the source's, then each union's blocks.
+    fn source(&self) -> Box<dyn Iterator<Item = Result<Input>> + Send> {
+        let inputs = self.inputs.clone();
+        let own = (0..inputs.len()).map(move |i| Ok(inputs[i].clone()));
+        let unions = self.unions.clone().into_iter().flat_map(|u| {
+            let blocks: Box<dyn Iterator<Item = Result<Input>> + Send> = match u.run(Sink::Store) {
+                Ok(outputs) => Box::new(stored(outputs).map(|s| s.map(|s| s.input()))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            blocks
+        });
+        Box::new(own.chain(unions))
     }
 
     /// Runs the plan; the last stage's tasks end in `sink` unless it has a limit (then
@@ -347,46 +549,96 @@ impl Dataset {
         if let Some(e) = &self.error {
             return Err(e.clone());
         }
+        if let Some(e) = self.unions.iter().find_map(|u| u.error.clone()) {
+            return Err(e);
+        }
         let window = self.window.unwrap_or_else(default_window);
-        let inputs = self.inputs.clone();
-        let mut upstream: Box<dyn Iterator<Item = Result<Input>> + Send> =
-            Box::new((0..inputs.len()).map(move |i| Ok(inputs[i].clone())));
+        let recorder = crate::stats::Recorder::new(self.last_stats.clone());
+        let mut total = self.unions.is_empty().then_some(self.inputs.len() as u64);
+        let mut upstream = self.source();
         let last = self.stages.len() - 1;
         for (i, stage) in self.stages.iter().enumerate() {
             let limited = stage.limit.is_some();
-            let stage_sink = if i == last && !limited {
-                sink.clone()
-            } else {
-                Sink::Collect
+            let stage_sink = match (i == last, limited) {
+                (true, false) => sink.clone(),
+                (_, true) => Sink::Collect,
+                // Between stages, blocks stay in the store where they were made.
+                (false, false) => Sink::Store,
             };
             let outputs = TaskStream::new(
                 upstream,
-                &stage.ops,
-                stage_sink,
-                window,
-                self.budget,
-                stage.pool.clone(),
+                StreamSpec {
+                    ops: &stage.ops,
+                    sink: stage_sink,
+                    window,
+                    budget: self.budget,
+                    pool: stage.pool.clone(),
+                    exchange: stage.exchange.as_ref(),
+                    total,
+                },
+                &recorder,
             );
-            let out_blocks: BlockIter = match stage.limit {
-                Some(n) => Box::new(Limited {
-                    inner: outputs,
-                    remaining: n,
-                }),
-                None if i == last => return Ok(Box::new(outputs)),
-                None => Box::new(blocks(outputs)),
-            };
+            if stage.limit.is_some() {
+                total = None;
+            }
             if i == last {
+                let Some(n) = stage.limit else {
+                    return Ok(Box::new(outputs));
+                };
                 let sink = sink.clone();
                 let mut index = 0;
-                return Ok(Box::new(out_blocks.map(move |b| {
+                let limited = Limited {
+                    inner: outputs,
+                    remaining: n,
+                };
+                return Ok(Box::new(limited.map(move |b| {
                     let sink = sink.for_block(index);
                     index += 1;
                     finish(&sink, b?.0)
                 })));
             }
-            upstream = as_inputs(out_blocks);
+            let kept = match stage.limit {
+                Some(n) => put_all(Box::new(Limited {
+                    inner: outputs,
+                    remaining: n,
+                })),
+                None => stored(outputs),
+            };
+            upstream = match &self.stages[i + 1].exchange {
+                Some(exchange) => {
+                    // An all-to-all step needs every block of the stage before.
+                    let all = kept.collect::<Result<Vec<_>>>()?;
+                    let units = crate::exchange::plan(exchange, all)?;
+                    total = Some(units.len() as u64);
+                    Box::new(units.into_iter().map(|u| Ok(Input::Reduce(u))))
+                }
+                None => Box::new(kept.map(|s| s.map(|s| s.input()))),
+            };
         }
         unreachable!("the loop returns at the last stage")
+    }
+
+    /// What the last run of this dataset (a sink called on it or a clone of it) did,
+    /// stage by stage: blocks, rows, bytes, task and wall time, peak bytes in flight.
+    /// Empty before a run; a run still going shows what it has done so far.
+    ///
+    /// ```
+    /// use prism_data::{col, lit};
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let ds = prism_data::range(3_000_000).filter(col("id").lt(lit(1000)));
+    /// assert_eq!(ds.count()?, 1000);
+    /// let stats = ds.stats();
+    /// assert_eq!(stats.stages[0].blocks, 3);
+    /// assert_eq!(stats.stages[0].rows, 1000);
+    /// println!("{stats}");
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn stats(&self) -> crate::stats::Stats {
+        self.last_stats
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The number of rows.
@@ -446,6 +698,25 @@ impl Dataset {
         }
     }
 
+    /// [`Dataset::train_test_split`] of the rows shuffled by `seed` first, as Ray's
+    /// `train_test_split(test_size, shuffle=True, seed=seed)`.
+    pub fn train_test_split_shuffled(
+        &self,
+        test_fraction: f64,
+        seed: u64,
+    ) -> Result<(Dataset, Dataset)> {
+        self.clone()
+            .random_shuffle(seed)
+            .train_test_split(test_fraction)
+    }
+
+    /// The distinct values of `column`, sorted (nulls last), as Ray's `unique`: each
+    /// task reduces its block to its distinct values, which are merged here.
+    pub fn unique(&self, column: &str) -> Result<arrow::array::ArrayRef> {
+        let t = self.groupby(&[column]).aggregate(&[Agg::count()])?;
+        Ok(t.column(0).clone())
+    }
+
     /// Groups the rows by the key columns `keys`, for [`GroupBy::aggregate`].
     pub fn groupby(&self, keys: &[&str]) -> GroupBy {
         GroupBy {
@@ -486,7 +757,7 @@ impl Dataset {
         &self,
     ) -> Result<impl Iterator<Item = Result<T>>> {
         Ok(self.iter_blocks()?.flat_map(|b| {
-            let rows: Vec<Result<T>> = match b.and_then(|b| rows_of(&b)) {
+            let rows: Vec<Result<T>> = match b.and_then(|b| crate::rows::rows_of(&b)) {
                 Ok(rows) => rows,
                 Err(e) => vec![Err(e)],
             };
@@ -600,6 +871,29 @@ impl GroupBy {
     }
 }
 
+impl GroupBy {
+    /// Calls `f` on every group (a batch of the group's rows, sorted by the keys) and
+    /// keeps what it returns: the rows are hash-partitioned by the keys, so that each
+    /// group meets in one task. `f` must be registered with
+    /// [`register_batch_fn!`](crate::register_batch_fn), and return batches of one
+    /// schema.
+    pub fn map_groups(&self, f: BatchFn) -> Dataset {
+        let ds = self.ds.clone();
+        if self.keys.is_empty() {
+            return ds.fail(DataError::Invalid(
+                "map_groups needs at least one key".into(),
+            ));
+        }
+        match name_of(f) {
+            Some(name) => ds.exchange(Exchange::Groups {
+                keys: self.keys.clone(),
+                f: name.to_string(),
+            }),
+            None => ds.fail(DataError::Unregistered(format!("{f:p}"))),
+        }
+    }
+}
+
 /// Datasets of the rows `bounds[i]..bounds[i + 1]` of `blocks`, sliced without a copy.
 fn split_at(
     blocks: Vec<RecordBatch>,
@@ -628,26 +922,6 @@ fn split_at(
         out.push(ds);
     }
     Ok(out)
-}
-
-/// The rows of `batch` as `T`s, through JSON lines.
-fn rows_of<T: serde::de::DeserializeOwned>(batch: &RecordBatch) -> Result<Vec<Result<T>>> {
-    let mut w = arrow::json::LineDelimitedWriter::new(Vec::new());
-    w.write(batch)?;
-    w.finish()?;
-    let bytes = w.into_inner();
-    Ok(bytes
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| {
-            serde_json::from_slice(l).map_err(|e| {
-                DataError::Invalid(format!(
-                    "a row does not read as {}: {e}",
-                    std::any::type_name::<T>()
-                ))
-            })
-        })
-        .collect())
 }
 
 /// A prefix no other write of this machine uses: the time in nanoseconds and the pid.

@@ -54,7 +54,7 @@ pub(crate) fn name_of(f: BatchFn) -> Option<&'static str> {
         .map(|e| e.name)
 }
 
-fn lookup(name: &str) -> Result<BatchFn> {
+pub(crate) fn lookup(name: &str) -> Result<BatchFn> {
     inventory::iter::<BatchFnEntry>
         .into_iter()
         .find(|e| e.name == name)
@@ -80,11 +80,21 @@ impl Op {
     pub fn describe(&self) -> String {
         match self {
             Op::MapBatches(name) => {
-                format!("map_batches({})", name.rsplit("::").next().unwrap_or(name))
+                // Row functions are registered as `map:path`, `flat_map:path`, ...
+                let (kind, path) = ["map", "filter_rows", "flat_map"]
+                    .iter()
+                    .find_map(|k| {
+                        name.strip_prefix(k)
+                            .and_then(|rest| rest.strip_prefix(':'))
+                            .filter(|path| !path.starts_with(':'))
+                            .map(|path| (*k, path))
+                    })
+                    .unwrap_or(("map_batches", name));
+                format!("{kind}({})", path.rsplit("::").next().unwrap_or(path))
             }
-            Op::Filter(e) => format!("filter({e})"),
+            Op::Filter(e) => format!("filter({})", bare(e)),
             Op::Select(cols) => format!("select({})", cols.join(", ")),
-            Op::WithColumn(name, e) => format!("with_column({name} = {e})"),
+            Op::WithColumn(name, e) => format!("with_column({name} = {})", bare(e)),
         }
     }
 
@@ -141,6 +151,15 @@ impl Op {
     }
 }
 
+/// `e` without the parentheses around a whole binary expression.
+fn bare(e: &Expr) -> String {
+    let s = e.to_string();
+    match e {
+        Expr::Binary(..) => s[1..s.len() - 1].to_string(),
+        _ => s,
+    }
+}
+
 /// The columns a source must read for `ops` and `sink`, or `None` for all of them:
 /// walked from the sink back, so that a count after a filter reads the filter's
 /// columns only.
@@ -149,7 +168,7 @@ pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
         Sink::Count => Some(Vec::new()),
         Sink::Sum(c) => Some(vec![c.clone()]),
         Sink::Aggregate(spec) => Some(spec.needed()),
-        Sink::Collect | Sink::Write { .. } => None,
+        Sink::Collect | Sink::Store | Sink::Write { .. } => None,
     };
     let add = |needed: &mut Option<Vec<String>>, cols: Vec<String>| {
         if let Some(n) = needed {
@@ -183,6 +202,10 @@ pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
 /// Runs `ops` on `batch`, in order.
 pub(crate) fn apply_all(ops: &[Op], mut batch: RecordBatch) -> Result<RecordBatch> {
     for op in ops {
+        if is_nothing(&batch) {
+            // A row function that made no rows made no schema either: nothing to do.
+            break;
+        }
         batch = op.apply(batch)?;
     }
     Ok(batch)
@@ -193,6 +216,9 @@ pub(crate) fn apply_all(ops: &[Op], mut batch: RecordBatch) -> Result<RecordBatc
 pub enum Sink {
     /// Returns it.
     Collect,
+    /// Puts it into the object store where the task ran, and returns the ref (the
+    /// blocks between stages stay where they were computed).
+    Store,
     /// Returns its row count only.
     Count,
     /// Returns the sum of one column only.
@@ -266,6 +292,34 @@ pub enum Output {
     Sum(Option<Literal>),
     /// A file written, with its rows.
     Written(std::path::PathBuf, u64),
+    /// A block kept in the object store.
+    Stored {
+        /// The block.
+        block: prism::ObjectRef<crate::block::Block>,
+        /// Its rows.
+        rows: u64,
+        /// Its schema.
+        schema: SchemaRef,
+        /// The bytes of its Arrow buffers.
+        bytes: u64,
+        /// What keeps it in the store (set where the output is taken).
+        #[serde(skip)]
+        keep: crate::exec::Keep,
+    },
+}
+
+impl Output {
+    /// The rows and the bytes of Arrow buffers it stands for (the rows counted, for a
+    /// count; no bytes but a block's).
+    pub(crate) fn size(&self) -> (u64, u64) {
+        match self {
+            Output::Block(b) => (b.num_rows() as u64, b.bytes() as u64),
+            Output::Stored { rows, bytes, .. } => (*rows, *bytes),
+            Output::Count(n) => (*n, 0),
+            Output::Written(_, rows) => (*rows, 0),
+            Output::Sum(_) => (0, 0),
+        }
+    }
 }
 
 /// Runs `ops` on each of `batches` (of `schema`) and ends in `sink`: counts and sums
@@ -311,11 +365,18 @@ pub(crate) fn run_parts(
                 )?))),
             }
         }
-        Sink::Collect | Sink::Write { .. } => {
+        Sink::Collect | Sink::Store | Sink::Write { .. } => {
             let mut out = batches
                 .into_iter()
                 .map(|b| apply_all(ops, b))
                 .collect::<Result<Vec<_>>>()?;
+            if out.len() > 1 {
+                if out.iter().any(|b| b.num_rows() > 0) {
+                    out.retain(|b| b.num_rows() > 0);
+                } else {
+                    out.truncate(1);
+                }
+            }
             let batch = match out.len() {
                 // The output's schema is what the operators make of an empty input.
                 0 => apply_all(ops, RecordBatch::new_empty(schema))?,
@@ -329,6 +390,11 @@ pub(crate) fn run_parts(
             finish(sink, batch)
         }
     }
+}
+
+/// A batch of no rows and no columns: what a row function makes of rows it drops.
+pub(crate) fn is_nothing(batch: &RecordBatch) -> bool {
+    batch.num_rows() == 0 && batch.num_columns() == 0
 }
 
 /// The sum of two partial sums of `column`.
@@ -350,8 +416,22 @@ pub(crate) fn add_sums(column: &str, total: Option<Literal>, part: Literal) -> R
 }
 
 pub(crate) fn finish(sink: &Sink, batch: RecordBatch) -> Result<Output> {
+    if is_nothing(&batch) {
+        match sink {
+            Sink::Sum(_) => return Ok(Output::Sum(None)),
+            Sink::Aggregate(_) => return Ok(Output::Block(crate::block::Block(batch))),
+            _ => {}
+        }
+    }
     match sink {
         Sink::Collect => Ok(Output::Block(crate::block::Block(batch))),
+        Sink::Store => Ok(Output::Stored {
+            rows: batch.num_rows() as u64,
+            bytes: batch.get_array_memory_size() as u64,
+            keep: Default::default(),
+            schema: batch.schema(),
+            block: prism::put(crate::block::Block(batch)),
+        }),
         Sink::Count => Ok(Output::Count(batch.num_rows() as u64)),
         Sink::Aggregate(spec) => Ok(Output::Block(crate::block::Block(crate::group::partial(
             &batch, spec,

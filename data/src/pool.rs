@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::block::Block;
 use crate::error::{DataError, Result};
-use crate::ops::{run_parts, Op, Output, Sink};
+use crate::ops::{run_parts, Op, Sink};
 
 /// A stateful batch function: built once per actor from its configuration, then given
 /// blocks one at a time.
@@ -133,7 +133,8 @@ impl MapperActor {
     }
 
     /// Maps `block`, runs `ops` on the result and ends in `sink`.
-    pub fn map(&mut self, block: Block, ops: Vec<Op>, sink: Sink) -> Result<Output> {
+    pub fn map(&mut self, block: Block, ops: Vec<Op>, sink: Sink) -> Result<crate::exec::Done> {
+        let start = std::time::Instant::now();
         let operator = format!(
             "map_batches({})",
             self.name.rsplit("::").next().unwrap_or(&self.name)
@@ -144,7 +145,10 @@ impl MapperActor {
             operator,
             message: e.to_string(),
         })?;
-        run_parts(&ops, &sink, out.schema(), vec![out])
+        Ok(crate::exec::Done {
+            output: run_parts(&ops, &sink, out.schema(), vec![out])?,
+            micros: start.elapsed().as_micros() as u64,
+        })
     }
 }
 
@@ -197,7 +201,7 @@ impl Pool {
         block: &prism::ObjectRef<Block>,
         ops: &prism::ObjectRef<Vec<Op>>,
         sink: Sink,
-    ) -> (usize, prism::ObjectRef<Result<Output>>) {
+    ) -> (usize, prism::ObjectRef<Result<crate::exec::Done>>) {
         if self.actors.iter().all(|(_, n)| *n > 0) && self.actors.len() < self.spec.max {
             self.grow();
         }

@@ -63,6 +63,20 @@ pub enum Unit {
         /// The fields, inferred once from the file's head.
         schema: Schema,
     },
+    /// The lines of a text file that start in `start..end`, one row each.
+    Text {
+        /// The file.
+        path: PathBuf,
+        /// First byte of the range.
+        start: u64,
+        /// One past its last byte.
+        end: u64,
+    },
+    /// Whole files, one row each: their paths and bytes.
+    Binary {
+        /// The files.
+        paths: Vec<PathBuf>,
+    },
     /// One row group of a Parquet file.
     Parquet {
         /// The file.
@@ -75,6 +89,18 @@ pub enum Unit {
 }
 
 impl Unit {
+    /// The files the unit reads.
+    pub fn files(&self) -> Vec<PathBuf> {
+        match self {
+            Unit::Range { .. } => Vec::new(),
+            Unit::Csv { path, .. }
+            | Unit::Json { path, .. }
+            | Unit::Text { path, .. }
+            | Unit::Parquet { path, .. } => vec![path.clone()],
+            Unit::Binary { paths } => paths.clone(),
+        }
+    }
+
     /// Reads the unit into a batch: only the columns `needed` (in the source's order)
     /// where the source can skip the others, all of them for `None`.
     ///
@@ -110,6 +136,8 @@ impl Unit {
                 end,
                 schema,
             } => read_json_range(path, *start, *end, schema, needed),
+            Unit::Text { path, start, end } => read_text_range(path, *start, *end),
+            Unit::Binary { paths } => read_binary(paths),
             Unit::Parquet {
                 path,
                 row_group,
@@ -260,6 +288,123 @@ pub(crate) fn csv_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit>
         .map(|(_, s)| Arc::new(s))
         .unwrap_or_else(|| Arc::new(Schema::empty()));
     Ok((schema, units))
+}
+
+/// The schema of a text source: one `text` column of lines.
+pub(crate) fn text_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new("text", DataType::Utf8, false)]))
+}
+
+/// The schema of a binary source: each file's `path` and `bytes`.
+pub(crate) fn binary_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("path", DataType::Utf8, false),
+        Field::new("bytes", DataType::Binary, false),
+    ]))
+}
+
+/// The units of the text files at `path` (a file, a directory of `.txt` files, or a
+/// `*` pattern), `chunk` bytes each, cut at line ends.
+pub(crate) fn text_units(path: &Path, chunk: u64) -> Result<Vec<Unit>> {
+    let mut units = Vec::new();
+    for file in expand(path, "txt")? {
+        let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
+        for (start, end) in byte_ranges(0, len, chunk) {
+            units.push(Unit::Text {
+                path: file.clone(),
+                start,
+                end,
+            });
+        }
+    }
+    Ok(units)
+}
+
+/// The units of the files at `path` (a file, every file of a directory, or a `*`
+/// pattern), about `chunk` bytes of files each (a larger file alone).
+pub(crate) fn binary_units(path: &Path, chunk: u64) -> Result<Vec<Unit>> {
+    let files = if path.is_dir() {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(io_err(path))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        out.sort();
+        if out.is_empty() {
+            return Err(DataError::NotFound {
+                path: path.display().to_string(),
+                message: "no files there".into(),
+            });
+        }
+        out
+    } else {
+        expand(path, "")?
+    };
+    let mut units = Vec::new();
+    let (mut group, mut bytes) = (Vec::new(), 0);
+    for file in files {
+        let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
+        if !group.is_empty() && bytes + len > chunk {
+            units.push(Unit::Binary {
+                paths: std::mem::take(&mut group),
+            });
+            bytes = 0;
+        }
+        group.push(file);
+        bytes += len;
+    }
+    if !group.is_empty() {
+        units.push(Unit::Binary { paths: group });
+    }
+    Ok(units)
+}
+
+fn read_text_range(path: &Path, start: u64, end: u64) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let schema = text_schema();
+    let Some((from, reader)) = line_range(path, start, end, 0)? else {
+        return Ok((schema, Vec::new()));
+    };
+    let mut batches = Vec::new();
+    let mut lines = arrow::array::StringBuilder::new();
+    let mut rows = 0;
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| DataError::Io {
+            path: path.display().to_string(),
+            message: format!("{e} (line {} of the lines from byte {from})", i + 1),
+        })?;
+        lines.append_value(line.strip_suffix('\r').unwrap_or(&line));
+        rows += 1;
+        if rows == READ_BATCH_ROWS {
+            batches.push(RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(lines.finish())],
+            )?);
+            rows = 0;
+        }
+    }
+    if rows > 0 {
+        batches.push(RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(lines.finish())],
+        )?);
+    }
+    Ok((schema, batches))
+}
+
+fn read_binary(paths: &[PathBuf]) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let schema = binary_schema();
+    let mut names = arrow::array::StringBuilder::new();
+    let mut contents = arrow::array::BinaryBuilder::new();
+    for p in paths {
+        let bytes = std::fs::read(p).map_err(io_err(p))?;
+        names.append_value(p.display().to_string());
+        contents.append_value(&bytes);
+    }
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![Arc::new(names.finish()), Arc::new(contents.finish())],
+    )?;
+    Ok((schema, vec![batch]))
 }
 
 /// The units of the newline-delimited JSON files at `path`, `chunk` bytes each: the

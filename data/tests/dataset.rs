@@ -165,6 +165,89 @@ fn ints(b: &RecordBatch, name: &str) -> Vec<i64> {
         .to_vec()
 }
 
+/// One row per group: the key `k`, the group's rows `n` and the sum of its `x`.
+fn summarize(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    let k = ints(&b, "k");
+    let x = ints(&b, "x");
+    assert!(k.iter().all(|v| *v == k[0]), "a group of one key: {k:?}");
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("n", DataType::Int64, false),
+        Field::new("total", DataType::Int64, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from(vec![k[0]])),
+            Arc::new(Int64Array::from(vec![k.len() as i64])),
+            Arc::new(Int64Array::from(vec![x.iter().sum::<i64>()])),
+        ],
+    )?)
+}
+prism_data::register_batch_fn!(summarize);
+
+fn group_fails(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    if ints(&b, "k")[0] == 3 {
+        return Err(DataError::Invalid("group 3 is cursed".into()));
+    }
+    Ok(b)
+}
+prism_data::register_batch_fn!(group_fails);
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Id {
+    id: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Tagged {
+    id: i64,
+    tag: String,
+}
+
+fn tag(r: Id) -> Tagged {
+    Tagged {
+        id: r.id,
+        tag: format!("#{}", r.id),
+    }
+}
+prism_data::register_row_map!(tag: Id => Tagged);
+
+fn divisible_by_three(r: &Id) -> bool {
+    r.id % 3 == 0
+}
+prism_data::register_row_filter!(divisible_by_three: Id);
+
+fn repeat(r: Id) -> Vec<Id> {
+    let n = (r.id % 3) as usize;
+    vec![r; n]
+}
+prism_data::register_row_flat_map!(repeat: Id => Id);
+
+fn unregistered_row_fn(r: Id) -> Id {
+    r
+}
+
+/// `k, x` blocks: `blocks` of `rows` rows each, `k` in `0..keys` and `x` scrambled.
+fn keyed_blocks(blocks: i64, rows: i64, keys: i64) -> Vec<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("x", DataType::Int64, false),
+    ]));
+    (0..blocks)
+        .map(|b| {
+            let ids: Vec<i64> = (0..rows).map(|i| b * rows + i).collect();
+            let k: Int64Array = ids.iter().map(|i| (i * 7919) % keys).collect();
+            let x: Int64Array = ids.iter().map(|i| (i * 104_729) % 1000).collect();
+            RecordBatch::try_new(schema.clone(), vec![Arc::new(k), Arc::new(x)]).unwrap()
+        })
+        .collect()
+}
+
+fn all_ints(batches: &[RecordBatch], name: &str) -> Vec<i64> {
+    batches.iter().flat_map(|b| ints(b, name)).collect()
+}
+
 prism::both_modes! {
     fn range_map_batches_and_sum(session, NodeSpec::cpus(2.0)) {
         let n = 3_000_000u64; // three blocks
@@ -531,5 +614,153 @@ prism::both_modes! {
         assert!(matches!(&refused, DataError::Operator { operator, message } if operator == "map_batches(refuse)" && message.contains("refused on purpose")), "{refused}");
         assert!(matches!(prism_data::range(10).map_batches(not_registered).count(), Err(DataError::Unregistered(_))));
         assert!(matches!(prism_data::range(10).iter_batches(0), Err(DataError::Invalid(_))));
+    }
+
+    fn sort_on_several_keys_over_several_blocks(session, NodeSpec::cpus(2.0)) {
+        let input = keyed_blocks(6, 500, 4);
+        let mut expected: Vec<(i64, i64)> = input.iter().flat_map(|b| ints(b, "k").into_iter().zip(ints(b, "x"))).collect();
+        expected.sort_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        let ds = prism_data::from_batches(input).unwrap().sort([prism_data::SortKey::asc("k"), prism_data::SortKey::desc("x")]);
+        let out = ds.collect().unwrap();
+        assert_eq!(out.len(), 6, "as many blocks as before");
+        assert!(out.iter().filter(|b| b.num_rows() > 0).count() >= 3, "the ranges spread over the blocks: {:?}", out.iter().map(|b| b.num_rows()).collect::<Vec<_>>());
+        let got: Vec<(i64, i64)> = all_ints(&out, "k").into_iter().zip(all_ints(&out, "x")).collect();
+        assert_eq!(got, expected);
+        // Operators after the sort run in its reduce tasks; a sort on a column that is
+        // not there names it.
+        let top = prism_data::from_batches(keyed_blocks(3, 100, 4)).unwrap().sort(["x"]).filter(col("x").lt(lit(10))).collect().unwrap();
+        let xs = all_ints(&top, "x");
+        assert!(xs.windows(2).all(|w| w[0] <= w[1]) && xs.iter().all(|x| *x < 10) && !xs.is_empty(), "{xs:?}");
+        let err = prism_data::range(10).sort(["nope"]).count().unwrap_err();
+        assert!(matches!(&err, DataError::ColumnNotFound { column, .. } if column == "nope"), "{err}");
+    }
+
+    fn random_shuffle_repartition_and_union(session, NodeSpec::cpus(2.0)) {
+        let input = keyed_blocks(4, 250, 10);
+        let ds = prism_data::from_batches(input.clone()).unwrap();
+        let original = all_ints(&input, "x");
+        let once = all_ints(&ds.clone().random_shuffle(42).collect().unwrap(), "x");
+        let again = all_ints(&ds.clone().random_shuffle(42).collect().unwrap(), "x");
+        let other = all_ints(&ds.clone().random_shuffle(43).collect().unwrap(), "x");
+        assert_eq!(once, again, "one seed, one order");
+        assert_ne!(once, other, "another seed, another order");
+        assert_ne!(once, original);
+        let (mut a, mut b) = (once.clone(), original.clone());
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "a permutation of the rows");
+
+        let parts = ds.clone().repartition(3).collect().unwrap();
+        assert_eq!(parts.iter().map(|b| b.num_rows()).collect::<Vec<_>>(), vec![333, 333, 334]);
+        assert_eq!(all_ints(&parts, "x"), original, "repartition keeps the order");
+        assert!(matches!(ds.clone().repartition(0).count(), Err(DataError::Invalid(_))));
+
+        let mixed = prism_data::range(5)
+            .union(&[prism_data::range(3).with_column("id", col("id").add(lit(100))), prism_data::range(2)])
+            .filter(col("id").gt_eq(lit(1)));
+        let ids: Vec<i64> = mixed.collect().unwrap().iter().flat_map(|b| ints(b, "id")).collect();
+        assert_eq!(ids, vec![1, 2, 3, 4, 100, 101, 102, 1]);
+        assert_eq!(mixed.num_inputs(), 3);
+
+        let (train, test) = prism_data::range(1000).train_test_split_shuffled(0.25, 7).unwrap();
+        let (mut tr, te) = (all_ints(&train.collect().unwrap(), "id"), all_ints(&test.collect().unwrap(), "id"));
+        assert_eq!((tr.len(), te.len()), (750, 250));
+        assert_ne!(te, (750..1000).collect::<Vec<i64>>(), "the test rows are drawn, not the last ones");
+        tr.extend(te);
+        tr.sort();
+        assert_eq!(tr, (0..1000).collect::<Vec<i64>>());
+    }
+
+    fn map_groups_and_unique(session, NodeSpec::cpus(2.0)) {
+        let input = keyed_blocks(5, 200, 7);
+        let mut expected: std::collections::BTreeMap<i64, (i64, i64)> = Default::default();
+        for b in &input {
+            for (k, x) in ints(b, "k").into_iter().zip(ints(b, "x")) {
+                let e = expected.entry(k).or_default();
+                e.0 += 1;
+                e.1 += x;
+            }
+        }
+        let ds = prism_data::from_batches(input).unwrap();
+        let groups = ds.groupby(&["k"]).map_groups(summarize).sort(["k"]).collect().unwrap();
+        let got: std::collections::BTreeMap<i64, (i64, i64)> = all_ints(&groups, "k").into_iter().zip(all_ints(&groups, "n").into_iter().zip(all_ints(&groups, "total"))).collect();
+        assert_eq!(got, expected);
+        assert_eq!(all_ints(&groups, "k"), (0..7).collect::<Vec<i64>>(), "one row per group");
+
+        let err = ds.groupby(&["k"]).map_groups(group_fails).count().unwrap_err();
+        assert!(matches!(&err, DataError::Operator { operator, message } if operator == "map_groups(group_fails)" && message.contains("cursed")), "{err}");
+
+        let unique = ds.unique("k").unwrap();
+        let unique = unique.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(unique.values().to_vec(), (0..7).collect::<Vec<i64>>());
+    }
+
+    fn row_functions_map_filter_and_flat_map(session, NodeSpec::cpus(2.0)) {
+        let tagged: Vec<Tagged> = prism_data::range(5).map(tag).iter_rows().unwrap().collect::<prism_data::Result<_>>().unwrap();
+        assert_eq!(tagged[3], Tagged { id: 3, tag: "#3".into() });
+        assert_eq!(tagged.len(), 5);
+        let kept = prism_data::range(10).filter_rows(divisible_by_three);
+        assert_eq!(all_ints(&kept.collect().unwrap(), "id"), vec![0, 3, 6, 9]);
+        assert_eq!(kept.schema().unwrap().field(0).name(), "id");
+        let repeated = prism_data::range(6).flat_map(repeat);
+        assert_eq!(all_ints(&repeated.collect().unwrap(), "id"), vec![1, 2, 2, 4, 5, 5]);
+        // Rows a function drops entirely leave an empty block that sinks still read.
+        let none = prism_data::range(3).filter(col("id").eq(lit(0))).flat_map(repeat);
+        assert_eq!(none.count().unwrap(), 0);
+        assert_eq!(none.sum("id").unwrap(), None);
+        let err = prism_data::range(3).map(unregistered_row_fn).count().unwrap_err();
+        assert!(matches!(&err, DataError::Unregistered(m) if m.contains("register_row_map!")), "{err}");
+    }
+
+    fn text_and_binary_files(session, NodeSpec::cpus(2.0)) {
+        let dir = TempDir::new("text");
+        let texts = dir.path("texts");
+        std::fs::create_dir_all(&texts).unwrap();
+        std::fs::write(texts.join("a.txt"), "the quick\nbrown fox\r\n\njumps\n").unwrap();
+        std::fs::write(texts.join("b.txt"), "over the lazy dog").unwrap();
+        std::fs::write(texts.join("skip.md"), "not a text file of the set").unwrap();
+        let lines = prism_data::read_text(&texts).unwrap();
+        let got: Vec<String> = lines.collect().unwrap().iter().flat_map(|b| {
+            let c = b.column_by_name("text").unwrap().as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..c.len()).map(move |i| c.value(i).to_string())
+        }).collect();
+        assert_eq!(got, vec!["the quick", "brown fox", "", "jumps", "over the lazy dog"]);
+        assert_eq!(lines.filter(col("text").not_eq(lit(""))).count().unwrap(), 4);
+
+        let bins = dir.path("bins");
+        std::fs::create_dir_all(&bins).unwrap();
+        for i in 0..3u8 {
+            std::fs::write(bins.join(format!("{i}.bin")), vec![i; 100 * (i as usize + 1)]).unwrap();
+        }
+        let files = prism_data::read_binary_files(&bins).unwrap();
+        let blocks = files.collect().unwrap();
+        let b = prism_data::arrow::compute::concat_batches(&blocks[0].schema(), &blocks).unwrap();
+        let bytes = b.column_by_name("bytes").unwrap().as_any().downcast_ref::<prism_data::arrow::array::BinaryArray>().unwrap();
+        let paths = b.column_by_name("path").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(bytes.len(), 3);
+        for i in 0..3 {
+            assert!(paths.value(i).ends_with(&format!("{i}.bin")));
+            assert_eq!(bytes.value(i), vec![i as u8; 100 * (i + 1)].as_slice());
+        }
+        assert!(matches!(prism_data::read_text(dir.path("none.txt")), Err(DataError::NotFound { .. })));
+        assert!(matches!(prism_data::read_binary_files(dir.path("empty-*")), Err(DataError::NotFound { .. })));
+    }
+
+    fn stats_report_every_stage(session, NodeSpec::cpus(2.0)) {
+        let ds = prism_data::from_batches(keyed_blocks(4, 100, 3)).unwrap().filter(col("x").gt_eq(lit(0))).sort(["k"]).with_column("y", col("x").mul(lit(2)));
+        assert!(ds.stats().stages.is_empty(), "nothing has run");
+        assert_eq!(ds.count().unwrap(), 400);
+        let stats = ds.stats();
+        assert_eq!(stats.stages.len(), 2, "{stats}");
+        assert_eq!(stats.stages[0].name, "filter(x >= 0)");
+        assert_eq!((stats.stages[0].blocks, stats.stages[0].rows), (4, 400));
+        assert!(stats.stages[0].bytes >= 400 * 16, "{stats}");
+        assert!(stats.stages[0].peak_bytes > 0 && stats.stages[0].peak_bytes <= stats.stages[0].bytes, "{stats}");
+        assert_eq!(stats.stages[1].name, "sort(k) -> with_column(y = x * 2)");
+        assert_eq!((stats.stages[1].blocks, stats.stages[1].rows), (4, 400));
+        assert!(stats.stages[1].wall_time > std::time::Duration::ZERO);
+        assert!(stats.to_string().contains("stage 1 sort(k) -> with_column(y = x * 2): 4 blocks, 400 rows"), "{stats}");
+        // A dataset made from it has its own.
+        assert!(ds.clone().limit(3).stats().stages.is_empty());
     }
 }

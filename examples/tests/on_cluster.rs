@@ -54,6 +54,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "data_csv_etl",
         "data_for_training",
         "data_batch_inference",
+        "data_transforms",
     ] {
         run_on(&cluster, name);
     }
