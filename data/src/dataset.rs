@@ -28,6 +28,8 @@ struct Stage {
     limit: Option<u64>,
     /// Run in a pool of actors, the mapper first.
     pool: Option<crate::pool::PoolSpec>,
+    /// The resources each of the stage's tasks holds (default: one CPU).
+    resources: Option<MapOptions>,
 }
 
 /// A dataset: a source and the transforms to run on its blocks, evaluated lazily.
@@ -133,6 +135,48 @@ impl ActorPool {
     /// Each actor holds `cpus` CPUs.
     pub fn cpus(mut self, cpus: f64) -> ActorPool {
         self.cpus = cpus;
+        self
+    }
+}
+
+/// Options of [`Dataset::map_batches_with_options`], as Ray's `map_batches(fn,
+/// batch_size=..., num_cpus=..., num_gpus=...)`.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct MapOptions {
+    /// Rows per call of the function (default: a whole block per call).
+    pub batch_size: Option<usize>,
+    /// CPUs each task holds (default 1).
+    pub num_cpus: f64,
+    /// GPUs each task holds (default 0).
+    pub num_gpus: f64,
+}
+
+impl Default for MapOptions {
+    fn default() -> Self {
+        MapOptions {
+            batch_size: None,
+            num_cpus: 1.0,
+            num_gpus: 0.0,
+        }
+    }
+}
+
+impl MapOptions {
+    /// Calls of at most `rows` rows.
+    pub fn batch_size(mut self, rows: usize) -> MapOptions {
+        self.batch_size = Some(rows);
+        self
+    }
+
+    /// `cpus` CPUs per task.
+    pub fn num_cpus(mut self, cpus: f64) -> MapOptions {
+        self.num_cpus = cpus;
+        self
+    }
+
+    /// `gpus` GPUs per task (accounted by the scheduler).
+    pub fn num_gpus(mut self, gpus: f64) -> MapOptions {
+        self.num_gpus = gpus;
         self
     }
 }
@@ -331,6 +375,57 @@ impl Dataset {
         }
     }
 
+    /// [`Dataset::map_batches`] with options: `f` called on slices of at most
+    /// `batch_size` rows, and each task of its stage holding the CPUs and GPUs asked
+    /// (the other operators of the stage run in the same tasks; a stage holds the most
+    /// any of its maps asks).
+    ///
+    /// ```
+    /// use prism_data::arrow::array::RecordBatch;
+    /// fn rows_seen(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    ///     assert!(b.num_rows() <= 1000);
+    ///     Ok(b)
+    /// }
+    /// prism_data::register_batch_fn!(rows_seen);
+    ///
+    /// prism::init_with(prism::Config::default().num_cpus(2.0))?;
+    /// let opts = prism_data::MapOptions::default().batch_size(1000).num_cpus(0.5);
+    /// assert_eq!(prism_data::range(2500).map_batches_with_options(rows_seen, opts).count()?, 2500);
+    /// prism::shutdown();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map_batches_with_options(self, f: BatchFn, options: MapOptions) -> Dataset {
+        if options.batch_size == Some(0) {
+            return self.fail(DataError::Invalid(
+                "map_batches needs a batch_size of at least 1".into(),
+            ));
+        }
+        if options.num_cpus < 0.0 || options.num_gpus < 0.0 {
+            return self.fail(DataError::Invalid(format!(
+                "map_batches asks for {} CPUs and {} GPUs per call",
+                options.num_cpus, options.num_gpus
+            )));
+        }
+        let Some(name) = name_of(f) else {
+            return self.fail(DataError::Unregistered(format!("{f:p}")));
+        };
+        let op = match options.batch_size {
+            Some(n) => Op::MapBatchesSized(name.to_string(), n),
+            None => Op::MapBatches(name.to_string()),
+        };
+        let mut ds = self.push(op);
+        if let Some(stage) = ds.stages.last_mut() {
+            let r = stage.resources.get_or_insert(MapOptions {
+                batch_size: None,
+                num_cpus: 0.0,
+                num_gpus: 0.0,
+            });
+            r.num_cpus = r.num_cpus.max(options.num_cpus);
+            r.num_gpus = r.num_gpus.max(options.num_gpus);
+        }
+        ds
+    }
+
     /// Runs the mapper `M` (built from `config` once per actor) on every block, in a pool
     /// of `min..=max` actors of `cpus` CPUs each; the operators after it run in the same
     /// actor calls. The pool leaves one CPU to the tasks that feed it: it has at most
@@ -364,6 +459,7 @@ impl Dataset {
             exchange: None,
             ops: Vec::new(),
             limit: None,
+            resources: None,
             pool: Some(crate::pool::PoolSpec {
                 name: M::NAME.to_string(),
                 config,
@@ -573,6 +669,7 @@ impl Dataset {
                     window,
                     budget: self.budget,
                     pool: stage.pool.clone(),
+                    resources: stage.resources.map(|r| (r.num_cpus, r.num_gpus)),
                     exchange: stage.exchange.as_ref(),
                     total,
                 },

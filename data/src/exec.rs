@@ -78,6 +78,17 @@ impl std::fmt::Debug for Keep {
     }
 }
 
+/// A remote function's options holding the CPUs and GPUs asked, if any (each function
+/// has its own options type).
+macro_rules! with_resources {
+    ($options:expr, $resources:expr) => {
+        match $resources {
+            Some((cpus, gpus)) => $options.num_cpus(cpus).num_gpus(gpus),
+            None => $options,
+        }
+    };
+}
+
 /// Where a task's block comes from.
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Input {
@@ -124,6 +135,8 @@ pub(crate) struct TaskStream {
     stats: crate::stats::StageRecorder,
     /// The actors of a pool stage.
     pool: Option<crate::pool::Pool>,
+    /// The CPUs and GPUs each task holds, if not one CPU.
+    resources: Option<(f64, f64)>,
     done: bool,
 }
 
@@ -139,6 +152,8 @@ pub(crate) struct StreamSpec<'a> {
     pub budget: Option<u64>,
     /// The actor pool the stage runs in, if any.
     pub pool: Option<crate::pool::PoolSpec>,
+    /// The CPUs and GPUs each task holds, if not one CPU.
+    pub resources: Option<(f64, f64)>,
     /// The all-to-all step that made the stage's inputs, if any (for its name).
     pub exchange: Option<&'a crate::exchange::Exchange>,
     /// The number of inputs, if known (for the progress bar).
@@ -157,6 +172,7 @@ impl TaskStream {
             window,
             budget,
             pool,
+            resources,
             exchange,
             total,
         } = spec;
@@ -195,6 +211,7 @@ impl TaskStream {
             largest: 0,
             pending: VecDeque::new(),
             pool: pool.map(crate::pool::Pool::new),
+            resources,
             done: false,
         }
     }
@@ -234,7 +251,11 @@ impl TaskStream {
                             let keep = unit.keep.clone();
                             (
                                 None,
-                                crate::exchange::reduce_block::remote(unit, &self.ops, sink),
+                                with_resources!(
+                                    crate::exchange::reduce_block::options(),
+                                    self.resources
+                                )
+                                .remote(unit, &self.ops, sink),
                                 keep,
                             )
                         }
@@ -249,7 +270,7 @@ impl TaskStream {
                             };
                             (
                                 None,
-                                read_block::options()
+                                with_resources!(read_block::options(), self.resources)
                                     .scheduling(strategy)
                                     .remote(unit, &self.ops, sink),
                                 Keep::default(),

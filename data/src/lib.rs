@@ -79,6 +79,7 @@ pub use block::Block;
 pub use dataset::{
     from_batches, from_rows, range, read_binary_files, read_csv, read_csv_with, read_json,
     read_parquet, read_parquet_columns, read_text, ActorPool, CsvOptions, Dataset, GroupBy,
+    MapOptions,
 };
 pub use error::{DataError, Result};
 pub use exchange::SortKey;

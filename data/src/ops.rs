@@ -67,6 +67,9 @@ pub(crate) fn lookup(name: &str) -> Result<BatchFn> {
 pub enum Op {
     /// A registered batch function, by name.
     MapBatches(String),
+    /// A registered batch function called on slices of at most this many rows, the
+    /// results put together.
+    MapBatchesSized(String, usize),
     /// Keeps the rows where the predicate holds.
     Filter(Expr),
     /// Keeps these columns, in this order.
@@ -79,6 +82,12 @@ impl Op {
     /// The operator as `stats()` and errors name it.
     pub fn describe(&self) -> String {
         match self {
+            Op::MapBatchesSized(name, rows) => {
+                format!(
+                    "map_batches({}, batch_size = {rows})",
+                    name.rsplit("::").next().unwrap_or(name)
+                )
+            }
             Op::MapBatches(name) => {
                 // Row functions are registered as `map:path`, `flat_map:path`, ...
                 let (kind, path) = ["map", "filter_rows", "flat_map"]
@@ -98,6 +107,17 @@ impl Op {
         }
     }
 
+    /// An operator error of the unsized map as this operator's.
+    fn rename(&self, e: DataError) -> DataError {
+        match e {
+            DataError::Operator { message, .. } => DataError::Operator {
+                operator: self.describe(),
+                message,
+            },
+            other => other,
+        }
+    }
+
     fn apply(&self, batch: RecordBatch) -> Result<RecordBatch> {
         match self {
             Op::MapBatches(name) => {
@@ -110,6 +130,20 @@ impl Op {
                         message: other.to_string(),
                     },
                 })
+            }
+            Op::MapBatchesSized(name, rows) => {
+                let rows = (*rows).max(1);
+                let whole = Op::MapBatches(name.clone());
+                if batch.num_rows() <= rows {
+                    return whole.apply(batch).map_err(|e| self.rename(e));
+                }
+                let mut out = Vec::with_capacity(batch.num_rows().div_ceil(rows));
+                for start in (0..batch.num_rows()).step_by(rows) {
+                    let part = batch.slice(start, rows.min(batch.num_rows() - start));
+                    out.push(whole.apply(part).map_err(|e| self.rename(e))?);
+                }
+                let schema = out[0].schema();
+                arrow::compute::concat_batches(&schema, &out).map_err(arrow_err(self.describe()))
             }
             Op::Filter(e) => {
                 let keep = e.evaluate_predicate(&batch)?;
@@ -181,7 +215,7 @@ pub(crate) fn required_columns(ops: &[Op], sink: &Sink) -> Option<Vec<String>> {
     };
     for op in ops.iter().rev() {
         match op {
-            Op::MapBatches(_) => needed = None,
+            Op::MapBatches(_) | Op::MapBatchesSized(..) => needed = None,
             Op::Select(cols) => {
                 if needed.is_none() {
                     needed = Some(cols.clone());

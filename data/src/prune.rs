@@ -15,7 +15,7 @@ pub(crate) fn leading_filters(ops: &[Op]) -> Vec<Expr> {
         match op {
             Op::Filter(e) => out.push(e.clone()),
             Op::Select(_) => {}
-            Op::MapBatches(_) | Op::WithColumn(..) => break,
+            Op::MapBatches(_) | Op::MapBatchesSized(..) | Op::WithColumn(..) => break,
         }
     }
     out

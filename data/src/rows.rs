@@ -80,13 +80,7 @@ macro_rules! __register_row_fn {
 #[macro_export]
 macro_rules! register_row_map {
     ($f:ident : $in:ty => $out:ty) => {
-        $crate::__register_row_fn!(
-            "map",
-            $f,
-            fn($in) -> $out,
-            map_rows,
-            [$in, $out]
-        );
+        $crate::__register_row_fn!("map", $f, fn($in) -> $out, map_rows, [$in, $out]);
     };
 }
 
@@ -103,13 +97,7 @@ macro_rules! register_row_map {
 #[macro_export]
 macro_rules! register_row_filter {
     ($f:ident : $in:ty) => {
-        $crate::__register_row_fn!(
-            "filter_rows",
-            $f,
-            fn(&$in) -> bool,
-            filter_rows,
-            [$in]
-        );
+        $crate::__register_row_fn!("filter_rows", $f, fn(&$in) -> bool, filter_rows, [$in]);
     };
 }
 

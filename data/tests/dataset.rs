@@ -224,6 +224,14 @@ fn repeat(r: Id) -> Vec<Id> {
 }
 prism_data::register_row_flat_map!(repeat: Id => Id);
 
+/// Tags each row with the size of the batch it was called on.
+fn batch_rows(b: RecordBatch) -> prism_data::Result<RecordBatch> {
+    let n = b.num_rows() as i64;
+    let schema = Arc::new(Schema::new(vec![Field::new("seen", DataType::Int64, false)]));
+    Ok(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n; n as usize]))])?)
+}
+prism_data::register_batch_fn!(batch_rows);
+
 fn unregistered_row_fn(r: Id) -> Id {
     r
 }
@@ -762,5 +770,19 @@ prism::both_modes! {
         assert!(stats.to_string().contains("stage 1 sort(k) -> with_column(y = x * 2): 4 blocks, 400 rows"), "{stats}");
         // A dataset made from it has its own.
         assert!(ds.clone().limit(3).stats().stages.is_empty());
+    }
+
+    fn map_batches_options_cut_batches_and_hold_resources(session, NodeSpec::cpus(2.0)) {
+        let opts = prism_data::MapOptions::default().batch_size(300).num_cpus(0.5);
+        let ds = prism_data::range(1000).map_batches_with_options(batch_rows, opts);
+        let seen = all_ints(&ds.collect().unwrap(), "seen");
+        assert_eq!(seen.len(), 1000);
+        assert!(seen[..900].iter().all(|&n| n == 300) && seen[900..].iter().all(|&n| n == 100), "{:?}", &seen[895..905]);
+        assert_eq!(ds.stats().stages[0].name, "map_batches(batch_rows, batch_size = 300)");
+        // A call no node can hold fails with the scheduler's reason instead of waiting.
+        let gpus = prism_data::range(10).map_batches_with_options(batch_rows, prism_data::MapOptions::default().num_gpus(1.0));
+        let err = gpus.count().unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("gpu"), "{err}");
+        assert!(matches!(prism_data::range(1).map_batches_with_options(batch_rows, prism_data::MapOptions::default().batch_size(0)).count(), Err(DataError::Invalid(_))));
     }
 }
