@@ -18,7 +18,7 @@ pub(crate) fn file(format: FileFormat, path: &Path, batch: &RecordBatch) -> Resu
         let f = File::create(&tmp).map_err(io_err(&tmp))?;
         match format {
             FileFormat::Parquet => {
-                let mut w = ArrowWriter::try_new(f, batch.schema(), None)
+                let mut w = ArrowWriter::try_new(f, batch.schema(), Some(parquet_props(batch)))
                     .map_err(|e| parquet_err(path, e))?;
                 w.write(batch).map_err(|e| parquet_err(path, e))?;
                 w.close().map_err(|e| parquet_err(path, e))?;
@@ -54,6 +54,22 @@ pub(crate) fn file(format: FileFormat, path: &Path, batch: &RecordBatch) -> Resu
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+/// parquet-rs's defaults, but floating-point columns plainly encoded: their values
+/// rarely repeat, so a dictionary is built only to be dropped (W10's write of random
+/// floats went from 5.3-6.3 M to 5.7-8.3 M rows/s without it).
+fn parquet_props(batch: &RecordBatch) -> parquet::file::properties::WriterProperties {
+    let mut props = parquet::file::properties::WriterProperties::builder();
+    for field in batch.schema().fields() {
+        if field.data_type().is_floating() {
+            props = props.set_column_dictionary_enabled(
+                parquet::schema::types::ColumnPath::from(field.name().as_str()),
+                false,
+            );
+        }
+    }
+    props.build()
 }
 
 fn parquet_err(path: &Path, e: impl std::fmt::Display) -> DataError {

@@ -227,8 +227,15 @@ prism_data::register_row_flat_map!(repeat: Id => Id);
 /// Tags each row with the size of the batch it was called on.
 fn batch_rows(b: RecordBatch) -> prism_data::Result<RecordBatch> {
     let n = b.num_rows() as i64;
-    let schema = Arc::new(Schema::new(vec![Field::new("seen", DataType::Int64, false)]));
-    Ok(RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![n; n as usize]))])?)
+    let schema = Arc::new(Schema::new(vec![Field::new(
+        "seen",
+        DataType::Int64,
+        false,
+    )]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![Arc::new(Int64Array::from(vec![n; n as usize]))],
+    )?)
 }
 prism_data::register_batch_fn!(batch_rows);
 
