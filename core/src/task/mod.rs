@@ -65,7 +65,9 @@ pub enum Strategy {
     #[default]
     Default,
     /// Over the live nodes that can run it, in turn: calls of one batch land on
-    /// different nodes even when the first has room for all of them.
+    /// different nodes even when the first has room for all of them. Nodes with room
+    /// for the call now (as last reported) come first: a full node is passed over
+    /// while another has room.
     Spread,
     /// On the node with this id (see [`crate::nodes`]). A hard affinity fails with
     /// [`Error::Infeasible`] when that node is gone or can never meet the demand; a soft

@@ -162,16 +162,31 @@ impl Node {
                 }
             }
             Strategy::Spread => {
-                let mut nodes: Vec<String> = live_peers
+                let asked = demand.describe();
+                let free_for = |free: &[(String, f64)]| {
+                    asked.iter().all(|(name, v)| {
+                        free.iter()
+                            .find(|(n, _)| n == name)
+                            .map_or(0.0, |(_, f)| *f)
+                            >= *v
+                    })
+                };
+                // In turn over the nodes that have room for it now (as last reported),
+                // or over every node that could ever run it when none has.
+                let mut nodes: Vec<(String, bool)> = live_peers
                     .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
-                    .map(|(id, _)| id.clone())
+                    .map(|(id, p)| (id.clone(), free_for(&p.view.available)))
                     .collect();
                 if self.total.check_feasible(demand).is_ok() {
-                    nodes.push(self.id.clone());
+                    nodes.push((self.id.clone(), st.available.fits(demand)));
                 }
                 if nodes.is_empty() {
                     return Placement::Default;
                 }
+                if nodes.iter().any(|(_, room)| *room) {
+                    nodes.retain(|(_, room)| *room);
+                }
+                let mut nodes: Vec<String> = nodes.into_iter().map(|(id, _)| id).collect();
                 nodes.sort();
                 let pick = nodes.swap_remove(st.spread_turn % nodes.len());
                 st.spread_turn += 1;
