@@ -14,7 +14,9 @@
 //!
 //! Reduce tasks are the next stage's read units: they are streamed with its window and
 //! memory budget, and the next stage's operators run in the same task. The driver holds
-//! one ref per piece (blocks × outputs of them): small values, never rows.
+//! one ref per partition task, never one per piece (Ray's shuffle keeps blocks × outputs
+//! refs on the driver): each reduce task reads the partition results, lists of refs,
+//! and pulls only its own piece of each, from where it was made.
 
 use std::sync::Arc;
 
@@ -124,6 +126,10 @@ pub struct Piece {
     len: Option<usize>,
 }
 
+/// The result of a partition task: one piece per output block, each put into the store
+/// where the task ran.
+type Partitioned = ObjectRef<Result<Vec<ObjectRef<Block>>>>;
+
 /// What a reduce task does with its gathered rows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reducer {
@@ -172,7 +178,11 @@ pub enum Partitioner {
 /// rows (for an output with no pieces).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct ReduceUnit {
+    /// Runs of stored blocks (a repartition's).
     pieces: Vec<Piece>,
+    /// The results of the partition tasks, of which this unit takes piece `part` each.
+    parts: Vec<Partitioned>,
+    part: usize,
     reducer: Reducer,
     schema: Schema,
     /// What keeps the pieces in the store until the task has read them.
@@ -279,8 +289,26 @@ pub fn reduce_block(unit: ReduceUnit, ops: &[Op], sink: Sink) -> Result<crate::e
 
 fn reduce_unit(unit: ReduceUnit, ops: &[Op], sink: &Sink) -> Result<Output> {
     let schema: SchemaRef = Arc::new(unit.schema);
-    let mut parts = Vec::with_capacity(unit.pieces.len());
-    for p in &unit.pieces {
+    let mut pieces = unit.pieces.clone();
+    // A partition result is read here (a list of refs), then only this unit's piece.
+    for r in &unit.parts {
+        let all = prism::get_arc(r)?;
+        let all = all.as_ref().as_ref().map_err(|e| e.clone())?;
+        let block = all.get(unit.part).ok_or_else(|| {
+            DataError::Invalid(format!(
+                "a partition task made {} pieces, not more than {}",
+                all.len(),
+                unit.part
+            ))
+        })?;
+        pieces.push(Piece {
+            block: block.clone(),
+            offset: 0,
+            len: None,
+        });
+    }
+    let mut parts = Vec::with_capacity(pieces.len());
+    for p in &pieces {
         let block = prism::get_arc(&p.block)?;
         let b = &block.0;
         let len = p.len.unwrap_or(b.num_rows() - p.offset.min(b.num_rows()));
@@ -390,9 +418,25 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
         .map_or_else(|| Arc::new(Schema::empty()), |s| s.schema.clone());
     let unit = |pieces, reducer, keep| ReduceUnit {
         pieces,
+        parts: Vec::new(),
+        part: 0,
         reducer,
         schema: schema.as_ref().clone(),
         keep,
+    };
+    // One reduce unit per output block `i`, taking piece `i` of every partition result.
+    let gather = |parts: &Vec<Partitioned>, n: usize, reducer: &dyn Fn(usize) -> Reducer| {
+        let keep = crate::exec::Keep::new(parts.clone());
+        (0..n)
+            .map(|i| ReduceUnit {
+                pieces: Vec::new(),
+                parts: parts.clone(),
+                part: i,
+                reducer: reducer(i),
+                schema: schema.as_ref().clone(),
+                keep: keep.clone(),
+            })
+            .collect::<Vec<_>>()
     };
     let blocks = stored.len().max(1);
     match exchange {
@@ -423,21 +467,13 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
             Ok(out)
         }
         Exchange::Shuffle { seed } => {
-            let (parts, keep) = partition_all(&stored, |_| Partitioner::Random {
+            let parts = partition_all(&stored, |_| Partitioner::Random {
                 seed: *seed,
                 n: blocks,
             })?;
-            Ok(transpose(parts, blocks)
-                .into_iter()
-                .enumerate()
-                .map(|(i, pieces)| {
-                    unit(
-                        pieces,
-                        Reducer::Permute(mix(!*seed, i as u64)),
-                        keep.clone(),
-                    )
-                })
-                .collect())
+            Ok(gather(&parts, blocks, &|i| {
+                Reducer::Permute(mix(!*seed, i as u64))
+            }))
         }
         Exchange::Sort { keys } => {
             // About 20 samples per output block in all: bounds within a few per cent of
@@ -456,66 +492,48 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
                 .filter_map(|i| all.get(i * all.len() / blocks).cloned())
                 .collect();
             let n = bounds.len() + 1;
-            let (parts, keep) = partition_all(&stored, |_| Partitioner::Range {
+            let parts = partition_all(&stored, |_| Partitioner::Range {
                 keys: keys.clone(),
                 bounds: bounds.clone(),
             })?;
-            Ok(transpose(parts, n)
-                .into_iter()
-                .map(|pieces| unit(pieces, Reducer::Sort(keys.clone()), keep.clone()))
-                .collect())
+            Ok(gather(&parts, n, &|_| Reducer::Sort(keys.clone())))
         }
         Exchange::Groups { keys, f } => {
-            let (parts, keep) = partition_all(&stored, |_| Partitioner::Hash {
+            let parts = partition_all(&stored, |_| Partitioner::Hash {
                 keys: keys.clone(),
                 n: blocks,
             })?;
-            Ok(transpose(parts, blocks)
-                .into_iter()
-                .map(|pieces| {
-                    unit(
-                        pieces,
-                        Reducer::Groups {
-                            keys: keys.clone(),
-                            f: f.clone(),
-                        },
-                        keep.clone(),
-                    )
-                })
-                .collect())
+            Ok(gather(&parts, blocks, &|_| Reducer::Groups {
+                keys: keys.clone(),
+                f: f.clone(),
+            }))
         }
     }
 }
 
-/// Runs a partition task on every stored block; the pieces of each, and what keeps
-/// them in the store (the tasks' results: the pieces were put where the tasks ran).
+/// Runs a partition task on every stored block and waits for them all (without
+/// reading their results here: each reduce task reads them, then only its pieces, so
+/// this process holds one ref per block, not one per piece).
 fn partition_all(
     stored: &[Stored],
     partitioner: impl Fn(usize) -> Partitioner,
-) -> Result<(Vec<Vec<ObjectRef<Block>>>, crate::exec::Keep)> {
-    let tasks: Vec<_> = stored
+) -> Result<Vec<Partitioned>> {
+    let tasks: Vec<Partitioned> = stored
         .iter()
         .enumerate()
         .map(|(i, s)| partition_block::remote(&s.block, partitioner(i), i))
         .collect();
-    let mut out = Vec::with_capacity(tasks.len());
-    for t in &tasks {
-        out.push(prism::get(t)??);
+    // A ref travels with where its object is kept once it is final: wait for that.
+    let (_, pending) = prism::wait(&tasks, tasks.len(), Some(PARTITION_TIMEOUT))?;
+    if !pending.is_empty() {
+        return Err(DataError::Runtime(format!(
+            "{} of {} partition tasks not done after {PARTITION_TIMEOUT:?}",
+            pending.len(),
+            tasks.len()
+        )));
     }
-    Ok((out, crate::exec::Keep::new(tasks)))
+    Ok(tasks)
 }
 
-/// The pieces of output `i` of every partitioned block, for each `i < n`.
-fn transpose(parts: Vec<Vec<ObjectRef<Block>>>, n: usize) -> Vec<Vec<Piece>> {
-    let mut out: Vec<Vec<Piece>> = (0..n).map(|_| Vec::with_capacity(parts.len())).collect();
-    for block_parts in parts {
-        for (i, block) in block_parts.into_iter().enumerate() {
-            out[i].push(Piece {
-                block,
-                offset: 0,
-                len: None,
-            });
-        }
-    }
-    out
-}
+/// How long the partition tasks of an exchange may take in all.
+const PARTITION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3600);
