@@ -132,7 +132,13 @@ impl Recorder {
             if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
                 bar.set_style(style.progress_chars("=> "));
             }
-            bar.set_prefix(format!("stage {index} {name}"));
+            // A bar stays on one line: a long stage name is cut.
+            let shown = if name.chars().count() > 48 {
+                format!("{}...", name.chars().take(45).collect::<String>())
+            } else {
+                name.to_string()
+            };
+            bar.set_prefix(format!("stage {index} {shown}"));
             // Short runs draw nothing: the bar shows after half a second.
             bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
             m.add(bar)
