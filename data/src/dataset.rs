@@ -28,8 +28,8 @@ struct Stage {
     limit: Option<u64>,
     /// Run in a pool of actors, the mapper first.
     pool: Option<crate::pool::PoolSpec>,
-    /// The resources each of the stage's tasks holds (default: one CPU).
-    resources: Option<MapOptions>,
+    /// The CPUs and GPUs each of the stage's tasks holds (default: one CPU).
+    resources: Option<(f64, f64)>,
 }
 
 /// A dataset: a source and the transforms to run on its blocks, evaluated lazily.
@@ -287,13 +287,13 @@ impl Dataset {
         }
     }
 
-    /// Starts a stage behind an all-to-all step.
     /// The dataset with its own statistics (a transform's result is a new dataset).
     fn fresh(mut self) -> Dataset {
         self.last_stats = Arc::default();
         self
     }
 
+    /// Starts a stage behind an all-to-all step.
     fn exchange(mut self, exchange: Exchange) -> Dataset {
         self = self.fresh();
         if matches!(exchange, Exchange::Groups { .. }) {
@@ -415,13 +415,8 @@ impl Dataset {
         };
         let mut ds = self.push(op);
         if let Some(stage) = ds.stages.last_mut() {
-            let r = stage.resources.get_or_insert(MapOptions {
-                batch_size: None,
-                num_cpus: 0.0,
-                num_gpus: 0.0,
-            });
-            r.num_cpus = r.num_cpus.max(options.num_cpus);
-            r.num_gpus = r.num_gpus.max(options.num_gpus);
+            let (cpus, gpus) = stage.resources.unwrap_or((0.0, 0.0));
+            stage.resources = Some((cpus.max(options.num_cpus), gpus.max(options.num_gpus)));
         }
         ds
     }
@@ -669,7 +664,7 @@ impl Dataset {
                     window,
                     budget: self.budget,
                     pool: stage.pool.clone(),
-                    resources: stage.resources.map(|r| (r.num_cpus, r.num_gpus)),
+                    resources: stage.resources,
                     exchange: stage.exchange.as_ref(),
                     total,
                 },

@@ -289,7 +289,7 @@ pub fn reduce_block(unit: ReduceUnit, ops: &[Op], sink: Sink) -> Result<crate::e
 
 fn reduce_unit(unit: ReduceUnit, ops: &[Op], sink: &Sink) -> Result<Output> {
     let schema: SchemaRef = Arc::new(unit.schema);
-    let mut pieces = unit.pieces.clone();
+    let mut pieces = unit.pieces;
     // A partition result is read here (a list of refs), then only this unit's piece.
     for r in &unit.parts {
         let all = prism::get_arc(r)?;
@@ -410,8 +410,8 @@ fn mix(seed: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Runs the exchange on the stored blocks of the stage before (of `schema`): the reduce
-/// units of the stage after, one per output block.
+/// Runs the exchange on the stored blocks of the stage before: the reduce units of the
+/// stage after, one per output block.
 pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<ReduceUnit>> {
     let schema = stored
         .first()
@@ -467,21 +467,23 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
             Ok(out)
         }
         Exchange::Shuffle { seed } => {
-            let parts = partition_all(&stored, |_| Partitioner::Random {
-                seed: *seed,
-                n: blocks,
-            })?;
+            let parts = partition_all(
+                &stored,
+                Partitioner::Random {
+                    seed: *seed,
+                    n: blocks,
+                },
+            )?;
             Ok(gather(&parts, blocks, &|i| {
                 Reducer::Permute(mix(!*seed, i as u64))
             }))
         }
         Exchange::Sort { keys } => {
-            // About 20 samples per output block in all: bounds within a few per cent of
-            // the true quantiles.
-            let per_block = (20 * blocks / stored.len().max(1)).max(4);
+            // 20 samples per block, as many blocks as outputs: bounds within a few per
+            // cent of the true quantiles.
             let samples: Vec<ObjectRef<Result<Vec<Vec<u8>>>>> = stored
                 .iter()
-                .map(|s| sample_block::remote(&s.block, keys.clone(), per_block))
+                .map(|s| sample_block::remote(&s.block, keys.clone(), 20))
                 .collect();
             let mut all = Vec::new();
             for s in prism::get_all(&samples)? {
@@ -492,17 +494,23 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
                 .filter_map(|i| all.get(i * all.len() / blocks).cloned())
                 .collect();
             let n = bounds.len() + 1;
-            let parts = partition_all(&stored, |_| Partitioner::Range {
-                keys: keys.clone(),
-                bounds: bounds.clone(),
-            })?;
+            let parts = partition_all(
+                &stored,
+                Partitioner::Range {
+                    keys: keys.clone(),
+                    bounds,
+                },
+            )?;
             Ok(gather(&parts, n, &|_| Reducer::Sort(keys.clone())))
         }
         Exchange::Groups { keys, f } => {
-            let parts = partition_all(&stored, |_| Partitioner::Hash {
-                keys: keys.clone(),
-                n: blocks,
-            })?;
+            let parts = partition_all(
+                &stored,
+                Partitioner::Hash {
+                    keys: keys.clone(),
+                    n: blocks,
+                },
+            )?;
             Ok(gather(&parts, blocks, &|_| Reducer::Groups {
                 keys: keys.clone(),
                 f: f.clone(),
@@ -514,14 +522,11 @@ pub(crate) fn plan(exchange: &Exchange, stored: Vec<Stored>) -> Result<Vec<Reduc
 /// Runs a partition task on every stored block and waits for them all (without
 /// reading their results here: each reduce task reads them, then only its pieces, so
 /// this process holds one ref per block, not one per piece).
-fn partition_all(
-    stored: &[Stored],
-    partitioner: impl Fn(usize) -> Partitioner,
-) -> Result<Vec<Partitioned>> {
+fn partition_all(stored: &[Stored], partitioner: Partitioner) -> Result<Vec<Partitioned>> {
     let tasks: Vec<Partitioned> = stored
         .iter()
         .enumerate()
-        .map(|(i, s)| partition_block::remote(&s.block, partitioner(i), i))
+        .map(|(i, s)| partition_block::remote(&s.block, partitioner.clone(), i))
         .collect();
     // A ref travels with where its object is kept once it is final: wait for that.
     let (_, pending) = prism::wait(&tasks, tasks.len(), Some(PARTITION_TIMEOUT))?;

@@ -130,8 +130,6 @@ pub(crate) struct TaskStream {
     largest: u64,
     /// The outputs asked for, each with the pool actor computing it (if a pool stage).
     pending: VecDeque<(Option<usize>, ObjectRef<Result<Done>>, Keep)>,
-    /// Outputs taken so far.
-    taken: usize,
     stats: crate::stats::StageRecorder,
     /// The actors of a pool stage.
     pool: Option<crate::pool::Pool>,
@@ -199,7 +197,6 @@ impl TaskStream {
         let stats = recorder.stage(&describe, total);
         TaskStream {
             stats,
-            taken: 0,
             inputs,
             ops: prism::put(ops.to_vec()),
             describe,
@@ -311,7 +308,6 @@ impl Iterator for TaskStream {
                 Ok(d) => {
                     let (rows, bytes) = d.output.size();
                     self.stats.taken(
-                        self.taken,
                         self.next_index,
                         rows,
                         bytes,
@@ -333,7 +329,6 @@ impl Iterator for TaskStream {
             }),
             Err(e) => Err(e.into()),
         };
-        self.taken += 1;
         if out.is_err() {
             // The first failure ends the stream; what is in flight is dropped.
             self.done = true;

@@ -134,20 +134,18 @@ impl MapperActor {
 
     /// Maps `block`, runs `ops` on the result and ends in `sink`.
     pub fn map(&mut self, block: Block, ops: Vec<Op>, sink: Sink) -> Result<crate::exec::Done> {
-        let start = std::time::Instant::now();
-        let operator = format!(
-            "map_batches({})",
-            self.name.rsplit("::").next().unwrap_or(&self.name)
-        );
-        let mapper = self.mapper.get_mut().unwrap_or_else(|e| e.into_inner());
-        let mapper = mapper.as_mut().map_err(|e| e.clone())?;
-        let out = mapper.map_dyn(block.0).map_err(|e| DataError::Operator {
-            operator,
-            message: e.to_string(),
-        })?;
-        Ok(crate::exec::Done {
-            output: run_parts(&ops, &sink, out.schema(), vec![out])?,
-            micros: start.elapsed().as_micros() as u64,
+        crate::exec::timed(|| {
+            let operator = format!(
+                "map_batches({})",
+                self.name.rsplit("::").next().unwrap_or(&self.name)
+            );
+            let mapper = self.mapper.get_mut().unwrap_or_else(|e| e.into_inner());
+            let mapper = mapper.as_mut().map_err(|e| e.clone())?;
+            let out = mapper.map_dyn(block.0).map_err(|e| DataError::Operator {
+                operator,
+                message: e.to_string(),
+            })?;
+            run_parts(&ops, &sink, out.schema(), vec![out])
         })
     }
 }

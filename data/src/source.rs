@@ -306,15 +306,24 @@ pub(crate) fn binary_schema() -> SchemaRef {
 /// The units of the text files at `path` (a file, a directory of `.txt` files, or a
 /// `*` pattern), `chunk` bytes each, cut at line ends.
 pub(crate) fn text_units(path: &Path, chunk: u64) -> Result<Vec<Unit>> {
+    line_units(expand(path, "txt")?, chunk, |path, start, end| Unit::Text {
+        path,
+        start,
+        end,
+    })
+}
+
+/// The units of line-per-row `files`, `chunk` bytes each (cut at line ends when read).
+fn line_units(
+    files: Vec<PathBuf>,
+    chunk: u64,
+    unit: impl Fn(PathBuf, u64, u64) -> Unit,
+) -> Result<Vec<Unit>> {
     let mut units = Vec::new();
-    for file in expand(path, "txt")? {
+    for file in files {
         let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
         for (start, end) in byte_ranges(0, len, chunk) {
-            units.push(Unit::Text {
-                path: file.clone(),
-                start,
-                end,
-            });
+            units.push(unit(file.clone(), start, end));
         }
     }
     Ok(units)
@@ -427,18 +436,12 @@ pub(crate) fn json_units(path: &Path, chunk: u64) -> Result<(SchemaRef, Vec<Unit
         first: files[0].display().to_string(),
         expected: "fields of one type across the files".into(),
     })?;
-    let mut units = Vec::new();
-    for file in files {
-        let len = std::fs::metadata(&file).map_err(io_err(&file))?.len();
-        for (start, end) in byte_ranges(0, len, chunk) {
-            units.push(Unit::Json {
-                path: file.clone(),
-                start,
-                end,
-                schema: schema.clone(),
-            });
-        }
-    }
+    let units = line_units(files, chunk, |path, start, end| Unit::Json {
+        path,
+        start,
+        end,
+        schema: schema.clone(),
+    })?;
     Ok((Arc::new(schema), units))
 }
 

@@ -163,7 +163,7 @@ pub(crate) struct StageRecorder {
     bar: Option<indicatif::ProgressBar>,
     shown: bool,
     first: Option<Instant>,
-    /// Output bytes of each task, by its index.
+    /// Output bytes of each task, in order (outputs are taken in order).
     bytes: Vec<u64>,
     /// The tasks in flight (from, to) when each output was taken.
     windows: Vec<(usize, usize)>,
@@ -176,21 +176,11 @@ impl StageRecorder {
         self.first.get_or_insert_with(Instant::now);
     }
 
-    /// Output `index` was taken, with `rows` and `bytes`, its task having run for
+    /// The next output was taken, with `rows` and `bytes`, its task having run for
     /// `task_time`, while tasks up to `submitted` were in flight.
-    pub(crate) fn taken(
-        &mut self,
-        index: usize,
-        submitted: usize,
-        rows: u64,
-        bytes: u64,
-        task_time: Duration,
-    ) {
-        if self.bytes.len() <= index {
-            self.bytes.resize(index + 1, 0);
-        }
-        self.bytes[index] = bytes;
-        self.windows.push((index, submitted));
+    pub(crate) fn taken(&mut self, submitted: usize, rows: u64, bytes: u64, task_time: Duration) {
+        self.windows.push((self.bytes.len(), submitted));
+        self.bytes.push(bytes);
         let (blocks, all_rows) = {
             let mut s = self.run.stats.lock().unwrap_or_else(|e| e.into_inner());
             let st = &mut s.stages[self.index];
