@@ -273,9 +273,12 @@ impl TaskStream {
                                 Keep::default(),
                             )
                         }
-                        (Input::Block(block, keep), None) => {
-                            (None, transform_block::remote(&block, &self.ops, sink), keep)
-                        }
+                        (Input::Block(block, keep), None) => (
+                            None,
+                            with_resources!(transform_block::options(), self.resources)
+                                .remote(&block, &self.ops, sink),
+                            keep,
+                        ),
                     };
                     self.stats.submitted();
                     self.pending.push_back(entry);

@@ -790,6 +790,10 @@ prism::both_modes! {
         let gpus = prism_data::range(10).map_batches_with_options(batch_rows, prism_data::MapOptions::default().num_gpus(1.0));
         let err = gpus.count().unwrap_err();
         assert!(err.to_string().to_lowercase().contains("gpu"), "{err}");
+        // The same for a stage that takes blocks from the store (after a limit).
+        let after_limit = prism_data::range(10).limit(5).map_batches_with_options(batch_rows, prism_data::MapOptions::default().num_gpus(1.0));
+        let err = after_limit.count().unwrap_err();
+        assert!(err.to_string().to_lowercase().contains("gpu"), "{err}");
         assert!(matches!(prism_data::range(1).map_batches_with_options(batch_rows, prism_data::MapOptions::default().batch_size(0)).count(), Err(DataError::Invalid(_))));
     }
 }
