@@ -85,6 +85,15 @@ pub enum Error {
         capacity: f64,
     },
 
+    /// A placement group could never be placed: no set of nodes could hold its bundles
+    /// under its strategy, whatever ran elsewhere.
+    #[error("infeasible placement group: {0}")]
+    PlacementGroupInfeasible(String),
+
+    /// The placement group was removed (or its job ended): calls placed in it fail.
+    #[error("placement group {0} was removed")]
+    PlacementGroupRemoved(String),
+
     /// The object store is full even after spilling to disk.
     #[error("object store full: an object of {needed} bytes does not fit ({used} of {capacity} bytes in use{detail})")]
     ObjectStoreFull {

@@ -1,4 +1,5 @@
-//! The ids every layer names: of objects (and the tasks that make them) and of actors.
+//! The ids every layer names: of objects (and the tasks that make them), of actors and
+//! of placement groups.
 //!
 //! They sit below everything else so that the error type, the wire protocol and the
 //! daemons can name an object or an actor without depending on the object store.
@@ -80,6 +81,33 @@ impl fmt::Display for ActorId {
 }
 
 impl fmt::Debug for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+/// The id of a placement group, drawn from its creator's object ids like an actor's.
+///
+/// ```
+/// let id = prism::PlacementGroupId::from(prism::ObjectId::new(7, 1));
+/// assert_eq!(id.to_string(), "pg-00000007-000000000001");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PlacementGroupId(pub(crate) ObjectId);
+
+impl From<ObjectId> for PlacementGroupId {
+    fn from(id: ObjectId) -> Self {
+        PlacementGroupId(id)
+    }
+}
+
+impl fmt::Display for PlacementGroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "pg-{}", self.0)
+    }
+}
+
+impl fmt::Debug for PlacementGroupId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(self, f)
     }

@@ -125,15 +125,15 @@ pub use actor::ActorOptions;
 pub use api::{
     available_resources, block_on, cancel, cluster_resources, context, enter_if_worker, get,
     get_actor, get_all, get_all_arc, get_arc, get_timeout, init, init_with, is_initialized, kill,
-    nodes, put, put_arc, shutdown, store_stats, wait, Actor, ActorHandle, ObjectFuture,
-    ReadyPending, RuntimeContext,
+    nodes, placement_group, put, put_arc, remove_placement_group, shutdown, store_stats, wait,
+    Actor, ActorHandle, ObjectFuture, PlacementGroup, ReadyPending, RuntimeContext,
 };
 pub use config::Config;
 pub use error::{Error, Result};
-pub use id::{ActorId, ObjectId};
+pub use id::{ActorId, ObjectId, PlacementGroupId};
 pub use object::{ObjectRef, StoreStats, Value};
 pub use prism_macros::{actor, remote};
-pub use task::{IntoArg, Strategy, TaskOptions};
+pub use task::{Bundle, IntoArg, PlacementStrategy, Strategy, TaskOptions};
 pub use wire::NodeView;
 
 /// What most programs import: `use prism::prelude::*;`.

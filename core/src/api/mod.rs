@@ -6,9 +6,11 @@
 //! * `future`: `.await` on an object reference.
 
 mod future;
+mod group;
 mod handle;
 
 pub use future::ObjectFuture;
+pub use group::{placement_group, remove_placement_group, PlacementGroup};
 #[doc(hidden)]
 pub use handle::{spawn, submit};
 pub use handle::{Actor, ActorHandle};

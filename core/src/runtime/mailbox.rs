@@ -136,6 +136,15 @@ impl<C: Call> Mailbox<C> {
         lock(&self.inbox)
     }
 
+    /// Whether the actor holds resources named with `prefix` (a placement group's).
+    pub fn holds(&self, prefix: &str) -> bool {
+        lock(&self.grant)
+            .demand
+            .custom
+            .iter()
+            .any(|(n, _)| n.starts_with(prefix))
+    }
+
     /// Why the actor is dead, if it is.
     pub fn dead(&self) -> Option<Error> {
         match &self.inbox().phase {
@@ -165,9 +174,16 @@ impl<C: Call> Mailbox<C> {
         construct: impl FnOnce(&Grant) -> Result<ActorState> + Send + 'static,
     ) {
         let me = self.clone();
+        let gone = self.clone();
         self.pool.submit(Work {
             demand,
             keep,
+            abandon: Some(Box::new(move |e: Error| {
+                gone.die(Error::ActorDied {
+                    actor: gone.describe().to_string(),
+                    reason: e.to_string(),
+                })
+            })),
             run: Box::new(move |pooled| {
                 let grant = seen.as_ref().unwrap_or(pooled);
                 *lock(&me.grant) = grant.clone();
@@ -241,6 +257,7 @@ impl<C: Call> Mailbox<C> {
                 demand: Demand::default(),
                 keep: false,
                 run: Box::new(move |_| me.drain()),
+                abandon: None,
             });
         }
     }

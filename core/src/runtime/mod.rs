@@ -9,11 +9,13 @@
 //! * `mailbox`: the actor mailbox both backends host actors in.
 //! * `deps`: waiting for objects, and running a call once its arguments are ready.
 //! * `context`: what the current thread runs.
+//! * `groups`: the placement groups this process knows, and calls waiting for them.
 
 pub(crate) mod cluster;
 pub(crate) mod context;
 pub(crate) mod deps;
 pub(crate) mod embedded;
+mod groups;
 mod mailbox;
 
 use std::path::PathBuf;
@@ -28,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::id::{ActorId, ObjectId};
 use crate::object::{AnyValue, Held, Location, ObjectRef, Store};
 use crate::sched::{Demand, Pool};
-use crate::task::{Arg, RemoteFunction, TaskOptions};
+use crate::task::{Arg, RemoteFunction, Strategy, TaskOptions};
 use crate::wire::NodeView;
 
 use self::cluster::{Cluster, RemoteActor, WorkerEnv};
@@ -72,6 +74,8 @@ pub(crate) struct Runtime {
     backend: Backend,
     /// A spill directory prism made itself, removed at shutdown.
     own_spill_dir: Option<PathBuf>,
+    /// The placement groups this process created or looked up.
+    groups: groups::Groups,
 }
 
 static CURRENT: RwLock<Option<Arc<Runtime>>> = RwLock::new(None);
@@ -210,6 +214,7 @@ impl Parts {
             ids: Arc::new(Ids::new(self.owner)),
             backend,
             own_spill_dir: self.own_spill_dir,
+            groups: groups::Groups::default(),
         })
     }
 }
@@ -369,6 +374,15 @@ impl Runtime {
         args: Vec<Arg>,
         options: TaskOptions,
     ) {
+        if let Strategy::PlacementGroup { .. } = options.scheduling {
+            let rt = self.clone();
+            return self.when_placed(options, move |placed| match placed {
+                Ok(options) => rt.submit_task(id, function, args, options),
+                Err(e) => {
+                    rt.store.fail(id, e);
+                }
+            });
+        }
         match &self.backend {
             Backend::Embedded(e) => e.submit_task(self, id, function, args, options),
             Backend::Cluster(c) => c.submit_task(id, self.ids.clone(), function, args, options),
@@ -383,6 +397,20 @@ impl Runtime {
         args: Vec<Arg>,
         construct: Constructor,
     ) -> Arc<ActorRef> {
+        let options = if let Strategy::PlacementGroup { .. } = options.task.scheduling {
+            // The actor starts once its group is ready: its spawner waits for that.
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.when_placed(options.task.clone(), move |placed| {
+                let _ = tx.send(placed);
+            });
+            let placed = self.blocking(|| rx.recv().unwrap_or(Err(Error::Shutdown)));
+            match placed {
+                Ok(task) => ActorOptions { task, ..options },
+                Err(e) => return Arc::new(unstarted_actor(e, class)),
+            }
+        } else {
+            options
+        };
         let actor = match &self.backend {
             Backend::Embedded(e) => ActorRef::Local(embedded::actors::spawn(
                 self, &e.actors, class, options, args, construct,

@@ -80,6 +80,38 @@ impl Demand {
             custom,
         })
     }
+
+    /// The demand of amounts in natural units (`CPU`, `GPU`, `memory`, custom names).
+    pub fn from_amounts(amounts: &[(String, f64)]) -> Demand {
+        let mut d = Demand::default();
+        for (name, v) in amounts {
+            match name.as_str() {
+                "CPU" => d.cpu += to_fixed(*v),
+                "GPU" => d.gpu += to_fixed(*v),
+                "memory" => d.memory += v.max(0.0) as u64,
+                other => d.custom.push((Arc::from(other), to_fixed(*v))),
+            }
+        }
+        d.custom.sort();
+        d
+    }
+
+    /// All of `demands` at once.
+    pub fn sum(demands: &[Demand]) -> Demand {
+        let mut out = Demand::default();
+        let mut custom: HashMap<Arc<str>, u64> = HashMap::new();
+        for d in demands {
+            out.cpu += d.cpu;
+            out.gpu += d.gpu;
+            out.memory += d.memory;
+            for (k, v) in &d.custom {
+                *custom.entry(k.clone()).or_insert(0) += v;
+            }
+        }
+        out.custom = custom.into_iter().collect();
+        out.custom.sort();
+        out
+    }
 }
 
 /// Amounts of each resource: what a node has, or has left.
@@ -241,6 +273,8 @@ impl Capacity {
         ids
     }
 
+    /// Returns what `g` took. A custom resource that has left the books since (a
+    /// removed placement group's) is not given back.
     pub fn give(&mut self, g: &Grant) {
         let d = &g.demand;
         let per_gpu = if d.gpu < UNIT { d.gpu } else { UNIT };
@@ -250,8 +284,22 @@ impl Capacity {
         self.cpu += d.cpu as i64;
         self.memory += d.memory as i64;
         for (name, v) in &d.custom {
-            *self.custom.entry(name.clone()).or_insert(0) += *v as i64;
+            if let Some(have) = self.custom.get_mut(name) {
+                *have += *v as i64;
+            }
         }
+    }
+
+    /// Adds amounts of custom resources (in natural units).
+    pub fn add(&mut self, amounts: &[(String, f64)]) {
+        for (name, v) in amounts {
+            *self.custom.entry(Arc::from(name.as_str())).or_insert(0) += to_fixed(*v) as i64;
+        }
+    }
+
+    /// Drops every custom resource whose name starts with `prefix`.
+    pub fn remove_prefixed(&mut self, prefix: &str) {
+        self.custom.retain(|name, _| !name.starts_with(prefix));
     }
 }
 

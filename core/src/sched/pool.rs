@@ -13,12 +13,13 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use super::books::{Amounts, Capacity, Demand, Grant};
+use super::bundles;
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How long an idle thread, or a caller about to block, spins before sleeping: longer
 /// than a small task's round trip, short enough to cost nothing measurable.
@@ -46,6 +47,9 @@ pub(crate) struct Work {
     /// The grant outlives the work: its holder returns it with [`Pool::release`].
     pub keep: bool,
     pub run: Box<dyn FnOnce(&Grant) + Send>,
+    /// Called instead of `run` if the work can never run (its placement group was
+    /// removed while it waited); dropped silently if `None`.
+    pub abandon: Option<Box<dyn FnOnce(Error) + Send>>,
 }
 
 struct Class {
@@ -74,8 +78,9 @@ struct State {
 
 /// The resource books and the worker pool of one runtime.
 pub(crate) struct Pool {
-    /// What the node has in all; fixed for the runtime's life, so read without a lock.
-    total: Capacity,
+    /// What the node has in all: fixed but for the bundles of placement groups, so read
+    /// far more often than written.
+    total: RwLock<Capacity>,
     /// Whether idle threads (and callers about to block) spin before sleeping: in a
     /// cluster, what a thread waits for comes from another process, later than a spin
     /// lasts, and the spin would take a core from the daemons and workers sharing the
@@ -171,7 +176,7 @@ impl Pool {
             }),
             wake: Condvar::new(),
             news: AtomicU64::new(0),
-            total,
+            total: RwLock::new(total),
             min_threads: config.num_cpus.ceil().max(1.0) as usize,
         })
     }
@@ -187,7 +192,60 @@ impl Pool {
 
     /// Fails with [`Error::Infeasible`] if no amount of waiting could satisfy `d`.
     pub fn check_feasible(&self, d: &Demand) -> Result<()> {
-        self.total.check_feasible(d)
+        crate::sync::read(&self.total).check_feasible(d)
+    }
+
+    /// Whether the pool was shut down.
+    pub fn is_shut_down(&self) -> bool {
+        self.lock().shutdown
+    }
+
+    /// What the pool has in all (placement groups' bundles included).
+    pub fn total(&self) -> Capacity {
+        crate::sync::read(&self.total).clone()
+    }
+
+    /// Reserves every bundle of a placement group (each its demand, and the resources
+    /// it adds under the group's names), all at once or, if they do not all fit now,
+    /// none; returns what each took, for [`Pool::remove_group`].
+    pub fn reserve_group(
+        self: &Arc<Self>,
+        bundles: &[(Demand, Vec<(String, f64)>)],
+    ) -> Option<Vec<Grant>> {
+        let mut st = self.lock();
+        let mut free = st.available.clone();
+        let mut total = self.total();
+        let mut grants = Vec::with_capacity(bundles.len());
+        for (demand, reserved) in bundles {
+            if !free.fits(demand) {
+                return None;
+            }
+            grants.push(bundles::reserve(&mut total, &mut free, demand, reserved));
+        }
+        st.available = free;
+        *crate::sync::write(&self.total) = total;
+        self.dispatch(st);
+        Some(grants)
+    }
+
+    /// Ends a placement group: what its bundles took (`grants`) is free again, its
+    /// resources (named with `prefix`) leave the books, and the work waiting for them
+    /// is abandoned with `why`.
+    pub fn remove_group(self: &Arc<Self>, grants: &[Grant], prefix: &str, why: &Error) {
+        let mut st = self.lock();
+        let mut abandoned = Vec::new();
+        for c in &mut st.classes {
+            if c.demand.custom.iter().any(|(n, _)| n.starts_with(prefix)) {
+                abandoned.extend(c.queue.drain(..).filter_map(|w| w.abandon));
+            }
+        }
+        let mut total = self.total();
+        bundles::unreserve(&mut total, &mut st.available, grants, prefix);
+        *crate::sync::write(&self.total) = total;
+        self.dispatch(st);
+        for abandon in abandoned {
+            abandon(why.clone());
+        }
     }
 
     /// Queues work; it runs once its demand fits.
@@ -333,6 +391,6 @@ impl Pool {
 
     /// Total and available amounts per resource, in natural units.
     pub fn resources(&self) -> (Amounts, Amounts) {
-        (self.total.amounts(), self.lock().available.amounts())
+        (self.total().amounts(), self.lock().available.amounts())
     }
 }

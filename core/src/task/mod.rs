@@ -16,6 +16,7 @@
 
 mod args;
 mod function;
+pub(crate) mod group;
 pub(crate) mod panic;
 mod spec;
 
@@ -25,6 +26,7 @@ pub(crate) use args::Source;
 pub(crate) use args::{refs_of, ArgKind};
 pub use args::{Arg, IntoArg, LocalArgs, Output, Param};
 pub use function::{lookup, Registration, RemoteFunction};
+pub use group::{Bundle, PlacementStrategy};
 pub use spec::{EncodedArg, TaskSpec};
 
 /// Options of a remote call: resources, retries, a display name.
@@ -77,6 +79,16 @@ pub enum Strategy {
         node_id: String,
         /// Whether another node may run it when this one cannot.
         soft: bool,
+    },
+    /// In a bundle of a placement group (see [`crate::PlacementGroup`]): `Some(i)` for
+    /// bundle `i`, `None` for any bundle with room. The call's resources come out of the
+    /// bundle's; a call submitted before the group is ready waits for it, and one of a
+    /// removed group fails.
+    PlacementGroup {
+        /// The group.
+        group: crate::id::PlacementGroupId,
+        /// The bundle, or any.
+        bundle: Option<usize>,
     },
 }
 

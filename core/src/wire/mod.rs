@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 pub mod env;
 mod msg;
 
-pub use msg::{ActorOp, JobInfo, Msg, NamedActor, NodeView, Payload, PendingView};
+pub use msg::{ActorOp, GroupPhase, JobInfo, Msg, NamedActor, NodeView, Payload, PendingView};
 
 use crate::error::Error;
 
@@ -93,6 +93,8 @@ pub enum Role {
     },
     /// The `prism` command line.
     Cli,
+    /// The head, reaching a node (to reserve or return placement group bundles).
+    Head,
     /// A process pulling objects from another's object server.
     Objects,
     /// A process sending actor calls straight to the worker hosting the actor.

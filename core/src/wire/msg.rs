@@ -3,9 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::id::ObjectId;
+use crate::id::{ObjectId, PlacementGroupId};
 use crate::object::Location;
-use crate::task::{EncodedArg, TaskSpec};
+use crate::task::{EncodedArg, PlacementStrategy, TaskSpec};
 
 /// A task's result as it travels back to its owner.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -49,6 +49,23 @@ impl ActorOp {
             ActorOp::Release | ActorOp::Kill => None,
         }
     }
+}
+
+/// Amounts per resource name.
+pub type Amounts = Vec<(String, f64)>;
+
+/// Where a placement group stands, as the head keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum GroupPhase {
+    /// Waiting for nodes with room for its bundles.
+    Pending,
+    /// Reserved: the node of each bundle, in bundle order.
+    Created {
+        /// The node ids.
+        nodes: Vec<String>,
+    },
+    /// Removed (or its job ended).
+    Removed,
 }
 
 /// A node as the head and other nodes see it.
@@ -379,6 +396,57 @@ pub enum Msg {
         /// Its encoded size.
         size: Result<u64, Error>,
     },
+    /// Client → head: reserve a placement group's bundles (`bundles`, each its amounts)
+    /// under `strategy`. Answered with `GroupState`: created, pending until nodes have
+    /// room, or why it can never be placed.
+    CreateGroup {
+        /// The creator's job: the group ends with it.
+        job: u32,
+        /// The group.
+        group: PlacementGroupId,
+        /// Each bundle's amounts per resource name.
+        bundles: Vec<Vec<(String, f64)>>,
+        /// How to spread them.
+        strategy: PlacementStrategy,
+    },
+    /// Client → head: where a placement group stands. Answered with `GroupState`.
+    LookupGroup {
+        /// The group.
+        group: PlacementGroupId,
+    },
+    /// Client → head: remove a placement group, freeing its bundles. Answered with
+    /// `GroupState`.
+    RemoveGroup {
+        /// The group.
+        group: PlacementGroupId,
+    },
+    /// Head → client: where a placement group stands, or why it cannot be placed.
+    GroupState {
+        /// The state.
+        state: Result<GroupPhase, Error>,
+    },
+    /// Head → node: reserve these bundles of a group here (all or none). Answered with
+    /// `Reserved`.
+    ReserveBundles {
+        /// The group's job.
+        job: u32,
+        /// The group.
+        group: PlacementGroupId,
+        /// Each bundle's index in the group and its amounts.
+        bundles: Vec<(usize, Vec<(String, f64)>)>,
+    },
+    /// Head → node: end a group's bundles here; its actors here end. Answered with
+    /// `Reserved`.
+    ReturnBundles {
+        /// The group.
+        group: PlacementGroupId,
+    },
+    /// Node → head: the node's total and free resources after a reservation or a
+    /// return, or `None` if it had no room for the bundles.
+    Reserved {
+        /// The node's total and free resources, bundles' own included.
+        resources: Option<(Amounts, Amounts)>,
+    },
     /// CLI → head: the cluster's state.
     Status,
     /// A request could not be served.
@@ -430,6 +498,13 @@ impl Msg {
             Msg::FreeObjects { .. } => "FreeObjects",
             Msg::PullObject { .. } => "PullObject",
             Msg::ObjectHeader { .. } => "ObjectHeader",
+            Msg::CreateGroup { .. } => "CreateGroup",
+            Msg::LookupGroup { .. } => "LookupGroup",
+            Msg::RemoveGroup { .. } => "RemoveGroup",
+            Msg::GroupState { .. } => "GroupState",
+            Msg::ReserveBundles { .. } => "ReserveBundles",
+            Msg::ReturnBundles { .. } => "ReturnBundles",
+            Msg::Reserved { .. } => "Reserved",
             Msg::Status => "Status",
             Msg::Failed { .. } => "Failed",
         }

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::sync::lock;
 use crate::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
 
+mod groups;
 mod tables;
 use tables::Tables;
 
@@ -35,6 +36,10 @@ pub struct Head {
     /// Held from before a change is checked until memory has it after its commit, so
     /// that changes reach the database and memory in one order; reads take no part.
     writing: tokio::sync::Mutex<()>,
+    /// The placement groups (in memory only).
+    groups: Mutex<groups::Groups>,
+    /// Held while a placement group is placed or removed, one at a time.
+    placing: tokio::sync::Mutex<()>,
 }
 
 impl Head {
@@ -65,6 +70,8 @@ impl Head {
             named_actors: Mutex::new(HashMap::new()),
             tables: Arc::new(tables),
             writing: tokio::sync::Mutex::new(()),
+            groups: Mutex::new(HashMap::new()),
+            placing: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -312,6 +319,17 @@ impl Head {
                 (_, Msg::LookupActor { name }) => Msg::ActorFound {
                     entry: lock(&self.named_actors).get(&name).cloned(),
                 },
+                (
+                    _,
+                    Msg::CreateGroup {
+                        job,
+                        group,
+                        bundles,
+                        strategy,
+                    },
+                ) => self.create_group(job, group, bundles, strategy).await,
+                (_, Msg::LookupGroup { group }) => self.lookup_group(group),
+                (_, Msg::RemoveGroup { group }) => self.remove_group(group).await,
                 (role, other) => Msg::Failed {
                     reason: format!("a {role:?} cannot send {}", other.name()),
                 },

@@ -264,7 +264,7 @@ impl Node {
         self.route_locked(&mut st, msg, reply);
     }
 
-    fn route_locked(self: &Arc<Self>, st: &mut State, msg: Msg, reply: Option<Outbox>) {
+    pub(super) fn route_locked(self: &Arc<Self>, st: &mut State, msg: Msg, reply: Option<Outbox>) {
         let Msg::ToActor { actor, home, op } = &msg else {
             return;
         };

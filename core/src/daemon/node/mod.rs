@@ -20,6 +20,7 @@
 //! `peers` keeps the links to the head and the other nodes.
 
 mod actors;
+mod bundles;
 mod peers;
 mod placement;
 mod process;
@@ -35,7 +36,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::Config;
 use crate::error::Error;
-use crate::id::ObjectId;
+use crate::id::{ObjectId, PlacementGroupId};
 use crate::sched::{Capacity, Demand, Grant};
 use crate::task::TaskSpec;
 use crate::wire::{self, Msg, NodeView, Outbox, Role, WireError};
@@ -132,7 +133,13 @@ struct Peer {
 }
 
 struct State {
+    /// What the node has in all: its configuration's, and its placement group bundles'
+    /// own resources.
+    total: Capacity,
     available: Capacity,
+    /// The placement group bundles reserved here: by group, its job and what each
+    /// bundle took from the node.
+    bundles: HashMap<PlacementGroupId, (u32, Vec<Grant>)>,
     queue: VecDeque<Queued>,
     in_flight: HashMap<ObjectId, InFlight>,
     workers: HashMap<u32, Worker>,
@@ -192,7 +199,6 @@ pub struct Node {
     id: String,
     address: String,
     options: NodeOptions,
-    total: Capacity,
     /// Its CPUs.
     cpus: f64,
     state: Mutex<State>,
@@ -213,10 +219,11 @@ impl Node {
         let node = Arc::new(Node {
             id,
             address,
-            total: total.clone(),
             cpus: options.config.num_cpus,
             state: Mutex::new(State {
+                total: total.clone(),
                 available: total,
+                bundles: HashMap::new(),
                 queue: VecDeque::new(),
                 in_flight: HashMap::new(),
                 workers: HashMap::new(),
@@ -296,7 +303,7 @@ impl Node {
         NodeView {
             node_id: self.id.clone(),
             address: self.address.clone(),
-            total: self.total.amounts(),
+            total: st.total.amounts(),
             available: st.available.amounts(),
             queued: st.queue.len() as u32,
             running: st.running,
@@ -374,6 +381,19 @@ impl Node {
                 }
                 (Role::Worker { .. }, Msg::Blocked { task_id }) => self.lend(task_id, true),
                 (Role::Worker { .. }, Msg::Unblocked { task_id }) => self.lend(task_id, false),
+                (
+                    Role::Head,
+                    Msg::ReserveBundles {
+                        job,
+                        group,
+                        bundles,
+                    },
+                ) => {
+                    let _ = outbox.send(self.reserve_bundles(job, group, bundles));
+                }
+                (Role::Head, Msg::ReturnBundles { group }) => {
+                    let _ = outbox.send(self.return_bundles(group));
+                }
                 (_, Msg::Status) => {
                     let view = self.view(&self.lock());
                     let _ = outbox.send(Msg::ClusterView { nodes: vec![view] });
@@ -404,7 +424,7 @@ impl Node {
     }
 
     /// The job's driver went away: drop its queued tasks and end its worker process.
-    fn end_job(&self, job: u32) {
+    fn end_job(self: &Arc<Self>, job: u32) {
         let child = {
             let mut st = self.lock();
             st.queue.retain(|q| q.job != job || q.pinned);
@@ -412,6 +432,7 @@ impl Node {
             st.waiting_actors.retain(|w| w.job != job);
             st.workers.remove(&job);
             st.drivers.remove(&job);
+            self.end_job_groups(&mut st, job);
             self.drop_actors(&mut st, job, "its job ended", false);
             st.children.remove(&job)
         };

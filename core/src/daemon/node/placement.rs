@@ -1,4 +1,5 @@
-//! Where work goes: the strategies (default, spread, node affinity), whether some node
+//! Where work goes: the strategies (default, spread, node affinity; a placement group's
+//! calls arrive as node affinity), whether some node
 //! could ever run a demand, which peer has room, which running task a short task can
 //! be pipelined behind, and why waiting work waits (for `prism status`).
 
@@ -67,7 +68,7 @@ impl Node {
     /// Why work asking for `demand` cannot start now.
     pub(super) fn why_waiting(&self, st: &State, demand: &Demand, pinned: bool) -> String {
         let free = st.available.amounts();
-        let total = self.total.amounts();
+        let total = st.total.amounts();
         let amount = |list: &[(String, f64)], name: &str| {
             list.iter()
                 .find(|(n, _)| n == name)
@@ -110,7 +111,7 @@ impl Node {
         demand: &Demand,
         pinned: bool,
     ) -> Result<(), Error> {
-        let here = self.total.check_feasible(demand);
+        let here = st.total.check_feasible(demand);
         let elsewhere = !pinned
             && st
                 .peers
@@ -141,9 +142,12 @@ impl Node {
             Strategy::Default => Placement::Default,
             Strategy::NodeAffinity { node_id, soft } => {
                 let verdict = if *node_id == self.id {
-                    self.total.check_feasible(demand).map(|()| Placement::Here)
+                    st.total.check_feasible(demand).map(|()| Placement::Here)
                 } else {
                     match live_peers.clone().find(|(id, _)| *id == node_id) {
+                        // A call into a bundle there: the peer's books, not this node's
+                        // last view of them, say whether the bundle is still there.
+                        Some(_) if in_bundle(demand) => Ok(Placement::Peer(node_id.clone())),
                         Some((_, p)) => p
                             .total
                             .check_feasible(demand)
@@ -161,6 +165,10 @@ impl Node {
                     Err(e) => Placement::Fail(e),
                 }
             }
+            // The caller's runtime turns these into node affinity and bundle resources.
+            Strategy::PlacementGroup { group, .. } => Placement::Fail(Error::Cluster(format!(
+                "a call into placement group {group} reached a node unplaced"
+            ))),
             Strategy::Spread => {
                 let asked = demand.describe();
                 let free_for = |free: &[(String, f64)]| {
@@ -177,7 +185,7 @@ impl Node {
                     .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
                     .map(|(id, p)| (id.clone(), free_for(&p.view.available)))
                     .collect();
-                if self.total.check_feasible(demand).is_ok() {
+                if st.total.check_feasible(demand).is_ok() {
                     nodes.push((self.id.clone(), st.available.fits(demand)));
                 }
                 if nodes.is_empty() {
@@ -198,6 +206,14 @@ impl Node {
             }
         }
     }
+}
+
+/// Whether `demand` asks for a placement group bundle's resources.
+fn in_bundle(demand: &Demand) -> bool {
+    demand
+        .custom
+        .iter()
+        .any(|(name, _)| name.starts_with("pg:"))
 }
 
 /// The last task of a chain of `job` running here on exactly `demand` (a running task

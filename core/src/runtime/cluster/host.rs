@@ -64,6 +64,7 @@ impl Host {
             demand: Demand::default(),
             keep: false,
             run: Box::new(move |_| f()),
+            abandon: None,
         });
     }
 

@@ -331,6 +331,11 @@ impl Cluster {
         off_io(&self.pool, f)
     }
 
+    /// This process's job.
+    pub fn job(&self) -> u32 {
+        self.link.job
+    }
+
     /// Asks the head a question (within the reconnect window if it is away).
     pub fn ask_head(&self, msg: Msg) -> Result<Msg> {
         if lock(&self.io).is_none() {
@@ -445,6 +450,7 @@ pub(crate) fn off_io(pool: &Arc<Pool>, f: impl FnOnce() + Send + 'static) {
         demand: Default::default(),
         keep: false,
         run: Box::new(move |_| f()),
+        abandon: None,
     });
 }
 

@@ -134,6 +134,7 @@ impl Worker {
             demand: Demand::default(),
             keep: false,
             run: Box::new(move |_| me.run_chain(spec, reply, gpu_ids)),
+            abandon: None,
         });
     }
 

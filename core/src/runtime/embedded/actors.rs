@@ -50,6 +50,23 @@ impl Directory {
         }
     }
 
+    /// Ends the actors that hold resources named with `prefix` (a removed placement
+    /// group's), dead with `why`.
+    pub fn end_group(&self, prefix: &str, why: &Error) {
+        let actors: Vec<Arc<LocalActor>> = lock(&self.by_id)
+            .values()
+            .filter_map(Weak::upgrade)
+            .filter(|a| a.mailbox.holds(prefix))
+            .collect();
+        for a in actors {
+            self.forget(a.mailbox.id(), a.name.as_deref());
+            a.mailbox.die(Error::ActorDied {
+                actor: a.mailbox.describe().to_string(),
+                reason: why.to_string(),
+            });
+        }
+    }
+
     /// Ends every actor.
     pub fn shut_down(&self) {
         let actors: Vec<Arc<LocalActor>> = lock(&self.by_id)

@@ -80,10 +80,14 @@ impl Embedded {
 
 fn enqueue(rt: &Arc<Runtime>, task: LocalTask) {
     let me = rt.clone();
+    let (store, id) = (rt.store.clone(), task.id);
     rt.pool.submit(Work {
         demand: task.demand.clone(),
         keep: false,
         run: Box::new(move |grant| run_task(&me, task, grant)),
+        abandon: Some(Box::new(move |e| {
+            store.fail(id, e);
+        })),
     });
 }
 
