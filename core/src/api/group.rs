@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::id::PlacementGroupId;
 use crate::runtime;
+use crate::task::group::check_bundles;
 use crate::task::{Bundle, PlacementStrategy, Strategy};
 
 /// A placement group: its bundles, reserved on the nodes its strategy chose (or
@@ -58,15 +59,11 @@ pub fn placement_group(
     strategy: PlacementStrategy,
 ) -> Result<PlacementGroup> {
     let rt = runtime::current()?;
-    if bundles.is_empty() {
-        return Err(Error::Config(
-            "a placement group needs at least one bundle".into(),
-        ));
-    }
     let amounts = bundles
         .iter()
         .map(Bundle::amounts)
         .collect::<Result<Vec<_>>>()?;
+    check_bundles(&amounts)?;
     let id = rt.create_group(amounts, strategy)?;
     Ok(PlacementGroup {
         id,
@@ -100,14 +97,12 @@ impl PlacementGroup {
     /// [`Error::Timeout`] if they are not by then (the group keeps waiting for room),
     /// and with [`Error::PlacementGroupRemoved`] if the group was removed.
     pub fn wait(&self, timeout: Duration) -> Result<()> {
-        runtime::current()?
-            .wait_group(self.id, Some(timeout))
-            .map(|_| ())
+        runtime::current()?.wait_group(self.id, timeout).map(|_| ())
     }
 
     /// Whether every bundle is reserved now.
     pub fn is_ready(&self) -> Result<bool> {
-        match runtime::current()?.wait_group(self.id, Some(Duration::ZERO)) {
+        match runtime::current()?.wait_group(self.id, Duration::ZERO) {
             Ok(_) => Ok(true),
             Err(Error::Timeout(_)) => Ok(false),
             Err(e) => Err(e),
@@ -117,7 +112,7 @@ impl PlacementGroup {
     /// The node id of each bundle, in bundle order, once the group is ready (waiting at
     /// most `timeout` for that).
     pub fn bundle_nodes(&self, timeout: Duration) -> Result<Vec<String>> {
-        runtime::current()?.wait_group(self.id, Some(timeout))
+        runtime::current()?.wait_group(self.id, timeout)
     }
 
     /// The strategy that places a call in bundle `index`: its resources come out of

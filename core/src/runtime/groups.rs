@@ -211,15 +211,15 @@ impl Runtime {
         Ok(())
     }
 
-    /// Each bundle's node once `group` is ready, waiting at most `timeout` (forever if
-    /// `None`); fails if the group was removed, or with [`Error::Timeout`].
+    /// Each bundle's node once `group` is ready, waiting at most `timeout`; fails if
+    /// the group was removed, or with [`Error::Timeout`].
     pub fn wait_group(
         self: &Arc<Self>,
         group: PlacementGroupId,
-        timeout: Option<Duration>,
+        timeout: Duration,
     ) -> Result<Vec<String>> {
         self.know_group(group)?;
-        let deadline = timeout.map(|t| Instant::now() + t);
+        let deadline = Instant::now() + timeout;
         self.blocking(|| {
             let mut table = lock(&self.groups.table);
             loop {
@@ -229,12 +229,9 @@ impl Runtime {
                     None => return Err(removed(group)),
                     Some(Phase::Pending) => {}
                 }
-                let wait = match deadline {
-                    Some(d) => match d.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => left,
-                        _ => return Err(Error::Timeout(timeout.unwrap_or_default())),
-                    },
-                    None => Duration::from_secs(1),
+                let wait = match deadline.checked_duration_since(Instant::now()) {
+                    Some(left) if !left.is_zero() => left,
+                    _ => return Err(Error::Timeout(timeout)),
                 };
                 table = self
                     .groups

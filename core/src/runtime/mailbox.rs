@@ -138,11 +138,7 @@ impl<C: Call> Mailbox<C> {
 
     /// Whether the actor holds resources named with `prefix` (a placement group's).
     pub fn holds(&self, prefix: &str) -> bool {
-        lock(&self.grant)
-            .demand
-            .custom
-            .iter()
-            .any(|(n, _)| n.starts_with(prefix))
+        lock(&self.grant).demand.asks_prefixed(prefix)
     }
 
     /// Why the actor is dead, if it is.

@@ -96,6 +96,11 @@ impl Demand {
         d
     }
 
+    /// Whether it asks for a custom resource named with `prefix` (a placement group's).
+    pub fn asks_prefixed(&self, prefix: &str) -> bool {
+        self.custom.iter().any(|(n, _)| n.starts_with(prefix))
+    }
+
     /// All of `demands` at once.
     pub fn sum(demands: &[Demand]) -> Demand {
         let mut out = Demand::default();

@@ -235,7 +235,7 @@ impl Pool {
         let mut st = self.lock();
         let mut abandoned = Vec::new();
         for c in &mut st.classes {
-            if c.demand.custom.iter().any(|(n, _)| n.starts_with(prefix)) {
+            if c.demand.asks_prefixed(prefix) {
                 abandoned.extend(c.queue.drain(..).filter_map(|w| w.abandon));
             }
         }

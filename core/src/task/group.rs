@@ -81,7 +81,7 @@ impl Bundle {
         }
         for (name, v) in &self.resources {
             check_amount(name, *v)?;
-            if name.starts_with("pg:") || matches!(name.as_str(), "CPU" | "GPU" | "memory") {
+            if name.starts_with(PREFIX) || matches!(name.as_str(), "CPU" | "GPU" | "memory") {
                 return Err(Error::Config(format!(
                     "a bundle's custom resource cannot be named {name:?}"
                 )));
@@ -128,9 +128,37 @@ const MARKER: &str = "bundle";
 pub(crate) const MARKER_AMOUNT: f64 = 1000.0;
 const MARKER_PER_CALL: f64 = 0.001;
 
+/// The prefix of every placement group's resource names.
+pub(crate) const PREFIX: &str = "pg:";
+
 /// The prefix of every resource name of `group`.
 pub(crate) fn group_prefix(group: PlacementGroupId) -> String {
-    format!("pg:{}:", group.0)
+    format!("{PREFIX}{}:", group.0)
+}
+
+/// Checks a group's bundles as they arrive (each its amounts): at least one bundle,
+/// each asking for something, every amount finite and not negative, and no name of
+/// the groups' own.
+pub(crate) fn check_bundles(bundles: &[Vec<(String, f64)>]) -> Result<()> {
+    if bundles.is_empty() {
+        return Err(Error::Config(
+            "a placement group needs at least one bundle".into(),
+        ));
+    }
+    for (i, b) in bundles.iter().enumerate() {
+        if b.iter().all(|(_, v)| *v == 0.0) {
+            return Err(Error::Config(format!("bundle {i} asks for nothing")));
+        }
+        for (name, v) in b {
+            check_amount(&format!("bundle {i}'s {name}"), *v)?;
+            if name.starts_with(PREFIX) {
+                return Err(Error::Config(format!(
+                    "bundle {i} names {name:?}: names starting with {PREFIX:?} are the groups' own"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn indexed(group: PlacementGroupId, bundle: usize, resource: &str) -> String {

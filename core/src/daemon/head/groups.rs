@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::id::PlacementGroupId;
 use crate::sched::{bundles, Capacity, Demand};
 use crate::sync::lock;
+use crate::task::group::check_bundles;
 use crate::task::PlacementStrategy;
 use crate::wire::{self, GroupPhase, Msg, Role};
 
@@ -54,7 +55,7 @@ impl Head {
         if let Some(g) = lock(&self.groups).get(&group) {
             return state(Ok(g.phase.clone()));
         }
-        if let Err(e) = check(&bundles) {
+        if let Err(e) = check_bundles(&bundles) {
             return state(Err(e));
         }
         let _placing = self.placing.lock().await;
@@ -254,29 +255,4 @@ fn state(state: Result<GroupPhase, Error>) -> Msg {
 
 fn unknown(group: PlacementGroupId) -> Error {
     Error::PlacementGroupRemoved(format!("the head does not know placement group {group}"))
-}
-
-/// A group's bundles as the head takes them: at least one, each with amounts that are
-/// finite and not negative, and no name of the groups' own.
-fn check(bundles: &[Vec<(String, f64)>]) -> Result<(), Error> {
-    if bundles.is_empty() {
-        return Err(Error::Config(
-            "a placement group needs at least one bundle".into(),
-        ));
-    }
-    for (i, b) in bundles.iter().enumerate() {
-        for (name, v) in b {
-            if !v.is_finite() || *v < 0.0 {
-                return Err(Error::Config(format!(
-                    "bundle {i} asks for {v} {name}: amounts are finite and not negative"
-                )));
-            }
-            if name.starts_with("pg:") {
-                return Err(Error::Config(format!(
-                    "bundle {i} names {name:?}: names starting with \"pg:\" are the groups' own"
-                )));
-            }
-        }
-    }
-    Ok(())
 }

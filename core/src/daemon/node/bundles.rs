@@ -81,7 +81,7 @@ impl Node {
             st.total = total;
             st.available = free;
         }
-        let in_group = |d: &Demand| d.custom.iter().any(|(n, _)| n.starts_with(&prefix));
+        let in_group = |d: &Demand| d.asks_prefixed(&prefix);
         let removed = Error::PlacementGroupRemoved(group.to_string());
         // Waiting tasks fail now; running ones finish.
         let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut st.queue)

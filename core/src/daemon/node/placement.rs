@@ -7,6 +7,7 @@ use super::{InFlight, Node, State};
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::sched::{Demand, Grant};
+use crate::task::group::PREFIX;
 use crate::task::Strategy;
 use crate::wire::PendingView;
 
@@ -147,7 +148,9 @@ impl Node {
                     match live_peers.clone().find(|(id, _)| *id == node_id) {
                         // A call into a bundle there: the peer's books, not this node's
                         // last view of them, say whether the bundle is still there.
-                        Some(_) if in_bundle(demand) => Ok(Placement::Peer(node_id.clone())),
+                        Some(_) if demand.asks_prefixed(PREFIX) => {
+                            Ok(Placement::Peer(node_id.clone()))
+                        }
                         Some((_, p)) => p
                             .total
                             .check_feasible(demand)
@@ -206,14 +209,6 @@ impl Node {
             }
         }
     }
-}
-
-/// Whether `demand` asks for a placement group bundle's resources.
-fn in_bundle(demand: &Demand) -> bool {
-    demand
-        .custom
-        .iter()
-        .any(|(name, _)| name.starts_with("pg:"))
 }
 
 /// The last task of a chain of `job` running here on exactly `demand` (a running task
