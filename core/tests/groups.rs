@@ -201,6 +201,29 @@ prism::both_modes! {
         free_cpus_reach(2.0 * n as f64);
     }
 
+    /// An actor's spawner waits for its group; if the group is still pending when the
+    /// runtime stops, the spawner returns (its actor fails) instead of waiting forever.
+    fn a_spawner_waiting_for_a_pending_group_returns_at_shutdown(session, NodeSpec::cpus(1.0)) {
+        let n = nodes_of(&session);
+        let full = prism::placement_group(vec![cpus(1.0); n], PlacementStrategy::StrictSpread)
+            .unwrap();
+        full.wait(READY).unwrap();
+        let later = prism::placement_group(vec![cpus(1.0)], PlacementStrategy::Pack).unwrap();
+        let (spawned, returned) = std::sync::mpsc::channel();
+        let spawner = std::thread::spawn(move || {
+            let actor = Resident::options().scheduling(later.bundle(0)).remote();
+            spawned.send(()).unwrap();
+            prism::get(&actor.node())
+        });
+        assert!(returned.recv_timeout(Duration::from_millis(300)).is_err());
+        prism::shutdown();
+        returned
+            .recv_timeout(READY)
+            .expect("the spawner returns when the runtime stops");
+        let called = spawner.join().unwrap();
+        assert!(called.is_err(), "{called:?}");
+    }
+
     /// Removing a group whose calls are running lets them finish; the group's CPUs
     /// are free again once they do.
     fn removal_lets_running_calls_finish(session, NodeSpec::cpus(2.0)) {

@@ -101,6 +101,19 @@ impl Groups {
         grants
     }
 
+    /// Fails every group still pending with [`Error::Shutdown`], so that the calls
+    /// waiting for one (an actor's spawner too) return when the runtime stops.
+    pub fn shut_down(&self) {
+        let pending: Vec<PlacementGroupId> = lock(&self.table)
+            .iter()
+            .filter(|(_, e)| matches!(e.phase, Phase::Pending))
+            .map(|(g, _)| *g)
+            .collect();
+        for group in pending {
+            self.fail(group, Error::Shutdown);
+        }
+    }
+
     fn pending(&self, group: PlacementGroupId) -> bool {
         matches!(
             lock(&self.table).get(&group).map(|e| &e.phase),

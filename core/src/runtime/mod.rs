@@ -226,6 +226,7 @@ pub(crate) fn stop() {
     crate::object::set_server(None);
     if let Some(rt) = rt {
         rt.pool.shutdown();
+        rt.groups.shut_down();
         match &rt.backend {
             Backend::Embedded(e) => e.shut_down(),
             Backend::Cluster(c) => c.close(),
