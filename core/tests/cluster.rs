@@ -16,6 +16,12 @@ fn where_am_i() -> String {
 }
 
 #[prism::remote]
+fn where_am_i_after(ms: u64) -> String {
+    std::thread::sleep(Duration::from_millis(ms));
+    prism::context().unwrap().node_id
+}
+
+#[prism::remote]
 fn add(x: i64, y: i64) -> i64 {
     x + y
 }
@@ -40,22 +46,24 @@ fn where_did_it_run_on_two_nodes() {
     )
     .unwrap();
     cluster.connect().unwrap();
-    let refs: Vec<_> = (0..10_000).map(|_| where_am_i::remote()).collect();
+    // Tasks that take a millisecond each, sleeping: how they split between the nodes
+    // then shows how the scheduler spreads them, not which node's worker the machine's
+    // other load let onto a core (with instant tasks one CI run split 14% / 86%).
+    let refs: Vec<_> = (0..2_000).map(|_| where_am_i_after::remote(1)).collect();
     let nodes = prism::get_all(&refs).unwrap();
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     for n in nodes {
         *counts.entry(n).or_default() += 1;
     }
     assert_eq!(counts.len(), 2, "{counts:?}");
-    // Each node runs tasks as fast as its worker gets a core; with other tests' clusters
-    // running beside this one the shares move (one run fell under 30%), so the check is
-    // that both nodes take a substantial part, not an even one.
     for (node, n) in &counts {
-        assert!(
-            *n >= 2_000,
-            "node {node} ran only {n} of 10,000: {counts:?}"
-        );
+        assert!(*n >= 600, "node {node} ran only {n} of 2,000: {counts:?}");
     }
+    // And instant tasks still reach both nodes.
+    let refs: Vec<_> = (0..2_000).map(|_| where_am_i::remote()).collect();
+    let nodes: std::collections::BTreeSet<String> =
+        prism::get_all(&refs).unwrap().into_iter().collect();
+    assert_eq!(nodes.len(), 2, "{nodes:?}");
 }
 
 #[test]
