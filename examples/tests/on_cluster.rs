@@ -55,6 +55,7 @@ fn task_examples_run_on_a_two_node_cluster() {
         "data_for_training",
         "data_batch_inference",
         "data_transforms",
+        "placement_groups",
     ] {
         run_on(&cluster, name);
     }
