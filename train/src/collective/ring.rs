@@ -1,0 +1,373 @@
+//! The TCP transport: rank `r` sends to rank `r + 1` and receives from rank `r - 1`,
+//! over connections that open with the group's secret.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{chunk_range, Element, ReduceOp};
+use crate::error::{Result, TrainError};
+
+/// The most bytes sent as one piece: a segment travels in pieces so that the next rank
+/// adds one while this one sends the next.
+pub const PIECE_BYTES: usize = 1 << 20;
+
+/// How many pieces may wait for the writer thread.
+const QUEUED_PIECES: usize = 8;
+
+const HELLO: &[u8; 4] = b"PRTR";
+
+/// A rank's listener, bound before the ranks learn each other's addresses.
+#[derive(Debug)]
+pub struct RingListener {
+    listener: TcpListener,
+}
+
+impl RingListener {
+    /// Binds `ip` on a free port.
+    pub fn bind(ip: &str) -> Result<RingListener> {
+        let listener = TcpListener::bind((ip, 0))
+            .map_err(|e| TrainError::Io(format!("cannot listen on {ip}: {e}")))?;
+        Ok(RingListener { listener })
+    }
+
+    /// Where the other ranks reach it.
+    pub fn address(&self) -> Result<String> {
+        self.listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .map_err(|e| TrainError::Io(e.to_string()))
+    }
+}
+
+pub(super) struct Ring {
+    rank: usize,
+    world: usize,
+    /// To the writer thread, which sends to the next rank.
+    send: Option<SyncSender<Vec<u8>>>,
+    writer: Option<JoinHandle<()>>,
+    /// What broke the writer, if anything did.
+    write_error: Arc<Mutex<Option<String>>>,
+    next: TcpStream,
+    prev: TcpStream,
+    seq: u64,
+    failed: Option<TrainError>,
+    scratch: Vec<u8>,
+}
+
+fn io(what: &str, e: std::io::Error) -> TrainError {
+    TrainError::Io(format!("{what}: {e}"))
+}
+
+fn hello(secret: u64, from: usize, world: usize) -> Vec<u8> {
+    let mut h = HELLO.to_vec();
+    h.extend_from_slice(&secret.to_le_bytes());
+    h.extend_from_slice(&(from as u32).to_le_bytes());
+    h.extend_from_slice(&(world as u32).to_le_bytes());
+    h
+}
+
+impl Ring {
+    pub(super) fn connect(
+        rank: usize,
+        listener: RingListener,
+        peers: &[String],
+        secret: u64,
+        timeout: Duration,
+    ) -> Result<Ring> {
+        let world = peers.len();
+        let deadline = Instant::now() + timeout;
+        let to = &peers[(rank + 1) % world];
+        let addr = to
+            .to_socket_addrs()
+            .map_err(|e| {
+                io(
+                    &format!("bad address of rank {}: {to}", (rank + 1) % world),
+                    e,
+                )
+            })?
+            .next()
+            .ok_or_else(|| TrainError::Config(format!("no address in {to}")))?;
+        // The next rank's listener is bound before the addresses are shared, so a
+        // connection is accepted by its backlog even before it calls accept.
+        let mut next = TcpStream::connect_timeout(&addr, timeout).map_err(|e| {
+            io(
+                &format!("cannot reach rank {} at {to}", (rank + 1) % world),
+                e,
+            )
+        })?;
+        next.write_all(&hello(secret, rank, world))
+            .map_err(|e| io("cannot greet the next rank", e))?;
+        let expect = hello(secret, (rank + world - 1) % world, world);
+        let l = &listener.listener;
+        l.set_nonblocking(true).map_err(|e| io("listener", e))?;
+        let prev = loop {
+            match l.accept() {
+                Ok((mut s, _)) => {
+                    s.set_nonblocking(false).map_err(|e| io("accepted", e))?;
+                    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+                    let mut got = vec![0u8; expect.len()];
+                    // A stranger or a wrong secret is turned away; the rank waits on.
+                    if s.read_exact(&mut got).is_ok() && got == expect {
+                        break s;
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        return Err(TrainError::Timeout(format!(
+                            "rank {rank} waited {timeout:?} for rank {} to connect",
+                            (rank + world - 1) % world
+                        )));
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(io("accept", e)),
+            }
+        };
+        for s in [&next, &prev] {
+            s.set_nodelay(true).ok();
+        }
+        prev.set_read_timeout(Some(timeout))
+            .map_err(|e| io("prev", e))?;
+        next.set_write_timeout(Some(timeout))
+            .map_err(|e| io("next", e))?;
+        let (send, queue) = sync_channel::<Vec<u8>>(QUEUED_PIECES);
+        let write_error = Arc::new(Mutex::new(None));
+        let mut out = next.try_clone().map_err(|e| io("next", e))?;
+        let broke = write_error.clone();
+        let writer = std::thread::Builder::new()
+            .name(format!("prism-train-ring-{rank}"))
+            .spawn(move || {
+                for piece in queue {
+                    if let Err(e) = out.write_all(&piece) {
+                        *broke.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                        let _ = out.shutdown(Shutdown::Both);
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| io("cannot start the ring's writer", e))?;
+        Ok(Ring {
+            rank,
+            world,
+            send: Some(send),
+            writer: Some(writer),
+            write_error,
+            next,
+            prev,
+            seq: 0,
+            failed: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    fn prev_rank(&self) -> usize {
+        (self.rank + self.world - 1) % self.world
+    }
+
+    /// Fails the ring: both connections close, so the neighbours fail too, and theirs.
+    fn fail(&mut self, why: TrainError) -> TrainError {
+        let _ = self.next.shutdown(Shutdown::Both);
+        let _ = self.prev.shutdown(Shutdown::Both);
+        self.failed = Some(why.clone());
+        why
+    }
+
+    fn check(&self) -> Result<()> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    fn push(&mut self, piece: Vec<u8>) -> Result<()> {
+        let sent = self.send.as_ref().map(|s| s.send(piece).is_ok());
+        if sent == Some(true) {
+            return Ok(());
+        }
+        let why = self
+            .write_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .unwrap_or_else(|| "the writer stopped".into());
+        let next = (self.rank + 1) % self.world;
+        Err(self.fail(TrainError::PeerDied(format!(
+            "rank {}: sending to rank {next} failed: {why}",
+            self.rank
+        ))))
+    }
+
+    /// Reads exactly `n` bytes from the previous rank into the scratch buffer.
+    fn pull(&mut self, n: usize) -> Result<()> {
+        self.scratch.resize(n, 0);
+        if let Err(e) = self.prev.read_exact(&mut self.scratch) {
+            let prev = self.prev_rank();
+            let why = match e.kind() {
+                ErrorKind::WouldBlock | ErrorKind::TimedOut => TrainError::Timeout(format!(
+                    "rank {} waited past the group's timeout for rank {prev}",
+                    self.rank
+                )),
+                _ => TrainError::PeerDied(format!(
+                    "rank {}: the connection from rank {prev} failed: {e} (a peer died or \
+                     left the group)",
+                    self.rank
+                )),
+            };
+            return Err(self.fail(why));
+        }
+        Ok(())
+    }
+
+    /// Sends this collective's header and checks the previous rank's against it.
+    fn begin(&mut self, op: u8, dtype: &str, len: u64) -> Result<()> {
+        self.check()?;
+        let mut h = Vec::with_capacity(24);
+        h.extend_from_slice(HELLO);
+        h.push(op);
+        h.extend_from_slice(&[dtype.as_bytes()[1], dtype.as_bytes()[2], 0]);
+        h.extend_from_slice(&len.to_le_bytes());
+        h.extend_from_slice(&self.seq.to_le_bytes());
+        self.seq += 1;
+        self.push(h.clone())?;
+        self.pull(h.len())?;
+        if self.scratch != h {
+            let why = TrainError::Mismatch(format!(
+                "collective {} of rank {}: rank {} called another collective or another length \
+                 (op {op}, {len} {dtype} here)",
+                self.seq - 1,
+                self.rank,
+                self.prev_rank()
+            ));
+            return Err(self.fail(why));
+        }
+        Ok(())
+    }
+
+    /// Sends segment `send` of `buf` and receives segment `recv`, piece by piece;
+    /// each received piece goes to `take` with its place in `buf`.
+    fn shift<T: Element>(
+        &mut self,
+        buf: &mut [T],
+        send: std::ops::Range<usize>,
+        recv: std::ops::Range<usize>,
+        take: fn(&[u8], &mut [T]),
+    ) -> Result<()> {
+        let per = (PIECE_BYTES / T::SIZE).max(1);
+        let (ns, nr) = (send.len().div_ceil(per), recv.len().div_ceil(per));
+        for j in 0..ns.max(nr) {
+            if j < ns {
+                let a = send.start + j * per;
+                let b = (a + per).min(send.end);
+                let mut piece = Vec::with_capacity((b - a) * T::SIZE);
+                T::write_le(&buf[a..b], &mut piece);
+                self.push(piece)?;
+            }
+            if j < nr {
+                let a = recv.start + j * per;
+                let b = (a + per).min(recv.end);
+                self.pull((b - a) * T::SIZE)?;
+                take(&self.scratch, &mut buf[a..b]);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+        let (n, r, len) = (self.world, self.rank, buf.len());
+        self.begin(1 + op as u8, T::NAME, len as u64)?;
+        let seg = |i: usize| chunk_range(len, n, i % n);
+        // The reduce-scatter: after it, this rank holds segment r + 1 summed.
+        for k in 0..n - 1 {
+            self.shift(buf, seg(r + n - k), seg(r + 2 * n - k - 1), T::add_le)?;
+        }
+        if op == ReduceOp::Mean {
+            let by = 1.0 / n as f64;
+            buf[seg(r + 1)].iter_mut().for_each(|x| *x = x.scale(by));
+        }
+        // The all-gather: the summed segments go round.
+        for k in 0..n - 1 {
+            self.shift(buf, seg(r + 1 + n - k), seg(r + n - k), T::read_le)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn broadcast<T: Element>(&mut self, buf: &mut Vec<T>, root: usize) -> Result<()> {
+        let n = self.world;
+        self.begin(8, T::NAME, root as u64)?;
+        let dist = (self.rank + n - root) % n;
+        let last = dist == n - 1;
+        // The length first, then the pieces, each forwarded as it comes.
+        let len = if dist == 0 {
+            self.push((buf.len() as u64).to_le_bytes().to_vec())?;
+            buf.len()
+        } else {
+            self.pull(8)?;
+            let len = u64::from_le_bytes(self.scratch[..8].try_into().expect("8 bytes")) as usize;
+            if !last {
+                self.push(self.scratch.clone())?;
+            }
+            buf.clear();
+            buf.resize(len, T::default());
+            len
+        };
+        let per = (PIECE_BYTES / T::SIZE).max(1);
+        for a in (0..len).step_by(per) {
+            let b = (a + per).min(len);
+            if dist == 0 {
+                let mut piece = Vec::with_capacity((b - a) * T::SIZE);
+                T::write_le(&buf[a..b], &mut piece);
+                self.push(piece)?;
+            } else {
+                self.pull((b - a) * T::SIZE)?;
+                T::read_le(&self.scratch, &mut buf[a..b]);
+                if !last {
+                    let piece = std::mem::take(&mut self.scratch);
+                    self.push(piece)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn all_gather<T: Element>(&mut self, part: &[T]) -> Result<Vec<Vec<T>>> {
+        let (n, r) = (self.world, self.rank);
+        self.begin(9, T::NAME, 0)?;
+        let mut parts: Vec<Option<Vec<T>>> = vec![None; n];
+        parts[r] = Some(part.to_vec());
+        // Step k passes on part r - k and takes part r - k - 1.
+        for k in 0..n - 1 {
+            let give = parts[(r + n - k) % n]
+                .as_ref()
+                .expect("held since the last step");
+            let mut frame = (give.len() as u64).to_le_bytes().to_vec();
+            T::write_le(give, &mut frame);
+            self.push(frame)?;
+            self.pull(8)?;
+            let len = u64::from_le_bytes(self.scratch[..8].try_into().expect("8 bytes")) as usize;
+            self.pull(len * T::SIZE)?;
+            let mut got = vec![T::default(); len];
+            T::read_le(&self.scratch, &mut got);
+            parts[(r + 2 * n - k - 1) % n] = Some(got);
+        }
+        Ok(parts
+            .into_iter()
+            .map(|p| p.expect("every part came"))
+            .collect())
+    }
+}
+
+impl Drop for Ring {
+    fn drop(&mut self) {
+        // The queued pieces go out, then the connections close.
+        drop(self.send.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let _ = self.next.shutdown(Shutdown::Both);
+        let _ = self.prev.shutdown(Shutdown::Both);
+    }
+}
