@@ -66,7 +66,14 @@ pub(super) struct Member {
     rank: usize,
     seq: u64,
     timeout: Duration,
+    /// The part this rank reduced in its last all-reduce (an `Arc<Vec<T>>`), whose
+    /// memory the next one reuses once every rank is done with it.
+    spare: Option<Shared>,
 }
+
+/// Elements summed at a time: a block of the part stays in cache while every rank's
+/// block is added into it.
+const BLOCK: usize = 4096;
 
 impl Member {
     pub(super) fn join(name: &str, rank: usize, world: usize, timeout: Duration) -> Result<Member> {
@@ -115,6 +122,7 @@ impl Member {
             rank,
             seq: 0,
             timeout,
+            spare: None,
         })
     }
 
@@ -213,11 +221,22 @@ impl Member {
                 return Err(e);
             }
         };
-        // The reduce-scatter: this rank's part of every buffer, summed.
+        // The reduce-scatter: this rank's part of every buffer, summed. Every rank has
+        // entered this collective, so none still reads the last one's part.
         let mine = chunk_range(len, world, self.rank);
-        let mut part = all[0][mine.clone()].to_vec();
-        for other in &all[1..] {
-            add_into(&mut part, &other[mine.clone()]);
+        let mut part = self
+            .spare
+            .take()
+            .and_then(|s| s.downcast::<Vec<T>>().ok())
+            .and_then(|a| Arc::try_unwrap(a).ok())
+            .unwrap_or_default();
+        part.clear();
+        part.extend_from_slice(&all[0][mine.clone()]);
+        for (i, block) in part.chunks_mut(BLOCK).enumerate() {
+            let at = mine.start + i * BLOCK;
+            for other in &all[1..] {
+                add_into(block, &other[at..at + block.len()]);
+            }
         }
         if op == ReduceOp::Mean {
             let by = 1.0 / world as f64;
@@ -225,7 +244,9 @@ impl Member {
         }
         drop(all);
         // The all-gather: every rank's reduced part, into this rank's own buffer.
-        let parts = match self.exchange(format!("{what}, gather"), Arc::new(part)) {
+        let part = Arc::new(part);
+        self.spare = Some(part.clone());
+        let parts = match self.exchange(format!("{what}, gather"), part) {
             Ok(parts) => Self::typed::<T>(parts),
             Err(e) => {
                 *buf = give_back(own);
