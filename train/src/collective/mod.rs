@@ -73,9 +73,10 @@ macro_rules! element {
                 (self as f64 * by) as $t
             }
             fn write_le(src: &[Self], out: &mut Vec<u8>) {
-                out.reserve(src.len() * Self::SIZE);
-                for x in src {
-                    out.extend_from_slice(&x.to_le_bytes());
+                let at = out.len();
+                out.resize(at + src.len() * Self::SIZE, 0);
+                for (o, x) in out[at..].chunks_exact_mut(Self::SIZE).zip(src) {
+                    o.copy_from_slice(&x.to_le_bytes());
                 }
             }
             fn read_le(bytes: &[u8], out: &mut [Self]) {

@@ -3,7 +3,7 @@
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{channel, sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -51,6 +51,8 @@ pub(super) struct Ring {
     writer: Option<JoinHandle<()>>,
     /// What broke the writer, if anything did.
     write_error: Arc<Mutex<Option<String>>>,
+    /// Pieces the writer has sent, back for their memory to be used again.
+    sent: Receiver<Vec<u8>>,
     next: TcpStream,
     prev: TcpStream,
     seq: u64,
@@ -138,6 +140,7 @@ impl Ring {
         let write_error = Arc::new(Mutex::new(None));
         let mut out = next.try_clone().map_err(|e| io("next", e))?;
         let broke = write_error.clone();
+        let (give_back, sent) = channel::<Vec<u8>>();
         let writer = std::thread::Builder::new()
             .name(format!("prism-train-ring-{rank}"))
             .spawn(move || {
@@ -147,6 +150,7 @@ impl Ring {
                         let _ = out.shutdown(Shutdown::Both);
                         return;
                     }
+                    let _ = give_back.send(piece);
                 }
             })
             .map_err(|e| io("cannot start the ring's writer", e))?;
@@ -156,6 +160,7 @@ impl Ring {
             send: Some(send),
             writer: Some(writer),
             write_error,
+            sent,
             next,
             prev,
             seq: 0,
@@ -180,6 +185,17 @@ impl Ring {
         match &self.failed {
             Some(e) => Err(e.clone()),
             None => Ok(()),
+        }
+    }
+
+    /// An empty piece, with the memory of one already sent if there is one.
+    fn piece(&self) -> Vec<u8> {
+        match self.sent.try_recv() {
+            Ok(mut p) => {
+                p.clear();
+                p
+            }
+            Err(_) => Vec::new(),
         }
     }
 
@@ -262,7 +278,7 @@ impl Ring {
             if j < ns {
                 let a = send.start + j * per;
                 let b = (a + per).min(send.end);
-                let mut piece = Vec::with_capacity((b - a) * T::SIZE);
+                let mut piece = self.piece();
                 T::write_le(&buf[a..b], &mut piece);
                 self.push(piece)?;
             }
@@ -318,7 +334,7 @@ impl Ring {
         for a in (0..len).step_by(per) {
             let b = (a + per).min(len);
             if dist == 0 {
-                let mut piece = Vec::with_capacity((b - a) * T::SIZE);
+                let mut piece = self.piece();
                 T::write_le(&buf[a..b], &mut piece);
                 self.push(piece)?;
             } else {
