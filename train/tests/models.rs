@@ -1,0 +1,83 @@
+//! The models' gradients against central finite differences of their losses.
+
+use ndarray::Array2;
+use prism_train::model::{sgd_step, Linear, Model, Softmax};
+
+fn batch(n: usize, d: usize, seed: u32) -> Array2<f32> {
+    Array2::from_shape_fn((n, d), |(i, j)| {
+        (((i * 31 + j * 17 + seed as usize * 7) % 23) as f32 - 11.0) / 7.0
+    })
+}
+
+fn check<M: Model + Clone>(model: &M, x: &Array2<f32>, y: &M::Target) {
+    let mut grads = vec![0.0; model.params().len()];
+    model.loss_grad(x.view(), y, &mut grads);
+    let eps = 1e-2f32;
+    for (i, grad) in grads.iter().enumerate() {
+        let (mut up, mut down) = (model.clone(), model.clone());
+        up.params_mut()[i] += eps;
+        down.params_mut()[i] -= eps;
+        let numeric = (up.loss(x.view(), y) - down.loss(x.view(), y)) / (2.0 * eps);
+        let tolerance = 2e-3 + 2e-2 * numeric.abs();
+        assert!(
+            (grad - numeric).abs() <= tolerance,
+            "parameter {i}: gradient {grad} vs finite difference {numeric}"
+        );
+    }
+}
+
+#[test]
+fn linear_regression_gradients_match_finite_differences() {
+    let x = batch(9, 4, 1);
+    let y: Vec<f32> = batch(9, 3, 2).iter().copied().collect();
+    let mut m = Linear::new(4, 3, 7);
+    // Biases away from zero, so their gradients are tested off the starting point.
+    let n = m.params().len();
+    m.params_mut()[n - 3..].copy_from_slice(&[0.3, -0.2, 0.1]);
+    check(&m, &x, &y[..]);
+}
+
+#[test]
+fn softmax_regression_gradients_match_finite_differences() {
+    let x = batch(11, 5, 3);
+    let y: Vec<u32> = (0..11).map(|i| (i * 7 % 4) as u32).collect();
+    let mut m = Softmax::new(5, 4, 9);
+    let n = m.params().len();
+    m.params_mut()[n - 4..].copy_from_slice(&[0.5, -0.5, 0.2, 0.0]);
+    check(&m, &x, &y[..]);
+}
+
+#[test]
+fn softmax_regression_learns_a_separable_set() {
+    // The class is the index of the largest of the first three features.
+    let x = batch(120, 6, 5);
+    let y: Vec<u32> = x
+        .rows()
+        .into_iter()
+        .map(|r| (0..3).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap() as u32)
+        .collect();
+    let mut m = Softmax::new(6, 3, 1);
+    let mut g = vec![0.0; m.params().len()];
+    let first = m.loss(x.view(), &y);
+    for _ in 0..500 {
+        m.loss_grad(x.view(), &y, &mut g);
+        sgd_step(m.params_mut(), &g, 0.5);
+    }
+    let right = m
+        .predict(x.view())
+        .iter()
+        .zip(&y)
+        .filter(|(p, t)| p == t)
+        .count();
+    assert!(m.loss(x.view(), &y) < first / 4.0);
+    assert!(right >= 110, "{right} of 120 right");
+}
+
+#[test]
+fn the_same_seed_gives_every_rank_the_same_model() {
+    assert_eq!(Linear::new(10, 1, 3), Linear::new(10, 1, 3));
+    assert_ne!(Linear::new(10, 1, 3), Linear::new(10, 1, 4));
+    let w = Linear::new(10, 1, 3);
+    let bound = 1.0 / 10f32.sqrt();
+    assert!(w.params()[..10].iter().all(|p| p.abs() < bound));
+}
