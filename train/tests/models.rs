@@ -12,7 +12,8 @@ fn batch(n: usize, d: usize, seed: u32) -> Array2<f32> {
 fn check<M: Model + Clone>(model: &M, x: &Array2<f32>, y: &M::Target) {
     let mut grads = vec![0.0; model.params().len()];
     model.loss_grad(x.view(), y, &mut grads);
-    let eps = 1e-2f32;
+    // Small enough not to step over a ReLU's kink, large for f32 rounding.
+    let eps = 2e-3f32;
     for (i, grad) in grads.iter().enumerate() {
         let (mut up, mut down) = (model.clone(), model.clone());
         up.params_mut()[i] += eps;
@@ -80,4 +81,17 @@ fn the_same_seed_gives_every_rank_the_same_model() {
     let w = Linear::new(10, 1, 3);
     let bound = 1.0 / 10f32.sqrt();
     assert!(w.params()[..10].iter().all(|p| p.abs() < bound));
+}
+
+#[test]
+fn mlp_gradients_match_finite_differences() {
+    let x = batch(7, 5, 4);
+    let y: Vec<u32> = (0..7).map(|i| (i * 5 % 3) as u32).collect();
+    let mut m = prism_train::model::Mlp::new(&[5, 6, 4, 3], 2);
+    // Nonzero biases, so that hidden units sit on both sides of the ReLU.
+    let n = m.params().len();
+    for (i, p) in m.params_mut().iter_mut().enumerate().skip(n - 3) {
+        *p = 0.1 * i as f32 % 0.7;
+    }
+    check(&m, &x, &y[..]);
 }

@@ -21,11 +21,13 @@
 //! ```
 
 mod linear;
+mod mlp;
 mod softmax;
 
 use ndarray::{linalg::general_mat_mul, Array2, ArrayView1, ArrayView2, ArrayViewMut2, Axis};
 
 pub use linear::Linear;
+pub use mlp::Mlp;
 pub use softmax::Softmax;
 
 /// A model whose parameters live in one flat buffer; see the module's documentation.
@@ -97,29 +99,44 @@ impl Affine {
         }
     }
 
-    fn weights(&self) -> ArrayView2<'_, f32> {
-        let (d, k) = (self.inputs, self.outputs);
-        ArrayView2::from_shape((d, k), &self.params[..d * k]).expect("sized at new")
-    }
-
-    fn bias(&self) -> ArrayView1<'_, f32> {
-        ArrayView1::from(&self.params[self.inputs * self.outputs..])
-    }
-
     /// `x W + b`.
     pub(crate) fn apply(&self, x: ArrayView2<'_, f32>) -> Array2<f32> {
-        x.dot(&self.weights()) + self.bias()
+        dense(&self.params, self.inputs, self.outputs, x)
     }
 
     /// Writes the gradient of the loss into `grads` (this layer's layout), given the
     /// batch `x` and the gradient `dout` of the loss with respect to `x W + b`.
     pub(crate) fn backward(&self, x: ArrayView2<'_, f32>, dout: &Array2<f32>, grads: &mut [f32]) {
         assert_eq!(grads.len(), self.params.len(), "a gradient per parameter");
-        let (w, b) = grads.split_at_mut(self.inputs * self.outputs);
-        let mut gw = ArrayViewMut2::from_shape((self.inputs, self.outputs), w).expect("sized");
-        general_mat_mul(1.0, &x.t(), dout, 0.0, &mut gw);
-        for (g, s) in b.iter_mut().zip(dout.sum_axis(Axis(0))) {
-            *g = s;
-        }
+        dense_grads(self.inputs, self.outputs, x, dout, grads);
+    }
+}
+
+/// `x W + b` for a dense layer whose `W` (row-major) then `b` are `params`.
+pub(crate) fn dense(
+    params: &[f32],
+    inputs: usize,
+    outputs: usize,
+    x: ArrayView2<'_, f32>,
+) -> Array2<f32> {
+    let (w, b) = params.split_at(inputs * outputs);
+    let w = ArrayView2::from_shape((inputs, outputs), w).expect("a layer's weights");
+    x.dot(&w) + ArrayView1::from(b)
+}
+
+/// The weights' and biases' gradients of a dense layer (into `grads`, its layout), from
+/// its input `x` and the gradient `dout` with respect to its output.
+pub(crate) fn dense_grads(
+    inputs: usize,
+    outputs: usize,
+    x: ArrayView2<'_, f32>,
+    dout: &Array2<f32>,
+    grads: &mut [f32],
+) {
+    let (w, b) = grads.split_at_mut(inputs * outputs);
+    let mut gw = ArrayViewMut2::from_shape((inputs, outputs), w).expect("sized");
+    general_mat_mul(1.0, &x.t(), dout, 0.0, &mut gw);
+    for (g, s) in b.iter_mut().zip(dout.sum_axis(Axis(0))) {
+        *g = s;
     }
 }
