@@ -4,7 +4,7 @@
 use ndarray::{Array2, ArrayView2, Axis};
 
 use super::softmax::{argmax_rows, softmax_cross_entropy};
-use super::{dense, dense_grads, init_weights, Model};
+use super::{dense, dense_grads, Affine, Model};
 
 /// Dense layers of the given widths (`[inputs, hidden..., classes]`), ReLU after each
 /// but the last, trained on the mean softmax cross-entropy of the labels. Parameters:
@@ -25,13 +25,7 @@ impl Mlp {
         );
         let mut params = Vec::new();
         for (l, pair) in widths.windows(2).enumerate() {
-            let (i, o) = (pair[0], pair[1]);
-            params.extend(init_weights(
-                i * o,
-                1.0 / (i as f32).sqrt(),
-                seed ^ (l as u64) << 32,
-            ));
-            params.resize(params.len() + o, 0.0);
+            params.extend(Affine::new(pair[0], pair[1], seed ^ (l as u64) << 32).params);
         }
         Mlp {
             widths: widths.to_vec(),
