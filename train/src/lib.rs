@@ -30,8 +30,8 @@ pub mod trainer;
 pub use collective::{Communicator, ReduceOp};
 pub use error::{Result, TrainError};
 pub use trainer::{
-    Checkpoint, Metrics, Mode, Progress, RunConfig, ScalingConfig, TrainContext, TrainLoop,
-    TrainResult, Trainer, Transport,
+    Checkpoint, GradientBuckets, Metrics, Mode, Progress, RunConfig, ScalingConfig, TrainContext,
+    TrainLoop, TrainResult, Trainer, Transport,
 };
 
 /// What the crate's macros name; not for direct use.

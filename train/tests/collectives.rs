@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
-use prism_train::collective::{Communicator, RingListener};
+use prism_train::collective::{Background, Communicator, RingListener};
 use prism_train::{ReduceOp, TrainError};
 
 #[derive(Clone, Copy, Debug)]
@@ -238,4 +238,44 @@ fn bad_ranks_are_refused() {
         Communicator::shared_memory("bad", 0, 0),
         Err(TrainError::Config(_))
     ));
+}
+
+/// Collectives handed to a background thread run in order and give the same results;
+/// a peer's death fails the queued ones too, and the communicator comes back after.
+#[test]
+fn background_collectives_run_in_order_and_fail_on_a_dead_peer() {
+    for via in [Via::SharedMemory, Via::Tcp] {
+        let out = group(via, 3, move |c| {
+            let r = c.rank();
+            let bg = Background::start(c).unwrap();
+            let a = bg.all_reduce(vec![r as f32; 1001], ReduceOp::Sum);
+            let b = bg.all_reduce(vec![1.0f64; 7], ReduceOp::Mean);
+            let (a, b) = (a.wait().unwrap(), b.wait().unwrap());
+            let mut c = bg.finish().unwrap();
+            c.barrier().unwrap();
+            if r == 1 {
+                drop(c);
+                return (a, b, None);
+            }
+            let bg = Background::start(c).unwrap();
+            let queued: Vec<_> = (0..3)
+                .map(|_| bg.all_reduce(vec![0f32; 1 << 16], ReduceOp::Sum))
+                .collect();
+            let results: Vec<_> = queued.into_iter().map(|p| p.wait()).collect();
+            (a, b, Some(results))
+        });
+        for (rank, (a, b, after)) in out.into_iter().enumerate() {
+            assert_eq!(a, vec![3.0; 1001], "{via:?}");
+            assert_eq!(b, vec![1.0; 7], "{via:?}");
+            if rank == 1 {
+                continue;
+            }
+            for r in after.unwrap() {
+                assert!(
+                    matches!(r, Err(TrainError::PeerDied(_))),
+                    "{via:?}: rank {rank} got {r:?}"
+                );
+            }
+        }
+    }
 }

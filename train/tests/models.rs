@@ -95,3 +95,43 @@ fn mlp_gradients_match_finite_differences() {
     }
     check(&m, &x, &y[..]);
 }
+
+/// The bucketed backward pass gives the same gradient as the whole one, hands every
+/// parameter's gradient over exactly once, last layer first, and each part is final
+/// when handed over.
+#[test]
+fn mlp_buckets_cover_the_gradient_once_last_layer_first() {
+    let m = prism_train::model::Mlp::new(&[5, 7, 4, 3], 11);
+    let x = batch(9, 5, 4);
+    let y: Vec<u32> = (0..9).map(|i| (i % 3) as u32).collect();
+    let mut whole = vec![0.0; m.params().len()];
+    let loss = m.loss_grad(x.view(), &y, &mut whole);
+    let mut bucketed = vec![0.0; m.params().len()];
+    let mut seen = vec![0u32; m.params().len()];
+    let mut starts = Vec::new();
+    let mut handed = Vec::new();
+    let loss_b = m.loss_grad_buckets(x.view(), &y, &mut bucketed, 8, &mut |range, part| {
+        for i in range.clone() {
+            seen[i] += 1;
+        }
+        starts.push(range.start);
+        handed.push((range, part.to_vec()));
+    });
+    assert_eq!(loss, loss_b);
+    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(u, v)| (u - v).abs() <= 1e-6);
+    assert!(close(&whole, &bucketed), "{whole:?} vs {bucketed:?}");
+    assert!(seen.iter().all(|&k| k == 1), "each gradient once: {seen:?}");
+    // Parts as handed over are the final gradient.
+    for (range, part) in handed {
+        assert!(close(&whole[range], &part));
+    }
+    // Layers: 5x7+7 = 42, 7x4+4 = 32, 4x3+3 = 15; the last layer (from 74) first.
+    assert!(
+        starts[0] >= 74 && starts.last().copied().unwrap() < 42,
+        "{starts:?}"
+    );
+    assert!(
+        starts.len() > 6,
+        "small buckets split the layers: {starts:?}"
+    );
+}

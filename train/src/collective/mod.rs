@@ -23,11 +23,13 @@
 //! the group's timeout fails with [`TrainError::Timeout`]. Once failed, a communicator
 //! stays failed.
 
+mod background;
 mod hub;
 mod ring;
 
 use std::time::Duration;
 
+pub use background::{Background, Pending};
 pub use hub::SharedGroup;
 pub use ring::{RingListener, PIECE_BYTES};
 

@@ -1,10 +1,13 @@
 //! A multi-layer perceptron: dense layers with ReLU between them and a softmax
 //! cross-entropy on the last, with its own backpropagation.
 
-use ndarray::{Array2, ArrayView2, Axis};
+use std::ops::Range;
+
+use ndarray::linalg::general_mat_mul;
+use ndarray::{s, Array2, ArrayView2, ArrayViewMut2, Axis};
 
 use super::softmax::{argmax_rows, softmax_cross_entropy};
-use super::{dense, dense_grads, Affine, Model};
+use super::{dense, Affine, Model};
 
 /// Dense layers of the given widths (`[inputs, hidden..., classes]`), ReLU after each
 /// but the last, trained on the mean softmax cross-entropy of the labels. Parameters:
@@ -75,19 +78,19 @@ impl Mlp {
     }
 }
 
-impl Model for Mlp {
-    /// One class label per sample, below the last width.
-    type Target = [u32];
-
-    fn params(&self) -> &[f32] {
-        &self.params
-    }
-
-    fn params_mut(&mut self) -> &mut [f32] {
-        &mut self.params
-    }
-
-    fn loss_grad(&self, x: ArrayView2<'_, f32>, y: &[u32], grads: &mut [f32]) -> f32 {
+impl Mlp {
+    /// [`Model::loss_grad`], calling `ready(range, &grads[range])` as each part of the
+    /// gradient becomes final: last layer first, each layer's bias, then its weights
+    /// in blocks of about `bucket` values (whole rows of `W`). A data-parallel loop
+    /// starts reducing each part while the rest is computed (bucketing).
+    pub fn loss_grad_buckets(
+        &self,
+        x: ArrayView2<'_, f32>,
+        y: &[u32],
+        grads: &mut [f32],
+        bucket: usize,
+        ready: &mut dyn FnMut(Range<usize>, &[f32]),
+    ) -> f32 {
         let classes = *self.widths.last().expect("widths");
         assert_eq!(y.len(), x.nrows(), "a label per sample");
         assert!(
@@ -105,17 +108,29 @@ impl Model for Mlp {
         // Backwards, last layer first: d is the gradient at the layer's output.
         let layers = self.layers();
         for (l, (range, i, o)) in layers.iter().enumerate().rev() {
-            let g = &mut grads[range.clone()];
-            match l {
-                0 => dense_grads(*i, *o, x, &d, g),
-                _ => dense_grads(*i, *o, outs[l - 1].view(), &d, g),
+            let (i, o) = (*i, *o);
+            let input = match l {
+                0 => x.reborrow(),
+                _ => outs[l - 1].view(),
+            };
+            let weights = range.start..range.start + i * o;
+            let bias = weights.end..range.end;
+            for (g, s) in grads[bias.clone()].iter_mut().zip(d.sum_axis(Axis(0))) {
+                *g = s;
+            }
+            ready(bias.clone(), &grads[bias]);
+            let rows = (bucket / o.max(1)).clamp(1, i.max(1));
+            for r0 in (0..i).step_by(rows) {
+                let r1 = (r0 + rows).min(i);
+                let part = weights.start + r0 * o..weights.start + r1 * o;
+                let mut gw = ArrayViewMut2::from_shape((r1 - r0, o), &mut grads[part.clone()])
+                    .expect("sized");
+                general_mat_mul(1.0, &input.slice(s![.., r0..r1]).t(), &d, 0.0, &mut gw);
+                ready(part.clone(), &grads[part]);
             }
             if l > 0 {
-                let w = ArrayView2::from_shape(
-                    (*i, *o),
-                    &self.params[range.start..range.start + i * o],
-                )
-                .expect("a layer's weights");
+                let w = ArrayView2::from_shape((i, o), &self.params[weights])
+                    .expect("a layer's weights");
                 let mut back = d.dot(&w.t());
                 // Through the ReLU: no gradient where its output was zero.
                 back.zip_mut_with(&outs[l - 1], |g, &h| {
@@ -127,5 +142,22 @@ impl Model for Mlp {
             }
         }
         loss
+    }
+}
+
+impl Model for Mlp {
+    /// One class label per sample, below the last width.
+    type Target = [u32];
+
+    fn params(&self) -> &[f32] {
+        &self.params
+    }
+
+    fn params_mut(&mut self) -> &mut [f32] {
+        &mut self.params
+    }
+
+    fn loss_grad(&self, x: ArrayView2<'_, f32>, y: &[u32], grads: &mut [f32]) -> f32 {
+        self.loss_grad_buckets(x, y, grads, usize::MAX, &mut |_, _| {})
     }
 }

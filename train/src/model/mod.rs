@@ -61,6 +61,41 @@ pub fn sgd_step(params: &mut [f32], grads: &[f32], rate: f32) {
     }
 }
 
+/// A model's parameters as bytes (little-endian `f32`s): a checkpoint to report.
+///
+/// ```
+/// use prism_train::model::{load, save, Linear, Model};
+/// let trained = Linear::new(3, 1, 7);
+/// let mut fresh = Linear::new(3, 1, 8);
+/// load(&mut fresh, &save(&trained)).unwrap();
+/// assert_eq!(fresh.params(), trained.params());
+/// assert!(load(&mut fresh, &[0u8; 3]).is_err());
+/// ```
+pub fn save(model: &impl Model) -> Vec<u8> {
+    model
+        .params()
+        .iter()
+        .flat_map(|p| p.to_le_bytes())
+        .collect()
+}
+
+/// Takes back parameters that [`save`] made, into a model of the same shape.
+pub fn load(model: &mut impl Model, bytes: &[u8]) -> crate::Result<()> {
+    let params = model.params_mut();
+    if bytes.len() != params.len() * 4 {
+        return Err(crate::TrainError::Config(format!(
+            "a checkpoint of {} bytes for a model of {} parameters ({} bytes)",
+            bytes.len(),
+            params.len(),
+            params.len() * 4
+        )));
+    }
+    for (p, b) in params.iter_mut().zip(bytes.chunks_exact(4)) {
+        *p = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    }
+    Ok(())
+}
+
 /// Deterministic small initial weights: a uniform draw in `(-scale, scale)` from a
 /// splitmix64 stream seeded with `seed`, so that every rank starts from the same model.
 pub(crate) fn init_weights(n: usize, scale: f32, seed: u64) -> Vec<f32> {

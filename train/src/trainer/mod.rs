@@ -53,6 +53,7 @@
 //! prism::shutdown();
 //! ```
 
+mod buckets;
 mod config;
 mod record;
 mod store;
@@ -67,6 +68,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::{Result, TrainError};
+pub use buckets::GradientBuckets;
 pub use config::{Mode, Progress, RunConfig, ScalingConfig, Transport};
 use record::{Book, Line};
 pub use record::{Checkpoint, TrainResult};

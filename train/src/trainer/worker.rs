@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{lookup, Metrics};
-use crate::collective::{Communicator, Element, ReduceOp, RingListener};
+use crate::collective::{Background, Communicator, Element, Pending, ReduceOp, RingListener};
 use crate::{Result, TrainError};
 
 /// Where a worker lives and where its ring listener waits.
@@ -162,7 +162,9 @@ impl TrainWorker {
             None => (0, None),
         };
         let mut ctx = TrainContext {
-            comm,
+            rank: setup.rank,
+            world: setup.world,
+            comm: Comms::Direct(comm),
             cpus,
             attempt: setup.attempt,
             start,
@@ -193,7 +195,9 @@ impl TrainWorker {
 /// [`TrainContext::start_epoch`]; each call of [`TrainContext::report`] is one epoch
 /// (one "training iteration") of the run's history.
 pub struct TrainContext {
-    comm: Communicator,
+    rank: usize,
+    world: usize,
+    comm: Comms,
     cpus: f64,
     attempt: u32,
     start: usize,
@@ -207,12 +211,12 @@ pub struct TrainContext {
 impl TrainContext {
     /// This worker's rank, `0..world_size()`.
     pub fn rank(&self) -> usize {
-        self.comm.rank()
+        self.rank
     }
 
     /// The number of workers.
     pub fn world_size(&self) -> usize {
-        self.comm.world()
+        self.world
     }
 
     /// The CPUs this worker holds: as many threads as it should compute on.
@@ -265,28 +269,90 @@ impl TrainContext {
     }
 
     /// Reduces `buf` over all ranks, in place on every rank
-    /// ([`Communicator::all_reduce`]).
+    /// ([`Communicator::all_reduce`]); on an error `buf` keeps what it held.
     pub fn all_reduce<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
-        self.comm.all_reduce(buf, op)
+        match &mut self.comm {
+            Comms::Direct(c) => c.all_reduce(buf, op),
+            Comms::Background(b) => {
+                let mut moved = std::mem::take(buf);
+                let (back, done) = b
+                    .run(move |c| {
+                        let done = c.all_reduce(&mut moved, op);
+                        Ok((moved, done))
+                    })
+                    .wait()?;
+                *buf = back;
+                done
+            }
+            Comms::Moving => Err(TrainError::PeerDied("the communicator was lost".into())),
+        }
+    }
+
+    /// Starts reducing `buf` over all ranks on the communicator's thread and returns at
+    /// once: for bucketing, the gradients of one layer reduced while the next layer's
+    /// are computed. Collectives run in the order they were called, the waited and the
+    /// unwaited alike, on every rank.
+    pub fn all_reduce_async<T: Element>(
+        &mut self,
+        buf: Vec<T>,
+        op: ReduceOp,
+    ) -> Result<Pending<Vec<T>>> {
+        Ok(self.background()?.all_reduce(buf, op))
     }
 
     /// Gives every rank `root`'s `buf` ([`Communicator::broadcast`]).
     pub fn broadcast<T: Element>(&mut self, buf: &mut Vec<T>, root: usize) -> Result<()> {
-        self.comm.broadcast(buf, root)
+        self.direct()?.broadcast(buf, root)
     }
 
     /// Every rank's `part`, in rank order ([`Communicator::all_gather`]).
     pub fn all_gather<T: Element>(&mut self, part: &[T]) -> Result<Vec<Vec<T>>> {
-        self.comm.all_gather(part)
+        self.direct()?.all_gather(part)
     }
 
     /// Returns once every rank has called it ([`Communicator::barrier`]).
     pub fn barrier(&mut self) -> Result<()> {
-        self.comm.barrier()
+        self.direct()?.barrier()
     }
 
-    /// The communicator itself, for collectives this context does not wrap.
-    pub fn communicator(&mut self) -> &mut Communicator {
-        &mut self.comm
+    /// The communicator itself, for collectives this context does not wrap (after
+    /// the background collectives handed over so far have run).
+    pub fn communicator(&mut self) -> Result<&mut Communicator> {
+        self.direct()
     }
+
+    fn direct(&mut self) -> Result<&mut Communicator> {
+        if let Comms::Background(_) = self.comm {
+            let Comms::Background(b) = std::mem::replace(&mut self.comm, Comms::Moving) else {
+                unreachable!("matched above");
+            };
+            self.comm = Comms::Direct(b.finish()?);
+        }
+        match &mut self.comm {
+            Comms::Direct(c) => Ok(c),
+            _ => Err(TrainError::PeerDied("the communicator was lost".into())),
+        }
+    }
+
+    fn background(&mut self) -> Result<&Background> {
+        if let Comms::Direct(_) = self.comm {
+            let Comms::Direct(c) = std::mem::replace(&mut self.comm, Comms::Moving) else {
+                unreachable!("matched above");
+            };
+            self.comm = Comms::Background(Background::start(c)?);
+        }
+        match &self.comm {
+            Comms::Background(b) => Ok(b),
+            _ => Err(TrainError::PeerDied("the communicator was lost".into())),
+        }
+    }
+}
+
+/// Where a context's communicator is: in the loop's hands, or on its own thread once
+/// a collective ran in the background.
+enum Comms {
+    Direct(Communicator),
+    Background(Background),
+    /// Between the two, or lost when the move failed.
+    Moving,
 }
