@@ -4,6 +4,8 @@
 
 #![warn(missing_docs)]
 
+pub mod allreduce;
+
 /// A no-op task returning 1: the unit of W1.
 #[prism::remote]
 pub fn noop() -> i64 {

@@ -1,14 +1,16 @@
 //! Shared pieces of the example programs (and of the `compare` harness, which measures
-//! the same workloads): the dense matrices of the matrix-multiply aggregation, and the
-//! sleeping-task workloads of Ray's tutorials.
+//! the same workloads): the dense matrices of the matrix-multiply aggregation, the
+//! sleeping-task workloads of Ray's tutorials, and the data-parallel MLP of T1.
 //!
 //! The programs themselves are in `examples/`; run one with
 //! `cargo run --release --example NAME`.
 
 #![warn(missing_docs)]
 
+pub mod linear;
 pub mod matrix;
 pub mod sleep;
+pub mod t1;
 
 /// The value given after `--name` on this program's command line, parsed; `Ok(None)`
 /// if the flag is not there, an error naming it if its value does not parse.

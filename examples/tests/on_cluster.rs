@@ -14,14 +14,26 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn run_on(cluster: &LocalCluster, name: &str) -> (String, String) {
-    let out = Command::new(example(name))
-        .env("PRISM_ADDRESS", &cluster.head)
-        .env("PRISM_SESSION_DIR", &cluster.dir)
+    run_with(Some(cluster), name, &[])
+}
+
+/// Runs example `name` with `args`, as a driver of `cluster` or (without one) on the
+/// embedded runtime.
+fn run_with(cluster: Option<&LocalCluster>, name: &str, args: &[&str]) -> (String, String) {
+    let mut command = Command::new(example(name));
+    command.args(args);
+    if let Some(cluster) = cluster {
+        command
+            .env("PRISM_ADDRESS", &cluster.head)
+            .env("PRISM_SESSION_DIR", &cluster.dir);
+    }
+    let out = command
         .output()
         .unwrap_or_else(|e| panic!("cannot run example {name}: {e}"));
     assert!(
         out.status.success(),
-        "example {name} failed on the cluster:\n{}\n{}",
+        "example {name} failed (cluster: {}):\n{}\n{}",
+        cluster.is_some(),
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -91,4 +103,23 @@ fn what_tasks_print_reaches_the_driver_with_where_it_ran() {
 fn put_big_object_runs_on_a_two_node_cluster() {
     // 100 MiB read by ten tasks: today each task's argument travels inline.
     run_on(&cluster(), "put_big_object");
+}
+
+/// The prism-train examples, embedded and as drivers of the cluster, where the two
+/// workers are on the two nodes and meet over TCP, and `train_fault` kills a worker's
+/// process of the cluster by PID. T1 runs small: its full size is a benchmark.
+#[test]
+fn train_examples_run_embedded_and_on_a_two_node_cluster() {
+    let small_t1: &[&str] = &["--samples", "4000", "--epochs", "2"];
+    let cluster = cluster();
+    for c in [None, Some(&cluster)] {
+        run_with(c, "train_epoch_tasks", &[]);
+        let (out, _) = run_with(c, "train_linear", &[]);
+        assert!(out.contains("final loss"), "{out}");
+        let (out, _) = run_with(c, "train_mlp", small_t1);
+        assert!(out.contains("2 workers:"), "{out}");
+        // Embedded, it starts a two-node cluster of its own to kill a worker in.
+        let (out, _) = run_with(c, "train_fault", &[]);
+        assert!(out.contains("killed rank 1"), "{out}");
+    }
 }

@@ -1,5 +1,5 @@
-//! The `compare` harness: measures prism on the workloads W0–W8 of the shared workload
-//! list, exactly as the Ray scripts measure Ray, and prints one table (or JSON with the
+//! The `compare` harness: measures prism on the workloads W0–W10, T1 (data-parallel
+//! training) and ALLREDUCE of the shared workload list, exactly as the Ray scripts measure Ray, and prints one table (or JSON with the
 //! keys of the workload list). Given the folder of the Ray scripts' JSON results, it
 //! prints Ray's figure and the ratio beside each of ours.
 //!
@@ -14,8 +14,9 @@
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
 //! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W2
-//! (together), W11, W12 (a 1 GiB object moved between two nodes) and W13 (a million
-//! tasks in waves, and whether memory grows) through it;
+//! (together), W11, W12 (a 1 GiB object moved between two nodes), W13 (a million
+//! tasks in waves, and whether memory grows) and ALLREDUCE (over a TCP ring between the
+//! nodes) through it;
 //! `--only` picks some of them there too.
 
 use std::collections::BTreeMap;
@@ -23,9 +24,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use prism_benches::allreduce::{self, AllReduceConfig};
 use prism_benches::{median, noop, peak_rss, Noop};
 use prism_examples::matrix::{add, chain_sum, multiply, random_matrix, tree_sum, Matrix};
 use prism_examples::sleep::{func1, func2, sleep_for, SlowCounter, SLEEPS};
+use prism_examples::t1::{self, T1Config, T1Figures};
+use prism_train::ScalingConfig;
 use serde_json::{json, Value as Json};
 
 const REPS: usize = 3;
@@ -512,6 +516,10 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
             &["csv_filter_count_expr", "rows_per_s_median"],
         ),
         "W8_best_score" => ("w8_svm_joblib.json", &["c_ray_backend", "best_score"]),
+        "T1_epoch_s_2workers" => ("train_peers.json", &["ray_train", "epoch_s_median"]),
+        "T1_samples_per_s_2workers" => ("train_peers.json", &["ray_train", "samples_per_s"]),
+        "T1_train_acc" => ("train_peers.json", &["ray_train", "train_acc"]),
+        "T1_fit_s_2workers" => ("train_peers.json", &["ray_train", "fit_wall_s"]),
         "W8_wall_vs_tune_s" => ("w8_svm_tune.json", &["tune_wall_s"]),
         "W8_best_vs_tune_score" => ("w8_svm_tune.json", &["best_acc"]),
         _ => return None,
@@ -732,6 +740,75 @@ fn w13(daemons: &[u32]) -> Vec<Figure> {
     ]
 }
 
+/// ALLREDUCE embedded: 100 MB of f32 among 4 one-CPU workers in this process (shared
+/// memory), against the ring's bound with B from a memory copy.
+fn allreduce() -> Vec<Figure> {
+    init(4.0);
+    let figures = allreduce_figures(ScalingConfig::new(4), allreduce::memcpy_bandwidth);
+    prism::shutdown();
+    figures
+}
+
+/// ALLREDUCE on the cluster: 4 workers of half a CPU spread over the two nodes (a TCP
+/// ring), against the bound with B from one loopback TCP stream.
+fn cluster_allreduce() -> Vec<Figure> {
+    let scaling = ScalingConfig::new(4)
+        .cpus_per_worker(0.5)
+        .strategy(prism::PlacementStrategy::Spread);
+    allreduce_figures(scaling, allreduce::loopback_tcp_bandwidth)
+}
+
+fn allreduce_figures(scaling: ScalingConfig, link: fn(usize) -> f64) -> Vec<Figure> {
+    const LEN: usize = 25_000_000;
+    let bytes = LEN * 4;
+    let workers = scaling.num_workers;
+    let config = AllReduceConfig { len: LEN, reps: 5 };
+    let seconds = allreduce::all_reduce_seconds(scaling, config);
+    let bandwidth = link(bytes);
+    let bound = allreduce::ring_bound_s(workers, bytes as f64, bandwidth);
+    vec![
+        figure("ALLREDUCE_100MB_4workers_s", seconds, "s"),
+        figure("ALLREDUCE_bound_s", bound, "s"),
+        figure("ALLREDUCE_link_GBps", bandwidth / 1e9, "GB/s"),
+        figure("ALLREDUCE_fraction_of_bound", bound / seconds, "of bound"),
+    ]
+}
+
+/// T1: the data-parallel MLP on one worker and on two, run in turns three times each
+/// (so that the machine's drift falls on both alike); medians.
+fn t1() -> Vec<Figure> {
+    init(2.0);
+    let config = T1Config::default();
+    let (mut one, mut two) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        let quiet = prism_train::RunConfig::quiet();
+        one.push(t1::run(&config, 1, quiet.clone()).expect("T1 on one worker"));
+        two.push(t1::run(&config, 2, quiet).expect("T1 on two workers"));
+    }
+    prism::shutdown();
+    let of = |runs: &[T1Figures], f: fn(&T1Figures) -> f64| median(runs.iter().map(f).collect());
+    let epoch = |r: &T1Figures| r.epoch_s_median;
+    let speedup = of(&one, epoch) / of(&two, epoch);
+    vec![
+        figure("T1_epoch_s_1worker", of(&one, epoch), "s"),
+        figure("T1_epoch_s_2workers", of(&two, epoch), "s"),
+        figure(
+            "T1_samples_per_s_1worker",
+            of(&one, |r| r.samples_per_s),
+            "samples/s",
+        ),
+        figure(
+            "T1_samples_per_s_2workers",
+            of(&two, |r| r.samples_per_s),
+            "samples/s",
+        ),
+        figure("T1_speedup_2workers", speedup, "x"),
+        figure("T1_train_acc", of(&two, |r| r.train_acc), "acc"),
+        figure("T1_train_acc_1worker", of(&one, |r| r.train_acc), "acc"),
+        figure("T1_fit_s_2workers", of(&two, |r| r.fit_s), "s"),
+    ]
+}
+
 /// The cluster workloads, those of `only` if given.
 fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure> {
     let bin = prism::testing::sibling_prism_bin()
@@ -758,7 +835,12 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
             _cluster = c;
         }
     }
-    let workloads: [(&str, Workload); 3] = [("W1", cluster_w1_w2), ("W11", w11), ("W12", w12)];
+    let workloads: [(&str, Workload); 4] = [
+        ("W1", cluster_w1_w2),
+        ("W11", w11),
+        ("W12", w12),
+        ("ALLREDUCE", cluster_allreduce),
+    ];
     for (name, run) in workloads {
         if wanted(name) || (name == "W1" && wanted("W2")) {
             figures.extend(run());
@@ -793,7 +875,7 @@ fn main() {
     let ray_dir = value_of("--ray").map(PathBuf::from);
     let only: Option<Vec<String>> =
         value_of("--only").map(|s| s.split(',').map(|w| w.trim().to_uppercase()).collect());
-    let workloads: [(&str, Workload); 11] = [
+    let workloads: [(&str, Workload); 13] = [
         ("W0", w0),
         ("W1", w1),
         ("W2", w2),
@@ -805,6 +887,8 @@ fn main() {
         ("W8", w8),
         ("W10", w10),
         ("MILLION", million),
+        ("T1", t1),
+        ("ALLREDUCE", allreduce),
     ];
     let mut figures = Vec::new();
     let cluster = value_of("--mode").as_deref() == Some("cluster");

@@ -3,6 +3,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,6 +19,11 @@ pub struct SharedGroup {
     world: usize,
     state: Mutex<HubState>,
     moved: Condvar,
+    /// Bumped whenever a round completes or the group fails: what a spinning rank
+    /// watches without the lock.
+    progress: AtomicU64,
+    /// How long a rank spins before it sleeps on `moved`; see [`spin_budget`].
+    spin: Duration,
 }
 
 #[derive(Default)]
@@ -35,6 +41,24 @@ struct Round {
     values: Vec<Option<Shared>>,
     arrived: usize,
     taken: usize,
+}
+
+/// How long the ranks of a group of `world` spin before they sleep: on a virtual
+/// machine a sleeping core is woken in milliseconds, longer than the compute between
+/// two steps' collectives, so a rank with a core of its own waits awake (up to
+/// `PRISM_TRAIN_SPIN_US`, default 2 ms). Ranks that outnumber the cores never spin:
+/// a spinning rank would keep the one it waits for off a core.
+fn spin_budget(world: usize) -> Duration {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let us = std::env::var("PRISM_TRAIN_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000);
+    if world <= cores {
+        Duration::from_micros(us)
+    } else {
+        Duration::ZERO
+    }
 }
 
 /// Groups some of whose ranks have not joined yet. A group leaves this table once all
@@ -55,6 +79,7 @@ impl SharedGroup {
         if st.failed.is_none() {
             st.failed = Some(why);
         }
+        self.progress.fetch_add(1, Ordering::Release);
         self.moved.notify_all();
     }
 }
@@ -90,6 +115,8 @@ impl Member {
                             ..Default::default()
                         }),
                         moved: Condvar::new(),
+                        progress: AtomicU64::new(0),
+                        spin: spin_budget(world),
                     });
                     hubs.insert(name.to_string(), h.clone());
                     h
@@ -153,9 +180,11 @@ impl Member {
         round.values[self.rank] = Some(value);
         round.arrived += 1;
         if round.arrived == world {
+            hub.progress.fetch_add(1, Ordering::Release);
             hub.moved.notify_all();
         }
         let deadline = Instant::now() + self.timeout;
+        let mut spun = false;
         loop {
             // A round that completed is read even if the group failed since.
             let state = &mut *st;
@@ -190,6 +219,20 @@ impl Member {
                 ));
                 hub.fail(&mut st, why.clone());
                 return Err(why);
+            }
+            if !spun && !hub.spin.is_zero() {
+                // Spin (without the lock) for the round to complete, then look again.
+                spun = true;
+                let seen = hub.progress.load(Ordering::Acquire);
+                drop(st);
+                let until = now + hub.spin.min(deadline - now);
+                while hub.progress.load(Ordering::Acquire) == seen && Instant::now() < until {
+                    for _ in 0..64 {
+                        std::hint::spin_loop();
+                    }
+                }
+                st = hub.lock();
+                continue;
             }
             st = hub
                 .moved

@@ -28,7 +28,7 @@ use ndarray::{linalg::general_mat_mul, Array2, ArrayView1, ArrayView2, ArrayView
 
 pub use linear::Linear;
 pub use mlp::Mlp;
-pub use softmax::Softmax;
+pub use softmax::{argmax_rows, Softmax};
 
 /// A model whose parameters live in one flat buffer; see the module's documentation.
 pub trait Model: Send {

@@ -45,8 +45,14 @@ impl Softmax {
     }
 }
 
-/// The index of each row's largest value.
-pub(crate) fn argmax_rows(scores: &Array2<f32>) -> Vec<u32> {
+/// The index of each row's largest value (the first of equals): the predicted class of
+/// each row of scores.
+///
+/// ```
+/// let scores = ndarray::arr2(&[[0.1, 0.7, 0.2], [3.0, -1.0, 3.0]]);
+/// assert_eq!(prism_train::model::argmax_rows(&scores), vec![1, 0]);
+/// ```
+pub fn argmax_rows(scores: &Array2<f32>) -> Vec<u32> {
     scores
         .axis_iter(Axis(0))
         .map(|row| {
