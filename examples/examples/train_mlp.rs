@@ -31,7 +31,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             f.epoch_s_median, f.samples_per_s, f.train_acc, f.fit_s
         );
         let epochs: Vec<String> = f.epoch_s.iter().map(|s| format!("{s:.3}")).collect();
-        println!("  epochs: {} s", epochs.join(", "));
+        println!(
+            "  epochs: {} s (in all-reduces: {:.3} s)",
+            epochs.join(", "),
+            f.allreduce_s
+        );
         runs.push(f);
     }
     println!(

@@ -92,8 +92,9 @@ pub fn accuracy(model: &Mlp, x: &Array2<f32>, labels: &[u32]) -> f64 {
 }
 
 /// T1's train loop: see the module's documentation. Each epoch reports `epoch_s` (the
-/// epoch's seconds, the ranks in step at its end) and the mean batch `loss`; the last
-/// also `train_acc`. Every epoch leaves a checkpoint of the model.
+/// epoch's seconds, the ranks in step at its end), the mean batch `loss` and
+/// `allreduce_s` (the seconds rank 0 spent in the all-reduces, waiting for its peer
+/// included); the last also `train_acc`. Every epoch leaves a checkpoint of the model.
 pub struct T1;
 
 impl TrainLoop for T1 {
@@ -114,6 +115,7 @@ impl TrainLoop for T1 {
         for epoch in ctx.start_epoch()..c.epochs {
             let started = Instant::now();
             let (mut loss, mut batches) = (0.0, 0);
+            let mut reducing = std::time::Duration::ZERO;
             for at in (0..rows.len()).step_by(c.batch.max(1)) {
                 let end = (at + c.batch).min(rows.len());
                 let (xb, yb) = (xs.slice(s![at..end, ..]), &ys[at..end]);
@@ -128,7 +130,9 @@ impl TrainLoop for T1 {
                     _ => {
                         loss += mlp.loss_grad(xb, yb, &mut grads) as f64;
                         if world > 1 {
+                            let t = Instant::now();
                             ctx.all_reduce(&mut grads, ReduceOp::Mean)?;
+                            reducing += t.elapsed();
                         }
                     }
                 }
@@ -138,6 +142,7 @@ impl TrainLoop for T1 {
             let mut metrics = vec![
                 ("epoch_s", started.elapsed().as_secs_f64()),
                 ("loss", loss / batches.max(1) as f64),
+                ("allreduce_s", reducing.as_secs_f64()),
             ];
             if epoch + 1 == c.epochs && rank == 0 {
                 metrics.push(("train_acc", accuracy(&mlp, &x, &y)));
@@ -164,6 +169,8 @@ pub struct T1Figures {
     pub train_acc: f64,
     /// The whole `fit`, workers' start and data included.
     pub fit_s: f64,
+    /// Rank 0's seconds in all-reduces at the median epoch.
+    pub allreduce_s: f64,
 }
 
 /// Runs T1 on `workers` workers of one CPU each.
@@ -180,6 +187,11 @@ pub fn run(config: &T1Config, workers: usize, run: RunConfig) -> prism_train::Re
     }
     timed.sort_by(f64::total_cmp);
     let epoch_s_median = timed.get(timed.len() / 2).copied().unwrap_or(f64::NAN);
+    let allreduce_s = result
+        .history
+        .iter()
+        .find(|m| m["epoch_s"] == epoch_s_median)
+        .map_or(f64::NAN, |m| m["allreduce_s"]);
     Ok(T1Figures {
         workers,
         epoch_s_median,
@@ -191,5 +203,6 @@ pub fn run(config: &T1Config, workers: usize, run: RunConfig) -> prism_train::Re
             .unwrap_or(f64::NAN),
         epoch_s,
         fit_s,
+        allreduce_s,
     })
 }

@@ -741,24 +741,55 @@ fn w13(daemons: &[u32]) -> Vec<Figure> {
 }
 
 /// ALLREDUCE embedded: 100 MB of f32 among 4 one-CPU workers in this process (shared
-/// memory), against the ring's bound with B from a memory copy.
+/// memory), against the ring's bound with B from a memory copy; and among 2, each with
+/// a core of its own here.
 fn allreduce() -> Vec<Figure> {
     init(4.0);
-    let figures = allreduce_figures(ScalingConfig::new(4), allreduce::memcpy_bandwidth);
+    let link = allreduce::memcpy_bandwidth;
+    let mut figures = allreduce_figures(ScalingConfig::new(4), link, FOUR);
+    figures.extend(allreduce_figures(ScalingConfig::new(2), link, TWO));
     prism::shutdown();
     figures
 }
 
 /// ALLREDUCE on the cluster: 4 workers of half a CPU spread over the two nodes (a TCP
-/// ring), against the bound with B from one loopback TCP stream.
+/// ring), against the bound with B from one loopback TCP stream; and 2 workers, one
+/// per node.
 fn cluster_allreduce() -> Vec<Figure> {
-    let scaling = ScalingConfig::new(4)
-        .cpus_per_worker(0.5)
-        .strategy(prism::PlacementStrategy::Spread);
-    allreduce_figures(scaling, allreduce::loopback_tcp_bandwidth)
+    let spread = |n: usize, cpus: f64| {
+        ScalingConfig::new(n)
+            .cpus_per_worker(cpus)
+            .strategy(prism::PlacementStrategy::Spread)
+    };
+    let link = allreduce::loopback_tcp_bandwidth;
+    let mut figures = allreduce_figures(spread(4, 0.5), link, FOUR);
+    figures.extend(allreduce_figures(spread(2, 1.0), link, TWO));
+    figures
 }
 
-fn allreduce_figures(scaling: ScalingConfig, link: fn(usize) -> f64) -> Vec<Figure> {
+/// The keys of one all-reduce measurement: its seconds, the bound, the fraction of it
+/// and (once per run) the link's bandwidth.
+type AllReduceKeys = [&'static str; 4];
+
+const FOUR: AllReduceKeys = [
+    "ALLREDUCE_100MB_4workers_s",
+    "ALLREDUCE_bound_s",
+    "ALLREDUCE_fraction_of_bound",
+    "ALLREDUCE_link_GBps",
+];
+
+const TWO: AllReduceKeys = [
+    "ALLREDUCE_100MB_2workers_s",
+    "ALLREDUCE_2workers_bound_s",
+    "ALLREDUCE_2workers_fraction_of_bound",
+    "ALLREDUCE_2workers_link_GBps",
+];
+
+fn allreduce_figures(
+    scaling: ScalingConfig,
+    link: fn(usize) -> f64,
+    [time, bound_key, fraction, link_key]: AllReduceKeys,
+) -> Vec<Figure> {
     const LEN: usize = 25_000_000;
     let bytes = LEN * 4;
     let workers = scaling.num_workers;
@@ -767,16 +798,17 @@ fn allreduce_figures(scaling: ScalingConfig, link: fn(usize) -> f64) -> Vec<Figu
     let bandwidth = link(bytes);
     let bound = allreduce::ring_bound_s(workers, bytes as f64, bandwidth);
     vec![
-        figure("ALLREDUCE_100MB_4workers_s", seconds, "s"),
-        figure("ALLREDUCE_bound_s", bound, "s"),
-        figure("ALLREDUCE_link_GBps", bandwidth / 1e9, "GB/s"),
-        figure("ALLREDUCE_fraction_of_bound", bound / seconds, "of bound"),
+        figure(time, seconds, "s"),
+        figure(bound_key, bound, "s"),
+        figure(link_key, bandwidth / 1e9, "GB/s"),
+        figure(fraction, bound / seconds, "of bound"),
     ]
 }
 
 /// T1: the data-parallel MLP on one worker and on two, run in turns three times each
 /// (so that the machine's drift falls on both alike); medians.
 fn t1() -> Vec<Figure> {
+    let (steal0, started) = (stolen_s(), Instant::now());
     init(2.0);
     let config = T1Config::default();
     let (mut one, mut two) = (Vec::new(), Vec::new());
@@ -786,6 +818,10 @@ fn t1() -> Vec<Figure> {
         two.push(t1::run(&config, 2, quiet).expect("T1 on two workers"));
     }
     prism::shutdown();
+    // The share of the cores' time the host took for itself while T1 ran: the noise
+    // its figures carry.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let steal = (stolen_s() - steal0) / (secs(started) * cores);
     let of = |runs: &[T1Figures], f: fn(&T1Figures) -> f64| median(runs.iter().map(f).collect());
     let epoch = |r: &T1Figures| r.epoch_s_median;
     let speedup = of(&one, epoch) / of(&two, epoch);
@@ -806,7 +842,21 @@ fn t1() -> Vec<Figure> {
         figure("T1_train_acc", of(&two, |r| r.train_acc), "acc"),
         figure("T1_train_acc_1worker", of(&one, |r| r.train_acc), "acc"),
         figure("T1_fit_s_2workers", of(&two, |r| r.fit_s), "s"),
+        figure("T1_cpu_steal_fraction", steal, "of cores"),
     ]
+}
+
+/// Seconds of all cores' time stolen by the hypervisor so far (`/proc/stat`), 0 where
+/// the kernel does not say.
+fn stolen_s() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks = stat
+        .lines()
+        .find(|l| l.starts_with("cpu "))
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ
 }
 
 /// The cluster workloads, those of `only` if given.
