@@ -19,9 +19,13 @@
 //! The models ([`model`]) are linear regression, softmax regression and a multi-layer
 //! perceptron on ndarray over flat parameter and gradient buffers, with their own
 //! gradients and plain SGD, so that a data-parallel step is a gradient, an all-reduce
-//! and an update.
+//! and an update. With the feature `burn`, `prism_train::burn` adapts a burn module
+//! (ndarray backend, autodiff) to the same step: its gradients averaged over the ranks,
+//! then burn's optimizer.
 #![warn(missing_docs)]
 
+#[cfg(feature = "burn")]
+pub mod burn;
 pub mod collective;
 pub mod error;
 pub mod model;
