@@ -116,6 +116,8 @@ fn train_examples_run_embedded_and_on_a_two_node_cluster() {
         run_with(c, "train_epoch_tasks", &[]);
         let (out, _) = run_with(c, "train_linear", &[]);
         assert!(out.contains("final loss"), "{out}");
+        let (out, _) = run_with(c, "train_on_data", &[]);
+        assert!(out.contains("fitted y = 3.000000"), "{out}");
         let (out, _) = run_with(c, "train_mlp", small_t1);
         assert!(out.contains("2 workers:"), "{out}");
         // Embedded, it starts a two-node cluster of its own to kill a worker in.

@@ -28,6 +28,9 @@ struct Plan {
     pid_file: Option<String>,
     /// A nap per epoch, to give a test time to act.
     nap_ms: u64,
+    /// Rank 0's pause between an epoch's all-reduce and its report: its report comes
+    /// after a failing peer's end.
+    lag_ms: u64,
 }
 
 impl Plan {
@@ -38,6 +41,7 @@ impl Plan {
             fail_at: None,
             pid_file: None,
             nap_ms: 0,
+            lag_ms: 0,
         }
     }
 }
@@ -78,6 +82,9 @@ impl TrainLoop for Tally {
             let mut part = vec![ctx.rank() as f64 + 1.0, 1.0];
             ctx.all_reduce(&mut part, ReduceOp::Sum)?;
             sum += part[0];
+            if ctx.rank() == 0 {
+                std::thread::sleep(Duration::from_millis(plan.lag_ms));
+            }
             let metrics = [
                 ("epoch", epoch as f64),
                 ("sum", sum),
@@ -199,7 +206,8 @@ prism::both_modes! {
     /// A worker fails at epoch 5 of 8 (its loop panics embedded; its process is
     /// killed by PID on the cluster): the other's collective fails at once, the gang
     /// restarts from the checkpoint of epoch 4, and the history goes on from epoch 5
-    /// to the same end as an unbroken run.
+    /// to the same end as an unbroken run. Rank 0 reports epoch 4 only after rank 1
+    /// has failed, and that checkpoint still counts.
     fn failed_worker_restarts_from_its_checkpoint(session, NodeSpec::cpus(2.0)) {
         let scratch = Scratch::new("restart");
         let pid_file = scratch.0.join("rank1.pid");
@@ -208,6 +216,7 @@ prism::both_modes! {
             fail_at: Some(5),
             every: 2,
             pid_file: cluster.then(|| pid_file.to_string_lossy().into_owned()),
+            lag_ms: 100,
             ..Plan::epochs(8)
         };
         let killer = cluster.then(|| {

@@ -20,6 +20,11 @@ pub enum Transport {
 }
 
 /// How many workers a run has and what each holds (Ray Train's `ScalingConfig`).
+///
+/// The workers hold their resources, in a placement group, for the whole run. Work
+/// they wait on that runs outside the group, such as the read tasks of a prism-data
+/// `DataShard`, needs resources the workers leave free: on a two-CPU machine, two
+/// workers of half a CPU each.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ScalingConfig {
     /// The number of workers (ranks).

@@ -162,7 +162,9 @@ pub struct Trainer<T: TrainLoop> {
     config: T::Config,
     scaling: ScalingConfig,
     run: RunConfig,
-    shards: Option<Vec<Vec<u8>>>,
+    /// Kept as given, not only encoded: a shard that holds an actor handle (a
+    /// `DataShard`'s coordinator) keeps its actor alive for the run.
+    shards: Option<Vec<T::Shard>>,
     /// What a restored run had: its history and checkpoints.
     restored: Option<(Vec<Metrics>, Vec<Checkpoint>)>,
     _loop: PhantomData<fn() -> T>,
@@ -201,12 +203,11 @@ impl<T: TrainLoop> Trainer<T> {
     /// made by hand. Shards are not kept in the run directory: give them again after
     /// [`Trainer::restore`].
     pub fn shards(mut self, shards: Vec<T::Shard>) -> Result<Self> {
-        let encoded = shards
-            .iter()
-            .map(postcard::to_allocvec)
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}")))?;
-        self.shards = Some(encoded);
+        for s in &shards {
+            postcard::to_allocvec(s)
+                .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}")))?;
+        }
+        self.shards = Some(shards);
         Ok(self)
     }
 
@@ -306,7 +307,11 @@ impl<T: TrainLoop> Trainer<T> {
 
     fn encoded_shards(&self, n: usize) -> Result<Vec<Vec<u8>>> {
         match &self.shards {
-            Some(s) if s.len() == n => Ok(s.clone()),
+            Some(s) if s.len() == n => s
+                .iter()
+                .map(postcard::to_allocvec)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}"))),
             Some(s) => Err(TrainError::Config(format!(
                 "{} shards for {n} workers: give one shard per worker",
                 s.len()
@@ -401,6 +406,10 @@ impl Drop for Gang {
 /// How often the driver looks at the workers.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long the survivors of a failed attempt get to end, and to hand over their last
+/// reports, before the gang is ended.
+const FAILURE_GRACE: Duration = Duration::from_secs(2);
+
 impl Attempt<'_> {
     fn run(
         &self,
@@ -482,6 +491,22 @@ impl Attempt<'_> {
             if let Some((rank, e)) = errors.into_iter().next() {
                 if let TrainError::Config(_) = e {
                     return Err(Ended::Fatal(e));
+                }
+                // Rank 0 may have finished an epoch (and reported its checkpoint) just
+                // after the failed rank's end; its collectives now fail at once, so a
+                // moment lets it end and its last reports count.
+                let grace = Instant::now() + FAILURE_GRACE;
+                while !pending.is_empty() && Instant::now() < grace {
+                    match prism::wait(&pending, pending.len(), Some(POLL)) {
+                        Ok((_, rest)) => pending = rest,
+                        Err(_) => break,
+                    }
+                }
+                if let Ok(reports) = prism::get_timeout(&gang.workers[0].drain(), FAILURE_GRACE) {
+                    for r in reports {
+                        line.epoch(&r);
+                        book.record(r, store);
+                    }
                 }
                 let at = &endpoints[rank];
                 return Err(Ended::Failed(format!(

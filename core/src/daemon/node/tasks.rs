@@ -102,6 +102,22 @@ impl Node {
                 return;
             }
         };
+        let mut st = self.lock();
+        // The owner sent it again: it rejoined through this node after the node it
+        // first went through died, while a copy handed here from that node still runs
+        // or waits. That copy answers the owner's new connection. Running it twice
+        // would make the second copy take the first one's route, and with it the
+        // resources it holds, which would then never come back.
+        if let Some(route) = st.in_flight.get_mut(&spec.task_id) {
+            if route.peer.is_none() {
+                route.reply = reply;
+                return;
+            }
+        }
+        if let Some(queued) = st.queue.iter_mut().find(|q| q.spec.task_id == spec.task_id) {
+            queued.reply = reply;
+            return;
+        }
         let q = Queued {
             job,
             spec,
@@ -109,7 +125,6 @@ impl Node {
             reply,
             pinned,
         };
-        let mut st = self.lock();
         self.admit(&mut st, q, 0);
         self.dispatch(&mut st);
     }
