@@ -252,7 +252,9 @@ impl Owner {
                     }
                 } else {
                     Error::ActorDied {
-                        actor: String::new(),
+                        // The call's books do not keep which actor it went to; where
+                        // it lived is known.
+                        actor: format!("at {address}"),
                         reason: "its worker process died".into(),
                     }
                 };
