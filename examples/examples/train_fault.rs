@@ -11,18 +11,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use prism::PlacementStrategy;
-use prism_examples::linear::{LinearConfig, LinearLoop, Samples};
-use prism_train::{RunConfig, ScalingConfig, TrainResult, Trainer};
-
-fn fit(data: &Samples, config: &LinearConfig, run: RunConfig) -> prism_train::Result<TrainResult> {
-    let shards = (0..2).map(|r| data.shard(r, 2)).collect();
-    let scaling = ScalingConfig::new(2).strategy(PlacementStrategy::Spread);
-    Trainer::<LinearLoop>::new(config.clone(), scaling)
-        .shards(shards)?
-        .run_config(run)
-        .fit()
-}
+use prism_examples::linear::{fit, LinearConfig, Samples};
+use prism_train::RunConfig;
 
 /// Once the run in `run_dir` has checkpointed epoch `after`, kills the process of rank
 /// 1 (whose PID it wrote into `pids`); the PID it killed.
@@ -84,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     println!("an unbroken run:");
-    let unbroken = fit(&data, &config, RunConfig::new())?;
+    let unbroken = fit(&data, &config, 2, RunConfig::new())?;
 
     println!("a run whose rank 1 is killed after epoch 4:");
     let killer = {
@@ -94,6 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let broken = fit(
         &data,
         &config,
+        2,
         RunConfig::new().dir(&run_dir).max_failures(3),
     )?;
     let pid = killer.join().map_err(|_| "the killer panicked")??;

@@ -6,18 +6,8 @@
 //! `cargo run --release --example train_linear [-- --workers 2 --epochs 20]`
 //! (on a cluster, `PRISM_ADDRESS=auto` and the workers spread over its nodes)
 
-use prism::PlacementStrategy;
-use prism_examples::linear::{LinearConfig, LinearLoop, Samples};
-use prism_train::{RunConfig, ScalingConfig, TrainResult, Trainer};
-
-fn fit(data: &Samples, config: &LinearConfig, workers: usize) -> prism_train::Result<TrainResult> {
-    let shards = (0..workers).map(|r| data.shard(r, workers)).collect();
-    let scaling = ScalingConfig::new(workers).strategy(PlacementStrategy::Spread);
-    Trainer::<LinearLoop>::new(config.clone(), scaling)
-        .shards(shards)?
-        .run_config(RunConfig::new())
-        .fit()
-}
+use prism_examples::linear::{fit, LinearConfig, Samples};
+use prism_train::RunConfig;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     prism::init()?;
@@ -28,9 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let data = Samples::generate(1000, 0);
     println!("one worker:");
-    let one = fit(&data, &config, 1)?;
+    let one = fit(&data, &config, 1, RunConfig::new())?;
     println!("{workers} workers:");
-    let many = fit(&data, &config, workers)?;
+    let many = fit(&data, &config, workers, RunConfig::new())?;
     let (a, b) = (one.metrics()["loss"], many.metrics()["loss"]);
     println!(
         "final loss: {a:.6} on one worker ({:.2} s), {b:.6} on {workers} ({:.2} s)",

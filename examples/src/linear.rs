@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use ndarray::{s, ArrayView2};
 use prism_train::model::{self, sgd_step, Linear, Model};
-use prism_train::{ReduceOp, TrainContext, TrainLoop};
+use prism_train::{
+    ReduceOp, RunConfig, ScalingConfig, TrainContext, TrainLoop, TrainResult, Trainer,
+};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -165,3 +167,19 @@ impl TrainLoop for LinearLoop {
     }
 }
 prism_train::register_loop!(LinearLoop);
+
+/// Trains [`LinearLoop`] on `workers` workers, spread over the nodes, each on its
+/// [`Samples::shard`] of `data`.
+pub fn fit(
+    data: &Samples,
+    config: &LinearConfig,
+    workers: usize,
+    run: RunConfig,
+) -> prism_train::Result<TrainResult> {
+    let shards = (0..workers).map(|r| data.shard(r, workers)).collect();
+    let scaling = ScalingConfig::new(workers).strategy(prism::PlacementStrategy::Spread);
+    Trainer::<LinearLoop>::new(config.clone(), scaling)
+        .shards(shards)?
+        .run_config(run)
+        .fit()
+}

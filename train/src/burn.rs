@@ -189,23 +189,10 @@ pub fn broadcast_params<B: Backend, M: Module<B>>(comm: &mut Communicator, modul
 
 /// The module's parameters as checkpoint bytes (little-endian `f32`s).
 pub fn save<B: Backend, M: Module<B>>(module: &M) -> Vec<u8> {
-    params(module)
-        .iter()
-        .flat_map(|p| p.to_le_bytes())
-        .collect()
+    crate::model::f32_bytes(&params(module))
 }
 
 /// The module with the parameters of a checkpoint [`save`] made.
 pub fn load<B: Backend, M: Module<B>>(module: M, bytes: &[u8]) -> Result<M> {
-    if bytes.len() % 4 != 0 {
-        return Err(TrainError::Config(format!(
-            "a checkpoint of {} bytes is not a whole number of f32s",
-            bytes.len()
-        )));
-    }
-    let flat: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    with_params(module, &flat)
+    with_params(module, &crate::model::bytes_f32(bytes)?)
 }

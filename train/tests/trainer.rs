@@ -101,6 +101,51 @@ impl TrainLoop for Tally {
 }
 register_loop!(Tally);
 
+/// Three SGD steps of a small MLP on each rank's own batch, the gradient averaged
+/// whole after the backward pass or in buckets during it (`Config` = bucketed);
+/// reports the parameters' sum and the first parameters.
+struct Buckets;
+
+impl TrainLoop for Buckets {
+    type Config = bool;
+    type Shard = ();
+
+    fn train(ctx: &mut TrainContext, bucketed: bool, _: ()) -> prism_train::Result<()> {
+        use prism_train::model::{sgd_step, Mlp, Model};
+        let rank = ctx.rank();
+        let x = ndarray::Array2::from_shape_fn((16, 6), |(i, j)| {
+            ((i * 7 + j * 3 + rank * 5) % 11) as f32 / 11.0 - 0.5
+        });
+        let y: Vec<u32> = (0..16).map(|i| ((i + rank) % 3) as u32).collect();
+        let mlp_widths = [6, 20, 3];
+        let mut mlp = Mlp::new(&mlp_widths, 4);
+        let mut grads = vec![0.0; mlp.params().len()];
+        for _ in 0..3 {
+            if bucketed {
+                let mut buckets = prism_train::GradientBuckets::new(16);
+                let mut ready = |range, part: &[f32]| buckets.add(ctx, range, part);
+                mlp.loss_grad_buckets(x.view(), &y, &mut grads, 16, &mut ready);
+                buckets.finish(ctx, &mut grads)?;
+            } else {
+                mlp.loss_grad(x.view(), &y, &mut grads);
+                ctx.all_reduce(&mut grads, ReduceOp::Mean)?;
+            }
+            sgd_step(mlp.params_mut(), &grads, 0.5);
+        }
+        let p = mlp.params();
+        let sum: f64 = p.iter().map(|v| *v as f64).sum();
+        ctx.report(
+            [
+                ("sum", sum),
+                ("p0", p[0] as f64),
+                ("last", p[p.len() - 1] as f64),
+            ],
+            None,
+        )
+    }
+}
+register_loop!(Buckets);
+
 /// Each rank sums its shard; the ranks add their sums up.
 struct Sharded;
 
@@ -188,6 +233,23 @@ prism::both_modes! {
             "the workers' CPUs back",
         )
         .unwrap();
+    }
+
+    /// Gradients reduced in buckets on the communicator's thread, while the backward
+    /// pass goes on, train the model as the whole gradient reduced after it does.
+    fn bucketed_gradients_train_as_whole_ones(session, NodeSpec::cpus(2.0)) {
+        let fit = |bucketed: bool| {
+            Trainer::<Buckets>::new(bucketed, two_spread())
+                .run_config(RunConfig::quiet())
+                .fit()
+                .unwrap()
+                .metrics()
+        };
+        let (whole, bucketed) = (fit(false), fit(true));
+        for key in ["sum", "p0", "last"] {
+            let (a, b) = (whole[key], bucketed[key]);
+            assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{key}: {a} vs {b}");
+        }
     }
 
     /// Each worker trains on its own shard.

@@ -72,17 +72,14 @@ pub fn sgd_step(params: &mut [f32], grads: &[f32], rate: f32) {
 /// assert!(load(&mut fresh, &[0u8; 3]).is_err());
 /// ```
 pub fn save(model: &impl Model) -> Vec<u8> {
-    model
-        .params()
-        .iter()
-        .flat_map(|p| p.to_le_bytes())
-        .collect()
+    f32_bytes(model.params())
 }
 
 /// Takes back parameters that [`save`] made, into a model of the same shape.
 pub fn load(model: &mut impl Model, bytes: &[u8]) -> crate::Result<()> {
+    let values = bytes_f32(bytes)?;
     let params = model.params_mut();
-    if bytes.len() != params.len() * 4 {
+    if values.len() != params.len() {
         return Err(crate::TrainError::Config(format!(
             "a checkpoint of {} bytes for a model of {} parameters ({} bytes)",
             bytes.len(),
@@ -90,10 +87,27 @@ pub fn load(model: &mut impl Model, bytes: &[u8]) -> crate::Result<()> {
             params.len() * 4
         )));
     }
-    for (p, b) in params.iter_mut().zip(bytes.chunks_exact(4)) {
-        *p = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-    }
+    params.copy_from_slice(&values);
     Ok(())
+}
+
+/// `f32`s as checkpoint bytes, little-endian.
+pub(crate) fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|p| p.to_le_bytes()).collect()
+}
+
+/// The `f32`s of bytes [`f32_bytes`] made.
+pub(crate) fn bytes_f32(bytes: &[u8]) -> crate::Result<Vec<f32>> {
+    if bytes.len() % 4 != 0 {
+        return Err(crate::TrainError::Config(format!(
+            "a checkpoint of {} bytes is not a whole number of f32s",
+            bytes.len()
+        )));
+    }
+    Ok(bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect())
 }
 
 /// Deterministic small initial weights: a uniform draw in `(-scale, scale)` from a

@@ -59,6 +59,7 @@ mod record;
 mod store;
 mod worker;
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, Hasher};
 use std::marker::PhantomData;
@@ -162,12 +163,19 @@ pub struct Trainer<T: TrainLoop> {
     config: T::Config,
     scaling: ScalingConfig,
     run: RunConfig,
-    /// Kept as given, not only encoded: a shard that holds an actor handle (a
-    /// `DataShard`'s coordinator) keeps its actor alive for the run.
-    shards: Option<Vec<T::Shard>>,
+    /// One per worker, if given.
+    shards: Option<Shards<T::Shard>>,
     /// What a restored run had: its history and checkpoints.
     restored: Option<(Vec<Metrics>, Vec<Checkpoint>)>,
     _loop: PhantomData<fn() -> T>,
+}
+
+/// The shards a trainer was given, encoded once for every attempt's workers.
+struct Shards<S> {
+    /// Kept as given, not only encoded: a shard that holds an actor handle (a
+    /// `DataShard`'s coordinator) keeps its actor alive for the run.
+    _given: Vec<S>,
+    encoded: Vec<Vec<u8>>,
 }
 
 /// The run directory's manifest: what [`Trainer::restore`] needs to go on.
@@ -203,11 +211,15 @@ impl<T: TrainLoop> Trainer<T> {
     /// made by hand. Shards are not kept in the run directory: give them again after
     /// [`Trainer::restore`].
     pub fn shards(mut self, shards: Vec<T::Shard>) -> Result<Self> {
-        for s in &shards {
-            postcard::to_allocvec(s)
-                .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}")))?;
-        }
-        self.shards = Some(shards);
+        let encoded = shards
+            .iter()
+            .map(postcard::to_allocvec)
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}")))?;
+        self.shards = Some(Shards {
+            _given: shards,
+            encoded,
+        });
         Ok(self)
     }
 
@@ -295,8 +307,8 @@ impl<T: TrainLoop> Trainer<T> {
             s.finish()?;
         }
         Ok(TrainResult {
+            checkpoint: book.latest().cloned(),
             history: book.history,
-            checkpoint: book.latest,
             checkpoints: book.kept,
             failures,
             dir,
@@ -305,19 +317,15 @@ impl<T: TrainLoop> Trainer<T> {
         })
     }
 
-    fn encoded_shards(&self, n: usize) -> Result<Vec<Vec<u8>>> {
+    fn encoded_shards(&self, n: usize) -> Result<Cow<'_, [Vec<u8>]>> {
         match &self.shards {
-            Some(s) if s.len() == n => s
-                .iter()
-                .map(postcard::to_allocvec)
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(|e| TrainError::Config(format!("a shard does not encode: {e}"))),
+            Some(s) if s.encoded.len() == n => Ok(Cow::Borrowed(&s.encoded)),
             Some(s) => Err(TrainError::Config(format!(
                 "{} shards for {n} workers: give one shard per worker",
-                s.len()
+                s.encoded.len()
             ))),
             None if std::any::TypeId::of::<T::Shard>() == std::any::TypeId::of::<()>() => {
-                Ok(vec![Vec::new(); n])
+                Ok(Cow::Owned(vec![Vec::new(); n]))
             }
             None => Err(TrainError::Config(format!(
                 "{} trains on a shard per worker: give them with Trainer::shards",
@@ -348,14 +356,14 @@ impl<T: TrainLoop> Trainer<T> {
 }
 
 /// What every attempt's ranks are set up from.
-struct Setups {
+struct Setups<'a> {
     name: &'static str,
     config: Vec<u8>,
-    shards: Vec<Vec<u8>>,
+    shards: Cow<'a, [Vec<u8>]>,
     timeout: Duration,
 }
 
-impl Setups {
+impl Setups<'_> {
     fn rank(&self, rank: usize, link: Link, attempt: u32, resume: Option<&Checkpoint>) -> RunSetup {
         RunSetup {
             name: self.name.to_string(),
@@ -406,6 +414,9 @@ impl Drop for Gang {
 /// How often the driver looks at the workers.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long rank 0 has to hand over its reports before the attempt counts as failed.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long the survivors of a failed attempt get to end, and to hand over their last
 /// reports, before the gang is ended.
 const FAILURE_GRACE: Duration = Duration::from_secs(2);
@@ -414,7 +425,7 @@ impl Attempt<'_> {
     fn run(
         &self,
         attempt: u32,
-        setups: &Setups,
+        setups: &Setups<'_>,
         book: &mut Book,
         store: Option<&RunStore>,
         line: &mut Line,
@@ -456,12 +467,11 @@ impl Attempt<'_> {
                 secret: random_u64(),
             }
         };
-        let resume = book.latest.clone();
         let runs: Vec<_> = gang
             .workers
             .iter()
             .enumerate()
-            .map(|(rank, w)| w.run(setups.rank(rank, link.clone(), attempt, resume.as_ref())))
+            .map(|(rank, w)| w.run(setups.rank(rank, link.clone(), attempt, book.latest())))
             .collect();
         let rank_of: BTreeMap<prism::ObjectId, usize> = runs
             .iter()
@@ -472,7 +482,10 @@ impl Attempt<'_> {
         loop {
             let (ready, rest) = prism::wait(&pending, pending.len(), Some(POLL)).map_err(failed)?;
             pending = rest;
-            let reports = prism::get(&gang.workers[0].drain()).map_err(failed)?;
+            // A drain is answered beside the running loop at once; a rank 0 that cannot
+            // answer in this long (its process stopped, say) fails the attempt.
+            let reports =
+                prism::get_timeout(&gang.workers[0].drain(), DRAIN_TIMEOUT).map_err(failed)?;
             for r in reports {
                 line.epoch(&r);
                 book.record(r, store);

@@ -78,7 +78,7 @@ fn rank(a: &Checkpoint, b: &Checkpoint, (name, mode): &(String, Mode)) -> std::c
 /// The run's record: rank 0's history and the checkpoints kept.
 pub(super) struct Book {
     pub(super) history: Vec<Metrics>,
-    pub(super) latest: Option<Checkpoint>,
+    /// Oldest first: the latest is the last.
     pub(super) kept: Vec<Checkpoint>,
     num_to_keep: Option<usize>,
     score: Option<(String, Mode)>,
@@ -89,7 +89,6 @@ impl Book {
         let (history, kept) = restored.unwrap_or_default();
         let mut book = Book {
             history,
-            latest: kept.last().cloned(),
             kept,
             num_to_keep: run.num_to_keep,
             score: run.score.clone(),
@@ -98,9 +97,14 @@ impl Book {
         book
     }
 
+    /// The latest checkpoint: the one the next attempt resumes from.
+    pub(super) fn latest(&self) -> Option<&Checkpoint> {
+        self.kept.last()
+    }
+
     /// The epochs the next attempt starts after.
     pub(super) fn start(&self) -> usize {
-        self.latest.as_ref().map_or(0, |c| c.iteration)
+        self.latest().map_or(0, |c| c.iteration)
     }
 
     /// Cuts the history back to the latest checkpoint, for an attempt resuming from it.
@@ -131,8 +135,7 @@ impl Book {
         // A checkpoint of an epoch seen before (by an attempt that failed after it)
         // gives way to the new one.
         self.kept.retain(|c| c.iteration != checkpoint.iteration);
-        self.kept.push(checkpoint.clone());
-        self.latest = Some(checkpoint);
+        self.kept.push(checkpoint);
         self.prune(store);
     }
 

@@ -133,10 +133,7 @@ impl RunStore {
 
     /// Waits for every write sent so far; the first that failed, if any did.
     pub(super) fn finish(mut self) -> Result<()> {
-        self.send = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        self.close();
         let failure = self
             .failure
             .lock()
@@ -146,12 +143,19 @@ impl RunStore {
     }
 }
 
-impl Drop for RunStore {
-    fn drop(&mut self) {
+impl RunStore {
+    /// Ends the writer once it has done what it was sent.
+    fn close(&mut self) {
         self.send = None;
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+impl Drop for RunStore {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
