@@ -1,0 +1,350 @@
+//! [`Serve`]: the running application of this process: its HTTP ingress, its
+//! deployments and the controller thread that keeps them at their replicas.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::controller::{DeploymentStatus, Managed};
+use crate::deployment::{self, Deployment};
+use crate::directory::{self, Directory};
+use crate::error::{Result, ServeError};
+use crate::handle::DeploymentHandle;
+use crate::ingress::{self, Ingress, Route};
+use crate::options::{DeploymentOptions, HttpOptions};
+
+/// How long [`Serve::deploy`] waits for its replicas to serve.
+const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Replicas that fail to start in a row before [`Serve::deploy`] gives up.
+const START_ATTEMPTS: u32 = 3;
+
+/// How often the controller looks at every deployment.
+const TICK: Duration = Duration::from_millis(20);
+
+struct App {
+    ingress: Arc<Ingress>,
+    address: SocketAddr,
+    version: AtomicU64,
+    stopping: AtomicBool,
+    /// Set once the application is shut down (or asked to be, by Ctrl-C).
+    stopped: (Mutex<bool>, Condvar),
+    stop_http: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    http: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    controller: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The serving application of this process: an HTTP ingress and the deployments it
+/// routes to. Embedded, replicas are actors of this process; on a cluster, actors on
+/// any node, with the ingress in this process.
+///
+/// ```no_run
+/// # use prism_serve::{Deployment, DeploymentOptions, Handlers, HttpError, HttpOptions, Serve};
+/// # struct Echo;
+/// # impl Deployment for Echo {
+/// #     type Config = ();
+/// #     fn new(_: ()) -> Result<Self, String> { Ok(Echo) }
+/// #     fn handlers(h: &mut Handlers<Self>) { h.call(|_: &Echo, v: serde_json::Value| Ok::<_, HttpError>(v)); }
+/// # }
+/// # prism_serve::register_deployment!(Echo);
+/// prism::init().unwrap();
+/// let serve = Serve::start(HttpOptions::default()).unwrap();
+/// serve.deploy::<Echo>(DeploymentOptions::new("echo"), ()).unwrap();
+/// // POST http://127.0.0.1:8000/echo answers with its body
+/// serve.wait(); // until Ctrl-C
+/// ```
+pub struct Serve {
+    app: Arc<App>,
+}
+
+impl Serve {
+    /// Starts the HTTP ingress (on 127.0.0.1:8000 by default) and the controller.
+    /// prism must be started first.
+    pub fn start(http: HttpOptions) -> Result<Serve> {
+        if !prism::is_initialized() {
+            return Err(ServeError::Runtime(prism::Error::NotInitialized));
+        }
+        let ingress = Arc::new(Ingress::default());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (address, http_task) = ingress::start(ingress.clone(), http.address, async move {
+            let _ = stop_rx.await;
+        })
+        .map_err(|e| ServeError::Http(format!("cannot listen on {}: {e}", http.address)))?;
+        let app = Arc::new(App {
+            ingress,
+            address,
+            version: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            stopped: (Mutex::new(false), Condvar::new()),
+            stop_http: Mutex::new(Some(stop_tx)),
+            http: Mutex::new(Some(http_task)),
+            controller: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&app);
+        let controller = std::thread::Builder::new()
+            .name("prism-serve-controller".into())
+            .spawn(move || {
+                while let Some(app) = weak.upgrade() {
+                    if app.stopping.load(Ordering::Acquire) {
+                        break;
+                    }
+                    app.tick();
+                    drop(app);
+                    std::thread::sleep(TICK);
+                }
+            })
+            .map_err(|e| ServeError::Config(format!("cannot start the controller: {e}")))?;
+        *lock(&app.controller) = Some(controller);
+        tracing::info!("prism-serve listening on http://{address}");
+        Ok(Serve { app })
+    }
+
+    /// Where the ingress listens.
+    pub fn address(&self) -> SocketAddr {
+        self.app.address
+    }
+
+    /// The ingress's URL of a path, `http://ip:port/path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.app.address)
+    }
+
+    /// Deploys `D` under `options` with its user config, and waits until its replicas
+    /// serve. Deploying a name that runs again takes the new options (replica count,
+    /// limits, route) and applies a changed config to its replicas without a restart.
+    pub fn deploy<D: Deployment>(
+        &self,
+        options: DeploymentOptions,
+        config: D::Config,
+    ) -> Result<()> {
+        options.check().map_err(ServeError::Config)?;
+        let class = std::any::type_name::<D>();
+        deployment::lookup(class).map_err(ServeError::Config)?;
+        let config = serde_json::to_string(&config)
+            .map_err(|e| ServeError::Config(format!("the user config does not encode: {e}")))?;
+        let name = options.name.clone();
+        if let Some(p) = &options.route_prefix {
+            if let Some(other) = self.app.ingress.taken(p, &name) {
+                return Err(ServeError::Config(format!(
+                    "route prefix {p} is deployment {other}'s already"
+                )));
+            }
+        }
+        let existing = self.find(&name);
+        let fresh = existing.is_none();
+        let managed = match existing {
+            Some(m) if m.class != class => {
+                return Err(ServeError::Config(format!(
+                    "deployment {name} runs {}, not {class}: delete it first",
+                    m.class
+                )))
+            }
+            Some(m) => {
+                m.update(options.clone());
+                self.apply_config(&m, config)?;
+                m
+            }
+            None => {
+                let m = Managed::new(class, deployment::kinds::<D>(), options.clone(), config);
+                directory::own(m.router.clone());
+                lock_w(&self.app.ingress.deployments).push(m.clone());
+                m
+            }
+        };
+        match &options.route_prefix {
+            Some(prefix) => self.app.ingress.set_route(Route {
+                prefix: prefix.clone(),
+                router: managed.router.clone(),
+                timeout: options.request_timeout,
+            }),
+            None => self.app.ingress.remove_route(&name),
+        }
+        let deadline = Instant::now() + DEPLOY_TIMEOUT;
+        loop {
+            let (running, target, failure, failures) = managed.progress();
+            if running >= target {
+                return Ok(());
+            }
+            if failures >= START_ATTEMPTS && running == 0 {
+                let reason = failure.unwrap_or_default();
+                if fresh {
+                    let _ = self.delete(&name);
+                }
+                return Err(ServeError::ReplicaFailed {
+                    deployment: name,
+                    reason,
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(ServeError::Timeout(format!(
+                    "deployment {name}: {running} of {target} replicas serve after {DEPLOY_TIMEOUT:?}{}",
+                    failure.map(|f| format!("; last failure: {f}")).unwrap_or_default()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Applies a new user config to the running replicas of `name` (each takes it
+    /// once its requests in flight are done), and to those started later.
+    pub fn reconfigure<C: Serialize>(&self, name: &str, config: &C) -> Result<()> {
+        let m = self
+            .find(name)
+            .ok_or_else(|| ServeError::NoDeployment(name.to_string()))?;
+        let config = serde_json::to_string(config)
+            .map_err(|e| ServeError::Config(format!("the user config does not encode: {e}")))?;
+        self.apply_config(&m, config)
+    }
+
+    fn apply_config(&self, m: &Managed, config: String) -> Result<()> {
+        m.set_config(config.clone());
+        let calls: Vec<_> = m
+            .running()
+            .iter()
+            .map(|r| r.reconfigure(config.clone()))
+            .collect();
+        for c in calls {
+            prism::get(&c)?.map_err(|reason| ServeError::ReplicaFailed {
+                deployment: m.name.clone(),
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// A handle on deployment `name` (see [`DeploymentHandle`]).
+    pub fn handle(&self, name: &str) -> DeploymentHandle {
+        DeploymentHandle::new(name)
+    }
+
+    /// Every deployment's replicas, their states and queues.
+    pub fn status(&self) -> Vec<DeploymentStatus> {
+        lock_r(&self.app.ingress.deployments)
+            .iter()
+            .map(|d| d.status())
+            .collect()
+    }
+
+    /// Stops deployment `name`: its route goes at once, its replicas finish the
+    /// requests in flight (up to the graceful shutdown timeout) and end.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let m = self
+            .find(name)
+            .ok_or_else(|| ServeError::NoDeployment(name.to_string()))?;
+        self.app.ingress.remove_route(name);
+        m.delete();
+        let deadline =
+            Instant::now() + m.options().graceful_shutdown_timeout + Duration::from_secs(5);
+        while !m.gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lock_w(&self.app.ingress.deployments).retain(|d| d.name != name);
+        directory::disown(name);
+        Ok(())
+    }
+
+    /// Blocks until the application is shut down: by [`Serve::shutdown`] from another
+    /// thread, or Ctrl-C (which shuts it down).
+    pub fn wait(&self) {
+        let app = self.app.clone();
+        crate::tokio().spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                let (m, cv) = &app.stopped;
+                *lock(m) = true;
+                cv.notify_all();
+            }
+        });
+        let (m, cv) = &self.app.stopped;
+        let mut stopped = lock(m);
+        while !*stopped {
+            stopped = cv.wait(stopped).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    /// Drains and ends every deployment, then stops the ingress.
+    pub fn shutdown(self) {
+        self.stop();
+    }
+
+    fn stop(&self) {
+        let names: Vec<String> = lock_r(&self.app.ingress.deployments)
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
+        for n in names {
+            let _ = self.delete(&n);
+        }
+        self.app.stopping.store(true, Ordering::Release);
+        if let Some(c) = lock(&self.app.controller).take() {
+            let _ = c.join();
+        }
+        if let Some(tx) = lock(&self.app.stop_http).take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = lock(&self.app.http).take() {
+            let _ = crate::tokio()
+                .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
+        }
+        let (m, cv) = &self.app.stopped;
+        *lock(m) = true;
+        cv.notify_all();
+    }
+
+    fn find(&self, name: &str) -> Option<Arc<Managed>> {
+        lock_r(&self.app.ingress.deployments)
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if !self.app.stopping.load(Ordering::Acquire) {
+            self.stop();
+        }
+    }
+}
+
+impl App {
+    fn tick(&self) {
+        let all: Vec<Arc<Managed>> = lock_r(&self.ingress.deployments).clone();
+        let directory = self.directory(&all);
+        let mut changed = false;
+        for d in &all {
+            changed |= d.tick(&directory);
+        }
+        if changed {
+            self.version.fetch_add(1, Ordering::AcqRel);
+            let directory = self.directory(&all);
+            for d in &all {
+                for r in d.all_handles() {
+                    // Fire and forget: a replica that misses one takes the next.
+                    let _ = r.set_directory(directory.clone());
+                }
+            }
+        }
+    }
+
+    fn directory(&self, all: &[Arc<Managed>]) -> Directory {
+        Directory {
+            version: self.version.load(Ordering::Acquire),
+            deployments: all.iter().map(|d| d.entry()).collect(),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_r<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn lock_w<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,214 @@
+//! The HTTP ingress, on axum: each request's path picks a deployment (the longest
+//! route prefix that matches) and a handler (the rest of the path), its body goes to
+//! the deployment's router as it is, and the answer's JSON comes back with the status
+//! of its typed error when it failed. Beside the routes: `/-/healthz`, `/-/routes`,
+//! `/-/status` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::Response;
+use axum::routing::get;
+
+use crate::controller::Managed;
+use crate::error::HttpError;
+use crate::metrics::{Gauges, HEADER};
+use crate::router::Router;
+
+/// One route: a prefix and the deployment it leads to.
+#[derive(Clone)]
+pub(crate) struct Route {
+    pub prefix: String,
+    pub router: Arc<Router>,
+    pub timeout: Option<Duration>,
+}
+
+/// What the ingress serves from: the routes, longest prefix first, and the
+/// deployments (for the status and metrics pages).
+#[derive(Default)]
+pub(crate) struct Ingress {
+    routes: RwLock<Vec<Route>>,
+    pub(crate) deployments: RwLock<Vec<Arc<Managed>>>,
+}
+
+impl Ingress {
+    /// Adds (or replaces) the route of a deployment.
+    pub(crate) fn set_route(&self, route: Route) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|r| r.router.name != route.router.name);
+        routes.push(route);
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+    }
+
+    /// The deployment, other than `except`, that already answers under `prefix`.
+    pub(crate) fn taken(&self, prefix: &str, except: &str) -> Option<String> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes
+            .iter()
+            .find(|r| r.prefix == prefix && r.router.name != except)
+            .map(|r| r.router.name.clone())
+    }
+
+    /// Removes a deployment's route.
+    pub(crate) fn remove_route(&self, name: &str) {
+        let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
+        routes.retain(|r| r.router.name != name);
+    }
+
+    /// The route and handler a path leads to.
+    fn resolve(&self, path: &str) -> Option<(Route, String)> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        routes.iter().find_map(|r| {
+            let rest = if r.prefix == "/" {
+                Some(&path[1..])
+            } else {
+                path.strip_prefix(r.prefix.as_str())
+                    .and_then(|rest| match rest {
+                        "" => Some(""),
+                        _ => rest.strip_prefix('/'),
+                    })
+            }?;
+            Some((r.clone(), rest.trim_end_matches('/').to_string()))
+        })
+    }
+
+    fn metrics(&self) -> String {
+        let mut out = String::from(HEADER);
+        for d in self
+            .deployments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
+            let status = d.status();
+            let (ongoing, queued) = d.router.load();
+            let serving = status
+                .replicas
+                .iter()
+                .filter(|r| r.state == crate::ReplicaState::Running)
+                .count();
+            let gauges = Gauges {
+                replicas: serving,
+                ongoing,
+                queued,
+            };
+            d.router.metrics.render(&mut out, &d.name, &gauges);
+        }
+        out
+    }
+}
+
+fn json_response(status: u16, body: Vec<u8>) -> Response {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a valid response")
+}
+
+fn error_response(e: &HttpError) -> Response {
+    let body =
+        serde_json::to_vec(&serde_json::json!({ "error": e.message })).expect("a string encodes");
+    json_response(e.status, body)
+}
+
+async fn request(State(ingress): State<Arc<Ingress>>, uri: Uri, body: Bytes) -> Response {
+    let Some((route, handler)) = ingress.resolve(uri.path()) else {
+        return error_response(&HttpError::not_found(format!(
+            "no deployment answers {}",
+            uri.path()
+        )));
+    };
+    let rx = match route.router.call(&handler, body.to_vec()) {
+        Ok(rx) => rx,
+        Err(e) => return error_response(&e),
+    };
+    let answer = match route.timeout {
+        Some(t) => match tokio::time::timeout(t, rx).await {
+            Ok(a) => a,
+            Err(_) => {
+                route.router.metrics.answered(504, t.as_secs_f64() * 1e3);
+                return error_response(&HttpError::timeout(format!(
+                    "deployment {} did not answer within {t:?}",
+                    route.router.name
+                )));
+            }
+        },
+        None => rx.await,
+    };
+    match answer {
+        Ok(Ok(bytes)) => json_response(200, bytes),
+        Ok(Err(e)) => error_response(&e),
+        Err(_) => error_response(&HttpError::unavailable(format!(
+            "deployment {} stopped before it answered",
+            route.router.name
+        ))),
+    }
+}
+
+/// Binds `address` and serves until `stop` resolves; returns the bound address.
+pub(crate) fn start(
+    ingress: Arc<Ingress>,
+    address: SocketAddr,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = crate::tokio().block_on(tokio::net::TcpListener::bind(address))?;
+    let bound = listener.local_addr()?;
+    let status_of = ingress.clone();
+    let metrics_of = ingress.clone();
+    let app = axum::Router::new()
+        .route("/-/healthz", get(|| async { "ok" }))
+        .route(
+            "/-/routes",
+            get(|State(i): State<Arc<Ingress>>| async move {
+                let routes = i.routes.read().unwrap_or_else(|p| p.into_inner());
+                let map: serde_json::Map<String, serde_json::Value> = routes
+                    .iter()
+                    .map(|r| (r.prefix.clone(), r.router.name.clone().into()))
+                    .collect();
+                json_response(200, serde_json::to_vec(&map).expect("encodes"))
+            }),
+        )
+        .route(
+            "/-/status",
+            get(move || async move {
+                let all: Vec<_> = status_of
+                    .deployments
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .map(|d| d.status())
+                    .collect();
+                json_response(200, serde_json::to_vec(&all).expect("encodes"))
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || async move {
+                Response::builder()
+                    .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
+                    .body(Body::from(metrics_of.metrics()))
+                    .expect("a valid response")
+            }),
+        )
+        .fallback(request)
+        .with_state(ingress);
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        // Answers are small and each waits for its request: never hold one back.
+        let _ = tcp.set_nodelay(true);
+    });
+    let task = crate::tokio().spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(stop)
+            .await;
+        if let Err(e) = served {
+            tracing::error!("the HTTP ingress stopped: {e}");
+        }
+    });
+    Ok((bound, task))
+}

@@ -1,0 +1,450 @@
+//! The router of one deployment, in each process that sends it requests (the ingress,
+//! a handle inside another deployment's replica): it knows the replicas, how many
+//! requests each has in flight from here, and the requests that wait.
+//!
+//! A request goes to the less loaded of two replicas picked at random among those
+//! below `max_ongoing_requests` (the power of two choices), straight to the replica's
+//! actor: no proxy in between. When every replica is full it waits here, in order, up
+//! to `max_queued_requests` (past it: 503). Requests to a batched handler gather here
+//! until `max_batch_size` of them wait or the first has waited `batch_wait_timeout`,
+//! then go to one replica as one call: a batch counts once against
+//! `max_ongoing_requests`, so that the limit never keeps a batch from filling.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use tokio::sync::oneshot;
+
+use crate::deployment::HandlerKind;
+use crate::error::HttpError;
+use crate::metrics::Metrics;
+use crate::replica::{ReplicaHandle, Reply};
+
+/// A request waiting for a replica.
+struct Waiting {
+    handler: String,
+    body: Vec<u8>,
+    reply: oneshot::Sender<Reply>,
+    since: Instant,
+}
+
+/// One replica as this router sees it.
+struct Slot {
+    id: u64,
+    replica: ReplicaHandle,
+    /// Requests (or batches) sent and not answered.
+    ongoing: usize,
+    /// Takes new requests (false while it drains before it stops).
+    accepting: bool,
+}
+
+#[derive(Default)]
+struct Batch {
+    waiting: VecDeque<Waiting>,
+    /// A wake-up is set for when the first waiting request's time is up.
+    timer: bool,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    queue: VecDeque<Waiting>,
+    batches: BTreeMap<String, Batch>,
+    /// Requests in `queue` and `batches`.
+    queued: usize,
+    max_ongoing: usize,
+    max_queued: Option<usize>,
+    /// Replicas whose calls failed because the replica is gone, for the controller.
+    dead: Vec<u64>,
+    /// Why new requests are refused, once the deployment is deleted.
+    closed: Option<String>,
+    rng: u64,
+}
+
+/// What `pump` decided to send, sent once the lock is released.
+enum Dispatch {
+    One(u64, ReplicaHandle, Waiting),
+    Many(u64, ReplicaHandle, Vec<Waiting>),
+}
+
+/// The router of one deployment. See the module's documentation.
+pub(crate) struct Router {
+    pub(crate) name: String,
+    kinds: BTreeMap<String, HandlerKind>,
+    state: Mutex<State>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Router {
+    /// A router with no replicas yet.
+    pub(crate) fn new(
+        name: &str,
+        kinds: BTreeMap<String, HandlerKind>,
+        max_ongoing: usize,
+        max_queued: Option<usize>,
+    ) -> Arc<Router> {
+        let batches = kinds
+            .iter()
+            .filter(|(_, k)| matches!(k, HandlerKind::Batched(_)))
+            .map(|(n, _)| (n.clone(), Batch::default()))
+            .collect();
+        Arc::new(Router {
+            name: name.to_string(),
+            kinds,
+            state: Mutex::new(State {
+                slots: Vec::new(),
+                queue: VecDeque::new(),
+                batches,
+                queued: 0,
+                max_ongoing: max_ongoing.max(1),
+                max_queued,
+                dead: Vec::new(),
+                closed: None,
+                rng: 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id()),
+            }),
+            metrics: Metrics::default(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sends a request to `handler` (its JSON body): the answer comes on the receiver.
+    /// Fails at once when the handler does not exist, the queue is full, or the
+    /// deployment is gone.
+    pub(crate) fn call(
+        self: &Arc<Self>,
+        handler: &str,
+        body: Vec<u8>,
+    ) -> Result<oneshot::Receiver<Reply>, HttpError> {
+        let Some(kind) = self.kinds.get(handler) else {
+            let known: Vec<&String> = self.kinds.keys().collect();
+            return Err(HttpError::not_found(format!(
+                "deployment {} has no handler {handler:?} (it has {known:?})",
+                self.name
+            )));
+        };
+        let (tx, rx) = oneshot::channel();
+        let waiting = Waiting {
+            handler: handler.to_string(),
+            body,
+            reply: tx,
+            since: Instant::now(),
+        };
+        let mut st = self.lock();
+        if let Some(why) = &st.closed {
+            return Err(HttpError::unavailable(why.clone()));
+        }
+        if let Some(max) = st.max_queued {
+            if st.queued >= max {
+                let why = format!(
+                    "deployment {} is overloaded: {} requests wait (max_queued_requests {max})",
+                    self.name, st.queued
+                );
+                drop(st);
+                self.metrics.answered(503, 0.0);
+                return Err(HttpError::unavailable(why));
+            }
+        }
+        st.queued += 1;
+        match kind {
+            HandlerKind::Single => st.queue.push_back(waiting),
+            HandlerKind::Batched(_) => st
+                .batches
+                .get_mut(handler)
+                .expect("a batch per batched handler")
+                .waiting
+                .push_back(waiting),
+        }
+        self.pump(st);
+        Ok(rx)
+    }
+
+    /// Sends what can be sent now, then releases the lock and sends it.
+    fn pump(self: &Arc<Self>, mut st: MutexGuard<'_, State>) {
+        let mut sends = Vec::new();
+        let now = Instant::now();
+        loop {
+            // A request whose caller gave up (its timeout, its connection) is dropped.
+            while st.queue.front().is_some_and(|w| w.reply.is_closed()) {
+                st.queue.pop_front();
+                st.queued -= 1;
+            }
+            if st.queue.is_empty() {
+                break;
+            }
+            let Some(i) = pick(&mut st) else { break };
+            let w = st.queue.pop_front().expect("not empty");
+            st.queued -= 1;
+            let slot = &mut st.slots[i];
+            slot.ongoing += 1;
+            sends.push(Dispatch::One(slot.id, slot.replica.clone(), w));
+        }
+        let handlers: Vec<String> = st.batches.keys().cloned().collect();
+        for handler in handlers {
+            let HandlerKind::Batched(opts) = self.kinds[&handler] else {
+                continue;
+            };
+            loop {
+                let batch = st.batches.get_mut(&handler).expect("listed");
+                let before = batch.waiting.len();
+                batch.waiting.retain(|w| !w.reply.is_closed());
+                let gone = before - batch.waiting.len();
+                st.queued -= gone;
+                let batch = st.batches.get_mut(&handler).expect("listed");
+                let Some(first) = batch.waiting.front() else {
+                    break;
+                };
+                let due = first.since + opts.batch_wait_timeout;
+                if batch.waiting.len() < opts.max_batch_size && due > now {
+                    if !batch.timer {
+                        batch.timer = true;
+                        let me = self.clone();
+                        let handler = handler.clone();
+                        crate::tokio().spawn(async move {
+                            tokio::time::sleep_until(due.into()).await;
+                            let mut st = me.lock();
+                            if let Some(b) = st.batches.get_mut(&handler) {
+                                b.timer = false;
+                            }
+                            me.pump(st);
+                        });
+                    }
+                    break;
+                }
+                let Some(i) = pick(&mut st) else { break };
+                let batch = st.batches.get_mut(&handler).expect("listed");
+                let n = batch.waiting.len().min(opts.max_batch_size);
+                let taken: Vec<Waiting> = batch.waiting.drain(..n).collect();
+                st.queued -= n;
+                let slot = &mut st.slots[i];
+                slot.ongoing += 1;
+                sends.push(Dispatch::Many(slot.id, slot.replica.clone(), taken));
+            }
+        }
+        drop(st);
+        for s in sends {
+            self.send(s);
+        }
+    }
+
+    fn send(self: &Arc<Self>, s: Dispatch) {
+        let me = self.clone();
+        match s {
+            Dispatch::One(id, replica, w) => {
+                let answer = replica.call(w.handler, w.body);
+                crate::tokio().spawn(async move {
+                    let reply = match answer.await {
+                        Ok(reply) => reply,
+                        Err(e) => Err(me.failed(id, e)),
+                    };
+                    me.answer(w.reply, reply, w.since);
+                    me.done(id);
+                });
+            }
+            Dispatch::Many(id, replica, ws) => {
+                let handler = ws[0].handler.clone();
+                let (bodies, rest): (Vec<Vec<u8>>, Vec<_>) =
+                    ws.into_iter().map(|w| (w.body, (w.reply, w.since))).unzip();
+                let n = bodies.len();
+                me.metrics.batch(n);
+                let answer = replica.call_batch(handler, bodies);
+                crate::tokio().spawn(async move {
+                    let replies = match answer.await {
+                        Ok(r) if r.len() == n => r,
+                        Ok(r) => vec![
+                            Err(HttpError::internal(format!(
+                                "a replica answered {} of a batch of {n}",
+                                r.len()
+                            )));
+                            n
+                        ],
+                        Err(e) => vec![Err(me.failed(id, e)); n],
+                    };
+                    for ((tx, since), reply) in rest.into_iter().zip(replies) {
+                        me.answer(tx, reply, since);
+                    }
+                    me.done(id);
+                });
+            }
+        }
+    }
+
+    fn answer(&self, tx: oneshot::Sender<Reply>, reply: Reply, since: Instant) {
+        let status = reply.as_ref().map_or_else(|e| e.status, |_| 200);
+        self.metrics
+            .answered(status, since.elapsed().as_secs_f64() * 1e3);
+        let _ = tx.send(reply);
+    }
+
+    /// A call that failed in the runtime: the replica is gone (its process died, it
+    /// was killed) or the call itself failed.
+    fn failed(&self, id: u64, e: prism::Error) -> HttpError {
+        let gone = matches!(
+            e,
+            prism::Error::ActorDied { .. }
+                | prism::Error::WorkerCrashed { .. }
+                | prism::Error::ClusterUnreachable { .. }
+                | prism::Error::Shutdown
+        );
+        if gone {
+            let mut st = self.lock();
+            if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+                s.accepting = false;
+            }
+            if !st.dead.contains(&id) {
+                st.dead.push(id);
+            }
+            HttpError::unavailable(format!(
+                "the replica of {} serving this request is gone: {e}",
+                self.name
+            ))
+        } else {
+            HttpError::internal(format!("{e}"))
+        }
+    }
+
+    fn done(self: &Arc<Self>, id: u64) {
+        let mut st = self.lock();
+        if let Some(s) = st.slots.iter_mut().find(|s| s.id == id) {
+            s.ongoing -= 1;
+        }
+        self.pump(st);
+    }
+
+    /// Starts sending requests to a replica.
+    pub(crate) fn add(self: &Arc<Self>, id: u64, replica: ReplicaHandle) {
+        let mut st = self.lock();
+        st.slots.push(Slot {
+            id,
+            replica,
+            ongoing: 0,
+            accepting: true,
+        });
+        self.pump(st);
+    }
+
+    /// Stops sending requests to a replica; it stays counted until [`Router::remove`].
+    pub(crate) fn stop_sending(&self, id: u64) {
+        if let Some(s) = self.lock().slots.iter_mut().find(|s| s.id == id) {
+            s.accepting = false;
+        }
+    }
+
+    /// Forgets a replica.
+    pub(crate) fn remove(&self, id: u64) {
+        let mut st = self.lock();
+        st.slots.retain(|s| s.id != id);
+        st.dead.retain(|d| *d != id);
+    }
+
+    /// Replaces the replica set with `replicas` (by id), keeping what is known of
+    /// those that stay: what a handle's router does when the directory changes.
+    pub(crate) fn set(self: &Arc<Self>, replicas: Vec<(u64, ReplicaHandle)>) {
+        let mut st = self.lock();
+        st.slots
+            .retain(|s| replicas.iter().any(|(id, _)| *id == s.id));
+        for (id, r) in replicas {
+            if !st.slots.iter().any(|s| s.id == id) {
+                st.slots.push(Slot {
+                    id,
+                    replica: r,
+                    ongoing: 0,
+                    accepting: true,
+                });
+            }
+        }
+        self.pump(st);
+    }
+
+    /// Requests in flight on a replica, from here.
+    pub(crate) fn ongoing(&self, id: u64) -> usize {
+        let st = self.lock();
+        st.slots
+            .iter()
+            .find(|s| s.id == id)
+            .map_or(0, |s| s.ongoing)
+    }
+
+    /// Requests in flight in all and waiting: the load the autoscaler reads.
+    pub(crate) fn load(&self) -> (usize, usize) {
+        let st = self.lock();
+        (st.slots.iter().map(|s| s.ongoing).sum(), st.queued)
+    }
+
+    /// Replicas whose calls found them gone, since the last look.
+    pub(crate) fn take_dead(&self) -> Vec<u64> {
+        std::mem::take(&mut self.lock().dead)
+    }
+
+    /// Answers every waiting request with `err` (no replica can start).
+    pub(crate) fn fail_waiting(&self, err: HttpError) {
+        let mut st = self.lock();
+        let mut all: Vec<Waiting> = st.queue.drain(..).collect();
+        for b in st.batches.values_mut() {
+            all.extend(b.waiting.drain(..));
+        }
+        st.queued = 0;
+        drop(st);
+        for w in all {
+            self.answer(w.reply, Err(err.clone()), w.since);
+        }
+    }
+
+    /// Refuses new requests with `why` and fails those waiting.
+    pub(crate) fn close(&self, why: String) {
+        self.lock().closed = Some(why.clone());
+        self.fail_waiting(HttpError::unavailable(why));
+    }
+
+    /// Sets the per-replica and queue limits.
+    pub(crate) fn limits(self: &Arc<Self>, max_ongoing: usize, max_queued: Option<usize>) {
+        let mut st = self.lock();
+        st.max_ongoing = max_ongoing.max(1);
+        st.max_queued = max_queued;
+        self.pump(st);
+    }
+}
+
+/// The replica a request goes to: of two picked at random among those that take
+/// requests and are below the limit, the one with fewer in flight.
+fn pick(st: &mut State) -> Option<usize> {
+    let max = st.max_ongoing;
+    let open = |s: &Slot| s.accepting && s.ongoing < max;
+    let n = st.slots.iter().filter(|s| open(s)).count();
+    match n {
+        0 => None,
+        1 => st.slots.iter().position(open),
+        _ => {
+            let a = next(&mut st.rng) as usize % n;
+            let mut b = next(&mut st.rng) as usize % (n - 1);
+            if b >= a {
+                b += 1;
+            }
+            let nth = |k: usize| {
+                st.slots
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| open(s))
+                    .nth(k)
+                    .map(|(i, _)| i)
+                    .expect("k < n")
+            };
+            let (a, b) = (nth(a), nth(b));
+            Some(if st.slots[b].ongoing < st.slots[a].ongoing {
+                b
+            } else {
+                a
+            })
+        }
+    }
+}
+
+/// xorshift64*: enough randomness to pick replicas, without a dependency.
+fn next(s: &mut u64) -> u64 {
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    s.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}

@@ -1,0 +1,233 @@
+//! A small HTTP/1.1 client over a real TCP connection, and the deployments the tests
+//! serve.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use prism_serve::{BatchOptions, Deployment, DeploymentHandle, Handlers, HttpError};
+use serde::{Deserialize, Serialize};
+
+/// One keep-alive connection to the ingress.
+pub struct Conn {
+    reader: BufReader<TcpStream>,
+}
+
+/// A response: its status and body.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    /// The body as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+}
+
+impl Conn {
+    pub fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).expect("connects to the ingress");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("a read timeout");
+        Conn {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends one request and reads its response.
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Answer {
+        let req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.reader
+            .get_mut()
+            .write_all(req.as_bytes())
+            .expect("the request is sent");
+        let mut line = String::new();
+        self.reader.read_line(&mut line).expect("a status line");
+        let status: u16 = line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("a status line, not {line:?}"));
+        let mut length = 0;
+        loop {
+            let mut h = String::new();
+            self.reader.read_line(&mut h).expect("a header");
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                if k.eq_ignore_ascii_case("content-length") {
+                    length = v.trim().parse().expect("a length");
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        self.reader.read_exact(&mut body).expect("the body");
+        Answer {
+            status,
+            body: String::from_utf8(body).expect("UTF-8"),
+        }
+    }
+}
+
+/// One request on a connection of its own.
+pub fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
+    Conn::open(addr).send("POST", path, body)
+}
+
+/// A GET on a connection of its own.
+pub fn get(addr: SocketAddr, path: &str) -> Answer {
+    Conn::open(addr).send("GET", path, "")
+}
+
+/// The test deployment: echoes, sleeps, panics, refuses, batches, reports its config
+/// and the process it runs in, and can be made to fail its health check.
+pub struct Echo {
+    tag: String,
+    sick: AtomicBool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EchoConfig {
+    pub tag: String,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Numbers {
+    pub values: Vec<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Sum {
+    pub sum: f64,
+    pub batch: usize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Whoami {
+    pub tag: String,
+    pub pid: u32,
+    pub node_id: String,
+}
+
+impl Deployment for Echo {
+    type Config = EchoConfig;
+
+    fn new(config: EchoConfig) -> Result<Self, String> {
+        if config.tag == "refuse" {
+            return Err("told to refuse".into());
+        }
+        Ok(Echo {
+            tag: config.tag,
+            sick: AtomicBool::new(false),
+        })
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.call(|_: &Echo, v: serde_json::Value| Ok(v))
+            .route("sum", |_: &Echo, n: Numbers| {
+                Ok(Sum {
+                    sum: n.values.iter().sum(),
+                    batch: 1,
+                })
+            })
+            .route("sleep", |_: &Echo, ms: u64| {
+                std::thread::sleep(Duration::from_millis(ms));
+                Ok(ms)
+            })
+            .route("panic", |_: &Echo, what: String| -> Result<(), HttpError> {
+                panic!("asked to panic: {what}")
+            })
+            .route("teapot", |_: &Echo, _: ()| -> Result<(), HttpError> {
+                Err(HttpError::new(418, "short and stout"))
+            })
+            .route("whoami", |e: &Echo, _: ()| {
+                let ctx = prism::context().map_err(|e| e.to_string())?;
+                Ok(Whoami {
+                    tag: e.tag.clone(),
+                    pid: ctx.pid,
+                    node_id: ctx.node_id,
+                })
+            })
+            .route("sicken", |e: &Echo, _: ()| {
+                e.sick.store(true, Ordering::SeqCst);
+                Ok(())
+            })
+            .batched(
+                "sums",
+                BatchOptions::new(4).wait(Duration::from_millis(200)),
+                |_: &Echo, all: Vec<Numbers>| {
+                    let n = all.len();
+                    Ok(all
+                        .into_iter()
+                        .map(|x| Sum {
+                            sum: x.values.iter().sum(),
+                            batch: n,
+                        })
+                        .collect())
+                },
+            );
+    }
+
+    fn reconfigure(&mut self, config: EchoConfig) -> Result<(), String> {
+        self.tag = config.tag;
+        Ok(())
+    }
+
+    fn check_health(&self) -> Result<(), String> {
+        if self.sick.load(Ordering::SeqCst) {
+            Err("told it is sick".into())
+        } else {
+            Ok(())
+        }
+    }
+}
+prism_serve::register_deployment!(Echo);
+
+/// A deployment that calls another: it doubles each value, then asks `echo` for the sum.
+pub struct Pre {
+    model: DeploymentHandle,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct PreConfig {
+    pub model: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Values {
+    pub values: Vec<f64>,
+}
+
+impl Deployment for Pre {
+    type Config = PreConfig;
+
+    fn new(config: PreConfig) -> Result<Self, String> {
+        Ok(Pre {
+            model: DeploymentHandle::new(config.model).method("sum"),
+        })
+    }
+
+    fn handlers(h: &mut Handlers<Self>) {
+        h.call(|p: &Pre, v: Values| {
+            let doubled = Values {
+                values: v.values.iter().map(|x| 2.0 * x).collect(),
+            };
+            let sum: Sum = p.model.call(&doubled).get()?;
+            Ok(sum)
+        });
+    }
+}
+prism_serve::register_deployment!(Pre);
