@@ -1,13 +1,16 @@
 //! Shared pieces of the example programs (and of the `compare` harness, which measures
 //! the same workloads): the dense matrices of the matrix-multiply aggregation, the
-//! sleeping-task workloads of Ray's tutorials, and the data-parallel MLP of T1.
+//! sleeping-task workloads of Ray's tutorials, the data-parallel MLP of T1, and W9's
+//! digits model as a deployment with a closed-loop HTTP load to check it with.
 //!
 //! The programs themselves are in `examples/`; run one with
 //! `cargo run --release --example NAME`.
 
 #![warn(missing_docs)]
 
+pub mod digits;
 pub mod linear;
+pub mod load;
 pub mod matrix;
 pub mod sleep;
 pub mod t1;

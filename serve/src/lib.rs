@@ -66,8 +66,10 @@
 //! * `handle`: [`DeploymentHandle`] and its [`Response`].
 //! * `metrics`: the counters behind `/metrics`.
 //! * `app`: [`Serve`], the running application.
+//! * [`client`]: a minimal blocking HTTP client, for tests and examples.
 
 mod app;
+pub mod client;
 mod controller;
 mod deployment;
 mod directory;

@@ -1,96 +1,41 @@
-//! A small HTTP/1.1 client over a real TCP connection, and the deployments the tests
-//! serve.
+//! The deployments the tests serve.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
+pub use prism_serve::client::Answer;
+
+/// A keep-alive connection whose failures fail the test.
+pub struct Conn(prism_serve::client::Conn);
+
+impl Conn {
+    pub fn open(at: SocketAddr) -> Conn {
+        Conn(prism_serve::client::Conn::open(at).expect("connects to the ingress"))
+    }
+
+    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Answer {
+        self.0
+            .send(method, path, body)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+}
+
+/// One request on a connection of its own.
+pub fn post(at: SocketAddr, path: &str, body: &str) -> Answer {
+    Conn::open(at).send("POST", path, body)
+}
+
+/// A GET on a connection of its own.
+pub fn get(at: SocketAddr, path: &str) -> Answer {
+    Conn::open(at).send("GET", path, "")
+}
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prism_serve::{BatchOptions, Deployment, DeploymentHandle, Handlers, HttpError};
 use serde::{Deserialize, Serialize};
-
-/// One keep-alive connection to the ingress.
-pub struct Conn {
-    reader: BufReader<TcpStream>,
-}
-
-/// A response: its status and body.
-#[derive(Debug)]
-pub struct Answer {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Answer {
-    /// The body as JSON.
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-}
-
-impl Conn {
-    pub fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).expect("connects to the ingress");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("a read timeout");
-        Conn {
-            reader: BufReader::new(stream),
-        }
-    }
-
-    /// Sends one request and reads its response.
-    pub fn send(&mut self, method: &str, path: &str, body: &str) -> Answer {
-        let req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        );
-        self.reader
-            .get_mut()
-            .write_all(req.as_bytes())
-            .expect("the request is sent");
-        let mut line = String::new();
-        self.reader.read_line(&mut line).expect("a status line");
-        let status: u16 = line
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("a status line, not {line:?}"));
-        let mut length = 0;
-        loop {
-            let mut h = String::new();
-            self.reader.read_line(&mut h).expect("a header");
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().expect("a length");
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body).expect("the body");
-        Answer {
-            status,
-            body: String::from_utf8(body).expect("UTF-8"),
-        }
-    }
-}
-
-/// One request on a connection of its own.
-pub fn post(addr: SocketAddr, path: &str, body: &str) -> Answer {
-    Conn::open(addr).send("POST", path, body)
-}
-
-/// A GET on a connection of its own.
-pub fn get(addr: SocketAddr, path: &str) -> Answer {
-    Conn::open(addr).send("GET", path, "")
-}
 
 /// The test deployment: echoes, sleeps, panics, refuses, batches, reports its config
 /// and the process it runs in, and can be made to fail its health check.
