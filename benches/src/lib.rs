@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod allreduce;
+pub mod w9;
 
 /// A no-op task returning 1: the unit of W1.
 #[prism::remote]

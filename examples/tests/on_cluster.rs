@@ -125,3 +125,22 @@ fn train_examples_run_embedded_and_on_a_two_node_cluster() {
         assert!(out.contains("killed rank 1"), "{out}");
     }
 }
+
+/// The serving examples, embedded and as drivers of the cluster: there the replicas
+/// live in the nodes' worker processes and the ingress in the example's own process.
+/// Each checks its own answers (W9's digit, the batches' sizes, the composed
+/// deployments' accuracy, the autoscaler's 1 → 3 → 1).
+#[test]
+fn serve_examples_run_embedded_and_on_a_two_node_cluster() {
+    let cluster = cluster();
+    for c in [None, Some(&cluster)] {
+        let (out, _) = run_with(c, "serve_digits", &[]);
+        assert!(out.contains("{\"digit\":0}"), "{out}");
+        let (out, _) = run_with(c, "serve_batched", &[]);
+        assert!(out.contains("requests each on average"), "{out}");
+        let (out, _) = run_with(c, "serve_compose", &[]);
+        assert!(out.contains("classified right"), "{out}");
+        let (out, _) = run_with(c, "serve_autoscale", &[]);
+        assert!(out.contains("the third replica served"), "{out}");
+    }
+}

@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tokio::sync::oneshot;
 
 use crate::directory;
 use crate::error::HttpError;
-use crate::replica::Reply;
+use crate::router::Pending;
 
 /// A handle on a deployment of the running application, by name: usable in the
 /// driver and inside any deployment's handlers, on any node. Its calls go through the
@@ -66,7 +65,7 @@ impl DeploymentHandle {
         }
     }
 
-    fn send(&self, body: Vec<u8>) -> Result<oneshot::Receiver<Reply>, HttpError> {
+    fn send(&self, body: Vec<u8>) -> Result<Pending, HttpError> {
         let router = directory::lookup(&self.deployment).ok_or_else(|| {
             HttpError::not_found(format!(
                 "no deployment named {:?} is known in this process",
@@ -80,7 +79,7 @@ impl DeploymentHandle {
 /// The answer of a [`DeploymentHandle::call`]: a future, or [`get`](Response::get) to
 /// block for it.
 pub struct Response<T> {
-    state: Result<oneshot::Receiver<Reply>, HttpError>,
+    state: Result<Pending, HttpError>,
     _type: PhantomData<fn() -> T>,
 }
 
@@ -125,16 +124,13 @@ impl<T: DeserializeOwned> Future for Response<T> {
     type Output = Result<T, HttpError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let rx = match &mut self.state {
-            Ok(rx) => rx,
+        let pending = match &mut self.state {
+            Ok(p) => p,
             Err(e) => return Poll::Ready(Err(e.clone())),
         };
-        match Pin::new(rx).poll(cx) {
+        match Pin::new(pending).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(Err(HttpError::unavailable(
-                "the request was dropped before it was answered (the deployment stopped)",
-            ))),
-            Poll::Ready(Ok(reply)) => Poll::Ready(reply.and_then(|bytes| {
+            Poll::Ready(reply) => Poll::Ready(reply.and_then(|bytes| {
                 serde_json::from_slice(&bytes).map_err(|e| {
                     HttpError::internal(format!("the response does not parse as asked: {e}"))
                 })

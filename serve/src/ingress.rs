@@ -59,8 +59,8 @@ impl Ingress {
         routes.retain(|r| r.router.name != name);
     }
 
-    /// The route and handler a path leads to.
-    fn resolve(&self, path: &str) -> Option<(Route, String)> {
+    /// The deployment, its timeout and the handler a path leads to.
+    fn resolve(&self, path: &str) -> Option<(Arc<Router>, Option<Duration>, String)> {
         let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
         routes.iter().find_map(|r| {
             let rest = if r.prefix == "/" {
@@ -72,7 +72,11 @@ impl Ingress {
                         _ => rest.strip_prefix('/'),
                     })
             }?;
-            Some((r.clone(), rest.trim_end_matches('/').to_string()))
+            Some((
+                r.router.clone(),
+                r.timeout,
+                rest.trim_end_matches('/').to_string(),
+            ))
         })
     }
 
@@ -117,36 +121,32 @@ fn error_response(e: &HttpError) -> Response {
 }
 
 async fn request(State(ingress): State<Arc<Ingress>>, uri: Uri, body: Bytes) -> Response {
-    let Some((route, handler)) = ingress.resolve(uri.path()) else {
+    let Some((router, timeout, handler)) = ingress.resolve(uri.path()) else {
         return error_response(&HttpError::not_found(format!(
             "no deployment answers {}",
             uri.path()
         )));
     };
-    let rx = match route.router.call(&handler, body.to_vec()) {
-        Ok(rx) => rx,
+    let pending = match router.call(&handler, body.to_vec()) {
+        Ok(p) => p,
         Err(e) => return error_response(&e),
     };
-    let answer = match route.timeout {
-        Some(t) => match tokio::time::timeout(t, rx).await {
+    let answer = match timeout {
+        Some(t) => match tokio::time::timeout(t, pending).await {
             Ok(a) => a,
             Err(_) => {
-                route.router.metrics.answered(504, t.as_secs_f64() * 1e3);
+                router.metrics.answered(504, t.as_secs_f64() * 1e3);
                 return error_response(&HttpError::timeout(format!(
                     "deployment {} did not answer within {t:?}",
-                    route.router.name
+                    router.name
                 )));
             }
         },
-        None => rx.await,
+        None => pending.await,
     };
     match answer {
-        Ok(Ok(bytes)) => json_response(200, bytes),
-        Ok(Err(e)) => error_response(&e),
-        Err(_) => error_response(&HttpError::unavailable(format!(
-            "deployment {} stopped before it answered",
-            route.router.name
-        ))),
+        Ok(bytes) => json_response(200, bytes),
+        Err(e) => error_response(&e),
     }
 }
 

@@ -11,8 +11,13 @@
 //! `max_ongoing_requests`, so that the limit never keeps a batch from filling.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
+
+use prism::ObjectFuture;
 
 use tokio::sync::oneshot;
 
@@ -25,8 +30,87 @@ use crate::replica::{ReplicaHandle, Reply};
 struct Waiting {
     handler: String,
     body: Vec<u8>,
-    reply: oneshot::Sender<Reply>,
+    reply: oneshot::Sender<Handoff>,
     since: Instant,
+}
+
+/// What a waiting request's [`Pending`] receives: the call it was sent as (it awaits
+/// the answer itself), or its answer (a batch's, or a failure).
+enum Handoff {
+    Sent(u64, prism::ObjectRef<Reply>),
+    Answered(Reply),
+}
+
+/// A request's answer to come, from [`Router::call`]. Sent at once when a replica was
+/// free (the common case: the future awaits the replica's answer directly, with no
+/// task or channel between), or after waiting in the router. Dropped before the answer
+/// (a timeout, a client gone), it still frees its replica's slot when the answer comes.
+pub(crate) struct Pending {
+    router: Arc<Router>,
+    since: Instant,
+    state: PendingState,
+}
+
+enum PendingState {
+    Queued(oneshot::Receiver<Handoff>),
+    Sent(u64, ObjectFuture<Reply>),
+    Done,
+}
+
+impl Future for Pending {
+    type Output = Reply;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reply> {
+        let me = &mut *self;
+        loop {
+            match &mut me.state {
+                PendingState::Queued(rx) => match Pin::new(rx).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Handoff::Sent(id, answer))) => {
+                        me.state = PendingState::Sent(id, answer.into_future());
+                    }
+                    Poll::Ready(Ok(Handoff::Answered(reply))) => {
+                        me.state = PendingState::Done;
+                        return Poll::Ready(reply);
+                    }
+                    Poll::Ready(Err(_)) => {
+                        me.state = PendingState::Done;
+                        return Poll::Ready(Err(HttpError::unavailable(format!(
+                            "deployment {} stopped before it answered",
+                            me.router.name
+                        ))));
+                    }
+                },
+                PendingState::Sent(id, answer) => {
+                    let outcome = match Pin::new(answer).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(o) => o,
+                    };
+                    let id = *id;
+                    me.state = PendingState::Done;
+                    let reply = me.router.finish(id, outcome, Some(me.since));
+                    return Poll::Ready(reply);
+                }
+                PendingState::Done => {
+                    return Poll::Ready(Err(HttpError::internal("polled after its answer")))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let PendingState::Sent(id, answer) =
+            std::mem::replace(&mut self.state, PendingState::Done)
+        {
+            let router = self.router.clone();
+            crate::tokio().spawn(async move {
+                let outcome = answer.await;
+                let _ = router.finish(id, outcome, None);
+            });
+        }
+    }
 }
 
 /// One replica as this router sees it.
@@ -110,14 +194,14 @@ impl Router {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends a request to `handler` (its JSON body): the answer comes on the receiver.
+    /// Sends a request to `handler` (its JSON body): its answer is the [`Pending`].
     /// Fails at once when the handler does not exist, the queue is full, or the
     /// deployment is gone.
     pub(crate) fn call(
         self: &Arc<Self>,
         handler: &str,
         body: Vec<u8>,
-    ) -> Result<oneshot::Receiver<Reply>, HttpError> {
+    ) -> Result<Pending, HttpError> {
         let Some(kind) = self.kinds.get(handler) else {
             let known: Vec<&String> = self.kinds.keys().collect();
             return Err(HttpError::not_found(format!(
@@ -125,16 +209,25 @@ impl Router {
                 self.name
             )));
         };
-        let (tx, rx) = oneshot::channel();
-        let waiting = Waiting {
-            handler: handler.to_string(),
-            body,
-            reply: tx,
-            since: Instant::now(),
-        };
+        let since = Instant::now();
         let mut st = self.lock();
         if let Some(why) = &st.closed {
             return Err(HttpError::unavailable(why.clone()));
+        }
+        // A replica is free and nothing waits before this request: send it now.
+        if *kind == HandlerKind::Single && st.queue.is_empty() {
+            if let Some(i) = pick(&mut st) {
+                let slot = &mut st.slots[i];
+                slot.ongoing += 1;
+                let (id, replica) = (slot.id, slot.replica.clone());
+                drop(st);
+                let answer = replica.call(handler, body);
+                return Ok(Pending {
+                    router: self.clone(),
+                    since,
+                    state: PendingState::Sent(id, answer.into_future()),
+                });
+            }
         }
         if let Some(max) = st.max_queued {
             if st.queued >= max {
@@ -147,6 +240,13 @@ impl Router {
                 return Err(HttpError::unavailable(why));
             }
         }
+        let (tx, rx) = oneshot::channel();
+        let waiting = Waiting {
+            handler: handler.to_string(),
+            body,
+            reply: tx,
+            since,
+        };
         st.queued += 1;
         match kind {
             HandlerKind::Single => st.queue.push_back(waiting),
@@ -158,7 +258,29 @@ impl Router {
                 .push_back(waiting),
         }
         self.pump(st);
-        Ok(rx)
+        Ok(Pending {
+            router: self.clone(),
+            since,
+            state: PendingState::Queued(rx),
+        })
+    }
+
+    /// A sent request's outcome: counted (unless its caller left, and was answered
+    /// otherwise), its slot freed, a gone replica noted.
+    fn finish(
+        self: &Arc<Self>,
+        id: u64,
+        outcome: prism::Result<Reply>,
+        since: Option<Instant>,
+    ) -> Reply {
+        let reply = outcome.unwrap_or_else(|e| Err(self.failed(id, e)));
+        if let Some(since) = since {
+            let status = reply.as_ref().map_or_else(|e| e.status, |_| 200);
+            self.metrics
+                .answered(status, since.elapsed().as_secs_f64() * 1e3);
+        }
+        self.done(id);
+        reply
     }
 
     /// Sends what can be sent now, then releases the lock and sends it.
@@ -234,14 +356,13 @@ impl Router {
         match s {
             Dispatch::One(id, replica, w) => {
                 let answer = replica.call(w.handler, w.body);
-                crate::tokio().spawn(async move {
-                    let reply = match answer.await {
-                        Ok(reply) => reply,
-                        Err(e) => Err(me.failed(id, e)),
-                    };
-                    me.answer(w.reply, reply, w.since);
-                    me.done(id);
-                });
+                if let Err(Handoff::Sent(id, answer)) = w.reply.send(Handoff::Sent(id, answer)) {
+                    // Its caller left while it was sent: free the slot when it is done.
+                    crate::tokio().spawn(async move {
+                        let outcome = answer.await;
+                        let _ = me.finish(id, outcome, None);
+                    });
+                }
             }
             Dispatch::Many(id, replica, ws) => {
                 let handler = ws[0].handler.clone();
@@ -271,11 +392,11 @@ impl Router {
         }
     }
 
-    fn answer(&self, tx: oneshot::Sender<Reply>, reply: Reply, since: Instant) {
+    fn answer(&self, tx: oneshot::Sender<Handoff>, reply: Reply, since: Instant) {
         let status = reply.as_ref().map_or_else(|e| e.status, |_| 200);
         self.metrics
             .answered(status, since.elapsed().as_secs_f64() * 1e3);
-        let _ = tx.send(reply);
+        let _ = tx.send(Handoff::Answered(reply));
     }
 
     /// A call that failed in the runtime: the replica is gone (its process died, it

@@ -1,4 +1,4 @@
-//! The `compare` harness: measures prism on the workloads W0–W10, T1 (data-parallel
+//! The `compare` harness: measures prism on the workloads W0–W10 (W9 with wrk), T1 (data-parallel
 //! training) and ALLREDUCE of the shared workload list, exactly as the Ray scripts measure Ray, and prints one table (or JSON with the
 //! keys of the workload list). Given the folder of the Ray scripts' JSON results, it
 //! prints Ray's figure and the ratio beside each of ours.
@@ -14,7 +14,7 @@
 //! `--mode cluster` starts a head and two nodes of one CPU each on loopback addresses
 //! (from the `prism` binary built next to this one), or uses the running cluster given
 //! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W2
-//! (together), W11, W12 (a 1 GiB object moved between two nodes), W13 (a million
+//! (together), W9 (the replica in a node's worker process), W11, W12 (a 1 GiB object moved between two nodes), W13 (a million
 //! tasks in waves, and whether memory grows) and ALLREDUCE (over a TCP ring between the
 //! nodes) through it;
 //! `--only` picks some of them there too.
@@ -25,6 +25,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use prism_benches::allreduce::{self, AllReduceConfig};
+use prism_benches::w9::{self, NoopDeployment};
 use prism_benches::{median, noop, peak_rss, Noop};
 use prism_examples::matrix::{add, chain_sum, multiply, random_matrix, tree_sum, Matrix};
 use prism_examples::sleep::{func1, func2, sleep_for, SlowCounter, SLEEPS};
@@ -522,6 +523,12 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
         "T1_fit_s_2workers" => ("train_peers.json", &["ray_train", "fit_wall_s"]),
         "W8_wall_vs_tune_s" => ("w8_svm_tune.json", &["tune_wall_s"]),
         "W8_best_vs_tune_score" => ("w8_svm_tune.json", &["best_acc"]),
+        "W9_rps" => ("w9_serve.json", &["plain", "rps"]),
+        "W9_p50_ms" => ("w9_serve.json", &["plain", "p50"]),
+        "W9_p99_ms" => ("w9_serve.json", &["plain", "p99"]),
+        "W9_batched_rps" => ("w9_serve.json", &["batched", "rps"]),
+        "W9_batched_p50_ms" => ("w9_serve.json", &["batched", "p50"]),
+        "W9_batched_p99_ms" => ("w9_serve.json", &["batched", "p99"]),
         _ => return None,
     };
     let doc = read(file)?;
@@ -532,7 +539,8 @@ fn ray_figure(dir: &Path, key: &str) -> Option<f64> {
     for p in path {
         v = v.get(p)?;
     }
-    v.as_f64()
+    // W9's latencies are wrk's text, `69.00ms`.
+    w9::ray_millis(v)
 }
 
 /// W0 for the CLI: `prism start --head` until it accepts work, then `prism stop`.
@@ -805,6 +813,79 @@ fn allreduce_figures(
     ]
 }
 
+/// W9: the digits SVC behind the ingress, one replica, measured with wrk as Ray's
+/// script measures Ray Serve; then the batched handler; then a no-op handler beside a
+/// bare axum hello-world, both GETs, in turns three times each (medians).
+fn w9() -> Vec<Figure> {
+    init(2.0);
+    let serve = prism_serve::Serve::start(prism_serve::HttpOptions::default().port(0))
+        .expect("the ingress starts");
+    let mut figures = w9_digits(&serve);
+    serve
+        .deploy::<NoopDeployment>(prism_serve::DeploymentOptions::new("noop"), ())
+        .expect("the no-op deploys");
+    let load = w9_load();
+    let axum_at = w9::bare_axum().expect("a bare axum server starts");
+    // In turns, three times each, so that the machine's drift falls on both alike.
+    let (mut noop, mut bare) = (Vec::new(), Vec::new());
+    for _ in 0..REPS {
+        noop.push(
+            load.run(&serve.url("/noop"), false, 10)
+                .expect("W9 no-op")
+                .rps,
+        );
+        let axum_url = format!("http://{axum_at}/");
+        bare.push(load.run(&axum_url, false, 10).expect("W9 bare axum").rps);
+    }
+    let (noop, bare) = (median(noop), median(bare));
+    serve.shutdown();
+    prism::shutdown();
+    figures.extend([
+        figure("W9_noop_rps", noop, "req/s"),
+        figure("W9_bare_axum_rps", bare, "req/s"),
+        figure("W9_noop_fraction_of_axum", noop / bare, "x"),
+    ]);
+    figures
+}
+
+fn w9_load() -> w9::Load {
+    let (body, _) = prism_examples::digits::first_image_body();
+    let dir = std::env::temp_dir().join(format!("prism-w9-{}", std::process::id()));
+    w9::Load::new(&dir, &body).expect("wrk's script and body are written")
+}
+
+/// W9's digits deployment on `serve`, plain and batched.
+fn w9_digits(serve: &prism_serve::Serve) -> Vec<Figure> {
+    use prism_examples::digits::{Digits, DigitsConfig};
+    let options = prism_serve::DeploymentOptions::new("digits").max_ongoing_requests(8);
+    serve
+        .deploy::<Digits>(options, DigitsConfig::default())
+        .expect("the digits deploy");
+    let load = w9_load();
+    let plain = load.run(&serve.url("/digits"), true, 10).expect("W9");
+    let batched = load
+        .run(&serve.url("/digits/batch"), true, 10)
+        .expect("W9 batched");
+    serve.delete("digits").expect("the digits stop");
+    vec![
+        figure("W9_rps", plain.rps, "req/s"),
+        figure("W9_p50_ms", plain.p50_ms, "ms"),
+        figure("W9_p99_ms", plain.p99_ms, "ms"),
+        figure("W9_batched_rps", batched.rps, "req/s"),
+        figure("W9_batched_p50_ms", batched.p50_ms, "ms"),
+        figure("W9_batched_p99_ms", batched.p99_ms, "ms"),
+    ]
+}
+
+/// W9 on the cluster: the replica in a node's worker process, the ingress here.
+fn cluster_w9() -> Vec<Figure> {
+    let serve = prism_serve::Serve::start(prism_serve::HttpOptions::default().port(0))
+        .expect("the ingress starts");
+    let figures = w9_digits(&serve);
+    serve.shutdown();
+    figures
+}
+
 /// T1: the data-parallel MLP on one worker and on two, run in turns three times each
 /// (so that the machine's drift falls on both alike); medians.
 fn t1() -> Vec<Figure> {
@@ -885,8 +966,9 @@ fn cluster_mode(address: Option<String>, only: Option<&[String]>) -> Vec<Figure>
             _cluster = c;
         }
     }
-    let workloads: [(&str, Workload); 4] = [
+    let workloads: [(&str, Workload); 5] = [
         ("W1", cluster_w1_w2),
+        ("W9", cluster_w9),
         ("W11", w11),
         ("W12", w12),
         ("ALLREDUCE", cluster_allreduce),
@@ -925,7 +1007,7 @@ fn main() {
     let ray_dir = value_of("--ray").map(PathBuf::from);
     let only: Option<Vec<String>> =
         value_of("--only").map(|s| s.split(',').map(|w| w.trim().to_uppercase()).collect());
-    let workloads: [(&str, Workload); 13] = [
+    let workloads: [(&str, Workload); 14] = [
         ("W0", w0),
         ("W1", w1),
         ("W2", w2),
@@ -935,6 +1017,7 @@ fn main() {
         ("W6", w6),
         ("W7", w7),
         ("W8", w8),
+        ("W9", w9),
         ("W10", w10),
         ("MILLION", million),
         ("T1", t1),
