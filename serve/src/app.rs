@@ -15,6 +15,7 @@ use crate::error::{Result, ServeError};
 use crate::handle::DeploymentHandle;
 use crate::ingress::{self, Ingress, Route};
 use crate::options::{DeploymentOptions, HttpOptions};
+use crate::record;
 
 /// How long [`Serve::deploy`] waits for its replicas to serve.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,7 +30,12 @@ struct App {
     ingress: Arc<Ingress>,
     address: SocketAddr,
     version: AtomicU64,
+    /// Tells the controller to end.
     stopping: AtomicBool,
+    /// `stop` ran (or runs).
+    ended: AtomicBool,
+    /// This application's record in the session directory, for `prism serve`.
+    record: Option<std::path::PathBuf>,
     /// Set once the application is shut down (or asked to be, by Ctrl-C).
     stopped: (Mutex<bool>, Condvar),
     stop_http: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -67,7 +73,8 @@ impl Serve {
         if !prism::is_initialized() {
             return Err(ServeError::Runtime(prism::Error::NotInitialized));
         }
-        let ingress = Arc::new(Ingress::default());
+        let token = prism::session::new_token()?;
+        let ingress = Arc::new(Ingress::new(token.clone()));
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (address, http_task) = ingress::start(ingress.clone(), http.address, async move {
             let _ = stop_rx.await;
@@ -78,11 +85,20 @@ impl Serve {
             address,
             version: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            record: record::write(address, &token),
             stopped: (Mutex::new(false), Condvar::new()),
             stop_http: Mutex::new(Some(stop_tx)),
             http: Mutex::new(Some(http_task)),
             controller: Mutex::new(None),
         });
+        let weak = Arc::downgrade(&app);
+        app.ingress.on_shutdown(Box::new(move || {
+            // From a thread of its own: the request that asked is answered first.
+            if let Some(app) = weak.upgrade() {
+                std::thread::spawn(move || app.stop());
+            }
+        }));
         let weak = Arc::downgrade(&app);
         let controller = std::thread::Builder::new()
             .name("prism-serve-controller".into())
@@ -231,19 +247,7 @@ impl Serve {
     /// Stops deployment `name`: its route goes at once, its replicas finish the
     /// requests in flight (up to the graceful shutdown timeout) and end.
     pub fn delete(&self, name: &str) -> Result<()> {
-        let m = self
-            .find(name)
-            .ok_or_else(|| ServeError::NoDeployment(name.to_string()))?;
-        self.app.ingress.remove_route(name);
-        m.delete();
-        let deadline =
-            Instant::now() + m.options().graceful_shutdown_timeout + Duration::from_secs(5);
-        while !m.gone() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        lock_w(&self.app.ingress.deployments).retain(|d| d.name != name);
-        directory::disown(name);
-        Ok(())
+        self.app.delete(name)
     }
 
     /// Blocks until the application is shut down: by [`Serve::shutdown`] from another
@@ -266,50 +270,75 @@ impl Serve {
 
     /// Drains and ends every deployment, then stops the ingress.
     pub fn shutdown(self) {
-        self.stop();
+        self.app.stop();
     }
 
+    fn find(&self, name: &str) -> Option<Arc<Managed>> {
+        self.app.find(name)
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.app.stop();
+    }
+}
+
+impl App {
+    fn find(&self, name: &str) -> Option<Arc<Managed>> {
+        lock_r(&self.ingress.deployments)
+            .iter()
+            .find(|d| d.name == name)
+            .cloned()
+    }
+
+    fn delete(&self, name: &str) -> Result<()> {
+        let m = self
+            .find(name)
+            .ok_or_else(|| ServeError::NoDeployment(name.to_string()))?;
+        self.ingress.remove_route(name);
+        m.delete();
+        let grace = m.options().graceful_shutdown_timeout + Duration::from_secs(5);
+        let deadline = Instant::now() + grace;
+        while !m.gone() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        lock_w(&self.ingress.deployments).retain(|d| d.name != name);
+        directory::disown(name);
+        Ok(())
+    }
+
+    /// Drains and ends every deployment, then the controller and the ingress; once.
     fn stop(&self) {
-        let names: Vec<String> = lock_r(&self.app.ingress.deployments)
+        if self.ended.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let names: Vec<String> = lock_r(&self.ingress.deployments)
             .iter()
             .map(|d| d.name.clone())
             .collect();
         for n in names {
             let _ = self.delete(&n);
         }
-        self.app.stopping.store(true, Ordering::Release);
-        if let Some(c) = lock(&self.app.controller).take() {
-            let _ = c.join();
+        self.stopping.store(true, Ordering::Release);
+        if let Some(c) = lock(&self.controller).take() {
+            if c.thread().id() != std::thread::current().id() {
+                let _ = c.join();
+            }
         }
-        if let Some(tx) = lock(&self.app.stop_http).take() {
+        if let Some(tx) = lock(&self.stop_http).take() {
             let _ = tx.send(());
         }
-        if let Some(task) = lock(&self.app.http).take() {
+        if let Some(task) = lock(&self.http).take() {
             let _ = crate::tokio()
                 .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }
-        let (m, cv) = &self.app.stopped;
+        record::remove(&self.record);
+        let (m, cv) = &self.stopped;
         *lock(m) = true;
         cv.notify_all();
     }
 
-    fn find(&self, name: &str) -> Option<Arc<Managed>> {
-        lock_r(&self.app.ingress.deployments)
-            .iter()
-            .find(|d| d.name == name)
-            .cloned()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if !self.app.stopping.load(Ordering::Acquire) {
-            self.stop();
-        }
-    }
-}
-
-impl App {
     fn tick(&self) {
         let all: Vec<Arc<Managed>> = lock_r(&self.ingress.deployments).clone();
         let directory = self.directory(&all);

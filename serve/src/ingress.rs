@@ -27,15 +27,36 @@ pub(crate) struct Route {
     pub timeout: Option<Duration>,
 }
 
-/// What the ingress serves from: the routes, longest prefix first, and the
-/// deployments (for the status and metrics pages).
-#[derive(Default)]
+/// A callback run once.
+type OnShutdown = Box<dyn Fn() + Send + Sync>;
+
+/// What the ingress serves from: the routes, longest prefix first, the deployments
+/// (for the status and metrics pages), and the token `POST /-/shutdown` must carry.
 pub(crate) struct Ingress {
     routes: RwLock<Vec<Route>>,
     pub(crate) deployments: RwLock<Vec<Arc<Managed>>>,
+    token: String,
+    shutdown: std::sync::OnceLock<OnShutdown>,
 }
 
+/// The header that carries the application's token.
+pub const TOKEN_HEADER: &str = "x-prism-token";
+
 impl Ingress {
+    pub(crate) fn new(token: String) -> Ingress {
+        Ingress {
+            routes: RwLock::default(),
+            deployments: RwLock::default(),
+            token,
+            shutdown: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// What `POST /-/shutdown` runs.
+    pub(crate) fn on_shutdown(&self, f: OnShutdown) {
+        let _ = self.shutdown.set(f);
+    }
+
     /// Adds (or replaces) the route of a deployment.
     pub(crate) fn set_route(&self, route: Route) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
@@ -185,6 +206,24 @@ pub(crate) fn start(
                     .collect();
                 json_response(200, serde_json::to_vec(&all).expect("encodes"))
             }),
+        )
+        .route(
+            "/-/shutdown",
+            axum::routing::post(
+                |State(i): State<Arc<Ingress>>, headers: axum::http::HeaderMap| async move {
+                    let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
+                    if given != Some(i.token.as_str()) {
+                        return error_response(&HttpError::new(
+                            401,
+                            format!("a shutdown needs the application's token in {TOKEN_HEADER}"),
+                        ));
+                    }
+                    if let Some(f) = i.shutdown.get() {
+                        f();
+                    }
+                    json_response(200, br#"{"shutting_down":true}"#.to_vec())
+                },
+            ),
         )
         .route(
             "/metrics",

@@ -65,6 +65,7 @@
 //! * `ingress`: the HTTP server.
 //! * `handle`: [`DeploymentHandle`] and its [`Response`].
 //! * `metrics`: the counters behind `/metrics`.
+//! * `record`: the application's record in the session directory, for `prism serve`.
 //! * `app`: [`Serve`], the running application.
 //! * [`client`]: a minimal blocking HTTP client, for tests and examples.
 
@@ -78,6 +79,7 @@ mod handle;
 mod ingress;
 mod metrics;
 mod options;
+mod record;
 mod replica;
 mod router;
 

@@ -162,6 +162,11 @@ impl DeploymentOptions {
             ));
         }
         if let Some(p) = &self.route_prefix {
+            if p.starts_with("/-") || p == "/metrics" || p.starts_with("/metrics/") {
+                return Err(format!(
+                    "deployment {name}: route prefix {p:?} is the ingress's own (/-/..., /metrics)"
+                ));
+            }
             if !p.starts_with('/') || (p.len() > 1 && p.ends_with('/')) {
                 return Err(format!(
                     "deployment {name}: a route prefix starts with '/' and does not end with one: {p:?}"

@@ -152,3 +152,25 @@ fn a_killed_replica_is_replaced_while_requests_are_answered() {
     serve.shutdown();
     drop(session);
 }
+
+prism::both_modes! {
+    /// A deleted deployment's route goes at once, and its requests in flight are
+    /// answered before its replica ends.
+    fn delete_drains_the_requests_in_flight(session, NodeSpec::cpus(2.0)) {
+        let serve = Serve::start(HttpOptions::default().port(0)).unwrap();
+        serve.deploy::<Echo>(DeploymentOptions::new("d"), EchoConfig::default()).unwrap();
+        let at = serve.address();
+        let slow = std::thread::spawn(move || post(at, "/d/sleep", "500"));
+        eventually("the request in flight", || {
+            serve.status()[0].replicas.iter().any(|r| r.ongoing == 1)
+        });
+        let t = Instant::now();
+        serve.delete("d").unwrap();
+        let answered = slow.join().unwrap();
+        assert_eq!((answered.status, answered.body.as_str()), (200, "500"));
+        assert!(t.elapsed() >= Duration::from_millis(300), "delete waited for it");
+        assert_eq!(post(at, "/d", "1").status, 404);
+        assert!(serve.status().is_empty());
+        serve.shutdown();
+    }
+}

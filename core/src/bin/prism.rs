@@ -41,6 +41,28 @@ enum Cmd {
         #[arg(long)]
         address: Option<String>,
     },
+    /// Shows or stops the serving application (prism-serve) running on this machine.
+    #[command(subcommand)]
+    Serve(ServeCmd),
+}
+
+#[derive(Subcommand)]
+enum ServeCmd {
+    /// Lists the deployments, their replicas, the replicas' states and queues.
+    Status {
+        /// The ingress's URL (default: the one the application recorded in the session).
+        #[arg(long)]
+        url: Option<String>,
+        /// `table` or `json`.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Drains every deployment and stops the application.
+    Shutdown {
+        /// The ingress's URL (default: the one the application recorded in the session).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -90,6 +112,8 @@ fn main() {
         Cmd::Start(s) => start_background(s),
         Cmd::Stop => stop(),
         Cmd::Status { address } => status(address),
+        Cmd::Serve(ServeCmd::Status { url, format }) => serve_status(url, &format),
+        Cmd::Serve(ServeCmd::Shutdown { url }) => serve_shutdown(url),
     };
     if let Err(e) = result {
         eprintln!("prism: {e}");
@@ -412,5 +436,124 @@ fn status(address: Option<String>) -> Res<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// The serving application's URL and token: given, or as it recorded them in the
+/// session (`serve.json`); the token may come from `PRISM_SERVE_TOKEN`.
+fn serve_target(url: Option<String>) -> Res<(String, Option<String>)> {
+    let path = session::dir().join("serve.json");
+    let record: Option<serde_json::Value> = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let token = std::env::var("PRISM_SERVE_TOKEN")
+        .ok()
+        .or_else(|| Some(record.as_ref()?["token"].as_str()?.to_string()));
+    let url = match url {
+        Some(u) => u,
+        None => record
+            .as_ref()
+            .and_then(|r| r["url"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                format!(
+                    "no serving application recorded in {}: start one, or give --url",
+                    path.display()
+                )
+            })?,
+    };
+    Ok((url, token))
+}
+
+/// One HTTP/1.1 request with `Connection: close`: the status and body.
+fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> Res<(u16, String)> {
+    use std::io::{Read, Write};
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("{url} is not an http:// URL"))?
+        .trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host)
+        .map_err(|e| format!("cannot reach the serving application at {url}: {e}"))?;
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
+    let auth = token
+        .map(|t| format!("x-prism-token: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("not an HTTP answer from {url}: {head:?}"))?;
+    Ok((status, body.to_string()))
+}
+
+fn serve_status(url: Option<String>, format: &str) -> Res<()> {
+    let (url, _) = serve_target(url)?;
+    let (status, body) = http(&url, "GET", "/-/status", None)?;
+    if status != 200 {
+        return Err(format!("{url}/-/status answered {status}: {body}").into());
+    }
+    if format == "json" {
+        println!("{body}");
+        return Ok(());
+    }
+    if format != "table" {
+        return Err(format!("--format is table or json, not {format:?}").into());
+    }
+    let all: Vec<serde_json::Value> = serde_json::from_str(&body)?;
+    println!("serving at {url}: {} deployment(s)", all.len());
+    println!(
+        "{:<16} {:<14} {:>8} {:>7} {:>10} {:>8}",
+        "deployment", "route", "replicas", "queued", "requests", "errors"
+    );
+    for d in &all {
+        let replicas = d["replicas"].as_array().cloned().unwrap_or_default();
+        let running = replicas.iter().filter(|r| r["state"] == "Running").count();
+        println!(
+            "{:<16} {:<14} {:>8} {:>7} {:>10} {:>8}",
+            d["name"].as_str().unwrap_or("?"),
+            d["route_prefix"].as_str().unwrap_or("-"),
+            format!("{running}/{}", d["target_replicas"]),
+            d["queued"],
+            d["requests"],
+            d["errors"]
+        );
+        for r in &replicas {
+            let at = match r["info"].as_object() {
+                Some(i) => format!(
+                    "node {} pid {}",
+                    i["node_id"].as_str().unwrap_or("?"),
+                    i["pid"]
+                ),
+                None => "-".to_string(),
+            };
+            println!(
+                "    replica {:<4} {:<9} {:<28} {} in flight",
+                r["id"],
+                r["state"].as_str().unwrap_or("?"),
+                at,
+                r["ongoing"]
+            );
+        }
+        if let Some(f) = d["last_failure"].as_str() {
+            println!("    last failure: {f}");
+        }
+    }
+    Ok(())
+}
+
+fn serve_shutdown(url: Option<String>) -> Res<()> {
+    let (url, token) = serve_target(url)?;
+    let token = token.ok_or("no token for the serving application: set PRISM_SERVE_TOKEN")?;
+    let (status, body) = http(&url, "POST", "/-/shutdown", Some(&token))?;
+    if status != 200 {
+        return Err(format!("{url} refused the shutdown ({status}): {body}").into());
+    }
+    println!("the serving application at {url} is shutting down");
     Ok(())
 }
