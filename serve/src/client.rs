@@ -1,8 +1,8 @@
 //! A minimal blocking HTTP/1.1 client for JSON endpoints, over one real TCP
 //! connection: for tests, examples and smoke checks of a deployment, where a full
 //! HTTP client would cost more to build than it gives. It keeps its connection alive
-//! and reads bodies by `Content-Length` (what the ingress sends); it is not a general
-//! client.
+//! and reads bodies by `Content-Length` or in chunks (a streamed answer, chunk by
+//! chunk if asked); it is not a general client.
 //!
 //! ```no_run
 //! let at: std::net::SocketAddr = "127.0.0.1:8000".parse().unwrap();
@@ -54,8 +54,24 @@ impl Conn {
         })
     }
 
-    /// Sends one request with a JSON body and reads its response.
+    /// Sends one request with a JSON body and reads its response (a streamed one to
+    /// its end).
     pub fn send(&mut self, method: &str, path: &str, body: &str) -> io::Result<Answer> {
+        let mut streamed = self.stream(method, path, body)?;
+        let mut all = Vec::new();
+        while let Some(chunk) = streamed.next_chunk()? {
+            all.extend_from_slice(&chunk);
+        }
+        let body = String::from_utf8(all).map_err(|e| bad(format!("a body not UTF-8: {e}")))?;
+        Ok(Answer {
+            status: streamed.status,
+            body,
+        })
+    }
+
+    /// Sends one request and reads its status and headers; the body is then read
+    /// chunk by chunk, as the server sends it.
+    pub fn stream(&mut self, method: &str, path: &str, body: &str) -> io::Result<Streamed<'_>> {
         self.request.clear();
         write!(
             self.request,
@@ -71,7 +87,7 @@ impl Conn {
             .nth(1)
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| bad(format!("not an HTTP status line: {line:?}")))?;
-        let mut length = 0;
+        let (mut length, mut chunked) = (0, false);
         loop {
             line.clear();
             self.reader.read_line(&mut line)?;
@@ -85,12 +101,55 @@ impl Conn {
                         .trim()
                         .parse()
                         .map_err(|_| bad(format!("a bad Content-Length: {h:?}")))?;
+                } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = v.trim().eq_ignore_ascii_case("chunked");
                 }
             }
         }
-        let mut body = vec![0; length];
-        self.reader.read_exact(&mut body)?;
-        let body = String::from_utf8(body).map_err(|e| bad(format!("a body not UTF-8: {e}")))?;
-        Ok(Answer { status, body })
+        Ok(Streamed {
+            status,
+            left: if chunked { None } else { Some(length) },
+            conn: self,
+        })
+    }
+}
+
+/// A response being read: its status, then its body chunk by chunk.
+pub struct Streamed<'a> {
+    /// The HTTP status.
+    pub status: u16,
+    /// The bytes left of a body of known length; `None` for a chunked one.
+    left: Option<usize>,
+    conn: &'a mut Conn,
+}
+
+impl Streamed<'_> {
+    /// The next chunk of the body as the server sent it; `None` at its end.
+    pub fn next_chunk(&mut self) -> io::Result<Option<Vec<u8>>> {
+        let reader = &mut self.conn.reader;
+        match self.left {
+            Some(0) => Ok(None),
+            Some(n) => {
+                let mut body = vec![0; n];
+                reader.read_exact(&mut body)?;
+                self.left = Some(0);
+                Ok(Some(body))
+            }
+            None => {
+                let mut line = String::new();
+                reader.read_line(&mut line)?;
+                let size = usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16)
+                    .map_err(|_| bad(format!("a bad chunk size: {line:?}")))?;
+                let mut chunk = vec![0; size];
+                reader.read_exact(&mut chunk)?;
+                let mut crlf = [0; 2];
+                reader.read_exact(&mut crlf)?;
+                if size == 0 {
+                    self.left = Some(0);
+                    return Ok(None);
+                }
+                Ok(Some(chunk))
+            }
+        }
     }
 }

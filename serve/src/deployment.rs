@@ -91,6 +91,8 @@ pub enum HandlerKind {
     Single,
     /// Requests that arrive together, as one `Vec`.
     Batched(BatchOptions),
+    /// One request answered by a stream of values, sent as they come.
+    Stream,
 }
 
 /// When a batch is sent: once `max_batch_size` requests wait, or once the first of
@@ -126,11 +128,15 @@ impl BatchOptions {
 }
 
 type Single<D> = Box<dyn Fn(&D, &[u8]) -> Result<Vec<u8>, HttpError> + Send + Sync>;
+/// A stream's values, each its JSON bytes.
+pub(crate) type Items = Box<dyn Iterator<Item = Result<Vec<u8>, HttpError>> + Send>;
+type Streaming<D> = Box<dyn Fn(&D, &[u8]) -> Result<Items, HttpError> + Send + Sync>;
 type Many<D> = Box<dyn Fn(&D, &[&[u8]]) -> Vec<Result<Vec<u8>, HttpError>> + Send + Sync>;
 
 enum Body<D> {
     Single(Single<D>),
     Batched(Many<D>, BatchOptions),
+    Stream(Streaming<D>),
 }
 
 /// The handlers of a deployment `D`, by name (`""` for the route prefix itself).
@@ -222,6 +228,25 @@ impl<D: 'static> Handlers<D> {
         self
     }
 
+    /// A named handler (`""` for the prefix itself) whose answer is a stream: the
+    /// iterator it returns is pulled on the replica and each value sent as it comes,
+    /// over HTTP as one JSON line (`application/x-ndjson`) of a chunked response. The
+    /// iterator owns what it reads (clone an `Arc` out of `&self`).
+    pub fn stream<Req, Item, I, F>(&mut self, name: &str, f: F) -> &mut Self
+    where
+        Req: DeserializeOwned + 'static,
+        Item: Serialize + 'static,
+        I: Iterator<Item = Item> + Send + 'static,
+        F: Fn(&D, Req) -> Result<I, HttpError> + Send + Sync + 'static,
+    {
+        let body: Streaming<D> = Box::new(move |d, bytes| {
+            let items = f(d, decode(bytes)?)?;
+            Ok(Box::new(items.map(|i| encode(&i))) as Items)
+        });
+        self.bodies.insert(name.to_string(), Body::Stream(body));
+        self
+    }
+
     /// Each handler's name and kind.
     pub(crate) fn kinds(&self) -> BTreeMap<String, HandlerKind> {
         self.bodies
@@ -230,6 +255,7 @@ impl<D: 'static> Handlers<D> {
                 let kind = match b {
                     Body::Single(_) => HandlerKind::Single,
                     Body::Batched(_, o) => HandlerKind::Batched(*o),
+                    Body::Stream(_) => HandlerKind::Stream,
                 };
                 (name.clone(), kind)
             })
@@ -241,6 +267,7 @@ impl<D: 'static> Handlers<D> {
 pub(crate) trait Hosted: Send + Sync {
     fn call(&self, handler: &str, body: &[u8]) -> Result<Vec<u8>, HttpError>;
     fn call_batch(&self, handler: &str, bodies: &[&[u8]]) -> Vec<Result<Vec<u8>, HttpError>>;
+    fn open_stream(&self, handler: &str, body: &[u8]) -> Result<Items, HttpError>;
     fn reconfigure(&self, config: &str) -> Result<(), String>;
     fn check_health(&self) -> Result<(), String>;
 }
@@ -284,6 +311,19 @@ impl<D: Deployment> Hosted for Typed<D> {
             Some(Body::Batched(f, _)) => {
                 guarded("the handler", || f(&self.read(), &[body]))?.remove(0)
             }
+            Some(Body::Stream(_)) => Err(HttpError::bad_request(format!(
+                "handler {handler:?} answers with a stream: call it over HTTP"
+            ))),
+            None => Err(self.missing(handler)),
+        }
+    }
+
+    fn open_stream(&self, handler: &str, body: &[u8]) -> Result<Items, HttpError> {
+        match self.handlers.bodies.get(handler) {
+            Some(Body::Stream(f)) => guarded("the handler", || f(&self.read(), body))?,
+            Some(_) => Err(HttpError::bad_request(format!(
+                "handler {handler:?} does not stream"
+            ))),
             None => Err(self.missing(handler)),
         }
     }
@@ -291,6 +331,9 @@ impl<D: Deployment> Hosted for Typed<D> {
     fn call_batch(&self, handler: &str, bodies: &[&[u8]]) -> Vec<Result<Vec<u8>, HttpError>> {
         let answers = match self.handlers.bodies.get(handler) {
             Some(Body::Batched(f, _)) => guarded("the handler", || f(&self.read(), bodies)),
+            Some(Body::Stream(_)) => Err(HttpError::bad_request(format!(
+                "handler {handler:?} answers with a stream, not in batches"
+            ))),
             Some(Body::Single(f)) => {
                 let d = self.read();
                 Ok(bodies

@@ -141,6 +141,85 @@ fn error_response(e: &HttpError) -> Response {
     json_response(e.status, body)
 }
 
+/// The lines of a streamed response, as they come from the task that pulls them.
+struct Lines(tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>>);
+
+impl futures_core::Stream for Lines {
+    type Item = std::io::Result<Vec<u8>>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}
+
+/// An error as the last line of a stream whose status was sent already.
+fn error_line(e: &HttpError) -> Vec<u8> {
+    let mut line =
+        serde_json::to_vec(&serde_json::json!({ "error": e.message, "status": e.status }))
+            .expect("a string encodes");
+    line.push(b'\n');
+    line
+}
+
+/// A streaming handler's answer: each value a JSON line of a chunked response, sent
+/// as the replica yields it. An error before the first value is the response's status;
+/// one after is the stream's last line.
+async fn stream(router: Arc<Router>, handler: String, body: Vec<u8>) -> Response {
+    let since = std::time::Instant::now();
+    let ms = move || since.elapsed().as_secs_f64() * 1e3;
+    let (slot, replica) = match router.start_stream() {
+        Ok(r) => r,
+        Err(e) => return error_response(&e),
+    };
+    let opened = match replica.stream_open(handler, body).await {
+        Ok(r) => r,
+        Err(e) => Err(router.runtime_error(slot, e)),
+    };
+    let id = match opened {
+        Ok(id) => id,
+        Err(e) => {
+            router.end_stream(slot, e.status, ms());
+            return error_response(&e);
+        }
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    crate::tokio().spawn(async move {
+        let status = 'pull: loop {
+            let chunk = match replica.stream_next(id).await {
+                Ok(c) => c,
+                Err(e) => Err(router.runtime_error(slot, e)),
+            };
+            match chunk {
+                Ok((items, ended)) => {
+                    for mut item in items {
+                        item.push(b'\n');
+                        if tx.send(Ok(item)).await.is_err() {
+                            // The client left: end the stream on the replica too.
+                            let _ = replica.stream_close(id);
+                            break 'pull 499;
+                        }
+                    }
+                    if ended {
+                        break 200;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Ok(error_line(&e))).await;
+                    break e.status;
+                }
+            }
+        };
+        router.end_stream(slot, status, ms());
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(Lines(rx)))
+        .expect("a valid response")
+}
+
 async fn request(State(ingress): State<Arc<Ingress>>, uri: Uri, body: Bytes) -> Response {
     let Some((router, timeout, handler)) = ingress.resolve(uri.path()) else {
         return error_response(&HttpError::not_found(format!(
@@ -148,6 +227,9 @@ async fn request(State(ingress): State<Arc<Ingress>>, uri: Uri, body: Bytes) -> 
             uri.path()
         )));
     };
+    if router.kind(&handler) == Some(crate::HandlerKind::Stream) {
+        return stream(router, handler, body.to_vec()).await;
+    }
     let pending = match router.call(&handler, body.to_vec()) {
         Ok(p) => p,
         Err(e) => return error_response(&e),

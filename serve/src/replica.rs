@@ -5,9 +5,14 @@
 //! other deployments. Its constructor never fails: a deployment whose `new` fails
 //! keeps the reason, and [`Replica::ready`] reports it, so that the controller sees why.
 
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{lookup, Hosted};
+use crate::deployment::{lookup, panic_message, Hosted};
 use crate::directory::{self, Directory};
 use crate::error::HttpError;
 
@@ -28,7 +33,21 @@ pub type Reply = Result<Vec<u8>, HttpError>;
 pub struct Replica {
     deployment: String,
     hosted: Result<Box<dyn Hosted>, String>,
+    /// The streams open on this replica, by id: the values their threads made, for
+    /// `stream_next`.
+    streams: Mutex<HashMap<u64, Arc<Mutex<Values>>>>,
+    next_stream: AtomicU64,
 }
+
+/// Some of a stream's values, and whether it ended after them.
+pub type Chunk = Result<(Vec<Vec<u8>>, bool), HttpError>;
+
+/// The values a stream's thread made, in order.
+type Values = std::sync::mpsc::Receiver<Result<Vec<u8>, HttpError>>;
+
+/// How many values a stream's thread may run ahead of its reader, and the most one
+/// `stream_next` returns.
+const AHEAD: usize = 64;
 
 #[prism::actor]
 impl Replica {
@@ -36,7 +55,12 @@ impl Replica {
     /// config.
     pub fn new(deployment: String, class: String, config: String) -> Self {
         let hosted = lookup(&class).and_then(|r| (r.build)(&config).map(|e| e.0));
-        Replica { deployment, hosted }
+        Replica {
+            deployment,
+            hosted,
+            streams: Mutex::default(),
+            next_stream: AtomicU64::new(1),
+        }
     }
 
     /// Takes the directory of the other deployments, then says where the replica
@@ -67,6 +91,81 @@ impl Replica {
         }
     }
 
+    /// Opens a stream of `handler` on `body`: its id, for `stream_next`. The
+    /// handler's iterator runs on a thread of its own, a few values ahead of the
+    /// reader at most.
+    pub fn stream_open(&self, handler: &str, body: &[u8]) -> Result<u64, HttpError> {
+        let mut items = self.hosted()?.open_stream(handler, body)?;
+        let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, HttpError>>(AHEAD);
+        std::thread::Builder::new()
+            .name(format!("prism-serve-stream-{id}"))
+            .spawn(move || loop {
+                let next = catch_unwind(AssertUnwindSafe(|| items.next())).unwrap_or_else(|p| {
+                    Some(Err(HttpError::internal(format!(
+                        "the stream panicked: {}",
+                        panic_message(&*p)
+                    ))))
+                });
+                let Some(next) = next else { break };
+                let failed = next.is_err();
+                // A reader that left (closed the stream) ends the thread.
+                if tx.send(next).is_err() || failed {
+                    break;
+                }
+            })
+            .map_err(|e| HttpError::internal(format!("cannot start the stream: {e}")))?;
+        lock(&self.streams).insert(id, Arc::new(Mutex::new(rx)));
+        Ok(id)
+    }
+
+    /// The next values of stream `id`: at least one (waiting for it), and those made
+    /// already; `true` once the stream has ended (it is then closed). A value that
+    /// failed ends the stream with its error, after the values before it.
+    pub fn stream_next(&self, id: u64) -> Chunk {
+        let rx = lock(&self.streams)
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| HttpError::not_found(format!("no stream {id} on this replica")))?;
+        let rx = lock(&rx);
+        let mut out = Vec::new();
+        let mut next = rx.recv().ok();
+        loop {
+            match next {
+                Some(Ok(v)) => out.push(v),
+                Some(Err(e)) if out.is_empty() => {
+                    lock(&self.streams).remove(&id);
+                    return Err(e);
+                }
+                // The values before the error first; the error on the next call.
+                Some(Err(e)) => {
+                    let (tx, again) = std::sync::mpsc::sync_channel(1);
+                    let _ = tx.send(Err(e));
+                    lock(&self.streams).insert(id, Arc::new(Mutex::new(again)));
+                    return Ok((out, false));
+                }
+                None => {
+                    lock(&self.streams).remove(&id);
+                    return Ok((out, true));
+                }
+            }
+            if out.len() >= AHEAD {
+                return Ok((out, false));
+            }
+            next = match rx.try_recv() {
+                Ok(v) => Some(v),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok((out, false)),
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            };
+        }
+    }
+
+    /// Closes stream `id` before its end (its client left): its thread ends after
+    /// the value it is making.
+    pub fn stream_close(&self, id: u64) {
+        lock(&self.streams).remove(&id);
+    }
+
     /// Applies a new user config (JSON).
     pub fn reconfigure(&self, config: &str) -> Result<(), String> {
         self.hosted().map_err(|e| e.message)?.reconfigure(config)
@@ -82,6 +181,10 @@ impl Replica {
     pub fn set_directory(&self, directory: Directory) {
         directory::adopt(directory);
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Replica {

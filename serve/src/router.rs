@@ -209,6 +209,12 @@ impl Router {
                 self.name
             )));
         };
+        if *kind == HandlerKind::Stream {
+            return Err(HttpError::bad_request(format!(
+                "handler {handler:?} of {} answers with a stream: call it over HTTP",
+                self.name
+            )));
+        }
         let since = Instant::now();
         let mut st = self.lock();
         if let Some(why) = &st.closed {
@@ -249,6 +255,7 @@ impl Router {
         };
         st.queued += 1;
         match kind {
+            HandlerKind::Stream => unreachable!("refused above"),
             HandlerKind::Single => st.queue.push_back(waiting),
             HandlerKind::Batched(_) => st
                 .batches
@@ -263,6 +270,42 @@ impl Router {
             since,
             state: PendingState::Queued(rx),
         })
+    }
+
+    /// How `handler` takes its requests, if the deployment has it.
+    pub(crate) fn kind(&self, handler: &str) -> Option<HandlerKind> {
+        self.kinds.get(handler).copied()
+    }
+
+    /// A replica for a stream, held (counted in flight) until [`Router::end_stream`]:
+    /// the least loaded one taking requests. A stream does not wait in the queue.
+    pub(crate) fn start_stream(&self) -> Result<(u64, ReplicaHandle), HttpError> {
+        let mut st = self.lock();
+        if let Some(why) = &st.closed {
+            return Err(HttpError::unavailable(why.clone()));
+        }
+        let slot = st
+            .slots
+            .iter_mut()
+            .filter(|s| s.accepting)
+            .min_by_key(|s| s.ongoing)
+            .ok_or_else(|| {
+                HttpError::unavailable(format!("deployment {} has no replica serving", self.name))
+            })?;
+        slot.ongoing += 1;
+        Ok((slot.id, slot.replica.clone()))
+    }
+
+    /// A stream on replica `id` ended with `status` after `ms` milliseconds.
+    pub(crate) fn end_stream(self: &Arc<Self>, id: u64, status: u16, ms: f64) {
+        self.metrics.answered(status, ms);
+        self.done(id);
+    }
+
+    /// A call to replica `id` that failed in the runtime, as an HTTP error (noting the
+    /// replica gone if it is).
+    pub(crate) fn runtime_error(&self, id: u64, e: prism::Error) -> HttpError {
+        self.failed(id, e)
     }
 
     /// A sent request's outcome: counted (unless its caller left, and was answered

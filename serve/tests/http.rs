@@ -213,3 +213,39 @@ prism::both_modes! {
         serve.shutdown();
     }
 }
+
+prism::both_modes! {
+    /// A streaming handler's values arrive as JSON lines while the handler still runs
+    /// (the second waits for a gate the test opens after reading the first); a body
+    /// that does not parse is a 400 before the stream; a panic mid-stream ends it with
+    /// an error line.
+    fn streamed_answers_arrive_as_they_are_made(session, NodeSpec::cpus(2.0)) {
+        let serve = start();
+        echo(&serve, DeploymentOptions::new("s"), "s");
+        let at = serve.address();
+        let mut conn = prism_serve::client::Conn::open(at).unwrap();
+        let mut streamed = conn.stream("POST", "/s/count", "4").unwrap();
+        assert_eq!(streamed.status, 200);
+        let first = streamed.next_chunk().unwrap().unwrap();
+        assert_eq!(first, b"0\n", "the first value comes before the handler ends");
+        assert_eq!(post(at, "/s/open_gate", "null").status, 200);
+        let mut rest = Vec::new();
+        while let Some(chunk) = streamed.next_chunk().unwrap() {
+            rest.extend(chunk);
+        }
+        assert_eq!(String::from_utf8(rest).unwrap(), "1\n2\n3\n");
+        // The connection is kept alive after a stream.
+        assert_eq!(conn.send("POST", "/s", "7").unwrap().body, "7");
+
+        assert_eq!(post(at, "/s/count", "\"many\"").status, 400);
+        let broke = post(at, "/s/explode", "null");
+        assert_eq!(broke.status, 200);
+        let lines: Vec<&str> = broke.body.lines().collect();
+        assert_eq!(lines[0], "0");
+        assert!(lines[1].contains("the stream broke at 1"), "{broke:?}");
+        // A handle cannot take a stream: a typed error, not a hang.
+        let via_handle = serve.handle("s").method("count").call::<_, u64>(&2).get();
+        assert_eq!(via_handle.unwrap_err().status, 400);
+        serve.shutdown();
+    }
+}

@@ -32,6 +32,7 @@ pub fn get(at: SocketAddr, path: &str) -> Answer {
 }
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use prism_serve::{BatchOptions, Deployment, DeploymentHandle, Handlers, HttpError};
@@ -42,6 +43,8 @@ use serde::{Deserialize, Serialize};
 pub struct Echo {
     tag: String,
     sick: AtomicBool,
+    /// Opened by `open_gate`; the `count` stream waits for it after its first value.
+    gate: Arc<(Mutex<bool>, Condvar)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -77,6 +80,7 @@ impl Deployment for Echo {
         Ok(Echo {
             tag: config.tag,
             sick: AtomicBool::new(false),
+            gate: Arc::default(),
         })
     }
 
@@ -109,6 +113,25 @@ impl Deployment for Echo {
             .route("sicken", |e: &Echo, _: ()| {
                 e.sick.store(true, Ordering::SeqCst);
                 Ok(())
+            })
+            .route("open_gate", |e: &Echo, _: ()| {
+                *e.gate.0.lock().unwrap() = true;
+                e.gate.1.notify_all();
+                Ok(())
+            })
+            .stream("count", |e: &Echo, n: u64| {
+                let gate = e.gate.clone();
+                Ok((0..n).inspect(move |i| {
+                    if *i == 1 {
+                        // After the first value: wait (up to 30 s) for the gate.
+                        let (open, cv) = &*gate;
+                        let guard = open.lock().unwrap();
+                        let _ = cv.wait_timeout_while(guard, Duration::from_secs(30), |o| !*o);
+                    }
+                }))
+            })
+            .stream("explode", |_: &Echo, _: ()| {
+                Ok((0..3).inspect(|i| assert!(*i < 1, "the stream broke at {i}")))
             })
             .batched(
                 "sums",
