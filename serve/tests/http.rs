@@ -249,3 +249,22 @@ prism::both_modes! {
         serve.shutdown();
     }
 }
+
+prism::both_modes! {
+    /// Replicas that no node can hold fail `deploy` at once with the reason, rather
+    /// than waiting for resources that never come.
+    fn an_infeasible_replica_is_a_typed_error(session, NodeSpec::cpus(2.0)) {
+        let serve = start();
+        let options = DeploymentOptions::new("huge").num_cpus(64.0);
+        let t = std::time::Instant::now();
+        match serve.deploy::<Echo>(options, EchoConfig::default()) {
+            Err(ServeError::ReplicaFailed { reason, .. }) => {
+                assert!(reason.to_lowercase().contains("infeasible") || reason.contains("64"), "{reason}");
+            }
+            other => panic!("expected ReplicaFailed, got {other:?}"),
+        }
+        assert!(t.elapsed() < Duration::from_secs(60));
+        assert!(serve.status().is_empty());
+        serve.shutdown();
+    }
+}
