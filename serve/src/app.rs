@@ -16,6 +16,7 @@ use crate::handle::DeploymentHandle;
 use crate::ingress::{self, Ingress, Route};
 use crate::options::{DeploymentOptions, HttpOptions};
 use crate::record;
+use crate::replica::{NodeIngress, NodeIngressHandle};
 
 /// How long [`Serve::deploy`] waits for its replicas to serve.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -36,6 +37,8 @@ struct App {
     ended: AtomicBool,
     /// This application's record in the session directory, for `prism serve`.
     record: Option<std::path::PathBuf>,
+    /// The ingresses on the nodes (`HttpOptions::every_node`) and where they listen.
+    nodes: Mutex<Vec<(NodeIngressHandle, SocketAddr)>>,
     /// Set once the application is shut down (or asked to be, by Ctrl-C).
     stopped: (Mutex<bool>, Condvar),
     stop_http: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
@@ -87,6 +90,7 @@ impl Serve {
             stopping: AtomicBool::new(false),
             ended: AtomicBool::new(false),
             record: record::write(address, &token),
+            nodes: Mutex::new(Vec::new()),
             stopped: (Mutex::new(false), Condvar::new()),
             stop_http: Mutex::new(Some(stop_tx)),
             http: Mutex::new(Some(http_task)),
@@ -114,6 +118,9 @@ impl Serve {
             })
             .map_err(|e| ServeError::Config(format!("cannot start the controller: {e}")))?;
         *lock(&app.controller) = Some(controller);
+        if http.every_node {
+            app.start_node_ingresses(address.port(), &token)?;
+        }
         tracing::info!("prism-serve listening on http://{address}");
         Ok(Serve { app })
     }
@@ -121,6 +128,12 @@ impl Serve {
     /// Where the ingress listens.
     pub fn address(&self) -> SocketAddr {
         self.app.address
+    }
+
+    /// Where the ingresses on the nodes listen (`HttpOptions::every_node` on a
+    /// cluster; empty otherwise).
+    pub fn node_addresses(&self) -> Vec<SocketAddr> {
+        lock(&self.app.nodes).iter().map(|(_, a)| *a).collect()
     }
 
     /// The ingress's URL of a path, `http://ip:port/path`.
@@ -285,6 +298,39 @@ impl Drop for Serve {
 }
 
 impl App {
+    /// An ingress on every live node of a cluster, on the node's IP and `port`.
+    fn start_node_ingresses(&self, port: u16, token: &str) -> Result<()> {
+        let directory = self.directory(&lock_r(&self.ingress.deployments).clone());
+        let mut started = Vec::new();
+        for node in prism::nodes()?.into_iter().filter(|n| n.alive) {
+            // Embedded, the one node is this process: its ingress is the one above.
+            let Some((ip, _)) = node.address.rsplit_once(':') else {
+                continue;
+            };
+            let handle = NodeIngress::options()
+                .scheduling(prism::Strategy::NodeAffinity {
+                    node_id: node.node_id.clone(),
+                    soft: false,
+                })
+                .max_concurrency(2)
+                .remote();
+            let listening =
+                handle.listen(ip.to_string(), port, token.to_string(), directory.clone());
+            let at = prism::get_timeout(&listening, Duration::from_secs(60))?
+                .map_err(|e| ServeError::Http(format!("node {}: {e}", node.node_id)))?;
+            let at: SocketAddr = at
+                .parse()
+                .map_err(|e| ServeError::Http(format!("node {}: {at}: {e}", node.node_id)))?;
+            tracing::info!(
+                "prism-serve listening on http://{at} (node {})",
+                node.node_id
+            );
+            started.push((handle, at));
+        }
+        *lock(&self.nodes) = started;
+        Ok(())
+    }
+
     fn find(&self, name: &str) -> Option<Arc<Managed>> {
         lock_r(&self.ingress.deployments)
             .iter()
@@ -321,6 +367,16 @@ impl App {
             let _ = self.delete(&n);
         }
         self.stopping.store(true, Ordering::Release);
+        // The nodes' ingresses answer 404 from now on, and their actors end (their
+        // listeners with their worker processes).
+        let last = Directory {
+            version: self.version.fetch_add(1, Ordering::AcqRel) + 1,
+            deployments: Vec::new(),
+        };
+        for (n, _) in lock(&self.nodes).drain(..) {
+            let _ = prism::get_timeout(&n.set_directory(last.clone()), Duration::from_secs(5));
+            prism::kill(&n);
+        }
         if let Some(c) = lock(&self.controller).take() {
             if c.thread().id() != std::thread::current().id() {
                 let _ = c.join();
@@ -354,6 +410,9 @@ impl App {
                     // Fire and forget: a replica that misses one takes the next.
                     let _ = r.set_directory(directory.clone());
                 }
+            }
+            for (n, _) in lock(&self.nodes).iter() {
+                let _ = n.set_directory(directory.clone());
             }
         }
     }

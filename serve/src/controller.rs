@@ -260,6 +260,8 @@ impl Managed {
                 .filter(|r| r.state == ReplicaState::Running)
                 .map(|r| (r.id, r.handle.clone()))
                 .collect(),
+            route_prefix: inner.options.route_prefix.clone(),
+            request_timeout: inner.options.request_timeout,
         }
     }
 

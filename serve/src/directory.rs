@@ -33,6 +33,10 @@ pub struct Entry {
     pub max_queued_requests: Option<usize>,
     /// Its serving replicas, by id.
     pub replicas: Vec<(u64, ReplicaHandle)>,
+    /// Its HTTP route, for the ingresses on the nodes.
+    pub route_prefix: Option<String>,
+    /// Its request timeout.
+    pub request_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Default)]
@@ -42,6 +46,8 @@ struct Routers {
     /// replaces them.
     owned: Vec<String>,
     version: u64,
+    /// Each deployment's route and timeout, as the last directory gave them.
+    routes: Vec<(String, Option<String>, Option<std::time::Duration>)>,
 }
 
 fn routers() -> MutexGuard<'static, Routers> {
@@ -85,6 +91,11 @@ pub(crate) fn adopt(directory: Directory) {
         .iter()
         .map(|e| e.name.clone())
         .collect();
+    let listed_routes: Vec<_> = directory
+        .deployments
+        .iter()
+        .map(|e| (e.name.clone(), e.route_prefix.clone(), e.request_timeout))
+        .collect();
     let stale: Vec<String> = r
         .by_name
         .keys()
@@ -115,4 +126,31 @@ pub(crate) fn adopt(directory: Directory) {
         router.limits(e.max_ongoing_requests, e.max_queued_requests);
         router.set(e.replicas);
     }
+    r.routes = listed_routes;
+    drop(r);
+    push_routes();
+}
+
+/// Gives this process's node ingress (if it runs one) the routes of the directory held.
+pub(crate) fn push_routes() {
+    let r = routers();
+    let routes = directory_routes(&r, &r.routes);
+    drop(r);
+    crate::ingress::node_routes(routes);
+}
+
+fn directory_routes(
+    r: &Routers,
+    listed: &[(String, Option<String>, Option<std::time::Duration>)],
+) -> Vec<crate::ingress::Route> {
+    listed
+        .iter()
+        .filter_map(|(name, prefix, timeout)| {
+            Some(crate::ingress::Route {
+                prefix: prefix.clone()?,
+                router: r.by_name.get(name)?.clone(),
+                timeout: *timeout,
+            })
+        })
+        .collect()
 }

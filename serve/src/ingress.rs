@@ -74,6 +74,12 @@ impl Ingress {
             .map(|r| r.router.name.clone())
     }
 
+    /// Replaces every route.
+    fn replace_routes(&self, mut routes: Vec<Route>) {
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+    }
+
     /// Removes a deployment's route.
     pub(crate) fn remove_route(&self, name: &str) {
         let mut routes = self.routes.write().unwrap_or_else(|p| p.into_inner());
@@ -332,4 +338,31 @@ pub(crate) fn start(
         }
     });
     Ok((bound, task))
+}
+
+/// The ingress this process runs for its node (`HttpOptions::every_node`), if any.
+static NODE_INGRESS: std::sync::OnceLock<(Arc<Ingress>, SocketAddr)> = std::sync::OnceLock::new();
+
+/// Gives this process's node ingress, if it runs one, the routes of a new directory.
+pub(crate) fn node_routes(routes: Vec<Route>) {
+    if let Some((ingress, _)) = NODE_INGRESS.get() {
+        ingress.replace_routes(routes);
+    }
+}
+
+/// Starts this process's node ingress on `ip:port` (once; later calls give the address
+/// of the first). It routes by the directory this process holds and lives as long
+/// as the process.
+pub(crate) fn start_node_ingress(ip: &str, port: u16, token: String) -> Result<SocketAddr, String> {
+    if let Some((_, at)) = NODE_INGRESS.get() {
+        return Ok(*at);
+    }
+    let address: SocketAddr = format!("{ip}:{port}")
+        .parse()
+        .map_err(|e| format!("the node's address {ip}:{port}: {e}"))?;
+    let ingress = Arc::new(Ingress::new(token));
+    let (bound, _task) = start(ingress.clone(), address, std::future::pending())
+        .map_err(|e| format!("cannot listen on {address}: {e}"))?;
+    let _ = NODE_INGRESS.set((ingress, bound));
+    Ok(NODE_INGRESS.get().map_or(bound, |(_, at)| *at))
 }

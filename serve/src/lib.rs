@@ -90,7 +90,9 @@ pub use directory::{Directory, Entry};
 pub use error::{HttpError, Result, ServeError};
 pub use handle::{DeploymentHandle, Response};
 pub use options::{Autoscaling, DeploymentOptions, HttpOptions};
-pub use replica::{Replica, ReplicaHandle, ReplicaInfo, Reply};
+pub use replica::{
+    Chunk, NodeIngress, NodeIngressHandle, Replica, ReplicaHandle, ReplicaInfo, Reply,
+};
 
 /// What the macros' expansions name. Not for direct use.
 #[doc(hidden)]

@@ -269,12 +269,16 @@ impl Autoscaling {
 pub struct HttpOptions {
     /// The address to bind (default `127.0.0.1:8000`; port 0 picks a free one).
     pub address: SocketAddr,
+    /// On a cluster, an ingress on every node too, on the node's own address and this
+    /// ingress's port (default off). Embedded there is one node: this process.
+    pub every_node: bool,
 }
 
 impl Default for HttpOptions {
     fn default() -> Self {
         HttpOptions {
             address: SocketAddr::from(([127, 0, 0, 1], 8000)),
+            every_node: false,
         }
     }
 }
@@ -283,6 +287,12 @@ impl HttpOptions {
     /// Binds this address (`0.0.0.0:8000` to take requests from other machines).
     pub fn address(mut self, address: SocketAddr) -> Self {
         self.address = address;
+        self
+    }
+
+    /// Also serves from every node of a cluster, on the node's address.
+    pub fn every_node(mut self, yes: bool) -> Self {
+        self.every_node = yes;
         self
     }
 

@@ -197,3 +197,35 @@ impl Replica {
         })
     }
 }
+
+/// The ingress of one node, in its worker process (`HttpOptions::every_node`):
+/// started by the application, it serves the routes of the directory it is sent.
+#[prism::actor]
+pub struct NodeIngress;
+
+#[prism::actor]
+impl NodeIngress {
+    /// An ingress not yet listening.
+    pub fn new() -> Self {
+        NodeIngress
+    }
+
+    /// Listens on `ip:port` and routes by `directory`: the bound address.
+    pub fn listen(
+        &self,
+        ip: &str,
+        port: u16,
+        token: &str,
+        directory: Directory,
+    ) -> Result<String, String> {
+        let at = crate::ingress::start_node_ingress(ip, port, token.to_string())?;
+        directory::adopt(directory);
+        directory::push_routes();
+        Ok(at.to_string())
+    }
+
+    /// Takes a newer directory.
+    pub fn set_directory(&self, directory: Directory) {
+        directory::adopt(directory);
+    }
+}

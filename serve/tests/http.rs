@@ -268,3 +268,48 @@ prism::both_modes! {
         serve.shutdown();
     }
 }
+
+/// With `every_node`, each node of a two-node cluster serves the routes too, on its
+/// own address (127.0.0.2 and 127.0.0.3 here); once the application stops they
+/// answer 404.
+#[test]
+fn every_node_serves_the_routes_on_its_own_address() {
+    let _session =
+        prism::testing::Session::start(prism::testing::Mode::Cluster, NodeSpec::cpus(2.0));
+    let serve = Serve::start(HttpOptions::default().port(0).every_node(true)).unwrap();
+    echo(&serve, DeploymentOptions::new("echo").num_replicas(2), "n");
+    let nodes = serve.node_addresses();
+    let ips: BTreeSet<String> = nodes.iter().map(|a| a.ip().to_string()).collect();
+    assert_eq!(
+        ips,
+        BTreeSet::from(["127.0.0.2".to_string(), "127.0.0.3".to_string()])
+    );
+    for at in &nodes {
+        assert_eq!(at.port(), serve.address().port());
+        let at = *at;
+        eventually("the node's ingress routes", || {
+            post(at, "/echo", "3").status == 200
+        });
+        assert_eq!(
+            post(at, "/echo/sum", r#"{"values":[1,2]}"#).json()["sum"],
+            3.0
+        );
+        assert_eq!(post(at, "/echo/sum", "[").status, 400);
+    }
+    serve.shutdown();
+    for at in nodes {
+        assert_eq!(post(at, "/echo", "3").status, 404);
+    }
+}
+
+/// Embedded there is one node, this process: `every_node` adds no ingress.
+#[test]
+fn every_node_embedded_is_the_one_ingress() {
+    let _session =
+        prism::testing::Session::start(prism::testing::Mode::Embedded, NodeSpec::cpus(2.0));
+    let serve = Serve::start(HttpOptions::default().port(0).every_node(true)).unwrap();
+    echo(&serve, DeploymentOptions::new("echo"), "e");
+    assert!(serve.node_addresses().is_empty());
+    assert_eq!(post(serve.address(), "/echo", "3").status, 200);
+    serve.shutdown();
+}
