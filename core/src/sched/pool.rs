@@ -34,8 +34,13 @@ pub(crate) fn spin_until(limit: Duration, mut done: impl FnMut() -> bool) -> boo
             return true;
         }
         i = i.wrapping_add(1);
-        if i % 64 == 0 && start.elapsed() >= limit {
-            return false;
+        if i % 64 == 0 {
+            if start.elapsed() >= limit {
+                return false;
+            }
+            // A thread that has work of its own (the one making ours, on a machine
+            // with few cores) runs before the spin goes on.
+            std::thread::yield_now();
         }
         std::hint::spin_loop();
     }
