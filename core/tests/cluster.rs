@@ -219,6 +219,19 @@ fn cli_start_status_and_stop_leave_nothing_behind() {
         s.contains(": 2 node(s)").then_some(s)
     });
     assert!(status.contains("127.0.0.2:"), "{status}");
+    // Its output pipe closed before it prints (`prism status | head`): it ends
+    // quietly, without a panic.
+    let mut piped = std::process::Command::new(env!("CARGO_BIN_EXE_prism"))
+        .arg("status")
+        .env("PRISM_SESSION_DIR", &dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    let out = piped.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
 
     // A driver through PRISM_ADDRESS=auto: the head recorded in the session.
     let token = std::fs::read_to_string(dir.join("token")).unwrap();

@@ -105,8 +105,24 @@ struct Start {
     block: bool,
 }
 
+/// Lets a closed output pipe (`prism status | head`) end this process quietly, as it
+/// ends other Unix tools, instead of a panic in `println!`. Only for the commands that
+/// print and exit: the daemons keep ignoring the signal, so that a peer's closed
+/// connection stays an error to handle.
+#[allow(unsafe_code)]
+fn die_quietly_on_closed_pipe() {
+    // SAFETY: restoring a signal's default disposition at the start of `main`, before
+    // any thread is started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    if !matches!(cli.command, Cmd::Start(_)) {
+        die_quietly_on_closed_pipe();
+    }
     let result = match cli.command {
         Cmd::Start(s) if s.block => run_blocking(s),
         Cmd::Start(s) => start_background(s),
