@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::controller::{DeploymentStatus, Managed};
+use crate::controller::{DeploymentStatus, Managed, START_ATTEMPTS};
 use crate::deployment::{self, Deployment};
 use crate::directory::{self, Directory};
 use crate::error::{Result, ServeError};
@@ -20,9 +20,6 @@ use crate::replica::{NodeIngress, NodeIngressHandle};
 
 /// How long [`Serve::deploy`] waits for its replicas to serve.
 const DEPLOY_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Replicas that fail to start in a row before [`Serve::deploy`] gives up.
-const START_ATTEMPTS: u32 = 3;
 
 /// How often the controller looks at every deployment.
 const TICK: Duration = Duration::from_millis(20);
@@ -41,8 +38,13 @@ struct App {
     nodes: Mutex<Vec<(NodeIngressHandle, SocketAddr)>>,
     /// Set once the application is shut down (or asked to be, by Ctrl-C).
     stopped: (Mutex<bool>, Condvar),
-    stop_http: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
-    http: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// What ends the HTTP ingress, and its task.
+    http: Mutex<
+        Option<(
+            tokio::sync::oneshot::Sender<()>,
+            tokio::task::JoinHandle<()>,
+        )>,
+    >,
     controller: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -92,8 +94,7 @@ impl Serve {
             record: record::write(address, &token),
             nodes: Mutex::new(Vec::new()),
             stopped: (Mutex::new(false), Condvar::new()),
-            stop_http: Mutex::new(Some(stop_tx)),
-            http: Mutex::new(Some(http_task)),
+            http: Mutex::new(Some((stop_tx, http_task))),
             controller: Mutex::new(None),
         });
         let weak = Arc::downgrade(&app);
@@ -263,8 +264,8 @@ impl Serve {
         self.app.delete(name)
     }
 
-    /// Blocks until the application is shut down: by [`Serve::shutdown`] from another
-    /// thread, or Ctrl-C (which shuts it down).
+    /// Blocks until the application is shut down (by `prism serve shutdown`) or
+    /// Ctrl-C is pressed; dropping the `Serve` then shuts it down.
     pub fn wait(&self) {
         let app = self.app.clone();
         crate::tokio().spawn(async move {
@@ -300,7 +301,7 @@ impl Drop for Serve {
 impl App {
     /// An ingress on every live node of a cluster, on the node's IP and `port`.
     fn start_node_ingresses(&self, port: u16, token: &str) -> Result<()> {
-        let directory = self.directory(&lock_r(&self.ingress.deployments).clone());
+        let directory = self.directory(&lock_r(&self.ingress.deployments));
         let mut started = Vec::new();
         for node in prism::nodes()?.into_iter().filter(|n| n.alive) {
             // Embedded, the one node is this process: its ingress is the one above.
@@ -378,14 +379,10 @@ impl App {
             prism::kill(&n);
         }
         if let Some(c) = lock(&self.controller).take() {
-            if c.thread().id() != std::thread::current().id() {
-                let _ = c.join();
-            }
+            let _ = c.join();
         }
-        if let Some(tx) = lock(&self.stop_http).take() {
+        if let Some((tx, task)) = lock(&self.http).take() {
             let _ = tx.send(());
-        }
-        if let Some(task) = lock(&self.http).take() {
             let _ = crate::tokio()
                 .block_on(async { tokio::time::timeout(Duration::from_secs(5), task).await });
         }

@@ -17,6 +17,10 @@ use crate::options::{Autoscaling, DeploymentOptions};
 use crate::replica::{Replica, ReplicaHandle, ReplicaInfo};
 use crate::router::Router;
 
+/// Replicas that fail to start in a row before the deployment counts as failed:
+/// [`crate::Serve::deploy`] gives up and requests waiting for a replica are answered.
+pub(crate) const START_ATTEMPTS: u32 = 3;
+
 /// A replica's state, as [`crate::Serve::status`] shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReplicaState {
@@ -87,7 +91,6 @@ struct Scaler {
 pub(crate) struct Managed {
     pub(crate) name: String,
     pub(crate) class: String,
-    pub(crate) kinds: std::collections::BTreeMap<String, HandlerKind>,
     pub(crate) router: Arc<Router>,
     inner: Mutex<Inner>,
 }
@@ -125,14 +128,13 @@ impl Managed {
     ) -> Arc<Managed> {
         let router = Router::new(
             &options.name,
-            kinds.clone(),
+            kinds,
             options.max_ongoing_requests,
             options.max_queued_requests,
         );
         Arc::new(Managed {
             name: options.name.clone(),
             class: class.to_string(),
-            kinds,
             router,
             inner: Mutex::new(Inner {
                 target: initial_target(&options),
@@ -251,7 +253,7 @@ impl Managed {
         let inner = self.lock();
         Entry {
             name: self.name.clone(),
-            kinds: self.kinds.clone(),
+            kinds: self.router.kinds.clone(),
             max_ongoing_requests: inner.options.max_ongoing_requests,
             max_queued_requests: inner.options.max_queued_requests,
             replicas: inner
@@ -355,10 +357,7 @@ impl Managed {
         if inner.deleting {
             for r in &mut inner.replicas {
                 if r.state != ReplicaState::Stopping {
-                    changed |= r.state == ReplicaState::Running;
-                    r.state = ReplicaState::Stopping;
-                    r.since = now;
-                    self.router.stop_sending(r.id);
+                    changed |= self.drain(r, now);
                 }
             }
             return changed;
@@ -368,7 +367,8 @@ impl Managed {
             let load = (ongoing + queued) as f64;
             inner.target = scale(&mut inner.scaler, &a, load, inner.target, now);
         }
-        // Toward the target: start, or drain the newest first.
+        // Toward the target: start, or drain the starting ones first, then the serving
+        // ones with the least in flight.
         let live: Vec<usize> = (0..inner.replicas.len())
             .filter(|i| inner.replicas[*i].state != ReplicaState::Stopping)
             .collect();
@@ -381,18 +381,13 @@ impl Managed {
             }
         } else if live.len() > inner.target {
             let extra = live.len() - inner.target;
-            // Starting ones first, then the serving ones with the least in flight.
-            let mut order = live.clone();
+            let mut order = live;
             order.sort_by_key(|i| {
                 let r = &inner.replicas[*i];
                 (r.state == ReplicaState::Running, self.router.ongoing(r.id))
             });
             for &i in order.iter().take(extra) {
-                let r = &mut inner.replicas[i];
-                changed |= r.state == ReplicaState::Running;
-                r.state = ReplicaState::Stopping;
-                r.since = now;
-                self.router.stop_sending(r.id);
+                changed |= self.drain(&mut inner.replicas[i], now);
             }
         }
         // No replica serves and the last ones failed to start: waiting requests would
@@ -401,7 +396,7 @@ impl Managed {
             .replicas
             .iter()
             .any(|r| r.state == ReplicaState::Running);
-        if !serving && inner.failures >= 3 {
+        if !serving && inner.failures >= START_ATTEMPTS {
             if let Some(why) = &inner.last_failure {
                 self.router.fail_waiting(HttpError::unavailable(format!(
                     "deployment {} has no replica serving: {why}",
@@ -410,6 +405,16 @@ impl Managed {
             }
         }
         changed
+    }
+
+    /// Sets a replica draining: no new requests, ended once those in flight are done.
+    /// Whether it was serving.
+    fn drain(&self, r: &mut Record, now: Instant) -> bool {
+        let was_running = r.state == ReplicaState::Running;
+        r.state = ReplicaState::Stopping;
+        r.since = now;
+        self.router.stop_sending(r.id);
+        was_running
     }
 
     fn start(&self, inner: &mut Inner, directory: &Directory) -> Record {

@@ -285,7 +285,8 @@ pub(crate) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
-fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, HttpError> {
+/// Runs `f`, a panic in it becoming a 500 that says `what` panicked and why.
+pub(crate) fn guarded<R>(what: &str, f: impl FnOnce() -> R) -> Result<R, HttpError> {
     catch_unwind(AssertUnwindSafe(f))
         .map_err(|p| HttpError::internal(format!("{what} panicked: {}", panic_message(&*p))))
 }
@@ -362,8 +363,10 @@ impl<D: Deployment> Hosted for Typed<D> {
     }
 }
 
-/// Builds `D` on a replica from its JSON config: what [`register_deployment!`] files.
-pub(crate) fn build<D: Deployment>(config: &str) -> Result<Box<dyn Hosted>, String> {
+/// Builds `D` on a replica from its JSON config. Not for direct use:
+/// [`register_deployment!`] files it.
+#[doc(hidden)]
+pub fn build_entry<D: Deployment>(config: &str) -> Result<HostedEntry, String> {
     let config: D::Config =
         serde_json::from_str(config).map_err(|e| format!("the user config does not parse: {e}"))?;
     let value = guarded("new", || D::new(config))
@@ -371,10 +374,10 @@ pub(crate) fn build<D: Deployment>(config: &str) -> Result<Box<dyn Hosted>, Stri
         .and_then(|r| r)?;
     let mut handlers = Handlers::new();
     D::handlers(&mut handlers);
-    Ok(Box::new(Typed {
+    Ok(HostedEntry(Box::new(Typed {
         value: RwLock::new(value),
         handlers,
-    }))
+    })))
 }
 
 /// `D`'s handlers' names and kinds, without building a `D`.
@@ -396,12 +399,6 @@ pub struct Registration {
 /// The registry's view of a built replica value. Not for direct use.
 #[doc(hidden)]
 pub struct HostedEntry(pub(crate) Box<dyn Hosted>);
-
-/// Builds `D` for the registry. Not for direct use: [`register_deployment!`] files it.
-#[doc(hidden)]
-pub fn build_entry<D: Deployment>(config: &str) -> Result<HostedEntry, String> {
-    build::<D>(config).map(HostedEntry)
-}
 
 inventory::collect!(Registration);
 

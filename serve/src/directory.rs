@@ -46,8 +46,8 @@ struct Routers {
     /// replaces them.
     owned: Vec<String>,
     version: u64,
-    /// Each deployment's route and timeout, as the last directory gave them.
-    routes: Vec<(String, Option<String>, Option<std::time::Duration>)>,
+    /// Each deployment of the last directory: its name, route and timeout.
+    listed: Vec<(String, Option<String>, Option<std::time::Duration>)>,
 }
 
 fn routers() -> MutexGuard<'static, Routers> {
@@ -86,12 +86,7 @@ pub(crate) fn adopt(directory: Directory) {
         return;
     }
     r.version = directory.version;
-    let listed: Vec<String> = directory
-        .deployments
-        .iter()
-        .map(|e| e.name.clone())
-        .collect();
-    let listed_routes: Vec<_> = directory
+    r.listed = directory
         .deployments
         .iter()
         .map(|e| (e.name.clone(), e.route_prefix.clone(), e.request_timeout))
@@ -99,7 +94,7 @@ pub(crate) fn adopt(directory: Directory) {
     let stale: Vec<String> = r
         .by_name
         .keys()
-        .filter(|n| !listed.contains(n) && !r.owned.contains(n))
+        .filter(|n| !r.listed.iter().any(|(l, ..)| l == *n) && !r.owned.contains(n))
         .cloned()
         .collect();
     for name in stale {
@@ -126,7 +121,6 @@ pub(crate) fn adopt(directory: Directory) {
         router.limits(e.max_ongoing_requests, e.max_queued_requests);
         router.set(e.replicas);
     }
-    r.routes = listed_routes;
     drop(r);
     push_routes();
 }
@@ -134,16 +128,8 @@ pub(crate) fn adopt(directory: Directory) {
 /// Gives this process's node ingress (if it runs one) the routes of the directory held.
 pub(crate) fn push_routes() {
     let r = routers();
-    let routes = directory_routes(&r, &r.routes);
-    drop(r);
-    crate::ingress::node_routes(routes);
-}
-
-fn directory_routes(
-    r: &Routers,
-    listed: &[(String, Option<String>, Option<std::time::Duration>)],
-) -> Vec<crate::ingress::Route> {
-    listed
+    let routes = r
+        .listed
         .iter()
         .filter_map(|(name, prefix, timeout)| {
             Some(crate::ingress::Route {
@@ -152,5 +138,7 @@ fn directory_routes(
                 timeout: *timeout,
             })
         })
-        .collect()
+        .collect();
+    drop(r);
+    crate::ingress::node_routes(routes);
 }

@@ -92,31 +92,13 @@ impl<T: DeserializeOwned> Response<T> {
 
     /// Blocks until the answer comes or `timeout` passes (then 504).
     pub fn get_timeout(self, timeout: Duration) -> Result<T, HttpError> {
-        prism::block_on(async move {
-            let deadline = std::time::Instant::now() + timeout;
-            let mut me = self;
-            std::future::poll_fn(|cx| {
-                if std::time::Instant::now() >= deadline {
-                    return Poll::Ready(Err(HttpError::timeout(format!(
-                        "no answer within {timeout:?}"
-                    ))));
-                }
-                match Pin::new(&mut me).poll(cx) {
-                    Poll::Ready(r) => Poll::Ready(r),
-                    Poll::Pending => {
-                        // Look again at the deadline.
-                        let waker = cx.waker().clone();
-                        let left = deadline.saturating_duration_since(std::time::Instant::now());
-                        crate::tokio().spawn(async move {
-                            tokio::time::sleep(left).await;
-                            waker.wake();
-                        });
-                        Poll::Pending
-                    }
-                }
-            })
-            .await
-        })
+        // The timer belongs to the serving runtime, whichever thread waits.
+        let timed = {
+            let _runtime = crate::tokio().enter();
+            tokio::time::timeout(timeout, self)
+        };
+        prism::block_on(timed)
+            .unwrap_or_else(|_| Err(HttpError::timeout(format!("no answer within {timeout:?}"))))
     }
 }
 

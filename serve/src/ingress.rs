@@ -116,16 +116,14 @@ impl Ingress {
             .iter()
         {
             let status = d.status();
-            let (ongoing, queued) = d.router.load();
-            let serving = status
-                .replicas
-                .iter()
-                .filter(|r| r.state == crate::ReplicaState::Running)
-                .count();
             let gauges = Gauges {
-                replicas: serving,
-                ongoing,
-                queued,
+                replicas: status
+                    .replicas
+                    .iter()
+                    .filter(|r| r.state == crate::ReplicaState::Running)
+                    .count(),
+                ongoing: status.replicas.iter().map(|r| r.ongoing).sum(),
+                queued: status.queued,
             };
             d.router.metrics.render(&mut out, &d.name, &gauges);
         }
@@ -175,19 +173,18 @@ fn error_line(e: &HttpError) -> Vec<u8> {
 /// one after is the stream's last line.
 async fn stream(router: Arc<Router>, handler: String, body: Vec<u8>) -> Response {
     let since = std::time::Instant::now();
-    let ms = move || since.elapsed().as_secs_f64() * 1e3;
     let (slot, replica) = match router.start_stream() {
         Ok(r) => r,
         Err(e) => return error_response(&e),
     };
     let opened = match replica.stream_open(handler, body).await {
         Ok(r) => r,
-        Err(e) => Err(router.runtime_error(slot, e)),
+        Err(e) => Err(router.failed(slot, e)),
     };
     let id = match opened {
         Ok(id) => id,
         Err(e) => {
-            router.end_stream(slot, e.status, ms());
+            router.end_stream(slot, e.status, since);
             return error_response(&e);
         }
     };
@@ -196,7 +193,7 @@ async fn stream(router: Arc<Router>, handler: String, body: Vec<u8>) -> Response
         let status = 'pull: loop {
             let chunk = match replica.stream_next(id).await {
                 Ok(c) => c,
-                Err(e) => Err(router.runtime_error(slot, e)),
+                Err(e) => Err(router.failed(slot, e)),
             };
             match chunk {
                 Ok((items, ended)) => {
@@ -218,7 +215,7 @@ async fn stream(router: Arc<Router>, handler: String, body: Vec<u8>) -> Response
                 }
             }
         };
-        router.end_stream(slot, status, ms());
+        router.end_stream(slot, status, since);
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "application/x-ndjson")
@@ -234,9 +231,9 @@ async fn request(State(ingress): State<Arc<Ingress>>, uri: Uri, body: Bytes) -> 
         )));
     };
     if router.kind(&handler) == Some(crate::HandlerKind::Stream) {
-        return stream(router, handler, body.to_vec()).await;
+        return stream(router, handler, Vec::from(body)).await;
     }
-    let pending = match router.call(&handler, body.to_vec()) {
+    let pending = match router.call(&handler, Vec::from(body)) {
         Ok(p) => p,
         Err(e) => return error_response(&e),
     };
@@ -267,8 +264,6 @@ pub(crate) fn start(
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let listener = crate::tokio().block_on(tokio::net::TcpListener::bind(address))?;
     let bound = listener.local_addr()?;
-    let status_of = ingress.clone();
-    let metrics_of = ingress.clone();
     let app = axum::Router::new()
         .route("/-/healthz", get(|| async { "ok" }))
         .route(
@@ -284,8 +279,8 @@ pub(crate) fn start(
         )
         .route(
             "/-/status",
-            get(move || async move {
-                let all: Vec<_> = status_of
+            get(|State(i): State<Arc<Ingress>>| async move {
+                let all: Vec<_> = i
                     .deployments
                     .read()
                     .unwrap_or_else(|p| p.into_inner())
@@ -315,10 +310,10 @@ pub(crate) fn start(
         )
         .route(
             "/metrics",
-            get(move || async move {
+            get(|State(i): State<Arc<Ingress>>| async move {
                 Response::builder()
                     .header(header::CONTENT_TYPE, "text/plain; version=0.0.4")
-                    .body(Body::from(metrics_of.metrics()))
+                    .body(Body::from(i.metrics()))
                     .expect("a valid response")
             }),
         )

@@ -6,13 +6,12 @@
 //! keeps the reason, and [`Replica::ready`] reports it, so that the controller sees why.
 
 use std::collections::HashMap;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
-use crate::deployment::{lookup, panic_message, Hosted};
+use crate::deployment::{guarded, lookup, Hosted};
 use crate::directory::{self, Directory};
 use crate::error::HttpError;
 
@@ -35,15 +34,19 @@ pub struct Replica {
     hosted: Result<Box<dyn Hosted>, String>,
     /// The streams open on this replica, by id: the values their threads made, for
     /// `stream_next`.
-    streams: Mutex<HashMap<u64, Arc<Mutex<Values>>>>,
+    streams: Mutex<HashMap<u64, Arc<Mutex<Open>>>>,
     next_stream: AtomicU64,
 }
 
 /// Some of a stream's values, and whether it ended after them.
 pub type Chunk = Result<(Vec<Vec<u8>>, bool), HttpError>;
 
-/// The values a stream's thread made, in order.
-type Values = std::sync::mpsc::Receiver<Result<Vec<u8>, HttpError>>;
+/// An open stream: the values its thread made, in order, and the error that ended it
+/// once the values before it are out.
+struct Open {
+    values: std::sync::mpsc::Receiver<Result<Vec<u8>, HttpError>>,
+    failed: Option<HttpError>,
+}
 
 /// How many values a stream's thread may run ahead of its reader, and the most one
 /// `stream_next` returns.
@@ -101,12 +104,7 @@ impl Replica {
         std::thread::Builder::new()
             .name(format!("prism-serve-stream-{id}"))
             .spawn(move || loop {
-                let next = catch_unwind(AssertUnwindSafe(|| items.next())).unwrap_or_else(|p| {
-                    Some(Err(HttpError::internal(format!(
-                        "the stream panicked: {}",
-                        panic_message(&*p)
-                    ))))
-                });
+                let next = guarded("the stream", || items.next()).unwrap_or_else(|e| Some(Err(e)));
                 let Some(next) = next else { break };
                 let failed = next.is_err();
                 // A reader that left (closed the stream) ends the thread.
@@ -115,7 +113,11 @@ impl Replica {
                 }
             })
             .map_err(|e| HttpError::internal(format!("cannot start the stream: {e}")))?;
-        lock(&self.streams).insert(id, Arc::new(Mutex::new(rx)));
+        let open = Open {
+            values: rx,
+            failed: None,
+        };
+        lock(&self.streams).insert(id, Arc::new(Mutex::new(open)));
         Ok(id)
     }
 
@@ -123,11 +125,16 @@ impl Replica {
     /// already; `true` once the stream has ended (it is then closed). A value that
     /// failed ends the stream with its error, after the values before it.
     pub fn stream_next(&self, id: u64) -> Chunk {
-        let rx = lock(&self.streams)
+        let open = lock(&self.streams)
             .get(&id)
             .cloned()
             .ok_or_else(|| HttpError::not_found(format!("no stream {id} on this replica")))?;
-        let rx = lock(&rx);
+        let mut open = lock(&open);
+        if let Some(e) = open.failed.take() {
+            lock(&self.streams).remove(&id);
+            return Err(e);
+        }
+        let rx = &open.values;
         let mut out = Vec::new();
         let mut next = rx.recv().ok();
         loop {
@@ -139,9 +146,7 @@ impl Replica {
                 }
                 // The values before the error first; the error on the next call.
                 Some(Err(e)) => {
-                    let (tx, again) = std::sync::mpsc::sync_channel(1);
-                    let _ = tx.send(Err(e));
-                    lock(&self.streams).insert(id, Arc::new(Mutex::new(again)));
+                    open.failed = Some(e);
                     return Ok((out, false));
                 }
                 None => {

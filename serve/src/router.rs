@@ -134,8 +134,6 @@ struct State {
     slots: Vec<Slot>,
     queue: VecDeque<Waiting>,
     batches: BTreeMap<String, Batch>,
-    /// Requests in `queue` and `batches`.
-    queued: usize,
     max_ongoing: usize,
     max_queued: Option<usize>,
     /// Replicas whose calls failed because the replica is gone, for the controller.
@@ -143,6 +141,18 @@ struct State {
     /// Why new requests are refused, once the deployment is deleted.
     closed: Option<String>,
     rng: u64,
+}
+
+impl State {
+    /// Requests waiting for a replica, in the queue and in batches.
+    fn queued(&self) -> usize {
+        self.queue.len()
+            + self
+                .batches
+                .values()
+                .map(|b| b.waiting.len())
+                .sum::<usize>()
+    }
 }
 
 /// What `pump` decided to send, sent once the lock is released.
@@ -154,7 +164,7 @@ enum Dispatch {
 /// The router of one deployment. See the module's documentation.
 pub(crate) struct Router {
     pub(crate) name: String,
-    kinds: BTreeMap<String, HandlerKind>,
+    pub(crate) kinds: BTreeMap<String, HandlerKind>,
     state: Mutex<State>,
     pub(crate) metrics: Metrics,
 }
@@ -179,7 +189,6 @@ impl Router {
                 slots: Vec::new(),
                 queue: VecDeque::new(),
                 batches,
-                queued: 0,
                 max_ongoing: max_ongoing.max(1),
                 max_queued,
                 dead: Vec::new(),
@@ -236,10 +245,11 @@ impl Router {
             }
         }
         if let Some(max) = st.max_queued {
-            if st.queued >= max {
+            let queued = st.queued();
+            if queued >= max {
                 let why = format!(
-                    "deployment {} is overloaded: {} requests wait (max_queued_requests {max})",
-                    self.name, st.queued
+                    "deployment {} is overloaded: {queued} requests wait (max_queued_requests {max})",
+                    self.name
                 );
                 drop(st);
                 self.metrics.answered(503, 0.0);
@@ -253,7 +263,6 @@ impl Router {
             reply: tx,
             since,
         };
-        st.queued += 1;
         match kind {
             HandlerKind::Stream => unreachable!("refused above"),
             HandlerKind::Single => st.queue.push_back(waiting),
@@ -296,16 +305,10 @@ impl Router {
         Ok((slot.id, slot.replica.clone()))
     }
 
-    /// A stream on replica `id` ended with `status` after `ms` milliseconds.
-    pub(crate) fn end_stream(self: &Arc<Self>, id: u64, status: u16, ms: f64) {
-        self.metrics.answered(status, ms);
+    /// A stream on replica `id`, started at `since`, ended with `status`.
+    pub(crate) fn end_stream(self: &Arc<Self>, id: u64, status: u16, since: Instant) {
+        self.count(status, since);
         self.done(id);
-    }
-
-    /// A call to replica `id` that failed in the runtime, as an HTTP error (noting the
-    /// replica gone if it is).
-    pub(crate) fn runtime_error(&self, id: u64, e: prism::Error) -> HttpError {
-        self.failed(id, e)
     }
 
     /// A sent request's outcome: counted (unless its caller left, and was answered
@@ -318,9 +321,7 @@ impl Router {
     ) -> Reply {
         let reply = outcome.unwrap_or_else(|e| Err(self.failed(id, e)));
         if let Some(since) = since {
-            let status = reply.as_ref().map_or_else(|e| e.status, |_| 200);
-            self.metrics
-                .answered(status, since.elapsed().as_secs_f64() * 1e3);
+            self.count(status_of(&reply), since);
         }
         self.done(id);
         reply
@@ -334,14 +335,12 @@ impl Router {
             // A request whose caller gave up (its timeout, its connection) is dropped.
             while st.queue.front().is_some_and(|w| w.reply.is_closed()) {
                 st.queue.pop_front();
-                st.queued -= 1;
             }
             if st.queue.is_empty() {
                 break;
             }
             let Some(i) = pick(&mut st) else { break };
             let w = st.queue.pop_front().expect("not empty");
-            st.queued -= 1;
             let slot = &mut st.slots[i];
             slot.ongoing += 1;
             sends.push(Dispatch::One(slot.id, slot.replica.clone(), w));
@@ -353,11 +352,7 @@ impl Router {
             };
             loop {
                 let batch = st.batches.get_mut(&handler).expect("listed");
-                let before = batch.waiting.len();
                 batch.waiting.retain(|w| !w.reply.is_closed());
-                let gone = before - batch.waiting.len();
-                st.queued -= gone;
-                let batch = st.batches.get_mut(&handler).expect("listed");
                 let Some(first) = batch.waiting.front() else {
                     break;
                 };
@@ -382,7 +377,6 @@ impl Router {
                 let batch = st.batches.get_mut(&handler).expect("listed");
                 let n = batch.waiting.len().min(opts.max_batch_size);
                 let taken: Vec<Waiting> = batch.waiting.drain(..n).collect();
-                st.queued -= n;
                 let slot = &mut st.slots[i];
                 slot.ongoing += 1;
                 sends.push(Dispatch::Many(slot.id, slot.replica.clone(), taken));
@@ -436,15 +430,20 @@ impl Router {
     }
 
     fn answer(&self, tx: oneshot::Sender<Handoff>, reply: Reply, since: Instant) {
-        let status = reply.as_ref().map_or_else(|e| e.status, |_| 200);
-        self.metrics
-            .answered(status, since.elapsed().as_secs_f64() * 1e3);
+        self.count(status_of(&reply), since);
         let _ = tx.send(Handoff::Answered(reply));
     }
 
-    /// A call that failed in the runtime: the replica is gone (its process died, it
-    /// was killed) or the call itself failed.
-    fn failed(&self, id: u64, e: prism::Error) -> HttpError {
+    /// Counts an answer with `status` to a request that arrived at `since`.
+    fn count(&self, status: u16, since: Instant) {
+        self.metrics
+            .answered(status, since.elapsed().as_secs_f64() * 1e3);
+    }
+
+    /// A call to replica `id` that failed in the runtime, as an HTTP error: the
+    /// replica is gone (its process died, it was killed; noted for the controller) or
+    /// the call itself failed.
+    pub(crate) fn failed(&self, id: u64, e: prism::Error) -> HttpError {
         let gone = matches!(
             e,
             prism::Error::ActorDied { .. }
@@ -534,7 +533,7 @@ impl Router {
     /// Requests in flight in all and waiting: the load the autoscaler reads.
     pub(crate) fn load(&self) -> (usize, usize) {
         let st = self.lock();
-        (st.slots.iter().map(|s| s.ongoing).sum(), st.queued)
+        (st.slots.iter().map(|s| s.ongoing).sum(), st.queued())
     }
 
     /// Replicas whose calls found them gone, since the last look.
@@ -549,7 +548,6 @@ impl Router {
         for b in st.batches.values_mut() {
             all.extend(b.waiting.drain(..));
         }
-        st.queued = 0;
         drop(st);
         for w in all {
             self.answer(w.reply, Err(err.clone()), w.since);
@@ -569,6 +567,11 @@ impl Router {
         st.max_queued = max_queued;
         self.pump(st);
     }
+}
+
+/// The HTTP status of an answer.
+fn status_of(reply: &Reply) -> u16 {
+    reply.as_ref().map_or_else(|e| e.status, |_| 200)
 }
 
 /// The replica a request goes to: of two picked at random among those that take

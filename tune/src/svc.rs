@@ -187,23 +187,29 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// The RBF kernel matrix between two sets of rows, from their Gram matrix.
 fn rbf_block(a: &Features, b: &Features, gamma: f64) -> Vec<f32> {
-    let (n, m) = (a.rows(), b.rows());
-    let mut gram = gram(a.data, n, b.data, m, a.dims);
-    let norms = |f: &Features| -> Vec<f32> {
-        (0..f.rows())
-            .map(|i| f.row(i).iter().map(|v| v * v).sum())
-            .collect()
-    };
-    let (na, nb) = (norms(a), norms(b));
+    let gram = gram(a.data, a.rows(), b.data, b.rows(), a.dims);
+    rbf_from_products(gram, &squared_norms(a), &squared_norms(b), gamma)
+}
+
+/// Each row's squared norm.
+fn squared_norms(f: &Features) -> Vec<f32> {
+    (0..f.rows())
+        .map(|i| f.row(i).iter().map(|v| v * v).sum())
+        .collect()
+}
+
+/// The RBF kernel `exp(-gamma ‖a_i − b_j‖²)` from the products `a_i · b_j` (row by
+/// row, in place) and the rows' squared norms.
+fn rbf_from_products(mut k: Vec<f32>, na: &[f32], nb: &[f32], gamma: f64) -> Vec<f32> {
+    let m = nb.len();
     let g = -(gamma as f32);
-    for i in 0..n {
-        let row = &mut gram[i * m..(i + 1) * m];
-        for (k, nbj) in row.iter_mut().zip(&nb) {
-            *k = g * (na[i] + nbj - 2.0 * *k).max(0.0);
+    for (row, nai) in k.chunks_exact_mut(m.max(1)).zip(na) {
+        for (kij, nbj) in row.iter_mut().zip(nb) {
+            *kij = g * (nai + nbj - 2.0 * *kij).max(0.0);
         }
         exp_in_place(row);
     }
-    gram
+    k
 }
 
 /// `e^x` in place for each `x ≤ 0`, within a relative 2.5·10⁻⁷ of the exact value (a
@@ -360,10 +366,10 @@ impl Svc {
             .iter()
             .flat_map(|&i| x.row(i).iter().copied())
             .collect();
-        let sv_norms = sv_rows
-            .iter()
-            .map(|&i| x.row(i).iter().map(|v| v * v).sum())
-            .collect();
+        let sv_norms = squared_norms(&Features {
+            data: &sv,
+            dims: x.dims,
+        });
         Ok(Svc {
             params: *params,
             classes,
@@ -391,7 +397,7 @@ impl Svc {
     fn kernel_rows(&self, x: &Features) -> Vec<f32> {
         const DIRECT_ROWS: usize = 16;
         let (n, m, d) = (x.rows(), self.sv_norms.len(), self.dims);
-        let mut k = if n <= DIRECT_ROWS {
+        let k = if n <= DIRECT_ROWS {
             let mut k = Vec::with_capacity(n * m);
             for i in 0..n {
                 let row = x.row(i);
@@ -401,16 +407,7 @@ impl Svc {
         } else {
             gram(x.data, n, &self.sv, m, d)
         };
-        let g = -(self.params.gamma as f32);
-        for i in 0..n {
-            let xn: f32 = x.row(i).iter().map(|v| v * v).sum();
-            let row = &mut k[i * m..(i + 1) * m];
-            for (kij, svn) in row.iter_mut().zip(&self.sv_norms) {
-                *kij = g * (xn + svn - 2.0 * *kij).max(0.0);
-            }
-            exp_in_place(row);
-        }
-        k
+        rbf_from_products(k, &squared_norms(x), &self.sv_norms, self.params.gamma)
     }
 
     /// Each row's decision values, one per pair of classes in the order (0,1), (0,2),

@@ -820,11 +820,11 @@ fn w9() -> Vec<Figure> {
     init(2.0);
     let serve = prism_serve::Serve::start(prism_serve::HttpOptions::default().port(0))
         .expect("the ingress starts");
-    let mut figures = w9_digits(&serve);
+    let load = w9_load();
+    let mut figures = w9_digits(&serve, &load);
     serve
         .deploy::<NoopDeployment>(prism_serve::DeploymentOptions::new("noop"), ())
         .expect("the no-op deploys");
-    let load = w9_load();
     let axum_at = w9::bare_axum().expect("a bare axum server starts");
     // In turns, three times each, so that the machine's drift falls on both alike.
     let (mut noop, mut bare) = (Vec::new(), Vec::new());
@@ -855,13 +855,12 @@ fn w9_load() -> w9::Load {
 }
 
 /// W9's digits deployment on `serve`, plain and batched.
-fn w9_digits(serve: &prism_serve::Serve) -> Vec<Figure> {
+fn w9_digits(serve: &prism_serve::Serve, load: &w9::Load) -> Vec<Figure> {
     use prism_examples::digits::{Digits, DigitsConfig};
     let options = prism_serve::DeploymentOptions::new("digits").max_ongoing_requests(8);
     serve
         .deploy::<Digits>(options, DigitsConfig::default())
         .expect("the digits deploy");
-    let load = w9_load();
     let plain = load.run(&serve.url("/digits"), true, 10).expect("W9");
     let batched = load
         .run(&serve.url("/digits/batch"), true, 10)
@@ -881,7 +880,7 @@ fn w9_digits(serve: &prism_serve::Serve) -> Vec<Figure> {
 fn cluster_w9() -> Vec<Figure> {
     let serve = prism_serve::Serve::start(prism_serve::HttpOptions::default().port(0))
         .expect("the ingress starts");
-    let figures = w9_digits(&serve);
+    let figures = w9_digits(&serve, &w9_load());
     serve.shutdown();
     figures
 }
