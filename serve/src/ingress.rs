@@ -294,6 +294,12 @@ pub(crate) fn start(
             "/-/shutdown",
             axum::routing::post(
                 |State(i): State<Arc<Ingress>>, headers: axum::http::HeaderMap| async move {
+                    // A node's ingress has no application of its own to stop.
+                    let Some(stop) = i.shutdown.get() else {
+                        return error_response(&HttpError::not_found(
+                            "this is a node's ingress: shut the application down where it runs",
+                        ));
+                    };
                     let given = headers.get(TOKEN_HEADER).and_then(|v| v.to_str().ok());
                     if given != Some(i.token.as_str()) {
                         return error_response(&HttpError::new(
@@ -301,9 +307,7 @@ pub(crate) fn start(
                             format!("a shutdown needs the application's token in {TOKEN_HEADER}"),
                         ));
                     }
-                    if let Some(f) = i.shutdown.get() {
-                        f();
-                    }
+                    stop();
                     json_response(200, br#"{"shutting_down":true}"#.to_vec())
                 },
             ),

@@ -151,6 +151,12 @@ prism::both_modes! {
             .get()
             .unwrap();
         assert_eq!(direct.sum, 2.0);
+        // A handle's wait is bounded when asked: 504 past it.
+        let slow = serve.handle("model").method("sleep");
+        let late = slow.call::<_, u64>(&1000).get_timeout(Duration::from_millis(100));
+        assert_eq!(late.unwrap_err().status, 504);
+        let in_time = slow.call::<_, u64>(&10).get_timeout(Duration::from_secs(20));
+        assert_eq!(in_time.unwrap(), 10);
         serve.shutdown();
     }
 
@@ -295,6 +301,9 @@ fn every_node_serves_the_routes_on_its_own_address() {
             3.0
         );
         assert_eq!(post(at, "/echo/sum", "[").status, 400);
+        // A node's ingress has no shutdown of its own: the application runs on.
+        assert_eq!(post(at, "/-/shutdown", "").status, 404);
+        assert_eq!(post(serve.address(), "/echo", "4").status, 200);
     }
     serve.shutdown();
     for at in nodes {
