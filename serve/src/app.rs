@@ -145,6 +145,8 @@ impl Serve {
     /// Deploys `D` under `options` with its user config, and waits until its replicas
     /// serve. Deploying a name that runs again takes the new options (replica count,
     /// limits, route) and applies a changed config to its replicas without a restart.
+    /// A new deployment whose replicas fail to start, or do not serve within two
+    /// minutes, is deleted again (requests that waited for it are answered 503).
     pub fn deploy<D: Deployment>(
         &self,
         options: DeploymentOptions,
@@ -209,6 +211,11 @@ impl Serve {
                 });
             }
             if Instant::now() >= deadline {
+                // A new deployment that never served goes, so that requests do not
+                // wait on it for ever.
+                if fresh {
+                    let _ = self.delete(&name);
+                }
                 return Err(ServeError::Timeout(format!(
                     "deployment {name}: {running} of {target} replicas serve after {DEPLOY_TIMEOUT:?}{}",
                     failure.map(|f| format!("; last failure: {f}")).unwrap_or_default()
