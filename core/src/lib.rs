@@ -112,6 +112,7 @@ mod registry;
 mod runtime;
 mod sched;
 pub mod session;
+pub mod state;
 mod sync;
 #[cfg(feature = "testing")]
 pub mod testing;

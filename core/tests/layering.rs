@@ -13,6 +13,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("sync", 0),
     ("registry", 0),
     ("error", 1),
+    ("state", 1),
     ("config", 2),
     ("session", 2),
     ("object", 3),
@@ -29,7 +30,7 @@ const LAYERS: &[(&str, u32)] = &[
 /// What the daemons may use: the wire protocol, the resource books, task specs, the
 /// session and the foundations.
 const DAEMON_MAY_USE: &[&str] = &[
-    "wire", "sched", "task", "session", "config", "error", "id", "sync", "registry",
+    "wire", "sched", "task", "session", "config", "error", "id", "sync", "registry", "state",
 ];
 
 fn sources(dir: &Path, out: &mut Vec<PathBuf>) {

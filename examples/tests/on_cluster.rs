@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use prism::testing::{sibling_prism_bin, LocalCluster};
+use prism::testing::{sibling_prism_bin, wait_for, LocalCluster};
 
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -37,6 +37,15 @@ fn run_with(cluster: Option<&LocalCluster>, name: &str, args: &[&str]) -> (Strin
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    if let Some(cluster) = cluster {
+        // Its job's worker processes end with it, whatever it ran (an actor-only
+        // driver's too).
+        wait_for(
+            || cluster.worker_pids().is_empty().then_some(()),
+            &format!("the workers of example {name} to end"),
+        )
+        .unwrap();
+    }
     (
         String::from_utf8_lossy(&out.stdout).to_string(),
         String::from_utf8_lossy(&out.stderr).to_string(),

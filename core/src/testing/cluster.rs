@@ -79,6 +79,16 @@ impl LocalCluster {
         bin: impl Into<PathBuf>,
         nodes: &[(&str, NodeSpec)],
     ) -> Result<LocalCluster, HarnessError> {
+        Self::start_with_head(bin, &[], nodes)
+    }
+
+    /// The same, the head started with the `prism start` options `head_options` too
+    /// (such as `["--task-events", "50"]`).
+    pub fn start_with_head(
+        bin: impl Into<PathBuf>,
+        head_options: &[&str],
+        nodes: &[(&str, NodeSpec)],
+    ) -> Result<LocalCluster, HarnessError> {
         crate::enter_if_worker();
         let dir = std::env::temp_dir().join(format!(
             "prism-test-{}-{}",
@@ -95,7 +105,7 @@ impl LocalCluster {
             bin: bin.into(),
             daemons: Vec::new(),
         };
-        let head = c.spawn(&[
+        let mut args = vec![
             "start",
             "--head",
             "--block",
@@ -105,7 +115,9 @@ impl LocalCluster {
             "0",
             "--dashboard-port",
             "0",
-        ])?;
+        ];
+        args.extend_from_slice(head_options);
+        let head = c.spawn(&args)?;
         c.daemons.push(head);
         c.head = wait_for(
             || {

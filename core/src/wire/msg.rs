@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::id::{ObjectId, PlacementGroupId};
 use crate::object::Location;
+use crate::state::{ActorPage, ActorQuery, EventBatch, JobView, TaskPage, TaskQuery, TaskSummary};
 use crate::task::{EncodedArg, PlacementStrategy, TaskSpec};
 
 /// A task's result as it travels back to its owner.
@@ -144,6 +145,8 @@ pub enum Msg {
         running: u32,
         /// What waits for resources, and why.
         pending: Vec<PendingView>,
+        /// Task and actor events gathered since the last heartbeat.
+        events: EventBatch,
     },
     /// Head → node (answering a heartbeat) and head → CLI (answering `Status`).
     ClusterView {
@@ -449,6 +452,51 @@ pub enum Msg {
     },
     /// CLI → head: the cluster's state.
     Status,
+    /// Driver or worker → node: the events it recorded since its last flush; driver →
+    /// head (answered with `KvValue { value: None }`): its last events, as it leaves.
+    Events {
+        /// The events.
+        batch: EventBatch,
+    },
+    /// Node → worker: send the events recorded so far now (its job is ending).
+    FlushEvents,
+    /// CLI → head: the tasks `query` asks for (answered with `Tasks`).
+    ListTasks {
+        /// Which tasks.
+        query: TaskQuery,
+    },
+    /// Head → CLI: a page of tasks.
+    Tasks {
+        /// The page.
+        page: TaskPage,
+    },
+    /// CLI → head: the actors `query` asks for (answered with `Actors`).
+    ListActors {
+        /// Which actors.
+        query: ActorQuery,
+    },
+    /// Head → CLI: a page of actors.
+    Actors {
+        /// The page.
+        page: ActorPage,
+    },
+    /// CLI → head: task counts by function and state, of `job` or of every job.
+    SummarizeTasks {
+        /// The job, if one.
+        job: Option<u32>,
+    },
+    /// Head → CLI: task counts.
+    TaskSummary {
+        /// The counts.
+        summary: TaskSummary,
+    },
+    /// CLI → head: every job (answered with `Jobs`).
+    ListJobs,
+    /// Head → CLI: the jobs.
+    Jobs {
+        /// The jobs, in the order registered.
+        jobs: Vec<JobView>,
+    },
     /// A request could not be served.
     Failed {
         /// Why.
@@ -506,6 +554,16 @@ impl Msg {
             Msg::ReturnBundles { .. } => "ReturnBundles",
             Msg::Reserved { .. } => "Reserved",
             Msg::Status => "Status",
+            Msg::Events { .. } => "Events",
+            Msg::FlushEvents => "FlushEvents",
+            Msg::ListTasks { .. } => "ListTasks",
+            Msg::Tasks { .. } => "Tasks",
+            Msg::ListActors { .. } => "ListActors",
+            Msg::Actors { .. } => "Actors",
+            Msg::SummarizeTasks { .. } => "SummarizeTasks",
+            Msg::TaskSummary { .. } => "TaskSummary",
+            Msg::ListJobs => "ListJobs",
+            Msg::Jobs { .. } => "Jobs",
             Msg::Failed { .. } => "Failed",
         }
     }

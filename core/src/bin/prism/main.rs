@@ -4,6 +4,7 @@
 //! prism start --head                      # a head (and a node) in the background
 //! prism start --address 127.0.0.1:6379    # another node joins
 //! prism status                            # nodes and their resources
+//! prism list tasks --state failed         # what the head recorded (also: summary, timeline)
 //! prism stop                              # ends the daemons this machine started
 //! ```
 
@@ -17,6 +18,8 @@ use prism::daemon::node::{Node, NodeOptions};
 use prism::session;
 use prism::wire::{self, Msg, Role};
 use prism::Config;
+
+mod state;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +47,14 @@ enum Cmd {
     /// Shows or stops the serving application (prism-serve) running on this machine.
     #[command(subcommand)]
     Serve(ServeCmd),
+    /// Lists what the head recorded: nodes, jobs, tasks or actors.
+    #[command(subcommand)]
+    List(state::ListCmd),
+    /// Summarises the recorded tasks: counts by function and state.
+    #[command(subcommand)]
+    Summary(state::SummaryCmd),
+    /// Writes the recorded tasks as a Chrome trace (for Perfetto or chrome://tracing).
+    Timeline(state::Timeline),
 }
 
 #[derive(Subcommand)]
@@ -100,6 +111,12 @@ struct Start {
     /// On a head: how long a node may stay silent before it counts as dead.
     #[arg(long, default_value_t = 3000)]
     node_timeout_ms: u64,
+    /// On a head: the task records kept per job (the oldest go first, counted).
+    #[arg(long, default_value_t = prism::state::DEFAULT_TASK_RING)]
+    task_events: usize,
+    /// On a head: the actor records kept per job.
+    #[arg(long, default_value_t = prism::state::DEFAULT_ACTOR_RING)]
+    actor_events: usize,
     /// Stay in the foreground.
     #[arg(long)]
     block: bool,
@@ -130,6 +147,9 @@ fn main() {
         Cmd::Status { address } => status(address),
         Cmd::Serve(ServeCmd::Status { url, format }) => serve_status(url, &format),
         Cmd::Serve(ServeCmd::Shutdown { url }) => serve_shutdown(url),
+        Cmd::List(cmd) => state::list(cmd),
+        Cmd::Summary(cmd) => state::summary(cmd),
+        Cmd::Timeline(t) => state::timeline(t),
     };
     if let Err(e) = result {
         eprintln!("prism: {e}");
@@ -251,6 +271,7 @@ fn run_blocking(s: Start) -> Res<()> {
                 Duration::from_millis(s.node_timeout_ms),
                 tables,
             )?;
+            head.keep_events(s.task_events, s.actor_events);
             tokio::spawn(head.clone().serve(listener));
             // The HTTP API is a convenience: a head whose port is taken still serves.
             let _ = std::fs::remove_file(dir.join("dashboard"));

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::sync::lock;
 use crate::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
 
+mod events;
 mod groups;
 mod tables;
 use tables::Tables;
@@ -40,6 +41,8 @@ pub struct Head {
     groups: Mutex<groups::Groups>,
     /// Held while a placement group is placed or removed, one at a time.
     placing: tokio::sync::Mutex<()>,
+    /// What the nodes report of tasks and actors (in memory only).
+    events: Mutex<events::Events>,
 }
 
 impl Head {
@@ -72,7 +75,17 @@ impl Head {
             writing: tokio::sync::Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
             placing: tokio::sync::Mutex::new(()),
+            events: Mutex::new(events::Events::new(
+                crate::state::DEFAULT_TASK_RING,
+                crate::state::DEFAULT_ACTOR_RING,
+            )),
         }
+    }
+
+    /// Keeps the latest `tasks` task records and `actors` actor records per job (from
+    /// now on; what was recorded before is let go).
+    pub fn keep_events(&self, tasks: usize, actors: usize) {
+        *lock(&self.events) = events::Events::new(tasks, actors);
     }
 
     /// A head whose tables (nodes, jobs, named actors, KV) are kept in the database
@@ -169,6 +182,25 @@ impl Head {
             .collect()
     }
 
+    /// Every job, with its recorded task counts.
+    pub fn jobs(&self) -> Vec<crate::state::JobView> {
+        let jobs = lock(&self.jobs).clone();
+        let events = lock(&self.events);
+        jobs.into_iter()
+            .map(|j| {
+                let (tasks, actors_alive, dropped) = events.job_counts(j.job);
+                crate::state::JobView {
+                    job: j.job,
+                    driver_node: j.driver_node,
+                    args: j.args,
+                    tasks,
+                    actors_alive,
+                    dropped,
+                }
+            })
+            .collect()
+    }
+
     /// The node a driver connecting from `peer` should submit to: one on the same
     /// address if any, else the first alive node.
     fn node_for(&self, peer: &SocketAddr) -> Option<String> {
@@ -223,8 +255,12 @@ impl Head {
                         queued,
                         running,
                         pending,
+                        events,
                     },
                 ) => {
+                    if !events.is_empty() {
+                        lock(&self.events).absorb(events);
+                    }
                     if let Some((v, seen)) = lock(&self.nodes).get_mut(id) {
                         v.available = available;
                         v.pending = pending;
@@ -278,6 +314,20 @@ impl Head {
                     value: lock(&self.kv).get(&key).cloned(),
                 },
                 (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
+                (Role::Driver, Msg::Events { batch }) => {
+                    lock(&self.events).absorb(batch);
+                    Msg::KvValue { value: None }
+                }
+                (_, Msg::ListTasks { query }) => Msg::Tasks {
+                    page: lock(&self.events).tasks(&query),
+                },
+                (_, Msg::ListActors { query }) => Msg::Actors {
+                    page: lock(&self.events).actors(&query),
+                },
+                (_, Msg::SummarizeTasks { job }) => Msg::TaskSummary {
+                    summary: lock(&self.events).summary(job),
+                },
+                (_, Msg::ListJobs) => Msg::Jobs { jobs: self.jobs() },
                 (_, Msg::RegisterActor { name, entry }) => {
                     let _writing = self.writing.lock().await;
                     if lock(&self.named_actors).contains_key(&name) {

@@ -8,6 +8,7 @@ use super::{ActorPlace, InFlight, Node, State};
 use crate::error::Error;
 use crate::id::ObjectId;
 use crate::sched::{Capacity, Demand, Grant};
+use crate::state::ActorEventKind;
 use crate::task::EncodedArg;
 use crate::wire::{ActorOp, Msg, Outbox};
 
@@ -202,6 +203,12 @@ impl Node {
                     demand: w.demand.clone(),
                     gpu_ids,
                 };
+                let placed = ActorEventKind::Placed {
+                    class: w.class.clone(),
+                    name: None,
+                    node: self.id.clone(),
+                };
+                self.actor_event(w.actor, w.job, placed);
                 st.in_flight
                     .insert(w.actor, InFlight::new(w.reply, Some(w.job), None, w.class));
                 let local = ActorPlace::Local {
@@ -364,7 +371,11 @@ impl Node {
         // workers) would fill the table. A message still on its way to it fails with
         // "no node knows where it lives".
         match st.actors.remove(&actor) {
-            Some(ActorPlace::Local { grant, home, .. }) => {
+            Some(ActorPlace::Local {
+                grant, home, job, ..
+            }) => {
+                let cause = reason.to_string();
+                self.actor_event(actor, job, ActorEventKind::Dead { cause });
                 st.available.give(&grant);
                 if let Some(home) = home {
                     let _ = home.send(Msg::ActorEnded {
@@ -409,6 +420,8 @@ impl Node {
             }
             if restart && *restarts_left > 0 {
                 *restarts_left -= 1;
+                let reason = reason.to_string();
+                self.actor_event(*id, job, ActorEventKind::Restarting { reason });
                 tracing::info!(actor = %id, left = *restarts_left, "node: restarting an actor whose worker died");
                 restarts.push(restarted((**create).clone()));
             } else {
@@ -416,6 +429,8 @@ impl Node {
             }
         }
         for id in dead {
+            let cause = reason.to_string();
+            self.actor_event(id, job, ActorEventKind::Dead { cause });
             let dead = ActorPlace::Failed(Error::ActorDied {
                 actor: id.to_string(),
                 reason: reason.to_string(),

@@ -202,7 +202,18 @@ pub struct Node {
     /// Its CPUs.
     cpus: f64,
     state: Mutex<State>,
+    /// Task and actor events on their way to the head (with the next heartbeat).
+    events: Mutex<crate::state::EventBatch>,
 }
+
+/// Task events a node holds for the head at most; past it they are counted dropped.
+const EVENTS_HELD: usize = 500_000;
+
+/// How long a worker whose job ended has to send its last events before it is killed.
+const LAST_FLUSH: Duration = Duration::from_millis(100);
+
+/// Task events sent with one heartbeat at most (the rest go with the next ones).
+const EVENTS_PER_HEARTBEAT: usize = 50_000;
 
 impl Node {
     /// Binds the node's listener; the node is then served by [`Node::run`].
@@ -241,6 +252,7 @@ impl Node {
                 worker_addresses: HashMap::new(),
                 next_lease: 1,
             }),
+            events: Mutex::new(Default::default()),
             options,
         });
         Ok((node, listener))
@@ -327,12 +339,22 @@ impl Node {
                 Ok(m) => m,
                 Err(e) => break Err(e),
             };
+            // A driver's job is known from its first message that names it: a task, a
+            // lease or an actor (a driver may only ever create actors).
+            if let (Role::Driver, None) = (&role, driver_job) {
+                let job = match &msg {
+                    Msg::SubmitTask { job, .. }
+                    | Msg::Lease { job, .. }
+                    | Msg::CreateActor { job, .. } => Some(*job),
+                    _ => None,
+                };
+                if let Some(job) = job {
+                    self.lock().drivers.insert(job, outbox.clone());
+                    driver_job = Some(job);
+                }
+            }
             match (&role, msg) {
                 (Role::Driver, Msg::SubmitTask { job, spec }) => {
-                    if driver_job.is_none() {
-                        self.lock().drivers.insert(job, outbox.clone());
-                    }
-                    driver_job = Some(job);
                     self.submit(job, Arc::unwrap_or_clone(spec), outbox.clone(), false)
                 }
                 (Role::Worker { .. }, Msg::SubmitTask { job, spec }) => {
@@ -354,6 +376,7 @@ impl Node {
                     },
                 ) => self.lease(job, &options, after, outbox.clone()),
                 (Role::Driver, Msg::ReturnLease { lease }) => self.return_lease(lease),
+                (Role::Worker { .. } | Role::Driver, Msg::Events { batch }) => self.gathered(batch),
                 (Role::Worker { job }, Msg::WorkerListening { address }) => {
                     self.lock().worker_addresses.insert(*job, address);
                 }
@@ -423,6 +446,32 @@ impl Node {
         result
     }
 
+    /// Events from a process of this node: a worker's task starts get this node's id.
+    fn gathered(&self, mut batch: crate::state::EventBatch) {
+        for ev in &mut batch.tasks {
+            if let crate::state::TaskEventKind::Started { node, .. } = &mut ev.kind {
+                node.clone_from(&self.id);
+            }
+        }
+        crate::sync::lock(&self.events).absorb(batch, EVENTS_HELD);
+    }
+
+    /// Records what happened to an actor, now.
+    fn actor_event(&self, actor_id: ObjectId, job: u32, kind: crate::state::ActorEventKind) {
+        let ev = crate::state::ActorEvent {
+            actor_id,
+            job,
+            at_us: crate::state::now_us(),
+            kind,
+        };
+        crate::sync::lock(&self.events).actors.push(ev);
+    }
+
+    /// The events to send with the next heartbeat.
+    fn events_for_head(&self) -> crate::state::EventBatch {
+        crate::sync::lock(&self.events).split_front(EVENTS_PER_HEARTBEAT)
+    }
+
     /// The job's driver went away: drop its queued tasks and end its worker process.
     fn end_job(self: &Arc<Self>, job: u32) {
         let child = {
@@ -430,18 +479,32 @@ impl Node {
             st.queue.retain(|q| q.job != job || q.pinned);
             st.infeasible.retain(|(q, _)| q.job != job);
             st.waiting_actors.retain(|w| w.job != job);
-            st.workers.remove(&job);
+            let worker = st.workers.remove(&job);
             st.drivers.remove(&job);
             self.end_job_groups(&mut st, job);
             self.drop_actors(&mut st, job, "its job ended", false);
-            st.children.remove(&job)
+            (st.children.remove(&job), worker)
         };
-        if let Some(mut c) = child {
-            tracing::info!(job, pid = c.id(), "node: job ended, stopping its worker");
-            let _ = c.kill();
-            let _ = c.wait();
+        let (child, worker) = child;
+        let spill = self.spill_dir(job);
+        let stop = move |c: Option<Child>| {
+            if let Some(mut c) = c {
+                tracing::info!(job, pid = c.id(), "node: job ended, stopping its worker");
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+            let _ = std::fs::remove_dir_all(spill);
+        };
+        match (child, worker) {
+            // The worker sends what it recorded of its last tasks first.
+            (Some(c), Some(Worker::Ready(out))) if out.send(Msg::FlushEvents).is_ok() => {
+                tokio::spawn(async move {
+                    tokio::time::sleep(LAST_FLUSH).await;
+                    stop(Some(c));
+                });
+            }
+            (c, _) => stop(c),
         }
-        let _ = std::fs::remove_dir_all(self.spill_dir(job));
     }
 
     /// An owner freed objects: its job's worker here drops the copies it keeps, and so

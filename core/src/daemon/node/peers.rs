@@ -41,6 +41,7 @@ impl Node {
                     queued: st.queue.len() as u32,
                     running: st.running,
                     pending: self.pending(&st),
+                    events: self.events_for_head(),
                 }
             };
             wire::write_msg(&mut head, &hb).await?;

@@ -117,6 +117,7 @@ impl Host {
         } = shape;
         let id = ActorId::from(actor);
         let (link, actors) = (self.link.clone(), Arc::downgrade(&self.actors));
+        let job = link.job;
         // The creation is answered once: by the constructor, or by the end of an actor
         // killed before its constructor ran.
         let answer = Arc::new(Mutex::new(Some(reply)));
@@ -176,6 +177,12 @@ impl Host {
                     reason: format!("its constructor failed: {e}"),
                 }),
             };
+            if outcome.is_ok() {
+                let alive = crate::state::ActorEventKind::Alive {
+                    pid: std::process::id(),
+                };
+                crate::state::record_actor(actor, job, alive);
+            }
             if let Some(reply) = lock(&answer).take() {
                 reply.send(Msg::TaskDone {
                     task_id: actor,

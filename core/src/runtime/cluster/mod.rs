@@ -294,6 +294,20 @@ impl Cluster {
                 .objects
                 .take_calls(Arc::new(move |msg, reply| w.deliver(msg, reply)));
         }
+        crate::state::start_recording();
+        let flushing = Arc::downgrade(&cluster.link);
+        cluster.io_handle.spawn(async move {
+            loop {
+                tokio::time::sleep(crate::state::FLUSH_EVERY).await;
+                let Some(link) = flushing.upgrade() else {
+                    return;
+                };
+                if link.lost().is_some() {
+                    return;
+                }
+                flush_events(&link);
+            }
+        });
         let reader = Arc::downgrade(&cluster);
         cluster.io_handle.spawn(async move {
             // Nothing is read until the process is ready for it.
@@ -431,11 +445,34 @@ impl Cluster {
         }
     }
 
-    /// Leaves the cluster: connections close, the I/O threads end without waiting.
+    /// Leaves the cluster: connections close, the I/O threads end without waiting. A
+    /// driver first hands the head the events it has not sent yet (its node may see
+    /// it leave before their flush).
     pub fn close(&self) {
+        if !self.is_worker() && self.link.lost().is_none() {
+            if let Some(batch) = crate::state::take() {
+                let msg = Msg::Events { batch };
+                let last = async {
+                    tokio::time::timeout(LAST_EVENTS, self.link.ask_head_once(&msg)).await
+                };
+                if tokio::runtime::Handle::try_current().is_err() {
+                    let _ = self.io_handle.block_on(last);
+                }
+            }
+        }
         if let Some(io) = lock(&self.io).take() {
             io.shutdown_background();
         }
+    }
+}
+
+/// How long a leaving driver waits for the head to take its last events.
+const LAST_EVENTS: Duration = Duration::from_secs(1);
+
+/// Sends the events this process recorded since the last flush to its node.
+fn flush_events(link: &Link) {
+    if let Some(batch) = crate::state::take() {
+        let _ = link.send(Msg::Events { batch });
     }
 }
 
@@ -511,6 +548,7 @@ async fn read_until_closed(
                     }
                 }
             }
+            Msg::FlushEvents => flush_events(&c.link),
             Msg::Failed { reason } => tracing::warn!("the node refused a request: {reason}"),
             m @ (Msg::RunTask { .. }
             | Msg::Release { .. }

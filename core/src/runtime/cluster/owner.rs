@@ -132,6 +132,11 @@ impl Owner {
     /// Sends a task through the node (or straight to a leased worker, for a lone task
     /// of a driver).
     pub fn submit(self: &Arc<Self>, spec: TaskSpec, keep: Vec<Pin>) {
+        if crate::state::recording() {
+            let function = spec.function.clone();
+            let kind = crate::state::TaskEventKind::Submitted { function };
+            crate::state::record(spec.task_id, self.job, kind);
+        }
         let spec = Arc::new(spec);
         let lone = self.track(&spec, keep);
         if lone && self.send_on_lease(&spec) {
@@ -328,6 +333,15 @@ impl Owner {
                 }
             }
             Err(e) => {
+                // The worker records its own failures; a dead worker cannot.
+                if task.is_some() && matches!(e, Error::WorkerCrashed { .. }) {
+                    let error = e.to_string();
+                    crate::state::record(
+                        id,
+                        self.job,
+                        crate::state::TaskEventKind::Failed { error },
+                    );
+                }
                 self.store.fail(id, e);
             }
         }

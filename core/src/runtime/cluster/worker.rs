@@ -16,6 +16,7 @@ use super::link::Link;
 use super::objects::Objects;
 use crate::id::ObjectId;
 use crate::sched::{Demand, Grant, Pool, Work};
+use crate::state::{self, TaskEventKind};
 use crate::sync::lock;
 use crate::task::TaskSpec;
 use crate::wire::Msg;
@@ -155,6 +156,12 @@ impl Worker {
                         function: f.name,
                         grant,
                     };
+                    let started = TaskEventKind::Started {
+                        function: f.name.to_string(),
+                        node: String::new(),
+                        pid: std::process::id(),
+                    };
+                    state::record(spec.task_id, self.link.job, started);
                     with_running(running, || {
                         spec.run_as(f, |arg, param| self.objects.arg(arg, param))
                             .and_then(|out| self.objects.keep(spec.task_id, out))
@@ -162,6 +169,13 @@ impl Worker {
                 }
                 Err(e) => Err(e),
             };
+            let ended = match &result {
+                Ok(_) => TaskEventKind::Finished,
+                Err(e) => TaskEventKind::Failed {
+                    error: e.to_string(),
+                },
+            };
+            state::record(spec.task_id, self.link.job, ended);
             reply.send(Msg::TaskDone {
                 task_id: spec.task_id,
                 result,

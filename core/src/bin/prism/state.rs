@@ -1,0 +1,549 @@
+//! `prism list`, `prism summary` and `prism timeline`: what the head recorded of the
+//! cluster's jobs, tasks and actors, as a table, as JSON, or as a Chrome trace.
+
+use std::collections::HashMap;
+use std::io::Write;
+
+use clap::{Args, Subcommand, ValueEnum};
+use prism::session;
+use prism::state::{
+    short_name, ActorQuery, ActorRecord, ActorState, TaskPage, TaskQuery, TaskRecord, TaskState,
+};
+use prism::wire::{self, Msg, Role};
+use serde_json::json;
+
+use super::Res;
+
+/// What `prism list` lists.
+#[derive(Subcommand)]
+pub enum ListCmd {
+    /// The nodes, their resources and load.
+    Nodes(Common),
+    /// The jobs and their tasks by state.
+    Jobs(Common),
+    /// The recorded tasks, in the order first seen.
+    Tasks(Filters),
+    /// The recorded actors.
+    Actors(Filters),
+}
+
+/// What `prism summary` summarises.
+#[derive(Subcommand)]
+pub enum SummaryCmd {
+    /// Task counts by function and state.
+    Tasks(Filters),
+}
+
+/// Options of every state command.
+#[derive(Args, Clone)]
+pub struct Common {
+    /// The head's address (default: the one recorded in the session).
+    #[arg(long)]
+    address: Option<String>,
+    /// How to print.
+    #[arg(long, value_enum, default_value = "table")]
+    format: Format,
+}
+
+/// Options of the commands that list records.
+#[derive(Args, Clone)]
+pub struct Filters {
+    #[command(flatten)]
+    common: Common,
+    /// Only this job's.
+    #[arg(long)]
+    job: Option<u32>,
+    /// Only those in this state (tasks: PENDING, RUNNING, FINISHED, FAILED; actors:
+    /// PENDING, ALIVE, RESTARTING, DEAD).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only this function's tasks (its name, with or without its module path).
+    #[arg(long)]
+    function: Option<String>,
+    /// At most this many.
+    #[arg(long, default_value_t = 100)]
+    limit: u64,
+}
+
+/// `prism timeline`'s options.
+#[derive(Args, Clone)]
+pub struct Timeline {
+    /// The head's address (default: the one recorded in the session).
+    #[arg(long)]
+    address: Option<String>,
+    /// Only this job's tasks.
+    #[arg(long)]
+    job: Option<u32>,
+    /// Where to write the trace (`-` for standard output).
+    #[arg(short, long, default_value = "timeline.json")]
+    output: String,
+}
+
+/// How a state command prints.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, for people.
+    Table,
+    /// One JSON document, for scripts.
+    Json,
+}
+
+/// Tasks asked of the head at once when a command pages through all of them.
+const PAGE: u64 = 10_000;
+
+/// Asks the head at `address` (or the session's) one question.
+fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
+    let dir = session::dir();
+    let address = match address {
+        Some(a) => a.clone(),
+        None => session::read_address(&dir)?,
+    };
+    let token = session::read_token(&dir)?;
+    let io = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let answer = io.block_on(async {
+        let exchange = async {
+            let (mut s, _) = wire::connect(&address, &token, Role::Cli).await?;
+            wire::write_msg(&mut s, msg).await?;
+            wire::read_msg::<_, Msg>(&mut s).await
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(30), exchange).await
+    });
+    match answer {
+        Err(_) => Err(format!("the head at {address} did not answer in 30 s").into()),
+        Ok(Err(e)) => Err(format!("cannot ask the head at {address}: {e}").into()),
+        Ok(Ok(Msg::Failed { reason })) => Err(reason.into()),
+        Ok(Ok(m)) => Ok(m),
+    }
+}
+
+fn unexpected(m: &Msg) -> Box<dyn std::error::Error> {
+    format!("the head answered {}", m.name()).into()
+}
+
+/// Runs `prism list ...`.
+pub fn list(cmd: ListCmd) -> Res<()> {
+    match cmd {
+        ListCmd::Nodes(c) => nodes(&c),
+        ListCmd::Jobs(c) => jobs(&c),
+        ListCmd::Tasks(f) => tasks(&f),
+        ListCmd::Actors(f) => actors(&f),
+    }
+}
+
+fn nodes(c: &Common) -> Res<()> {
+    let nodes = match ask(&c.address, &Msg::Status)? {
+        Msg::ClusterView { nodes } => nodes,
+        m => return Err(unexpected(&m)),
+    };
+    match c.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&nodes)?),
+        Format::Table => {
+            let get = |list: &[(String, f64)], k: &str| {
+                list.iter().find(|(n, _)| n == k).map_or(0.0, |(_, v)| *v)
+            };
+            println!(
+                "{:<10} {:<22} {:<6} {:>9} {:>9} {:>8} {:>7}",
+                "NODE", "ADDRESS", "STATE", "CPU_USED", "CPU", "RUNNING", "QUEUED"
+            );
+            for n in &nodes {
+                let total = get(&n.total, "CPU");
+                println!(
+                    "{:<10} {:<22} {:<6} {:>9} {:>9} {:>8} {:>7}",
+                    n.node_id,
+                    n.address,
+                    if n.alive { "ALIVE" } else { "DEAD" },
+                    total - get(&n.available, "CPU"),
+                    total,
+                    n.running,
+                    n.queued
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn jobs(c: &Common) -> Res<()> {
+    let jobs = match ask(&c.address, &Msg::ListJobs)? {
+        Msg::Jobs { jobs } => jobs,
+        m => return Err(unexpected(&m)),
+    };
+    match c.format {
+        Format::Json => {
+            let rows: Vec<_> = jobs
+                .iter()
+                .map(|j| {
+                    json!({
+                        "job": j.job,
+                        "driver_node": j.driver_node,
+                        "args": j.args,
+                        "tasks": state_counts(&j.tasks),
+                        "actors_alive": j.actors_alive,
+                        "dropped": j.dropped,
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Table => {
+            println!(
+                "{:>5} {:<22} {:>8} {:>8} {:>9} {:>7} {:>7} {:>8}",
+                "JOB",
+                "DRIVER_NODE",
+                "PENDING",
+                "RUNNING",
+                "FINISHED",
+                "FAILED",
+                "ACTORS",
+                "DROPPED"
+            );
+            for j in &jobs {
+                let [p, r, f, x] = j.tasks;
+                println!(
+                    "{:>5} {:<22} {p:>8} {r:>8} {f:>9} {x:>7} {:>7} {:>8}",
+                    j.job, j.driver_node, j.actors_alive, j.dropped
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_counts(counts: &[u64; 4]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = TaskState::ALL
+        .iter()
+        .zip(counts)
+        .map(|(s, n)| (s.name().to_string(), json!(n)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
+fn task_query(f: &Filters, offset: u64, limit: u64) -> Res<TaskQuery> {
+    let state = f
+        .state
+        .as_deref()
+        .map(str::parse::<TaskState>)
+        .transpose()?;
+    Ok(TaskQuery {
+        job: f.job,
+        state,
+        function: f.function.clone(),
+        offset,
+        limit,
+    })
+}
+
+fn page(address: &Option<String>, query: TaskQuery) -> Res<TaskPage> {
+    match ask(address, &Msg::ListTasks { query })? {
+        Msg::Tasks { page } => Ok(page),
+        m => Err(unexpected(&m)),
+    }
+}
+
+/// A task as JSON, its id as it prints.
+fn task_json(t: &TaskRecord) -> serde_json::Value {
+    json!({
+        "task_id": t.task_id.to_string(),
+        "job": t.job,
+        "function": t.function,
+        "state": t.state.name(),
+        "node": t.node,
+        "pid": t.pid,
+        "attempts": t.attempts,
+        "submitted_us": t.submitted_us,
+        "started_us": t.started_us,
+        "ended_us": t.ended_us,
+        "duration_us": t.duration_us(),
+        "error": t.error,
+    })
+}
+
+fn tasks(f: &Filters) -> Res<()> {
+    let page = page(&f.common.address, task_query(f, 0, f.limit)?)?;
+    match f.common.format {
+        Format::Json => {
+            let doc = json!({
+                "tasks": page.tasks.iter().map(task_json).collect::<Vec<_>>(),
+                "total": page.total,
+                "dropped": page.dropped,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Table => {
+            println!(
+                "{:<22} {:>4} {:<24} {:<8} {:<9} {:>7} {:>10}  ERROR",
+                "TASK_ID", "JOB", "FUNCTION", "STATE", "NODE", "PID", "DURATION"
+            );
+            for t in &page.tasks {
+                let duration = t
+                    .duration_us()
+                    .map_or(String::new(), |us| format!("{:.3} ms", us as f64 / 1e3));
+                let error = t.error.as_deref().map_or(String::new(), one_line);
+                println!(
+                    "{:<22} {:>4} {:<24} {:<8} {:<9} {:>7} {:>10}  {error}",
+                    t.task_id.to_string(),
+                    t.job,
+                    clip(short_name(&t.function), 24),
+                    t.state.name(),
+                    t.node.as_deref().unwrap_or("-"),
+                    t.pid.map_or("-".to_string(), |p| p.to_string()),
+                    duration,
+                );
+            }
+            footer(page.tasks.len() as u64, page.total, page.dropped, "task");
+        }
+    }
+    Ok(())
+}
+
+/// The line under a table: how many of how many, and what the head let go.
+fn footer(shown: u64, total: u64, dropped: u64, what: &str) {
+    let mut line = format!("{shown} of {total} {what}s");
+    if shown < total {
+        line.push_str(" (raise --limit for more)");
+    }
+    if dropped > 0 {
+        line.push_str(&format!(
+            "; {dropped} {what} records dropped (the head keeps the latest per job: see prism start --{what}-events)"
+        ));
+    }
+    eprintln!("{line}");
+}
+
+fn one_line(s: &str) -> String {
+    clip(s.lines().next().unwrap_or(""), 60)
+}
+
+fn clip(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(n - 1).collect();
+    out.push('…');
+    out
+}
+
+fn actor_json(a: &ActorRecord) -> serde_json::Value {
+    json!({
+        "actor_id": prism::ActorId::from(a.actor_id).to_string(),
+        "job": a.job,
+        "class": a.class,
+        "state": a.state.name(),
+        "node": a.node,
+        "pid": a.pid,
+        "restarts": a.restarts,
+        "placed_us": a.placed_us,
+        "ended_us": a.ended_us,
+        "cause": a.cause,
+    })
+}
+
+fn actors(f: &Filters) -> Res<()> {
+    let state = f
+        .state
+        .as_deref()
+        .map(str::parse::<ActorState>)
+        .transpose()?;
+    let query = ActorQuery {
+        job: f.job,
+        state,
+        limit: f.limit,
+    };
+    let page = match ask(&f.common.address, &Msg::ListActors { query })? {
+        Msg::Actors { page } => page,
+        m => return Err(unexpected(&m)),
+    };
+    match f.common.format {
+        Format::Json => {
+            let doc = json!({
+                "actors": page.actors.iter().map(actor_json).collect::<Vec<_>>(),
+                "total": page.total,
+                "dropped": page.dropped,
+            });
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Table => {
+            println!(
+                "{:<28} {:>4} {:<24} {:<10} {:<9} {:>7} {:>8}  CAUSE",
+                "ACTOR_ID", "JOB", "CLASS", "STATE", "NODE", "PID", "RESTARTS"
+            );
+            for a in &page.actors {
+                println!(
+                    "{:<28} {:>4} {:<24} {:<10} {:<9} {:>7} {:>8}  {}",
+                    prism::ActorId::from(a.actor_id).to_string(),
+                    a.job,
+                    clip(short_name(&a.class), 24),
+                    a.state.name(),
+                    a.node.as_deref().unwrap_or("-"),
+                    a.pid.map_or("-".to_string(), |p| p.to_string()),
+                    a.restarts,
+                    a.cause.as_deref().map_or(String::new(), one_line),
+                );
+            }
+            footer(page.actors.len() as u64, page.total, page.dropped, "actor");
+        }
+    }
+    Ok(())
+}
+
+/// Runs `prism summary ...`.
+pub fn summary(cmd: SummaryCmd) -> Res<()> {
+    let SummaryCmd::Tasks(f) = cmd;
+    let summary = match ask(&f.common.address, &Msg::SummarizeTasks { job: f.job })? {
+        Msg::TaskSummary { summary } => summary,
+        m => return Err(unexpected(&m)),
+    };
+    match f.common.format {
+        Format::Json => {
+            let rows: Vec<_> = summary
+                .functions
+                .iter()
+                .map(|(function, counts)| json!({"function": function, "states": state_counts(counts)}))
+                .collect();
+            let doc = json!({"functions": rows, "dropped": summary.dropped});
+            println!("{}", serde_json::to_string_pretty(&doc)?);
+        }
+        Format::Table => {
+            println!(
+                "{:<40} {:>9} {:>9} {:>9} {:>9} {:>9}",
+                "FUNCTION", "PENDING", "RUNNING", "FINISHED", "FAILED", "TOTAL"
+            );
+            let mut all = [0u64; 4];
+            for (function, counts) in &summary.functions {
+                let [p, r, f, x] = *counts;
+                for (a, c) in all.iter_mut().zip(counts) {
+                    *a += c;
+                }
+                let name = if function.is_empty() {
+                    "(not yet known)"
+                } else {
+                    function
+                };
+                println!(
+                    "{:<40} {p:>9} {r:>9} {f:>9} {x:>9} {:>9}",
+                    clip(name, 40),
+                    p + r + f + x
+                );
+            }
+            let [p, r, f, x] = all;
+            println!(
+                "{:<40} {p:>9} {r:>9} {f:>9} {x:>9} {:>9}",
+                "(all)",
+                p + r + f + x
+            );
+            if summary.dropped > 0 {
+                eprintln!(
+                    "{} task records dropped (the head keeps the latest per job)",
+                    summary.dropped
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `prism timeline`: every recorded task that started, as a Chrome trace (the
+/// format Perfetto and chrome://tracing open), written page by page, so that neither
+/// the head nor this process holds more than a page of tasks at once.
+pub fn timeline(t: Timeline) -> Res<()> {
+    let out: Box<dyn Write> = if t.output == "-" {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&t.output)
+                .map_err(|e| format!("cannot write {}: {e}", t.output))?,
+        )
+    };
+    let mut out = std::io::BufWriter::new(out);
+    let mut lanes = Lanes::default();
+    let mut offset = 0;
+    let mut written = 0u64;
+    out.write_all(b"[")?;
+    loop {
+        let query = TaskQuery {
+            job: t.job,
+            offset,
+            limit: PAGE,
+            ..TaskQuery::default()
+        };
+        let page = page(&t.address, query)?;
+        for task in &page.tasks {
+            let Some(event) = lanes.event(task) else {
+                continue;
+            };
+            for e in event {
+                out.write_all(if written == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut out, &e)?;
+                written += 1;
+            }
+        }
+        offset += page.tasks.len() as u64;
+        if page.tasks.is_empty() || offset >= page.total {
+            break;
+        }
+    }
+    out.write_all(b"\n]\n")?;
+    out.flush()?;
+    if t.output != "-" {
+        eprintln!(
+            "wrote {} task spans to {} (open it in https://ui.perfetto.dev or chrome://tracing)",
+            lanes.spans, t.output
+        );
+    }
+    Ok(())
+}
+
+/// The rows of a trace: one process per worker, and in it as many rows ("threads") as
+/// tasks overlapped, each task on the first row free when it started.
+#[derive(Default)]
+struct Lanes {
+    /// Per worker process: when each of its rows is free again.
+    free_at: HashMap<u32, Vec<u64>>,
+    spans: u64,
+}
+
+impl Lanes {
+    /// The trace events of a task (a row's metadata first, if it opens one); `None` for
+    /// a task that never started.
+    fn event(&mut self, t: &TaskRecord) -> Option<Vec<serde_json::Value>> {
+        let start = t.started_us?;
+        let pid = t.pid?;
+        let end = t.ended_us.unwrap_or(start).max(start);
+        let mut events = Vec::new();
+        let rows = self.free_at.entry(pid).or_insert_with(|| {
+            events.push(json!({
+                "name": "process_name", "ph": "M", "pid": pid,
+                "args": {"name": format!("worker {pid} on node {}", t.node.as_deref().unwrap_or("?"))},
+            }));
+            Vec::new()
+        });
+        let row = match rows.iter().position(|free| *free <= start) {
+            Some(i) => i,
+            None => {
+                rows.push(0);
+                rows.len() - 1
+            }
+        };
+        rows[row] = end;
+        self.spans += 1;
+        events.push(json!({
+            "name": short_name(&t.function),
+            "cat": "task",
+            "ph": "X",
+            "ts": start,
+            "dur": end - start,
+            "pid": pid,
+            "tid": row,
+            "args": {
+                "task_id": t.task_id.to_string(),
+                "function": t.function,
+                "job": t.job,
+                "state": t.state.name(),
+                "error": t.error,
+            },
+        }));
+        Some(events)
+    }
+}

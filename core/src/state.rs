@@ -1,0 +1,772 @@
+//! What a cluster records of its work, for `prism list`, `prism summary`, `prism
+//! timeline` and the dashboard: task events (submitted, started on a node's worker,
+//! finished or failed with the error) and actor events (created, restarting, dead with
+//! the cause).
+//!
+//! Recording stays off the task path's critical section: every cluster process (a
+//! driver or a worker) appends its events to a buffer of its own, one uncontended lock
+//! and a push, and sends the buffer to its node every [`FLUSH_EVERY`]; nodes pass what
+//! they gathered to the head with their heartbeats. The head merges a task's events
+//! into one [`TaskRecord`] and keeps, per job, the latest tasks and actors in rings of
+//! a size the head is started with, counting what it let go: every list says how many
+//! records were dropped, so that a missing task is never silent (Ray drops task records
+//! past its limit without a word, ray#49896).
+//!
+//! A process whose buffer fills between two flushes (more than [`BUFFER_CAP`] events
+//! in [`FLUSH_EVERY`]) counts what it could not keep, and that count reaches the head
+//! too.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::id::ObjectId;
+use crate::sync::lock;
+
+/// How often a process sends its events to its node.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
+
+/// Events a process keeps between two flushes at most.
+pub const BUFFER_CAP: usize = 200_000;
+
+/// Tasks the head keeps per job unless told otherwise.
+pub const DEFAULT_TASK_RING: usize = 100_000;
+
+/// Actors the head keeps per job unless told otherwise.
+pub const DEFAULT_ACTOR_RING: usize = 10_000;
+
+/// A task's state, in the order a task goes through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    /// Submitted, not yet started by a worker.
+    Pending,
+    /// Started on a worker.
+    Running,
+    /// Ended with a value.
+    Finished,
+    /// Ended with an error (a panic, a dead worker, a lost argument).
+    Failed,
+}
+
+impl TaskState {
+    /// Every state, in order.
+    pub const ALL: [TaskState; 4] = [
+        TaskState::Pending,
+        TaskState::Running,
+        TaskState::Finished,
+        TaskState::Failed,
+    ];
+
+    /// The state's name as lists print it: `PENDING`, `RUNNING`, `FINISHED`, `FAILED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskState::Pending => "PENDING",
+            TaskState::Running => "RUNNING",
+            TaskState::Finished => "FINISHED",
+            TaskState::Failed => "FAILED",
+        }
+    }
+
+    /// Whether the task has ended.
+    pub fn ended(self) -> bool {
+        matches!(self, TaskState::Finished | TaskState::Failed)
+    }
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+
+    /// Reads a state's name, in any case.
+    ///
+    /// ```
+    /// use prism::state::TaskState;
+    /// assert_eq!("finished".parse::<TaskState>(), Ok(TaskState::Finished));
+    /// assert!("done".parse::<TaskState>().is_err());
+    /// ```
+    fn from_str(s: &str) -> Result<TaskState, String> {
+        TaskState::ALL
+            .into_iter()
+            .find(|t| t.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                format!("no task state {s:?}: one of PENDING, RUNNING, FINISHED, FAILED")
+            })
+    }
+}
+
+/// One thing that happened to a task, as a process records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskEvent {
+    /// The task.
+    pub task_id: ObjectId,
+    /// Its job.
+    pub job: u32,
+    /// When, in microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What happened.
+    pub kind: TaskEventKind,
+}
+
+/// What happened to a task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum TaskEventKind {
+    /// Its owner sent it to the cluster.
+    Submitted {
+        /// The function's stable name.
+        function: String,
+    },
+    /// A worker started it.
+    Started {
+        /// The function's stable name.
+        function: String,
+        /// The node of the worker (filled in by the node the event passes).
+        node: String,
+        /// The worker's process id.
+        pid: u32,
+    },
+    /// It returned.
+    Finished,
+    /// It failed, for good (a retried attempt does not count).
+    Failed {
+        /// The error.
+        error: String,
+    },
+}
+
+/// An actor's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ActorState {
+    /// Placed, its constructor not yet run.
+    Pending,
+    /// Serving calls.
+    Alive,
+    /// Its process died; it is being started again.
+    Restarting,
+    /// Ended: killed, out of handles, or out of restarts.
+    Dead,
+}
+
+impl ActorState {
+    /// The state's name as lists print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActorState::Pending => "PENDING",
+            ActorState::Alive => "ALIVE",
+            ActorState::Restarting => "RESTARTING",
+            ActorState::Dead => "DEAD",
+        }
+    }
+}
+
+impl std::fmt::Display for ActorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for ActorState {
+    type Err = String;
+
+    /// Reads a state's name, in any case.
+    fn from_str(s: &str) -> Result<ActorState, String> {
+        [
+            ActorState::Pending,
+            ActorState::Alive,
+            ActorState::Restarting,
+            ActorState::Dead,
+        ]
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(s))
+        .ok_or_else(|| format!("no actor state {s:?}: one of PENDING, ALIVE, RESTARTING, DEAD"))
+    }
+}
+
+/// One thing that happened to an actor, as its node records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorEvent {
+    /// The actor.
+    pub actor_id: ObjectId,
+    /// Its job.
+    pub job: u32,
+    /// When, in microseconds since the Unix epoch.
+    pub at_us: u64,
+    /// What happened.
+    pub kind: ActorEventKind,
+}
+
+/// What happened to an actor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ActorEventKind {
+    /// Placed on a node, to be built in its job's worker there.
+    Placed {
+        /// Its class's stable name.
+        class: String,
+        /// The name it was given, if any.
+        name: Option<String>,
+        /// The node.
+        node: String,
+    },
+    /// Its constructor ran.
+    Alive {
+        /// The worker's process id.
+        pid: u32,
+    },
+    /// Its worker died and it is started again.
+    Restarting {
+        /// Why.
+        reason: String,
+    },
+    /// It ended for good.
+    Dead {
+        /// Why.
+        cause: String,
+    },
+}
+
+/// What a process or node sends on: events, and how many it could not keep.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventBatch {
+    /// Task events, in the order recorded.
+    pub tasks: Vec<TaskEvent>,
+    /// Actor events, in the order recorded.
+    pub actors: Vec<ActorEvent>,
+    /// Events dropped on the way, per job.
+    pub dropped: Vec<(u32, u64)>,
+}
+
+impl EventBatch {
+    /// Whether it carries nothing.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty() && self.actors.is_empty() && self.dropped.is_empty()
+    }
+
+    /// Appends `other`, keeping at most `cap` task events (the rest counted dropped).
+    pub fn absorb(&mut self, other: EventBatch, cap: usize) {
+        let room = cap.saturating_sub(self.tasks.len());
+        let mut lost: BTreeMap<u32, u64> = self.dropped.drain(..).collect();
+        for (job, n) in other.dropped {
+            *lost.entry(job).or_default() += n;
+        }
+        for (i, ev) in other.tasks.into_iter().enumerate() {
+            if i < room {
+                self.tasks.push(ev);
+            } else {
+                *lost.entry(ev.job).or_default() += 1;
+            }
+        }
+        self.actors.extend(other.actors);
+        self.dropped = lost.into_iter().collect();
+    }
+
+    /// Takes at most `n` task events off the front (and every actor event and drop
+    /// count), leaving the rest.
+    pub fn split_front(&mut self, n: usize) -> EventBatch {
+        let rest = self.tasks.split_off(n.min(self.tasks.len()));
+        EventBatch {
+            tasks: std::mem::replace(&mut self.tasks, rest),
+            actors: std::mem::take(&mut self.actors),
+            dropped: std::mem::take(&mut self.dropped),
+        }
+    }
+}
+
+/// A task as the head knows it: its events merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's id (also its result's).
+    pub task_id: ObjectId,
+    /// Its job.
+    pub job: u32,
+    /// The function's stable name (empty while no event with it arrived).
+    pub function: String,
+    /// Where it stands.
+    pub state: TaskState,
+    /// The node of the worker that ran it, once started.
+    pub node: Option<String>,
+    /// The worker's process id, once started.
+    pub pid: Option<u32>,
+    /// When it was submitted (µs since the Unix epoch).
+    pub submitted_us: Option<u64>,
+    /// When it (last) started.
+    pub started_us: Option<u64>,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// How many times a worker started it.
+    pub attempts: u32,
+    /// The error it failed with.
+    pub error: Option<String>,
+}
+
+impl TaskRecord {
+    /// A record with nothing known but its id and job.
+    pub fn new(task_id: ObjectId, job: u32) -> TaskRecord {
+        TaskRecord {
+            task_id,
+            job,
+            function: String::new(),
+            state: TaskState::Pending,
+            node: None,
+            pid: None,
+            submitted_us: None,
+            started_us: None,
+            ended_us: None,
+            attempts: 0,
+            error: None,
+        }
+    }
+
+    /// Merges an event of this task. Events of one task may arrive out of order (its
+    /// owner and its worker send theirs on different paths, and a retried attempt may
+    /// run on another node): the latest attempt, by time, decides the state.
+    pub fn apply(&mut self, at_us: u64, kind: TaskEventKind) {
+        match kind {
+            TaskEventKind::Submitted { function } => {
+                self.submitted_us = Some(self.submitted_us.map_or(at_us, |s| s.min(at_us)));
+                if self.function.is_empty() {
+                    self.function = function;
+                }
+            }
+            TaskEventKind::Started {
+                function,
+                node,
+                pid,
+            } => {
+                self.attempts += 1;
+                if self.function.is_empty() {
+                    self.function = function;
+                }
+                if self.started_us.is_some_and(|s| s > at_us) {
+                    return; // an earlier attempt's
+                }
+                self.started_us = Some(at_us);
+                self.node = Some(node);
+                self.pid = Some(pid);
+                if self.ended_us.is_none_or(|e| e < at_us) {
+                    // A new attempt: what ended before was an earlier one.
+                    self.ended_us = None;
+                    self.error = None;
+                    self.state = TaskState::Running;
+                }
+            }
+            TaskEventKind::Finished | TaskEventKind::Failed { .. } => {
+                let earlier_attempt = self.started_us.is_some_and(|s| s > at_us);
+                if earlier_attempt || self.ended_us.is_some_and(|e| e > at_us) {
+                    return;
+                }
+                self.ended_us = Some(at_us);
+                match kind {
+                    TaskEventKind::Failed { error } => {
+                        self.state = TaskState::Failed;
+                        self.error = Some(error);
+                    }
+                    _ => {
+                        self.state = TaskState::Finished;
+                        self.error = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// How long it ran, once ended.
+    pub fn duration_us(&self) -> Option<u64> {
+        Some(self.ended_us?.saturating_sub(self.started_us?))
+    }
+}
+
+/// An actor as the head knows it: its events merged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActorRecord {
+    /// The actor's id.
+    pub actor_id: ObjectId,
+    /// Its job.
+    pub job: u32,
+    /// Its class's stable name.
+    pub class: String,
+    /// The name it was given, if any.
+    pub name: Option<String>,
+    /// Where it stands.
+    pub state: ActorState,
+    /// The node it lives on (the latest, after a restart).
+    pub node: Option<String>,
+    /// Its worker's process id, once alive.
+    pub pid: Option<u32>,
+    /// How many times it was restarted.
+    pub restarts: u32,
+    /// When it was placed (µs since the Unix epoch).
+    pub placed_us: Option<u64>,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// Why it ended, or why it last restarted.
+    pub cause: Option<String>,
+}
+
+impl ActorRecord {
+    /// A record with nothing known but its id and job.
+    pub fn new(actor_id: ObjectId, job: u32) -> ActorRecord {
+        ActorRecord {
+            actor_id,
+            job,
+            class: String::new(),
+            name: None,
+            state: ActorState::Pending,
+            node: None,
+            pid: None,
+            restarts: 0,
+            placed_us: None,
+            ended_us: None,
+            cause: None,
+        }
+    }
+
+    /// Merges an event of this actor. Its node and its worker send theirs on different
+    /// paths; one placed again after it died (by the node that first placed it,
+    /// elsewhere) lives again.
+    pub fn apply(&mut self, at_us: u64, kind: ActorEventKind) {
+        let after_end = self.ended_us.is_none_or(|e| e <= at_us);
+        if self.state == ActorState::Dead && !matches!(kind, ActorEventKind::Placed { .. }) {
+            return;
+        }
+        match kind {
+            ActorEventKind::Placed { class, name, node } => {
+                if self.state == ActorState::Dead {
+                    if !after_end {
+                        return;
+                    }
+                    self.restarts += 1;
+                    self.ended_us = None;
+                    self.state = ActorState::Pending;
+                }
+                self.class = class;
+                self.name = name.or(self.name.take());
+                self.node = Some(node);
+                self.placed_us.get_or_insert(at_us);
+            }
+            ActorEventKind::Alive { pid } => {
+                self.pid = Some(pid);
+                self.state = ActorState::Alive;
+            }
+            ActorEventKind::Restarting { reason } => {
+                self.restarts += 1;
+                self.state = ActorState::Restarting;
+                self.cause = Some(reason);
+            }
+            ActorEventKind::Dead { cause } => {
+                self.state = ActorState::Dead;
+                self.ended_us = Some(at_us);
+                self.cause = Some(cause);
+            }
+        }
+    }
+}
+
+/// Which tasks a list asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskQuery {
+    /// Only this job's.
+    pub job: Option<u32>,
+    /// Only those in this state.
+    pub state: Option<TaskState>,
+    /// Only this function's (its stable name, or the part after the last `::`).
+    pub function: Option<String>,
+    /// Skip this many of those that match.
+    pub offset: u64,
+    /// At most this many.
+    pub limit: u64,
+}
+
+impl TaskQuery {
+    /// Whether `t` matches (offset and limit aside).
+    pub fn matches(&self, t: &TaskRecord) -> bool {
+        self.job.is_none_or(|j| j == t.job)
+            && self.state.is_none_or(|s| s == t.state)
+            && self
+                .function
+                .as_deref()
+                .is_none_or(|f| t.function == f || short_name(&t.function) == f)
+    }
+}
+
+/// The part of a stable name after its last `::`.
+pub fn short_name(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
+}
+
+/// A page of tasks.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskPage {
+    /// The tasks, in the order they were first recorded.
+    pub tasks: Vec<TaskRecord>,
+    /// How many match in all.
+    pub total: u64,
+    /// Task records the head let go (or never got) for the jobs asked about.
+    pub dropped: u64,
+}
+
+/// Which actors a list asks for.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorQuery {
+    /// Only this job's.
+    pub job: Option<u32>,
+    /// Only those in this state.
+    pub state: Option<ActorState>,
+    /// At most this many.
+    pub limit: u64,
+}
+
+/// A page of actors.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActorPage {
+    /// The actors, in the order they were placed.
+    pub actors: Vec<ActorRecord>,
+    /// How many match in all.
+    pub total: u64,
+    /// Actor records the head let go for the jobs asked about.
+    pub dropped: u64,
+}
+
+/// Task counts by function and state.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskSummary {
+    /// Per function (stable name): counts in [`TaskState::ALL`]'s order.
+    pub functions: Vec<(String, [u64; 4])>,
+    /// Task records dropped for the jobs asked about.
+    pub dropped: u64,
+}
+
+/// A job as the head lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobView {
+    /// The job's id.
+    pub job: u32,
+    /// The node its driver submits to.
+    pub driver_node: String,
+    /// The arguments its workers start with.
+    pub args: Vec<String>,
+    /// Its recorded tasks per state, in [`TaskState::ALL`]'s order.
+    pub tasks: [u64; 4],
+    /// Its actors alive.
+    pub actors_alive: u64,
+    /// Its task records dropped.
+    pub dropped: u64,
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// This process's events, waiting for the next flush.
+struct Buffer {
+    tasks: Vec<TaskEvent>,
+    actors: Vec<ActorEvent>,
+    dropped: BTreeMap<u32, u64>,
+}
+
+static ON: AtomicBool = AtomicBool::new(false);
+static BUFFER: Mutex<Buffer> = Mutex::new(Buffer {
+    tasks: Vec::new(),
+    actors: Vec::new(),
+    dropped: BTreeMap::new(),
+});
+
+/// The environment variable that turns recording off in a process (`0` or `off`):
+/// set on the daemons, it reaches their workers; set on a driver, its own events.
+pub const EVENTS_ENV: &str = "PRISM_TASK_EVENTS";
+
+/// Starts recording this process's task events (a cluster process does, unless
+/// [`EVENTS_ENV`] says not to; the embedded runtime has no head to send them to).
+pub(crate) fn start_recording() {
+    let off = std::env::var(EVENTS_ENV).is_ok_and(|v| {
+        v == "0" || v.eq_ignore_ascii_case("off") || v.eq_ignore_ascii_case("false")
+    });
+    ON.store(!off, Ordering::Release);
+}
+
+/// Records that `task_id` of `job` went through `kind`, now.
+#[inline]
+pub(crate) fn record(task_id: ObjectId, job: u32, kind: TaskEventKind) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let at_us = now_us();
+    let mut b = lock(&BUFFER);
+    if b.tasks.len() >= BUFFER_CAP {
+        *b.dropped.entry(job).or_default() += 1;
+        return;
+    }
+    b.tasks.push(TaskEvent {
+        task_id,
+        job,
+        at_us,
+        kind,
+    });
+}
+
+/// Records that actor `actor_id` of `job` went through `kind`, now.
+pub(crate) fn record_actor(actor_id: ObjectId, job: u32, kind: ActorEventKind) {
+    if !ON.load(Ordering::Relaxed) {
+        return;
+    }
+    let at_us = now_us();
+    lock(&BUFFER).actors.push(ActorEvent {
+        actor_id,
+        job,
+        at_us,
+        kind,
+    });
+}
+
+/// Whether this process records events.
+pub(crate) fn recording() -> bool {
+    ON.load(Ordering::Relaxed)
+}
+
+/// What was recorded since the last call, if anything.
+pub(crate) fn take() -> Option<EventBatch> {
+    let mut b = lock(&BUFFER);
+    if b.tasks.is_empty() && b.actors.is_empty() && b.dropped.is_empty() {
+        return None;
+    }
+    Some(EventBatch {
+        tasks: std::mem::take(&mut b.tasks),
+        actors: std::mem::take(&mut b.actors),
+        dropped: std::mem::take(&mut b.dropped).into_iter().collect(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(n: u64) -> ObjectId {
+        ObjectId::new(1, n)
+    }
+
+    #[test]
+    fn a_tasks_events_merge_in_any_order() {
+        let started = TaskEventKind::Started {
+            function: "m::f".into(),
+            node: "n1".into(),
+            pid: 7,
+        };
+        let mut in_order = TaskRecord::new(id(1), 1);
+        in_order.apply(
+            10,
+            TaskEventKind::Submitted {
+                function: "m::f".into(),
+            },
+        );
+        in_order.apply(20, started.clone());
+        in_order.apply(35, TaskEventKind::Finished);
+        let mut late_submit = TaskRecord::new(id(1), 1);
+        late_submit.apply(20, started);
+        late_submit.apply(35, TaskEventKind::Finished);
+        late_submit.apply(
+            10,
+            TaskEventKind::Submitted {
+                function: "m::f".into(),
+            },
+        );
+        assert_eq!(in_order, late_submit);
+        assert_eq!(in_order.state, TaskState::Finished);
+        assert_eq!(in_order.duration_us(), Some(15));
+        assert_eq!(in_order.node.as_deref(), Some("n1"));
+    }
+
+    #[test]
+    fn the_latest_attempt_decides_and_a_failure_keeps_its_error() {
+        let start = |t: &mut TaskRecord, at, node: &str| {
+            let function = "m::f".into();
+            let (node, pid) = (node.into(), 1);
+            t.apply(
+                at,
+                TaskEventKind::Started {
+                    function,
+                    node,
+                    pid,
+                },
+            );
+        };
+        let fail = |t: &mut TaskRecord, at| {
+            let error = "boom".into();
+            t.apply(at, TaskEventKind::Failed { error });
+        };
+        let mut t = TaskRecord::new(id(2), 1);
+        start(&mut t, 1, "a");
+        fail(&mut t, 5);
+        t.apply(4, TaskEventKind::Finished);
+        assert_eq!(
+            (t.state, t.error.as_deref()),
+            (TaskState::Failed, Some("boom"))
+        );
+        // Retried on another node, whose events come first.
+        let mut retried = TaskRecord::new(id(2), 1);
+        start(&mut retried, 10, "b");
+        retried.apply(12, TaskEventKind::Finished);
+        start(&mut retried, 1, "a");
+        fail(&mut retried, 5);
+        assert_eq!(retried.state, TaskState::Finished);
+        assert_eq!((retried.attempts, retried.node.as_deref()), (2, Some("b")));
+        assert_eq!(retried.error, None);
+        // The same events in order.
+        start(&mut t, 10, "b");
+        assert_eq!((t.state, t.error.as_deref()), (TaskState::Running, None));
+        t.apply(12, TaskEventKind::Finished);
+        assert_eq!(t, retried);
+    }
+
+    #[test]
+    fn batches_cap_their_task_events_and_count_the_rest() {
+        let ev = |n| TaskEvent {
+            task_id: id(n),
+            job: 3,
+            at_us: n,
+            kind: TaskEventKind::Finished,
+        };
+        let mut b = EventBatch::default();
+        b.absorb(
+            EventBatch {
+                tasks: (0..5).map(ev).collect(),
+                actors: Vec::new(),
+                dropped: vec![(3, 2)],
+            },
+            3,
+        );
+        assert_eq!(b.tasks.len(), 3);
+        assert_eq!(b.dropped, vec![(3, 4)]);
+        let front = b.split_front(2);
+        assert_eq!((front.tasks.len(), b.tasks.len()), (2, 1));
+        assert_eq!(front.dropped, vec![(3, 4)]);
+        assert!(b.dropped.is_empty());
+    }
+
+    #[test]
+    fn queries_match_by_job_state_and_short_name() {
+        let mut t = TaskRecord::new(id(3), 2);
+        t.function = "app::stats::square".into();
+        let q = |job, state, function: Option<&str>| TaskQuery {
+            job,
+            state,
+            function: function.map(str::to_string),
+            offset: 0,
+            limit: 10,
+        };
+        assert!(q(Some(2), Some(TaskState::Pending), Some("square")).matches(&t));
+        assert!(q(None, None, Some("app::stats::square")).matches(&t));
+        assert!(!q(Some(1), None, None).matches(&t));
+        assert!(!q(None, Some(TaskState::Running), None).matches(&t));
+        assert!(!q(None, None, Some("cube")).matches(&t));
+    }
+}
