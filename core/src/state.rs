@@ -560,6 +560,97 @@ pub struct JobView {
     pub dropped: u64,
 }
 
+/// Where a submitted job (`prism job submit`) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum JobStatus {
+    /// Recorded, its process not started yet.
+    Pending,
+    /// Its entrypoint runs.
+    Running,
+    /// Its entrypoint exited with status 0.
+    Succeeded,
+    /// Its entrypoint exited otherwise, or could not start.
+    Failed,
+    /// Stopped on request (`prism job stop`): its processes were ended.
+    Stopped,
+}
+
+impl JobStatus {
+    /// The status's name as lists print it.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "PENDING",
+            JobStatus::Running => "RUNNING",
+            JobStatus::Succeeded => "SUCCEEDED",
+            JobStatus::Failed => "FAILED",
+            JobStatus::Stopped => "STOPPED",
+        }
+    }
+
+    /// Whether the job has ended.
+    pub fn ended(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Stopped
+        )
+    }
+}
+
+impl std::fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What `prism job submit` asks the head to run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JobRequest {
+    /// The command and its arguments.
+    pub entrypoint: Vec<String>,
+    /// The directory it runs in, on the head's machine (default: the session's).
+    pub working_dir: Option<String>,
+    /// Environment variables it gets besides the head's address.
+    pub env: Vec<(String, String)>,
+}
+
+/// A job submitted to the head, as its database keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    /// Its id, `sub-N`.
+    pub id: String,
+    /// What was asked.
+    pub request: JobRequest,
+    /// Where it stands.
+    pub status: JobStatus,
+    /// Its entrypoint's process id (the leader of its process group), once started.
+    pub pid: Option<u32>,
+    /// The cluster job its driver registered, once it did.
+    pub driver_job: Option<u32>,
+    /// When it was submitted (µs since the Unix epoch).
+    pub submitted_us: u64,
+    /// When its process started.
+    pub started_us: Option<u64>,
+    /// When it ended.
+    pub ended_us: Option<u64>,
+    /// Its exit code, if it exited with one.
+    pub exit_code: Option<i32>,
+    /// Why it failed or stopped, when there is more to say than its exit code.
+    pub message: Option<String>,
+    /// Its output (stdout and stderr together), a file under the session's `logs/`.
+    pub log: String,
+}
+
+/// A piece of a job's log.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogChunk {
+    /// The bytes from the offset asked for.
+    pub data: Vec<u8>,
+    /// The offset to ask for next.
+    pub next: u64,
+    /// The job had ended when this was read: nothing more will come after `data`.
+    pub ended: bool,
+}
+
 /// Microseconds since the Unix epoch, now.
 pub fn now_us() -> u64 {
     SystemTime::now()

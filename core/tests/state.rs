@@ -4,8 +4,6 @@
 //! rings keep their bound and count what they let go.
 
 use std::collections::BTreeSet;
-use std::path::Path;
-use std::process::Command;
 
 use prism::testing::{wait_for, LocalCluster, NodeSpec};
 use serde_json::Value;
@@ -37,35 +35,21 @@ impl Tally {
     }
 }
 
-/// Runs `prism args...` against the cluster; its exit success, stdout and stderr.
-fn prism_cli(session: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_prism"))
-        .args(args)
-        .env("PRISM_SESSION_DIR", session)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
 /// The JSON `prism args... --format json` prints.
-fn json(session: &Path, args: &[&str]) -> Value {
+fn json(cluster: &LocalCluster, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--format", "json"]);
-    let (ok, out, err) = prism_cli(session, &all);
+    let (ok, out, err) = cluster.cli(&all);
     assert!(ok, "prism {args:?} failed: {err}");
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism {args:?}: {e}: {out}"))
 }
 
 /// Waits until `prism list tasks --state finished` counts `n`.
-fn wait_finished(session: &Path, n: u64) -> Value {
+fn wait_finished(cluster: &LocalCluster, n: u64) -> Value {
     wait_for(
         || {
             let v = json(
-                session,
+                cluster,
                 &["list", "tasks", "--state", "finished", "--limit", "0"],
             );
             (v["total"] == n).then_some(v)
@@ -86,7 +70,6 @@ fn list_summary_and_timeline_show_what_ran_where() {
     )
     .unwrap();
     cluster.connect().unwrap();
-    let session = cluster.session().to_path_buf();
     let node_ids: BTreeSet<String> = cluster.nodes().into_iter().map(|n| n.node_id).collect();
     // Some on each node, the rest wherever the scheduler puts them.
     let mut refs: Vec<_> = (0..160).map(|i| add::remote(i, 1)).collect();
@@ -108,7 +91,7 @@ fn list_summary_and_timeline_show_what_ran_where() {
     // Each task's events come from its owner and from its worker, on their own paths.
     let all = wait_for(
         || {
-            let v = json(&session, &["list", "tasks", "--limit", "1000"]);
+            let v = json(&cluster, &["list", "tasks", "--limit", "1000"]);
             let complete = v["tasks"]
                 .as_array()?
                 .iter()
@@ -137,24 +120,24 @@ fn list_summary_and_timeline_show_what_ran_where() {
     let ran_on: BTreeSet<&str> = tasks.iter().filter_map(|t| t["node"].as_str()).collect();
     assert_eq!(ran_on.len(), 2, "both nodes ran tasks: {ran_on:?}");
 
-    let booms = json(&session, &["list", "tasks", "--function", "boom"]);
+    let booms = json(&cluster, &["list", "tasks", "--function", "boom"]);
     assert_eq!(booms["total"], 3);
     for t in booms["tasks"].as_array().unwrap() {
         assert_eq!(t["state"], "FAILED");
         let error = t["error"].as_str().unwrap();
         assert!(error.contains("exploded on a worker"), "{error}");
     }
-    let failed_only = json(&session, &["list", "tasks", "--state", "FAILED"]);
+    let failed_only = json(&cluster, &["list", "tasks", "--state", "FAILED"]);
     assert_eq!(failed_only["total"], 3);
 
     // A table shows the limit's worth and says how many there are.
-    let (ok, table, footer) = prism_cli(&session, &["list", "tasks", "--limit", "5"]);
+    let (ok, table, footer) = cluster.cli(&["list", "tasks", "--limit", "5"]);
     assert!(ok);
     assert_eq!(table.lines().count(), 6, "a header and five rows:\n{table}");
     assert!(table.lines().next().unwrap().starts_with("TASK_ID"));
     assert!(footer.contains("5 of 203 tasks"), "{footer}");
 
-    let summary = json(&session, &["summary", "tasks"]);
+    let summary = json(&cluster, &["summary", "tasks"]);
     let functions = summary["functions"].as_array().unwrap();
     let of = |name: &str| {
         functions
@@ -165,19 +148,19 @@ fn list_summary_and_timeline_show_what_ran_where() {
     };
     assert_eq!(of("::add")["FINISHED"], 200);
     assert_eq!(of("::boom")["FAILED"], 3);
-    let (ok, table, _) = prism_cli(&session, &["summary", "tasks"]);
+    let (ok, table, _) = cluster.cli(&["summary", "tasks"]);
     assert!(ok && table.contains("(all)"), "{table}");
 
-    let jobs = json(&session, &["list", "jobs"]);
+    let jobs = json(&cluster, &["list", "jobs"]);
     let job = &jobs.as_array().unwrap()[0];
     assert_eq!(job["tasks"]["FINISHED"], 200, "{jobs}");
     assert_eq!(job["tasks"]["FAILED"], 3);
-    let nodes = json(&session, &["list", "nodes"]);
+    let nodes = json(&cluster, &["list", "nodes"]);
     assert_eq!(nodes.as_array().unwrap().len(), 2);
 
     let actors = wait_for(
         || {
-            let v = json(&session, &["list", "actors", "--state", "alive"]);
+            let v = json(&cluster, &["list", "actors", "--state", "alive"]);
             (v["total"] == 1).then_some(v)
         },
         "the actor to be listed alive",
@@ -192,7 +175,7 @@ fn list_summary_and_timeline_show_what_ran_where() {
     drop(tally);
     let dead = wait_for(
         || {
-            let v = json(&session, &["list", "actors", "--state", "dead"]);
+            let v = json(&cluster, &["list", "actors", "--state", "dead"]);
             (v["total"] == 1).then_some(v)
         },
         "the dropped actor to be listed dead",
@@ -201,8 +184,8 @@ fn list_summary_and_timeline_show_what_ran_where() {
     assert!(dead["actors"][0]["cause"].is_string(), "{dead}");
 
     // The timeline: valid JSON, one complete event per task that ran.
-    let trace = session.join("trace.json");
-    let (ok, _, err) = prism_cli(&session, &["timeline", "-o", trace.to_str().unwrap()]);
+    let trace = cluster.session().join("trace.json");
+    let (ok, _, err) = cluster.cli(&["timeline", "-o", trace.to_str().unwrap()]);
     assert!(ok, "{err}");
     let events: Value = serde_json::from_str(&std::fs::read_to_string(&trace).unwrap()).unwrap();
     let spans: Vec<&Value> = events
@@ -224,7 +207,7 @@ fn list_summary_and_timeline_show_what_ran_where() {
     assert_eq!(named, 2, "one named process per worker");
 
     // Bad input is refused with the reason.
-    let (ok, _, err) = prism_cli(&session, &["list", "tasks", "--state", "done"]);
+    let (ok, _, err) = cluster.cli(&["list", "tasks", "--state", "done"]);
     assert!(!ok && err.contains("no task state \"done\""), "{err}");
 
     // The driver's last tasks, done just before it leaves, are recorded too: it hands
@@ -232,7 +215,7 @@ fn list_summary_and_timeline_show_what_ran_where() {
     let last: Vec<_> = (0..50).map(|i| add::remote(i, 2)).collect();
     prism::get_all(&last).unwrap();
     prism::shutdown();
-    wait_finished(&session, 250);
+    wait_finished(&cluster, 250);
 }
 
 #[test]
@@ -244,12 +227,11 @@ fn the_head_keeps_its_bound_and_counts_what_it_drops() {
     )
     .unwrap();
     cluster.connect().unwrap();
-    let session = cluster.session().to_path_buf();
     let refs: Vec<_> = (0..120).map(|i| add::remote(i, 1)).collect();
     prism::get_all(&refs).unwrap();
     let kept = wait_for(
         || {
-            let v = json(&session, &["list", "tasks", "--limit", "1000"]);
+            let v = json(&cluster, &["list", "tasks", "--limit", "1000"]);
             let finished = v["tasks"]
                 .as_array()?
                 .iter()
@@ -261,12 +243,12 @@ fn the_head_keeps_its_bound_and_counts_what_it_drops() {
     )
     .unwrap();
     assert_eq!(kept["total"], 50, "{kept}");
-    let summary = json(&session, &["summary", "tasks"]);
+    let summary = json(&cluster, &["summary", "tasks"]);
     assert_eq!(summary["dropped"], 70);
-    let (ok, _, footer) = prism_cli(&session, &["list", "tasks", "--limit", "10"]);
+    let (ok, _, footer) = cluster.cli(&["list", "tasks", "--limit", "10"]);
     assert!(ok);
     assert!(footer.contains("70 task records dropped"), "{footer}");
-    let jobs = json(&session, &["list", "jobs"]);
+    let jobs = json(&cluster, &["list", "jobs"]);
     assert_eq!(jobs[0]["dropped"], 70);
     prism::shutdown();
 }

@@ -322,6 +322,28 @@ impl LocalCluster {
     pub fn session(&self) -> &Path {
         &self.dir
     }
+
+    /// Runs the CLI, `prism args...`, against this cluster; whether it succeeded, and
+    /// what it wrote to stdout and to stderr.
+    pub fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        match Command::new(&self.bin)
+            .args(args)
+            .env("PRISM_SESSION_DIR", &self.dir)
+            .env_remove("PRISM_ADDRESS")
+            .output()
+        {
+            Ok(out) => (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).to_string(),
+                String::from_utf8_lossy(&out.stderr).to_string(),
+            ),
+            Err(e) => (
+                false,
+                String::new(),
+                format!("cannot run {}: {e}", self.bin.display()),
+            ),
+        }
+    }
 }
 
 /// Ends a child process: SIGTERM, then SIGKILL after 5 s.

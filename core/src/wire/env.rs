@@ -17,6 +17,10 @@ pub const STORE: &str = "PRISM_WORKER_OBJECT_STORE_MEMORY";
 /// Where the worker spills objects; the node removes it when the worker ends.
 pub const SPILL: &str = "PRISM_WORKER_SPILL_DIR";
 
+/// The id of the submitted job a driver runs as (set by the head on the entrypoint it
+/// starts for `prism job submit`).
+pub const SUBMISSION: &str = "PRISM_SUBMISSION_ID";
+
 /// Whether this process was started by a node as a worker.
 pub fn is_worker() -> bool {
     std::env::var_os(NODE).is_some()

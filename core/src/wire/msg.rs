@@ -5,7 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::id::{ObjectId, PlacementGroupId};
 use crate::object::Location;
-use crate::state::{ActorPage, ActorQuery, EventBatch, JobView, TaskPage, TaskQuery, TaskSummary};
+use crate::state::{
+    ActorPage, ActorQuery, EventBatch, JobRequest, JobSubmission, JobView, LogChunk, TaskPage,
+    TaskQuery, TaskSummary,
+};
 use crate::task::{EncodedArg, PlacementStrategy, TaskSpec};
 
 /// A task's result as it travels back to its owner.
@@ -161,6 +164,8 @@ pub enum Msg {
         size: u64,
         /// Arguments for worker processes.
         args: Vec<String>,
+        /// The submitted job (`prism job submit`) this driver runs as, if one.
+        submission: Option<String>,
     },
     /// Head → driver: send the executable first.
     NeedExecutable,
@@ -497,6 +502,46 @@ pub enum Msg {
         /// The jobs, in the order registered.
         jobs: Vec<JobView>,
     },
+    /// CLI → head: run an entrypoint on the head's machine as a driver of the cluster
+    /// (answered with `Submission`).
+    SubmitJob {
+        /// What to run.
+        request: JobRequest,
+    },
+    /// CLI → head: a submitted job (answered with `Submission`).
+    JobStatusOf {
+        /// Its id.
+        id: String,
+    },
+    /// CLI → head: end a submitted job's processes (answered with `Submission`).
+    StopJob {
+        /// Its id.
+        id: String,
+    },
+    /// Head → CLI: a submitted job.
+    Submission {
+        /// The job.
+        job: JobSubmission,
+    },
+    /// CLI → head: every submitted job (answered with `Submissions`).
+    ListSubmissions,
+    /// Head → CLI: the submitted jobs, in the order submitted.
+    Submissions {
+        /// The jobs.
+        jobs: Vec<JobSubmission>,
+    },
+    /// CLI → head: a submitted job's output from `offset` (answered with `Log`).
+    JobLogs {
+        /// The job's id.
+        id: String,
+        /// Where to start, in bytes.
+        offset: u64,
+    },
+    /// Head → CLI: a piece of a job's output.
+    Log {
+        /// The piece.
+        chunk: LogChunk,
+    },
     /// A request could not be served.
     Failed {
         /// Why.
@@ -564,6 +609,14 @@ impl Msg {
             Msg::TaskSummary { .. } => "TaskSummary",
             Msg::ListJobs => "ListJobs",
             Msg::Jobs { .. } => "Jobs",
+            Msg::SubmitJob { .. } => "SubmitJob",
+            Msg::JobStatusOf { .. } => "JobStatusOf",
+            Msg::StopJob { .. } => "StopJob",
+            Msg::Submission { .. } => "Submission",
+            Msg::ListSubmissions => "ListSubmissions",
+            Msg::Submissions { .. } => "Submissions",
+            Msg::JobLogs { .. } => "JobLogs",
+            Msg::Log { .. } => "Log",
             Msg::Failed { .. } => "Failed",
         }
     }

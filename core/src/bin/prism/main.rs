@@ -5,6 +5,7 @@
 //! prism start --address 127.0.0.1:6379    # another node joins
 //! prism status                            # nodes and their resources
 //! prism list tasks --state failed         # what the head recorded (also: summary, timeline)
+//! prism job submit -- ./my_driver --epochs 3   # a driver run on the head's machine
 //! prism stop                              # ends the daemons this machine started
 //! ```
 
@@ -19,6 +20,7 @@ use prism::session;
 use prism::wire::{self, Msg, Role};
 use prism::Config;
 
+mod job;
 mod state;
 
 #[derive(Parser)]
@@ -55,6 +57,9 @@ enum Cmd {
     Summary(state::SummaryCmd),
     /// Writes the recorded tasks as a Chrome trace (for Perfetto or chrome://tracing).
     Timeline(state::Timeline),
+    /// Submits, follows, lists and stops jobs run on the head's machine.
+    #[command(subcommand)]
+    Job(job::JobCmd),
 }
 
 #[derive(Subcommand)]
@@ -150,6 +155,7 @@ fn main() {
         Cmd::List(cmd) => state::list(cmd),
         Cmd::Summary(cmd) => state::summary(cmd),
         Cmd::Timeline(t) => state::timeline(t),
+        Cmd::Job(cmd) => job::run(cmd),
     };
     if let Err(e) = result {
         eprintln!("prism: {e}");
@@ -272,6 +278,7 @@ fn run_blocking(s: Start) -> Res<()> {
                 tables,
             )?;
             head.keep_events(s.task_events, s.actor_events);
+            head.run_jobs(address.clone(), dir.clone());
             tokio::spawn(head.clone().serve(listener));
             // The HTTP API is a convenience: a head whose port is taken still serves.
             let _ = std::fs::remove_file(dir.join("dashboard"));

@@ -92,7 +92,7 @@ pub enum Format {
 const PAGE: u64 = 10_000;
 
 /// Asks the head at `address` (or the session's) one question.
-fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
+pub fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
     let dir = session::dir();
     let address = match address {
         Some(a) => a.clone(),

@@ -18,6 +18,7 @@ use crate::wire::{self, JobInfo, Msg, NodeView, Role, WireError};
 
 mod events;
 mod groups;
+mod jobs;
 mod tables;
 use tables::Tables;
 
@@ -43,6 +44,12 @@ pub struct Head {
     placing: tokio::sync::Mutex<()>,
     /// What the nodes report of tasks and actors (in memory only).
     events: Mutex<events::Events>,
+    /// Where submitted jobs run, once the head runs them.
+    job_home: Mutex<Option<jobs::JobHome>>,
+    /// Submitted jobs, in the order submitted.
+    submissions: Mutex<Vec<crate::state::JobSubmission>>,
+    /// Submitted jobs asked to stop and not ended yet.
+    stopping: Mutex<std::collections::HashSet<String>>,
 }
 
 impl Head {
@@ -79,6 +86,9 @@ impl Head {
                 crate::state::DEFAULT_TASK_RING,
                 crate::state::DEFAULT_ACTOR_RING,
             )),
+            job_home: Mutex::new(None),
+            submissions: Mutex::new(Vec::new()),
+            stopping: Mutex::new(Default::default()),
         }
     }
 
@@ -121,6 +131,7 @@ impl Head {
         *lock(&head.jobs) = saved.jobs;
         *lock(&head.named_actors) = saved.named_actors.into_iter().collect();
         *lock(&head.kv) = saved.kv.into_iter().collect();
+        *lock(&head.submissions) = saved.submissions;
         Ok(Arc::new(head))
     }
 
@@ -278,9 +289,22 @@ impl Head {
                 (Role::Node { .. }, Msg::DescribeJob { job }) => Msg::JobDescription {
                     job: lock(&self.jobs).iter().find(|j| j.job == job).cloned(),
                 },
-                (Role::Driver, Msg::RegisterJob { hash, size, args }) => {
-                    self.register_job(&mut stream, peer, hash, size, args)
-                        .await?
+                (
+                    Role::Driver,
+                    Msg::RegisterJob {
+                        hash,
+                        size,
+                        args,
+                        submission,
+                    },
+                ) => {
+                    let reply = self
+                        .register_job(&mut stream, peer, hash, size, args)
+                        .await?;
+                    if let (Msg::JobAccepted { job, .. }, Some(id)) = (&reply, submission) {
+                        self.driver_of(&id, job.job).await;
+                    }
+                    reply
                 }
                 (Role::Driver, Msg::RejoinJob { job }) => {
                     let known = lock(&self.jobs).iter().find(|j| j.job == job).cloned();
@@ -328,6 +352,11 @@ impl Head {
                     summary: lock(&self.events).summary(job),
                 },
                 (_, Msg::ListJobs) => Msg::Jobs { jobs: self.jobs() },
+                (Role::Cli, Msg::SubmitJob { request }) => self.submit_job(request).await,
+                (Role::Cli, Msg::StopJob { id }) => self.stop_job(&id).await,
+                (_, Msg::JobStatusOf { id }) => self.job_status(&id),
+                (_, Msg::ListSubmissions) => self.submissions(),
+                (_, Msg::JobLogs { id, offset }) => self.job_logs(&id, offset),
                 (_, Msg::RegisterActor { name, entry }) => {
                     let _writing = self.writing.lock().await;
                     if lock(&self.named_actors).contains_key(&name) {

@@ -18,12 +18,14 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::error::Error;
+use crate::state::JobSubmission;
 use crate::wire::{JobInfo, NamedActor, NodeView};
 
 const JOBS: TableDefinition<u32, &[u8]> = TableDefinition::new("jobs");
 const NODES: TableDefinition<&str, &[u8]> = TableDefinition::new("nodes");
 const ACTORS: TableDefinition<&str, &[u8]> = TableDefinition::new("named_actors");
 const KV: TableDefinition<&str, &[u8]> = TableDefinition::new("kv");
+const SUBMISSIONS: TableDefinition<u32, &[u8]> = TableDefinition::new("submissions");
 
 /// The head's tables as read back when it starts.
 #[derive(Debug, Default, PartialEq)]
@@ -35,6 +37,8 @@ pub(crate) struct Saved {
     pub nodes: Vec<NodeView>,
     pub named_actors: Vec<(String, NamedActor)>,
     pub kv: Vec<(String, Vec<u8>)>,
+    /// Submitted jobs (`prism job submit`), in the order submitted.
+    pub submissions: Vec<JobSubmission>,
 }
 
 /// The head's tables in a redb database.
@@ -78,6 +82,7 @@ impl Tables {
             tx.open_table(NODES)?;
             tx.open_table(ACTORS)?;
             tx.open_table(KV)?;
+            tx.open_table(SUBMISSIONS)?;
             Ok(())
         })
     }
@@ -111,6 +116,10 @@ impl Tables {
             for entry in tx.open_table(KV)?.iter()? {
                 let (k, v) = entry?;
                 saved.kv.push((k.value().to_string(), v.value().to_vec()));
+            }
+            // Keyed by their number: read in the order submitted.
+            for entry in tx.open_table(SUBMISSIONS)?.iter()? {
+                saved.submissions.push(decode(entry?.1.value())?);
             }
             Ok(saved)
         };
@@ -160,6 +169,15 @@ impl Tables {
     pub fn put_kv(&self, key: &str, value: &[u8]) -> Result<(), Error> {
         self.write(|tx| {
             tx.open_table(KV)?.insert(key, value)?;
+            Ok(())
+        })
+    }
+
+    /// Records the `n`-th submitted job as it stands.
+    pub fn put_submission(&self, n: u32, job: &JobSubmission) -> Result<(), Error> {
+        let value = encode(job)?;
+        self.write(|tx| {
+            tx.open_table(SUBMISSIONS)?.insert(n, value.as_slice())?;
             Ok(())
         })
     }

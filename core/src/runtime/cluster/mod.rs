@@ -95,6 +95,7 @@ async fn register_job(head: &str, token: &str) -> Result<(JobInfo, String)> {
             hash: hash.clone(),
             size: exe.len() as u64,
             args: worker_args(),
+            submission: std::env::var(env::SUBMISSION).ok(),
         },
     )
     .await?;
