@@ -133,6 +133,20 @@ pub enum TaskEventKind {
         /// The worker's process id.
         pid: u32,
     },
+    /// A worker ran it to its end (one event for its start and its end, `at_us` being
+    /// the end: a task that ends between two flushes costs one event, not two).
+    Ran {
+        /// The function's stable name.
+        function: String,
+        /// The node of the worker (filled in by the head from the node that passed it).
+        node: String,
+        /// The worker's process id.
+        pid: u32,
+        /// When it started.
+        started_us: u64,
+        /// The error it failed with, if it did.
+        error: Option<String>,
+    },
     /// It returned.
     Finished,
     /// It failed, for good (a retried attempt does not count).
@@ -266,16 +280,36 @@ impl EventBatch {
         self.actors.extend(other.actors);
         self.dropped = lost.into_iter().collect();
     }
+}
 
-    /// Takes at most `n` task events off the front (and every actor event and drop
-    /// count), leaving the rest.
-    pub fn split_front(&mut self, n: usize) -> EventBatch {
-        let rest = self.tasks.split_off(n.min(self.tasks.len()));
-        EventBatch {
-            tasks: std::mem::replace(&mut self.tasks, rest),
-            actors: std::mem::take(&mut self.actors),
-            dropped: std::mem::take(&mut self.dropped),
+/// An [`EventBatch`] as a process sends it: encoded once by the process and decoded
+/// once by the head, so that the node between them only moves bytes. `counts` says how
+/// many task events each job has in it, for a node that must drop it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct EncodedBatch {
+    /// Task events per job.
+    pub counts: Vec<(u32, u64)>,
+    /// The batch in prism's binary encoding.
+    pub bytes: Vec<u8>,
+}
+
+impl EncodedBatch {
+    /// Encodes `batch`.
+    pub fn encode(batch: &EventBatch) -> EncodedBatch {
+        let mut counts: BTreeMap<u32, u64> = BTreeMap::new();
+        for t in &batch.tasks {
+            *counts.entry(t.job).or_default() += 1;
         }
+        EncodedBatch {
+            counts: counts.into_iter().collect(),
+            bytes: postcard::to_allocvec(batch).unwrap_or_default(),
+        }
+    }
+
+    /// The batch, or why its bytes are not one.
+    pub fn decode(&self) -> Result<EventBatch, String> {
+        postcard::from_bytes(&self.bytes)
+            .map_err(|e| format!("an event batch does not decode: {e}"))
     }
 }
 
@@ -356,6 +390,25 @@ impl TaskRecord {
                     self.error = None;
                     self.state = TaskState::Running;
                 }
+            }
+            TaskEventKind::Ran {
+                function,
+                node,
+                pid,
+                started_us,
+                error,
+            } => {
+                let started = TaskEventKind::Started {
+                    function,
+                    node,
+                    pid,
+                };
+                self.apply(started_us, started);
+                let end = match error {
+                    Some(error) => TaskEventKind::Failed { error },
+                    None => TaskEventKind::Finished,
+                };
+                self.apply(at_us, end);
             }
             TaskEventKind::Finished | TaskEventKind::Failed { .. } => {
                 let earlier_attempt = self.started_us.is_some_and(|s| s > at_us);
@@ -658,11 +711,33 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A task event as this process keeps it until the next flush (function names are
+/// the registry's, not copied).
+enum Local {
+    Submitted(&'static str),
+    Ran {
+        function: &'static str,
+        started_us: u64,
+        error: Option<String>,
+    },
+    Failed(String),
+}
+
+/// A task running in this process, reported as started at a flush it is still running
+/// at (most tasks end first, and cost one event for all their life).
+struct Run {
+    job: u32,
+    function: &'static str,
+    started_us: u64,
+    reported: bool,
+}
+
 /// This process's events, waiting for the next flush.
 struct Buffer {
-    tasks: Vec<TaskEvent>,
+    tasks: Vec<(ObjectId, u32, u64, Local)>,
     actors: Vec<ActorEvent>,
     dropped: BTreeMap<u32, u64>,
+    running: Option<std::collections::HashMap<ObjectId, Run>>,
 }
 
 static ON: AtomicBool = AtomicBool::new(false);
@@ -670,6 +745,7 @@ static BUFFER: Mutex<Buffer> = Mutex::new(Buffer {
     tasks: Vec::new(),
     actors: Vec::new(),
     dropped: BTreeMap::new(),
+    running: None,
 });
 
 /// The environment variable that turns recording off in a process (`0` or `off`):
@@ -685,24 +761,76 @@ pub(crate) fn start_recording() {
     ON.store(!off, Ordering::Release);
 }
 
-/// Records that `task_id` of `job` went through `kind`, now.
+fn push(task_id: ObjectId, job: u32, at_us: u64, kind: Local) {
+    let mut b = lock(&BUFFER);
+    if b.tasks.len() >= BUFFER_CAP {
+        *b.dropped.entry(job).or_default() += 1;
+    } else {
+        b.tasks.push((task_id, job, at_us, kind));
+    }
+}
+
+/// Records that this process's owner sent `task_id` of `job`, a call of `function`.
 #[inline]
-pub(crate) fn record(task_id: ObjectId, job: u32, kind: TaskEventKind) {
+pub(crate) fn submitted(task_id: ObjectId, job: u32, function: &'static str) {
+    if ON.load(Ordering::Relaxed) {
+        push(task_id, job, now_us(), Local::Submitted(function));
+    }
+}
+
+/// Records that this process (a worker) starts `task_id`; returns when, for
+/// [`ended`].
+#[inline]
+pub(crate) fn started(task_id: ObjectId, job: u32, function: &'static str) -> u64 {
+    if !ON.load(Ordering::Relaxed) {
+        return 0;
+    }
+    let started_us = now_us();
+    let run = Run {
+        job,
+        function,
+        started_us,
+        reported: false,
+    };
+    lock(&BUFFER)
+        .running
+        .get_or_insert_with(Default::default)
+        .insert(task_id, run);
+    started_us
+}
+
+/// Records that `task_id`, started at `started_us`, ended (with `error` if it failed).
+#[inline]
+pub(crate) fn ended(
+    task_id: ObjectId,
+    job: u32,
+    function: &'static str,
+    started_us: u64,
+    error: Option<String>,
+) {
     if !ON.load(Ordering::Relaxed) {
         return;
     }
     let at_us = now_us();
     let mut b = lock(&BUFFER);
-    if b.tasks.len() >= BUFFER_CAP {
-        *b.dropped.entry(job).or_default() += 1;
-        return;
+    if let Some(r) = b.running.as_mut() {
+        r.remove(&task_id);
     }
-    b.tasks.push(TaskEvent {
-        task_id,
-        job,
-        at_us,
-        kind,
-    });
+    drop(b);
+    let kind = Local::Ran {
+        function,
+        started_us,
+        error,
+    };
+    push(task_id, job, at_us, kind);
+}
+
+/// Records that `task_id` failed for good where its worker could not say so (the
+/// worker died).
+pub(crate) fn failed(task_id: ObjectId, job: u32, error: String) {
+    if ON.load(Ordering::Relaxed) {
+        push(task_id, job, now_us(), Local::Failed(error));
+    }
 }
 
 /// Records that actor `actor_id` of `job` went through `kind`, now.
@@ -719,22 +847,86 @@ pub(crate) fn record_actor(actor_id: ObjectId, job: u32, kind: ActorEventKind) {
     });
 }
 
-/// Whether this process records events.
-pub(crate) fn recording() -> bool {
-    ON.load(Ordering::Relaxed)
+/// What was recorded since the last call (and the tasks running now that were not
+/// reported yet), encoded, if anything.
+pub(crate) fn take() -> Option<EncodedBatch> {
+    let (tasks, actors, dropped, running) = {
+        let mut b = lock(&BUFFER);
+        let mut running = Vec::new();
+        for (id, r) in b.running.iter_mut().flatten() {
+            if !r.reported {
+                r.reported = true;
+                running.push((*id, r.job, r.started_us, r.function));
+            }
+        }
+        if b.tasks.is_empty() && b.actors.is_empty() && b.dropped.is_empty() && running.is_empty() {
+            return None;
+        }
+        (
+            std::mem::take(&mut b.tasks),
+            std::mem::take(&mut b.actors),
+            std::mem::take(&mut b.dropped),
+            running,
+        )
+    };
+    let pid = std::process::id();
+    let mut batch = EventBatch {
+        tasks: Vec::with_capacity(tasks.len() + running.len()),
+        actors,
+        dropped: dropped.into_iter().collect(),
+    };
+    for (task_id, job, at_us, function) in running {
+        let kind = TaskEventKind::Started {
+            function: function.to_string(),
+            node: String::new(),
+            pid,
+        };
+        batch.tasks.push(TaskEvent {
+            task_id,
+            job,
+            at_us,
+            kind,
+        });
+    }
+    for (task_id, job, at_us, local) in tasks {
+        let kind = match local {
+            Local::Submitted(function) => TaskEventKind::Submitted {
+                function: function.to_string(),
+            },
+            Local::Ran {
+                function,
+                started_us,
+                error,
+            } => TaskEventKind::Ran {
+                function: function.to_string(),
+                node: String::new(),
+                pid,
+                started_us,
+                error,
+            },
+            Local::Failed(error) => TaskEventKind::Failed { error },
+        };
+        batch.tasks.push(TaskEvent {
+            task_id,
+            job,
+            at_us,
+            kind,
+        });
+    }
+    Some(EncodedBatch::encode(&batch))
 }
 
-/// What was recorded since the last call, if anything.
-pub(crate) fn take() -> Option<EventBatch> {
-    let mut b = lock(&BUFFER);
-    if b.tasks.is_empty() && b.actors.is_empty() && b.dropped.is_empty() {
-        return None;
+/// Fills in `node` where a worker's events leave it empty (the head knows which node
+/// passed them on).
+pub fn stamp_node(batch: &mut EventBatch, node_id: &str) {
+    for ev in &mut batch.tasks {
+        if let TaskEventKind::Started { node, .. } | TaskEventKind::Ran { node, .. } = &mut ev.kind
+        {
+            if node.is_empty() {
+                node.push_str(node_id);
+            }
+        }
     }
-    Some(EventBatch {
-        tasks: std::mem::take(&mut b.tasks),
-        actors: std::mem::take(&mut b.actors),
-        dropped: std::mem::take(&mut b.dropped).into_iter().collect(),
-    })
 }
 
 #[cfg(test)]
@@ -771,6 +963,25 @@ mod tests {
             },
         );
         assert_eq!(in_order, late_submit);
+        // One event for a start and an end merges as the two would.
+        let mut ran = TaskRecord::new(id(1), 1);
+        ran.apply(
+            35,
+            TaskEventKind::Ran {
+                function: "m::f".into(),
+                node: "n1".into(),
+                pid: 7,
+                started_us: 20,
+                error: None,
+            },
+        );
+        ran.apply(
+            10,
+            TaskEventKind::Submitted {
+                function: "m::f".into(),
+            },
+        );
+        assert_eq!(ran, in_order);
         assert_eq!(in_order.state, TaskState::Finished);
         assert_eq!(in_order.duration_us(), Some(15));
         assert_eq!(in_order.node.as_deref(), Some("n1"));
@@ -837,10 +1048,14 @@ mod tests {
         );
         assert_eq!(b.tasks.len(), 3);
         assert_eq!(b.dropped, vec![(3, 4)]);
-        let front = b.split_front(2);
-        assert_eq!((front.tasks.len(), b.tasks.len()), (2, 1));
-        assert_eq!(front.dropped, vec![(3, 4)]);
-        assert!(b.dropped.is_empty());
+        let encoded = EncodedBatch::encode(&b);
+        assert_eq!(encoded.counts, vec![(3, 3)]);
+        assert_eq!(encoded.decode().unwrap(), b);
+        let broken = EncodedBatch {
+            bytes: vec![0xff; 3],
+            ..encoded
+        };
+        assert!(broken.decode().is_err());
     }
 
     #[test]

@@ -6,8 +6,8 @@ use crate::error::Error;
 use crate::id::{ObjectId, PlacementGroupId};
 use crate::object::Location;
 use crate::state::{
-    ActorPage, ActorQuery, EventBatch, JobRequest, JobSubmission, JobView, LogChunk, TaskPage,
-    TaskQuery, TaskSummary,
+    ActorPage, ActorQuery, EncodedBatch, EventBatch, JobRequest, JobSubmission, JobView, LogChunk,
+    TaskPage, TaskQuery, TaskSummary,
 };
 use crate::task::{EncodedArg, PlacementStrategy, TaskSpec};
 
@@ -148,8 +148,10 @@ pub enum Msg {
         running: u32,
         /// What waits for resources, and why.
         pending: Vec<PendingView>,
-        /// Task and actor events gathered since the last heartbeat.
+        /// The node's own events (actors) and the counts of those it dropped.
         events: EventBatch,
+        /// Its processes' event batches, passed on as they came.
+        batches: Vec<EncodedBatch>,
     },
     /// Head → node (answering a heartbeat) and head → CLI (answering `Status`).
     ClusterView {
@@ -461,7 +463,7 @@ pub enum Msg {
     /// head (answered with `KvValue { value: None }`): its last events, as it leaves.
     Events {
         /// The events.
-        batch: EventBatch,
+        batch: EncodedBatch,
     },
     /// Node → worker: send the events recorded so far now (its job is ending).
     FlushEvents,

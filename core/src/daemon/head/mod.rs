@@ -193,6 +193,38 @@ impl Head {
             .collect()
     }
 
+    /// Takes in a node's events and its processes' batches (decoded here, off the
+    /// nodes), stamping the node's id on its workers' events.
+    fn absorb_events(
+        &self,
+        own: crate::state::EventBatch,
+        batches: Vec<crate::state::EncodedBatch>,
+        node: Option<&str>,
+    ) {
+        let mut decoded = Vec::with_capacity(batches.len());
+        let mut lost = crate::state::EventBatch::default();
+        for b in batches {
+            match b.decode() {
+                Ok(mut batch) => {
+                    if let Some(node) = node {
+                        crate::state::stamp_node(&mut batch, node);
+                    }
+                    decoded.push(batch);
+                }
+                Err(e) => {
+                    tracing::warn!("head: {e}; its events are counted dropped");
+                    lost.dropped.extend(b.counts);
+                }
+            }
+        }
+        let mut events = lock(&self.events);
+        events.absorb(own);
+        events.absorb(lost);
+        for batch in decoded {
+            events.absorb(batch);
+        }
+    }
+
     /// Every job, with its recorded task counts.
     pub fn jobs(&self) -> Vec<crate::state::JobView> {
         let jobs = lock(&self.jobs).clone();
@@ -267,11 +299,10 @@ impl Head {
                         running,
                         pending,
                         events,
+                        batches,
                     },
                 ) => {
-                    if !events.is_empty() {
-                        lock(&self.events).absorb(events);
-                    }
+                    self.absorb_events(events, batches, Some(id));
                     if let Some((v, seen)) = lock(&self.nodes).get_mut(id) {
                         v.available = available;
                         v.pending = pending;
@@ -339,7 +370,7 @@ impl Head {
                 },
                 (_, Msg::Status) => Msg::ClusterView { nodes: self.view() },
                 (Role::Driver, Msg::Events { batch }) => {
-                    lock(&self.events).absorb(batch);
+                    self.absorb_events(Default::default(), vec![batch], None);
                     Msg::KvValue { value: None }
                 }
                 (_, Msg::ListTasks { query }) => Msg::Tasks {

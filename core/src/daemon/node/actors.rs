@@ -92,6 +92,27 @@ impl Node {
     /// waits (with its calls) until one does. One that no node could ever host fails with
     /// [`Error::Infeasible`]. Its creation's outcome returns to `reply` as a `TaskDone`.
     pub(super) fn create_actor(self: &Arc<Self>, create: Creation, reply: Outbox, pinned: bool) {
+        self.create_actor_after(create, reply, pinned, 0)
+    }
+
+    /// Creates the actors whose strategy named a node not (yet) in this node's view:
+    /// a node that just joined reaches a peer's view with the next heartbeat.
+    pub(super) fn retry_unplaced_actors(self: &Arc<Self>) {
+        let unplaced = std::mem::take(&mut self.lock().unplaced_actors);
+        for (create, reply, pinned, views) in unplaced {
+            self.create_actor_after(create, reply, pinned, views + 1);
+        }
+    }
+
+    /// [`Node::create_actor`], `views` fresh views of the cluster after it first could
+    /// not be placed: it fails only once two confirm it.
+    fn create_actor_after(
+        self: &Arc<Self>,
+        create: Creation,
+        reply: Outbox,
+        pinned: bool,
+        views: u32,
+    ) {
         let (job, actor, class) = (create.job, create.actor, create.class.clone());
         let max_restarts = create.max_restarts;
         let refuse = |e: Error| {
@@ -118,26 +139,56 @@ impl Node {
                 }) {
                     let msg = create.into_msg();
                     let again = Box::new((msg.clone(), reply.clone()));
-                    st.actors.insert(
-                        actor,
-                        ActorPlace::Peer {
-                            node: peer_id.clone(),
-                            again,
-                        },
-                    );
+                    let place = ActorPlace::Peer {
+                        node: peer_id.clone(),
+                        again,
+                    };
+                    let earlier = st.actors.insert(actor, place);
                     st.in_flight
                         .insert(actor, InFlight::new(reply, None, Some(peer_id), class));
                     let _ = out.send(msg);
+                    // Calls sent while it waited for its node to be known follow it.
+                    if let Some(ActorPlace::Waiting(calls)) = earlier {
+                        for (msg, reply) in calls {
+                            self.route_locked(&mut st, msg, reply);
+                        }
+                    }
                     return;
                 }
                 pinned
             }
+            Placement::Fail(_)
+                if views < 2
+                    && matches!(
+                        create.options.scheduling,
+                        crate::task::Strategy::NodeAffinity { .. }
+                    ) =>
+            {
+                // Its calls wait for it meanwhile.
+                st.actors
+                    .entry(actor)
+                    .or_insert_with(|| ActorPlace::Waiting(Vec::new()));
+                st.unplaced_actors.push((create, reply, pinned, views));
+                return;
+            }
             Placement::Fail(e) => {
+                if views > 0 {
+                    let failed = ActorPlace::Failed(e.clone());
+                    if let Some(ActorPlace::Waiting(calls)) = st.actors.insert(actor, failed) {
+                        for (msg, reply) in calls {
+                            self.route_locked(&mut st, msg, reply);
+                        }
+                    }
+                }
                 drop(st);
                 return refuse(e);
             }
         };
-        st.actors.insert(actor, ActorPlace::Waiting(Vec::new()));
+        let queued = match st.actors.remove(&actor) {
+            Some(ActorPlace::Waiting(calls)) => calls,
+            _ => Vec::new(),
+        };
+        st.actors.insert(actor, ActorPlace::Waiting(queued));
         st.waiting_actors.push_back(WaitingActor {
             create: create.into_msg(),
             actor,

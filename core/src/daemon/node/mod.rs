@@ -167,6 +167,9 @@ struct State {
     worker_addresses: HashMap<u32, String>,
     /// The sequence number of the next lease.
     next_lease: u64,
+    /// Actors whose strategy named a node this node did not know, with the views of the
+    /// cluster seen since.
+    unplaced_actors: Vec<(actors::Creation, Outbox, bool, u32)>,
 }
 
 /// Where an actor is, as a node knows it.
@@ -203,17 +206,27 @@ pub struct Node {
     cpus: f64,
     state: Mutex<State>,
     /// Task and actor events on their way to the head (with the next heartbeat).
-    events: Mutex<crate::state::EventBatch>,
+    events: Mutex<HeldEvents>,
 }
 
-/// Task events a node holds for the head at most; past it they are counted dropped.
-const EVENTS_HELD: usize = 500_000;
+/// The events a node holds for the head: its own, and its processes' batches as they
+/// came (the node does not decode them).
+#[derive(Default)]
+struct HeldEvents {
+    own: crate::state::EventBatch,
+    batches: VecDeque<crate::state::EncodedBatch>,
+    bytes: usize,
+}
+
+/// Bytes of event batches a node holds for the head at most; past it they are counted
+/// dropped.
+const EVENT_BYTES_HELD: usize = 64 << 20;
 
 /// How long a worker whose job ended has to send its last events before it is killed.
 const LAST_FLUSH: Duration = Duration::from_millis(100);
 
-/// Task events sent with one heartbeat at most (the rest go with the next ones).
-const EVENTS_PER_HEARTBEAT: usize = 50_000;
+/// Bytes of event batches sent with one heartbeat (the rest go with the next ones).
+const EVENT_BYTES_PER_HEARTBEAT: usize = 8 << 20;
 
 impl Node {
     /// Binds the node's listener; the node is then served by [`Node::run`].
@@ -251,6 +264,7 @@ impl Node {
                 tasks_here: 0,
                 worker_addresses: HashMap::new(),
                 next_lease: 1,
+                unplaced_actors: Vec::new(),
             }),
             events: Mutex::new(Default::default()),
             options,
@@ -447,13 +461,19 @@ impl Node {
     }
 
     /// Events from a process of this node: a worker's task starts get this node's id.
-    fn gathered(&self, mut batch: crate::state::EventBatch) {
-        for ev in &mut batch.tasks {
-            if let crate::state::TaskEventKind::Started { node, .. } = &mut ev.kind {
-                node.clone_from(&self.id);
-            }
+    fn gathered(&self, batch: crate::state::EncodedBatch) {
+        let mut held = crate::sync::lock(&self.events);
+        if held.bytes + batch.bytes.len() > EVENT_BYTES_HELD {
+            // The head has not taken what is held: this batch is counted, not kept.
+            let lost = crate::state::EventBatch {
+                dropped: batch.counts,
+                ..Default::default()
+            };
+            held.own.absorb(lost, 0);
+            return;
         }
-        crate::sync::lock(&self.events).absorb(batch, EVENTS_HELD);
+        held.bytes += batch.bytes.len();
+        held.batches.push_back(batch);
     }
 
     /// Records what happened to an actor, now.
@@ -464,12 +484,23 @@ impl Node {
             at_us: crate::state::now_us(),
             kind,
         };
-        crate::sync::lock(&self.events).actors.push(ev);
+        crate::sync::lock(&self.events).own.actors.push(ev);
     }
 
     /// The events to send with the next heartbeat.
-    fn events_for_head(&self) -> crate::state::EventBatch {
-        crate::sync::lock(&self.events).split_front(EVENTS_PER_HEARTBEAT)
+    fn events_for_head(&self) -> (crate::state::EventBatch, Vec<crate::state::EncodedBatch>) {
+        let mut held = crate::sync::lock(&self.events);
+        let mut batches = Vec::new();
+        let mut bytes = 0;
+        while let Some(b) = held.batches.front() {
+            if bytes > 0 && bytes + b.bytes.len() > EVENT_BYTES_PER_HEARTBEAT {
+                break;
+            }
+            bytes += b.bytes.len();
+            batches.extend(held.batches.pop_front());
+        }
+        held.bytes -= bytes;
+        (std::mem::take(&mut held.own), batches)
     }
 
     /// The job's driver went away: drop its queued tasks and end its worker process.

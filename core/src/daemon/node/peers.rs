@@ -34,6 +34,7 @@ impl Node {
                 other => tracing::warn!("node: unexpected {} from the head", other.name()),
             }
             tokio::time::sleep(self.options.heartbeat).await;
+            let (events, batches) = self.events_for_head();
             let hb = {
                 let st = self.lock();
                 Msg::Heartbeat {
@@ -41,7 +42,8 @@ impl Node {
                     queued: st.queue.len() as u32,
                     running: st.running,
                     pending: self.pending(&st),
-                    events: self.events_for_head(),
+                    events,
+                    batches,
                 }
             };
             wire::write_msg(&mut head, &hb).await?;
@@ -81,6 +83,7 @@ impl Node {
             self.recheck_infeasible(&mut st);
             self.dispatch(&mut st);
         }
+        self.retry_unplaced_actors();
         for (id, address) in connect {
             tokio::spawn(self.clone().connect_peer(id, address));
         }

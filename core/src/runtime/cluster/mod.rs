@@ -378,6 +378,7 @@ impl Cluster {
             self.store.fail(id, e);
             return;
         }
+        crate::state::submitted(id, self.link.job, function.name);
         let me = self.clone();
         deps::when_ready(refs_of(&args), move |ready| {
             let cluster = me.clone();

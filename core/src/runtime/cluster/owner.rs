@@ -132,11 +132,6 @@ impl Owner {
     /// Sends a task through the node (or straight to a leased worker, for a lone task
     /// of a driver).
     pub fn submit(self: &Arc<Self>, spec: TaskSpec, keep: Vec<Pin>) {
-        if crate::state::recording() {
-            let function = spec.function.clone();
-            let kind = crate::state::TaskEventKind::Submitted { function };
-            crate::state::record(spec.task_id, self.job, kind);
-        }
         let spec = Arc::new(spec);
         let lone = self.track(&spec, keep);
         if lone && self.send_on_lease(&spec) {
@@ -336,11 +331,7 @@ impl Owner {
                 // The worker records its own failures; a dead worker cannot.
                 if task.is_some() && matches!(e, Error::WorkerCrashed { .. }) {
                     let error = e.to_string();
-                    crate::state::record(
-                        id,
-                        self.job,
-                        crate::state::TaskEventKind::Failed { error },
-                    );
+                    crate::state::failed(id, self.job, error);
                 }
                 self.store.fail(id, e);
             }

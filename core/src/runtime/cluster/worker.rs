@@ -16,7 +16,7 @@ use super::link::Link;
 use super::objects::Objects;
 use crate::id::ObjectId;
 use crate::sched::{Demand, Grant, Pool, Work};
-use crate::state::{self, TaskEventKind};
+use crate::state;
 use crate::sync::lock;
 use crate::task::TaskSpec;
 use crate::wire::Msg;
@@ -156,26 +156,18 @@ impl Worker {
                         function: f.name,
                         grant,
                     };
-                    let started = TaskEventKind::Started {
-                        function: f.name.to_string(),
-                        node: String::new(),
-                        pid: std::process::id(),
-                    };
-                    state::record(spec.task_id, self.link.job, started);
-                    with_running(running, || {
+                    let (id, job) = (spec.task_id, self.link.job);
+                    let started_us = state::started(id, job, f.name);
+                    let result = with_running(running, || {
                         spec.run_as(f, |arg, param| self.objects.arg(arg, param))
                             .and_then(|out| self.objects.keep(spec.task_id, out))
-                    })
+                    });
+                    let error = result.as_ref().err().map(ToString::to_string);
+                    state::ended(id, job, f.name, started_us, error);
+                    result
                 }
                 Err(e) => Err(e),
             };
-            let ended = match &result {
-                Ok(_) => TaskEventKind::Finished,
-                Err(e) => TaskEventKind::Failed {
-                    error: e.to_string(),
-                },
-            };
-            state::record(spec.task_id, self.link.job, ended);
             reply.send(Msg::TaskDone {
                 task_id: spec.task_id,
                 result,
