@@ -67,18 +67,20 @@ fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
     let naps: Vec<_> = (0..4)
         .map(|_| nap::options().scheduling(on(first, false)).remote(2_000))
         .collect();
+    // Every node's view says so (a peer learns a node's load from its next heartbeat).
+    let free_cpus = |views: Vec<prism::NodeView>| {
+        let busy = views.into_iter().find(|n| &n.node_id == first)?;
+        busy.available
+            .iter()
+            .find(|(n, _)| n == "CPU")
+            .map(|(_, v)| *v)
+    };
     prism::testing::wait_for(
         || {
-            let busy = prism::nodes()
-                .ok()?
-                .into_iter()
-                .find(|n| &n.node_id == first)?;
-            let cpus = busy
-                .available
+            nodes
                 .iter()
-                .find(|(n, _)| n == "CPU")
-                .map_or(0.0, |(_, v)| *v);
-            (cpus == 0.0).then_some(())
+                .all(|n| free_cpus(cluster.view_from(&n.address)) == Some(0.0))
+                .then_some(())
         },
         "the naps to fill the first node",
     )

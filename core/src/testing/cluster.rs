@@ -237,6 +237,13 @@ impl LocalCluster {
 
     /// The head's view of the nodes (empty if the head does not answer).
     pub fn nodes(&self) -> Vec<NodeView> {
+        self.view_from(&self.head)
+    }
+
+    /// What the daemon at `address` answers to a status request: the head, every node
+    /// it knows; a node, itself and the peers it reaches, as its last view has them
+    /// (empty if it does not answer).
+    pub fn view_from(&self, address: &str) -> Vec<NodeView> {
         let Ok(io) = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -246,7 +253,7 @@ impl LocalCluster {
         io.block_on(async {
             let (mut s, _) = tokio::time::timeout(
                 wire::HANDSHAKE_TIMEOUT,
-                wire::connect(&self.head, &self.token, Role::Cli),
+                wire::connect(address, &self.token, Role::Cli),
             )
             .await
             .ok()?
@@ -262,9 +269,23 @@ impl LocalCluster {
 
     /// Waits until `n` nodes are alive.
     pub fn wait_nodes(&self, n: usize) -> Result<(), HarnessError> {
-        wait_for(
-            || (self.nodes().iter().filter(|v| v.alive).count() >= n).then_some(()),
+        let alive = wait_for(
+            || {
+                let alive: Vec<NodeView> = self.nodes().into_iter().filter(|v| v.alive).collect();
+                (alive.len() >= n).then_some(alive)
+            },
             "the nodes to join",
+        )?;
+        // A node learns of its peers with its next heartbeat: a test that places work
+        // on a peer right away waits until every node reaches every other.
+        wait_for(
+            || {
+                alive
+                    .iter()
+                    .all(|v| self.view_from(&v.address).len() >= n)
+                    .then_some(())
+            },
+            "every node to reach its peers",
         )
     }
 

@@ -432,8 +432,17 @@ impl Node {
                     let _ = outbox.send(self.return_bundles(group));
                 }
                 (_, Msg::Status) => {
-                    let view = self.view(&self.lock());
-                    let _ = outbox.send(Msg::ClusterView { nodes: vec![view] });
+                    // Itself first, then the peers it reaches.
+                    let st = self.lock();
+                    let mut nodes = vec![self.view(&st)];
+                    nodes.extend(
+                        st.peers
+                            .values()
+                            .filter(|p| p.view.alive && p.outbox.is_some())
+                            .map(|p| p.view.clone()),
+                    );
+                    drop(st);
+                    let _ = outbox.send(Msg::ClusterView { nodes });
                 }
                 (role, other) => {
                     let _ = outbox.send(Msg::Failed {
