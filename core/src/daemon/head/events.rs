@@ -4,29 +4,34 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use std::hash::BuildHasherDefault;
+
 use crate::id::ObjectId;
 use crate::state::{
-    ActorPage, ActorQuery, ActorRecord, ActorState, EventBatch, TaskPage, TaskQuery, TaskRecord,
-    TaskState, TaskSummary,
+    ActorPage, ActorQuery, ActorRecord, ActorState, EventBatch, IdHasher, TaskPage, TaskQuery,
+    TaskRecord, TaskState, TaskSummary,
 };
+
+type IdMap<V> = HashMap<ObjectId, V, BuildHasherDefault<IdHasher>>;
+type IdSet = HashSet<ObjectId, BuildHasherDefault<IdHasher>>;
 
 /// Records in the order first seen, at most `cap` of them, and the ids of the latest
 /// let go (so that a late event of one does not bring it back and count it twice).
 struct Ring<R> {
-    records: HashMap<ObjectId, R>,
+    records: IdMap<R>,
     order: VecDeque<ObjectId>,
     dropped: u64,
-    gone: HashSet<ObjectId>,
+    gone: IdSet,
     gone_order: VecDeque<ObjectId>,
 }
 
 impl<R> Default for Ring<R> {
     fn default() -> Self {
         Ring {
-            records: HashMap::new(),
+            records: IdMap::default(),
             order: VecDeque::new(),
             dropped: 0,
-            gone: HashSet::new(),
+            gone: IdSet::default(),
             gone_order: VecDeque::new(),
         }
     }
@@ -40,7 +45,7 @@ impl<R> Ring<R> {
     /// not kept; `None` if it was let go.
     fn entry(&mut self, id: ObjectId, cap: usize, new: impl FnOnce() -> R) -> Option<&mut R> {
         if !self.records.contains_key(&id) {
-            if self.gone.contains(&id) {
+            if !self.gone.is_empty() && self.gone.contains(&id) {
                 return None;
             }
             while self.order.len() >= cap.max(1) {
@@ -98,14 +103,20 @@ impl Events {
 
     /// Merges a node's batch.
     pub fn absorb(&mut self, batch: EventBatch) {
+        // A batch's events are mostly of one job: its ring is looked up once per run.
+        let mut current: Option<(u32, &mut JobEvents)> = None;
         for ev in batch.tasks {
-            let job = self.jobs.entry(ev.job).or_default();
+            let job = match current.take() {
+                Some((j, events)) if j == ev.job => events,
+                _ => self.jobs.entry(ev.job).or_default(),
+            };
             let record = job.tasks.entry(ev.task_id, self.task_ring, || {
                 TaskRecord::new(ev.task_id, ev.job)
             });
             if let Some(r) = record {
                 r.apply(ev.at_us, ev.kind);
             }
+            current = Some((ev.job, job));
         }
         for ev in batch.actors {
             let job = self.jobs.entry(ev.job).or_default();
