@@ -67,19 +67,24 @@ fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
     let naps: Vec<_> = (0..4)
         .map(|_| nap::options().scheduling(on(first, false)).remote(2_000))
         .collect();
-    // Every node's view says so (a peer learns a node's load from its next heartbeat).
-    let free_cpus = |views: Vec<prism::NodeView>| {
-        let busy = views.into_iter().find(|n| &n.node_id == first)?;
-        busy.available
+    // Every node's view says so, and that the second is idle (a peer learns a node's
+    // load from its next heartbeat).
+    let free_cpus = |views: &[prism::NodeView], id: &str| {
+        let node = views.iter().find(|n| n.node_id == id)?;
+        node.available
             .iter()
             .find(|(n, _)| n == "CPU")
             .map(|(_, v)| *v)
     };
+    let idle = &nodes[1].node_id;
     prism::testing::wait_for(
         || {
             nodes
                 .iter()
-                .all(|n| free_cpus(cluster.view_from(&n.address)) == Some(0.0))
+                .all(|n| {
+                    let views = cluster.view_from(&n.address);
+                    free_cpus(&views, first) == Some(0.0) && free_cpus(&views, idle) == Some(4.0)
+                })
                 .then_some(())
         },
         "the naps to fill the first node",

@@ -156,6 +156,18 @@ pub(crate) struct Pool {
     actors: Vec<(MapperActorHandle, usize)>,
 }
 
+impl Drop for Pool {
+    /// The actors end with their stage, and their node frees their CPUs at once for
+    /// the stage or plan that runs next. Left to their handles' release, they end only
+    /// once every process that held a handle let go, and a plan of several pools in a
+    /// row could wait on CPUs the last one's actors still held.
+    fn drop(&mut self) {
+        for (actor, _) in &self.actors {
+            prism::kill(actor);
+        }
+    }
+}
+
 impl Pool {
     /// A pool of `spec`, which leaves one CPU of the runtime to the tasks that feed it:
     /// at most `(CPUs - 1) / cpus` actors (and on a runtime with fewer than `cpus + 1`
