@@ -380,7 +380,7 @@ impl Node {
                 (Role::Worker { .. }, Msg::TaskDone { task_id, result }) => {
                     self.finished(task_id, result)
                 }
-                (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job),
+                (Role::Node { .. }, Msg::EndJob { job }) => self.end_job(job, Some(&outbox)),
                 (
                     Role::Driver,
                     Msg::Lease {
@@ -455,7 +455,7 @@ impl Node {
             self.worker_gone(job);
         }
         if let Some(job) = driver_job {
-            self.end_job(job);
+            self.end_job(job, None);
             let peers: Vec<Outbox> = self
                 .lock()
                 .peers
@@ -513,10 +513,17 @@ impl Node {
     }
 
     /// The job's driver went away: drop its queued tasks and end its worker process.
-    fn end_job(self: &Arc<Self>, job: u32) {
+    ///
+    /// Tasks a peer handed here stay queued (the driver may have rejoined through
+    /// another node, which hands them on), except those of the peer that says the job
+    /// ended (`from`): their results have nowhere to go, and running them would start
+    /// a worker for a job that is over, which nothing would end.
+    fn end_job(self: &Arc<Self>, job: u32, from: Option<&Outbox>) {
         let child = {
             let mut st = self.lock();
-            st.queue.retain(|q| q.job != job || q.pinned);
+            let from_ender = |q: &Queued| from.is_some_and(|o| q.reply.same_channel(o));
+            st.queue
+                .retain(|q| q.job != job || (q.pinned && !from_ender(q)));
             st.infeasible.retain(|(q, _)| q.job != job);
             st.waiting_actors.retain(|w| w.job != job);
             let worker = st.workers.remove(&job);
