@@ -126,11 +126,26 @@ pub fn pids(dir: &Path) -> Vec<(u32, PathBuf)> {
 }
 
 /// Sends signal `sig` to process `pid` (`prism stop`, test harnesses).
-#[allow(unsafe_code)]
 pub fn signal(pid: u32, sig: i32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    libc::pid_t::try_from(pid).is_ok_and(|pid| kill(pid, sig))
+}
+
+/// Sends signal `sig` to every process of the group led by `pgid` (a stopped job).
+pub fn signal_group(pgid: u32, sig: i32) -> bool {
+    libc::pid_t::try_from(pgid).is_ok_and(|pgid| kill(-pgid, sig))
+}
+
+#[allow(unsafe_code)]
+fn kill(pid: libc::pid_t, sig: i32) -> bool {
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours; a negative
+    // pid names a process group.
     unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// Whether process `pid` exists and has not exited (a zombie counts as gone).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z'))
 }

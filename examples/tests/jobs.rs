@@ -32,13 +32,7 @@ fn wait_status(cluster: &LocalCluster, id: &str, want: &str) -> Value {
 }
 
 fn alive(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
+    u32::try_from(pid).is_ok_and(prism::session::process_alive)
 }
 
 #[test]

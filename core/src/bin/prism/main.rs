@@ -367,10 +367,7 @@ async fn wait_for_termination() {
 }
 
 fn alive(pid: u32) -> bool {
-    // A zombie has no cmdline; a live daemon of ours was started with --block.
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| !c.is_empty())
-        .unwrap_or(false)
+    session::process_alive(pid)
 }
 
 fn is_our_daemon(pid: u32) -> bool {

@@ -34,25 +34,6 @@ pub(super) struct JobHome {
     pub session: PathBuf,
 }
 
-/// Sends `signal` to the process group led by `pgid`; whether it exists.
-#[allow(unsafe_code)]
-fn signal_group(pgid: u32, signal: i32) -> bool {
-    let Ok(pgid) = i32::try_from(pgid) else {
-        return false;
-    };
-    // SAFETY: kill(2) takes plain integers and touches no memory of this process; a
-    // negative pid names the process group.
-    unsafe { libc::kill(-pgid, signal) == 0 }
-}
-
-/// Whether process `pid` is still there (not reaped; a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
-        .is_some_and(|r| !r.starts_with('Z'))
-}
-
 impl Head {
     /// Runs submitted jobs from now on, as drivers of the head at `address`, with their
     /// output under `session`'s logs; watches again the jobs a previous head of this
@@ -75,7 +56,7 @@ impl Head {
         let message = match job.pid {
             Some(pid) if job.status == JobStatus::Running => {
                 tracing::info!(job = %job.id, pid, "head: watching a job a previous head started");
-                while alive(pid) {
+                while crate::session::process_alive(pid) {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
                 "the head restarted while it ran: its exit status is unknown"
@@ -302,7 +283,7 @@ impl Head {
         };
         lock(&self.stopping).insert(id.to_string());
         tracing::info!(job = %id, pid, "head: stopping a job");
-        signal_group(pid, libc::SIGTERM);
+        crate::session::signal_group(pid, libc::SIGTERM);
         let ended = |head: &Head| head.submission(id).is_some_and(|(_, j)| j.status.ended());
         let polls = STOP_GRACE.as_millis() / 20;
         for _ in 0..polls {
@@ -312,7 +293,7 @@ impl Head {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         if !ended(self) {
-            signal_group(pid, libc::SIGKILL);
+            crate::session::signal_group(pid, libc::SIGKILL);
             for _ in 0..100 {
                 if ended(self) {
                     break;

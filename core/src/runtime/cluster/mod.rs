@@ -451,15 +451,17 @@ impl Cluster {
     /// driver first hands the head the events it has not sent yet (its node may see
     /// it leave before their flush).
     pub fn close(&self) {
-        if !self.is_worker() && self.link.lost().is_none() {
+        // Not from an I/O thread, which cannot wait for the answer: the events stay
+        // in the buffer rather than being taken and dropped.
+        let can_wait = tokio::runtime::Handle::try_current().is_err();
+        if can_wait && !self.is_worker() && self.link.lost().is_none() {
             if let Some(batch) = crate::state::take() {
                 let msg = Msg::Events { batch };
+                // The timer is made inside the runtime, not on this thread.
                 let last = async {
                     tokio::time::timeout(LAST_EVENTS, self.link.ask_head_once(&msg)).await
                 };
-                if tokio::runtime::Handle::try_current().is_err() {
-                    let _ = self.io_handle.block_on(last);
-                }
+                let _ = self.io_handle.block_on(last);
             }
         }
         if let Some(io) = lock(&self.io).take() {
