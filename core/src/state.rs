@@ -957,6 +957,151 @@ pub fn stamp_node(batch: &mut EventBatch, node_id: &str) {
     }
 }
 
+impl TaskRecord {
+    /// The record as JSON, its id as it prints (what `prism list tasks --format json`
+    /// and the dashboard's `/api/tasks` show).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "task_id": self.task_id.to_string(),
+            "job": self.job,
+            "function": self.function,
+            "state": self.state.name(),
+            "node": self.node,
+            "pid": self.pid,
+            "attempts": self.attempts,
+            "submitted_us": self.submitted_us,
+            "started_us": self.started_us,
+            "ended_us": self.ended_us,
+            "duration_us": self.duration_us(),
+            "error": self.error,
+        })
+    }
+}
+
+impl ActorRecord {
+    /// The record as JSON, its id as it prints.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "actor_id": crate::id::ActorId::from(self.actor_id).to_string(),
+            "job": self.job,
+            "class": self.class,
+            "state": self.state.name(),
+            "node": self.node,
+            "pid": self.pid,
+            "restarts": self.restarts,
+            "placed_us": self.placed_us,
+            "ended_us": self.ended_us,
+            "cause": self.cause,
+        })
+    }
+}
+
+/// Task counts by state's name: `{"PENDING": n, "RUNNING": n, "FINISHED": n, "FAILED": n}`.
+pub fn state_counts(counts: &[u64; 4]) -> serde_json::Value {
+    TaskState::ALL
+        .iter()
+        .zip(counts)
+        .map(|(s, n)| (s.name().to_string(), serde_json::json!(n)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+impl JobView {
+    /// The job as JSON (`prism list jobs --format json`, the dashboard's `/api/drivers`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "job": self.job,
+            "driver_node": self.driver_node,
+            "args": self.args,
+            "tasks": state_counts(&self.tasks),
+            "actors_alive": self.actors_alive,
+            "dropped": self.dropped,
+        })
+    }
+}
+
+impl JobSubmission {
+    /// The submitted job as JSON: its environment's names, not their values (which may
+    /// be secrets).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "status": self.status.name(),
+            "entrypoint": self.request.entrypoint,
+            "working_dir": self.request.working_dir,
+            "env_keys": self.request.env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            "pid": self.pid,
+            "driver_job": self.driver_job,
+            "submitted_us": self.submitted_us,
+            "started_us": self.started_us,
+            "ended_us": self.ended_us,
+            "exit_code": self.exit_code,
+            "message": self.message,
+            "log": self.log,
+        })
+    }
+}
+
+/// A Chrome trace (the format Perfetto and chrome://tracing open) built a task at a
+/// time, so that it can be written as a stream: one process per worker, and in it as
+/// many rows ("threads") as tasks overlapped, each task on the first row free when it
+/// started. `prism timeline` and the dashboard's `/api/timeline` write it.
+#[derive(Default)]
+pub struct TraceLanes {
+    /// Per worker process: when each of its rows is free again.
+    free_at: HashMap<u32, Vec<u64>>,
+    spans: u64,
+}
+
+impl TraceLanes {
+    /// The trace events of a task (a row's metadata first, if it opens one); `None` for
+    /// a task that never started.
+    pub fn events(&mut self, t: &TaskRecord) -> Option<Vec<serde_json::Value>> {
+        let start = t.started_us?;
+        let pid = t.pid?;
+        let end = t.ended_us.unwrap_or(start).max(start);
+        let mut events = Vec::new();
+        let rows = self.free_at.entry(pid).or_insert_with(|| {
+            events.push(serde_json::json!({
+                "name": "process_name", "ph": "M", "pid": pid,
+                "args": {"name": format!("worker {pid} on node {}", t.node.as_deref().unwrap_or("?"))},
+            }));
+            Vec::new()
+        });
+        let row = match rows.iter().position(|free| *free <= start) {
+            Some(i) => i,
+            None => {
+                rows.push(0);
+                rows.len() - 1
+            }
+        };
+        rows[row] = end;
+        self.spans += 1;
+        events.push(serde_json::json!({
+            "name": short_name(&t.function),
+            "cat": "task",
+            "ph": "X",
+            "ts": start,
+            "dur": end - start,
+            "pid": pid,
+            "tid": row,
+            "args": {
+                "task_id": t.task_id.to_string(),
+                "function": t.function,
+                "job": t.job,
+                "state": t.state.name(),
+                "error": t.error,
+            },
+        }));
+        Some(events)
+    }
+
+    /// The task spans written so far.
+    pub fn spans(&self) -> u64 {
+        self.spans
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

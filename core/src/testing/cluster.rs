@@ -339,6 +339,15 @@ impl LocalCluster {
         crate::init_with(config.address(&self.head).token(&self.token))
     }
 
+    /// The address (`127.0.0.1:PORT`) the head's dashboard listens on, once it does.
+    pub fn dashboard(&self) -> Result<String, HarnessError> {
+        let file = self.dir.join("dashboard");
+        wait_for(
+            || std::fs::read_to_string(&file).ok(),
+            "the head's dashboard to listen",
+        )
+    }
+
     /// Where the session directory is.
     pub fn session(&self) -> &Path {
         &self.dir

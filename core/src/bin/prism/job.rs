@@ -7,7 +7,6 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use prism::state::{JobRequest, JobStatus, JobSubmission};
 use prism::wire::Msg;
-use serde_json::json;
 
 use super::state::{ask, Format};
 use super::Res;
@@ -199,25 +198,7 @@ fn detail(job: &JobSubmission) -> String {
 fn print_jobs(jobs: &[JobSubmission], format: Format) -> Res<()> {
     match format {
         Format::Json => {
-            let rows: Vec<_> = jobs
-                .iter()
-                .map(|j| {
-                    json!({
-                        "id": j.id,
-                        "status": j.status.name(),
-                        "entrypoint": j.request.entrypoint,
-                        "working_dir": j.request.working_dir,
-                        "pid": j.pid,
-                        "driver_job": j.driver_job,
-                        "submitted_us": j.submitted_us,
-                        "started_us": j.started_us,
-                        "ended_us": j.ended_us,
-                        "exit_code": j.exit_code,
-                        "message": j.message,
-                        "log": j.log,
-                    })
-                })
-                .collect();
+            let rows: Vec<_> = jobs.iter().map(JobSubmission::to_json).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
         }
         Format::Table => {

@@ -107,12 +107,16 @@ struct Start {
     /// The node's object store memory cap in bytes.
     #[arg(long)]
     object_store_memory: Option<u64>,
-    /// On a head: the port of its HTTP API (`/api/nodes`, `/metrics`); 0 for any.
+    /// On a head: the port of its dashboard and REST API; 0 for any.
     #[arg(long, default_value_t = 8265)]
     dashboard_port: u16,
-    /// On a head: the address the HTTP API listens on.
+    /// On a head: the address the dashboard listens on (127.0.0.1: this machine only).
     #[arg(long, default_value = "127.0.0.1")]
     dashboard_host: String,
+    /// On a head: a host name the dashboard may be reached by besides IP addresses and
+    /// `localhost` (requests naming any other host are refused, against DNS rebinding).
+    #[arg(long)]
+    dashboard_allow_host: Vec<String>,
     /// On a head: how long a node may stay silent before it counts as dead.
     #[arg(long, default_value_t = 3000)]
     node_timeout_ms: u64,
@@ -234,7 +238,9 @@ fn start_background(s: Start) -> Res<()> {
         println!("  add a node:           prism start --address {served}");
         println!("  see the cluster:      prism status");
         if let Ok(api) = std::fs::read_to_string(dir.join("dashboard")) {
-            println!("  its HTTP API:         curl http://{api}/api/nodes   (and /metrics)");
+            println!(
+                "  its dashboard:        http://{api}   (REST: /api/jobs, /api/tasks, /metrics)"
+            );
         }
         println!("  stop its daemons:     prism stop");
     } else {
@@ -286,9 +292,12 @@ fn run_blocking(s: Start) -> Res<()> {
             {
                 Ok(l) => {
                     let at = l.local_addr()?.to_string();
-                    tracing::info!(address = %at, "dashboard API listening");
+                    tracing::info!(address = %at, "dashboard listening");
                     std::fs::write(dir.join("dashboard"), &at)?;
-                    tokio::spawn(prism::daemon::dashboard::serve(l, head));
+                    let options = prism::daemon::dashboard::Options {
+                        allowed_hosts: s.dashboard_allow_host.clone(),
+                    };
+                    tokio::spawn(prism::daemon::dashboard::serve(l, head, options));
                 }
                 Err(e) => tracing::warn!(
                     "no dashboard API: cannot listen on {}:{}: {e}",

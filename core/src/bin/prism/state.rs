@@ -1,13 +1,13 @@
 //! `prism list`, `prism summary` and `prism timeline`: what the head recorded of the
 //! cluster's jobs, tasks and actors, as a table, as JSON, or as a Chrome trace.
 
-use std::collections::HashMap;
 use std::io::Write;
 
 use clap::{Args, Subcommand, ValueEnum};
 use prism::session;
 use prism::state::{
-    short_name, ActorQuery, ActorRecord, ActorState, TaskPage, TaskQuery, TaskRecord, TaskState,
+    short_name, state_counts, ActorQuery, ActorRecord, ActorState, JobView, TaskPage, TaskQuery,
+    TaskRecord, TaskState, TraceLanes,
 };
 use prism::wire::{self, Msg, Role};
 use serde_json::json;
@@ -172,19 +172,7 @@ fn jobs(c: &Common) -> Res<()> {
     };
     match c.format {
         Format::Json => {
-            let rows: Vec<_> = jobs
-                .iter()
-                .map(|j| {
-                    json!({
-                        "job": j.job,
-                        "driver_node": j.driver_node,
-                        "args": j.args,
-                        "tasks": state_counts(&j.tasks),
-                        "actors_alive": j.actors_alive,
-                        "dropped": j.dropped,
-                    })
-                })
-                .collect();
+            let rows: Vec<_> = jobs.iter().map(JobView::to_json).collect();
             println!("{}", serde_json::to_string_pretty(&rows)?);
         }
         Format::Table => {
@@ -211,15 +199,6 @@ fn jobs(c: &Common) -> Res<()> {
     Ok(())
 }
 
-fn state_counts(counts: &[u64; 4]) -> serde_json::Value {
-    let map: serde_json::Map<String, serde_json::Value> = TaskState::ALL
-        .iter()
-        .zip(counts)
-        .map(|(s, n)| (s.name().to_string(), json!(n)))
-        .collect();
-    serde_json::Value::Object(map)
-}
-
 fn task_query(f: &Filters, offset: u64, limit: u64) -> Res<TaskQuery> {
     let state = f
         .state
@@ -242,30 +221,12 @@ fn page(address: &Option<String>, query: TaskQuery) -> Res<TaskPage> {
     }
 }
 
-/// A task as JSON, its id as it prints.
-fn task_json(t: &TaskRecord) -> serde_json::Value {
-    json!({
-        "task_id": t.task_id.to_string(),
-        "job": t.job,
-        "function": t.function,
-        "state": t.state.name(),
-        "node": t.node,
-        "pid": t.pid,
-        "attempts": t.attempts,
-        "submitted_us": t.submitted_us,
-        "started_us": t.started_us,
-        "ended_us": t.ended_us,
-        "duration_us": t.duration_us(),
-        "error": t.error,
-    })
-}
-
 fn tasks(f: &Filters) -> Res<()> {
     let page = page(&f.common.address, task_query(f, 0, f.limit)?)?;
     match f.common.format {
         Format::Json => {
             let doc = json!({
-                "tasks": page.tasks.iter().map(task_json).collect::<Vec<_>>(),
+                "tasks": page.tasks.iter().map(TaskRecord::to_json).collect::<Vec<_>>(),
                 "total": page.total,
                 "dropped": page.dropped,
             });
@@ -325,21 +286,6 @@ fn clip(s: &str, n: usize) -> String {
     out
 }
 
-fn actor_json(a: &ActorRecord) -> serde_json::Value {
-    json!({
-        "actor_id": prism::ActorId::from(a.actor_id).to_string(),
-        "job": a.job,
-        "class": a.class,
-        "state": a.state.name(),
-        "node": a.node,
-        "pid": a.pid,
-        "restarts": a.restarts,
-        "placed_us": a.placed_us,
-        "ended_us": a.ended_us,
-        "cause": a.cause,
-    })
-}
-
 fn actors(f: &Filters) -> Res<()> {
     let state = f
         .state
@@ -358,7 +304,7 @@ fn actors(f: &Filters) -> Res<()> {
     match f.common.format {
         Format::Json => {
             let doc = json!({
-                "actors": page.actors.iter().map(actor_json).collect::<Vec<_>>(),
+                "actors": page.actors.iter().map(ActorRecord::to_json).collect::<Vec<_>>(),
                 "total": page.total,
                 "dropped": page.dropped,
             });
@@ -457,7 +403,7 @@ pub fn timeline(t: Timeline) -> Res<()> {
         )
     };
     let mut out = std::io::BufWriter::new(out);
-    let mut lanes = Lanes::default();
+    let mut lanes = TraceLanes::default();
     let mut offset = 0;
     let mut written = 0u64;
     out.write_all(b"[")?;
@@ -470,7 +416,7 @@ pub fn timeline(t: Timeline) -> Res<()> {
         };
         let page = page(&t.address, query)?;
         for task in &page.tasks {
-            let Some(event) = lanes.event(task) else {
+            let Some(event) = lanes.events(task) else {
                 continue;
             };
             for e in event {
@@ -489,61 +435,9 @@ pub fn timeline(t: Timeline) -> Res<()> {
     if t.output != "-" {
         eprintln!(
             "wrote {} task spans to {} (open it in https://ui.perfetto.dev or chrome://tracing)",
-            lanes.spans, t.output
+            lanes.spans(),
+            t.output
         );
     }
     Ok(())
-}
-
-/// The rows of a trace: one process per worker, and in it as many rows ("threads") as
-/// tasks overlapped, each task on the first row free when it started.
-#[derive(Default)]
-struct Lanes {
-    /// Per worker process: when each of its rows is free again.
-    free_at: HashMap<u32, Vec<u64>>,
-    spans: u64,
-}
-
-impl Lanes {
-    /// The trace events of a task (a row's metadata first, if it opens one); `None` for
-    /// a task that never started.
-    fn event(&mut self, t: &TaskRecord) -> Option<Vec<serde_json::Value>> {
-        let start = t.started_us?;
-        let pid = t.pid?;
-        let end = t.ended_us.unwrap_or(start).max(start);
-        let mut events = Vec::new();
-        let rows = self.free_at.entry(pid).or_insert_with(|| {
-            events.push(json!({
-                "name": "process_name", "ph": "M", "pid": pid,
-                "args": {"name": format!("worker {pid} on node {}", t.node.as_deref().unwrap_or("?"))},
-            }));
-            Vec::new()
-        });
-        let row = match rows.iter().position(|free| *free <= start) {
-            Some(i) => i,
-            None => {
-                rows.push(0);
-                rows.len() - 1
-            }
-        };
-        rows[row] = end;
-        self.spans += 1;
-        events.push(json!({
-            "name": short_name(&t.function),
-            "cat": "task",
-            "ph": "X",
-            "ts": start,
-            "dur": end - start,
-            "pid": pid,
-            "tid": row,
-            "args": {
-                "task_id": t.task_id.to_string(),
-                "function": t.function,
-                "job": t.job,
-                "state": t.state.name(),
-                "error": t.error,
-            },
-        }));
-        Some(events)
-    }
 }

@@ -74,7 +74,7 @@ impl Head {
     }
 
     /// Records and starts a job.
-    pub(super) async fn submit_job(self: &Arc<Self>, request: JobRequest) -> Msg {
+    pub(crate) async fn submit_job(self: &Arc<Self>, request: JobRequest) -> Msg {
         let Some(home) = lock(&self.job_home).clone() else {
             return failed("this head runs no jobs: it was started without a session");
         };
@@ -257,7 +257,7 @@ impl Head {
     }
 
     /// A submitted job's record.
-    pub(super) fn job_status(&self, id: &str) -> Msg {
+    pub(crate) fn job_status(&self, id: &str) -> Msg {
         match self.submission(id) {
             Some((_, job)) => Msg::Submission { job },
             None => no_such_job(id),
@@ -265,7 +265,7 @@ impl Head {
     }
 
     /// Every submitted job.
-    pub(super) fn submissions(&self) -> Msg {
+    pub(crate) fn submissions(&self) -> Msg {
         Msg::Submissions {
             jobs: lock(&self.submissions).clone(),
         }
@@ -274,7 +274,7 @@ impl Head {
     /// Ends a job's process group: SIGTERM, then SIGKILL if it is still there after
     /// [`STOP_GRACE`]. Answers with its record once it ended (or as it stands after
     /// the grace and a little more).
-    pub(super) async fn stop_job(&self, id: &str) -> Msg {
+    pub(crate) async fn stop_job(&self, id: &str) -> Msg {
         let Some((_, job)) = self.submission(id) else {
             return no_such_job(id);
         };
@@ -305,7 +305,7 @@ impl Head {
     }
 
     /// A job's output from `offset`.
-    pub(super) fn job_logs(&self, id: &str, offset: u64) -> Msg {
+    pub(crate) fn job_logs(&self, id: &str, offset: u64) -> Msg {
         let Some((_, job)) = self.submission(id) else {
             return no_such_job(id);
         };

@@ -244,6 +244,32 @@ impl Head {
             .collect()
     }
 
+    /// Whether `token` is the cluster's (compared in constant time).
+    pub(crate) fn token_is(&self, token: &str) -> bool {
+        let (a, b) = (self.token.as_bytes(), token.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+    }
+
+    /// The recorded tasks `query` asks for.
+    pub(crate) fn task_page(&self, query: &crate::state::TaskQuery) -> crate::state::TaskPage {
+        lock(&self.events).tasks(query)
+    }
+
+    /// The recorded actors `query` asks for.
+    pub(crate) fn actor_page(&self, query: &crate::state::ActorQuery) -> crate::state::ActorPage {
+        lock(&self.events).actors(query)
+    }
+
+    /// Task counts by function and state.
+    pub(crate) fn task_summary(&self, job: Option<u32>) -> crate::state::TaskSummary {
+        lock(&self.events).summary(job)
+    }
+
+    /// The session directory the head runs jobs in, once it runs them.
+    pub(crate) fn session(&self) -> Option<PathBuf> {
+        lock(&self.job_home).as_ref().map(|h| h.session.clone())
+    }
+
     /// The node a driver connecting from `peer` should submit to: one on the same
     /// address if any, else the first alive node.
     fn node_for(&self, peer: &SocketAddr) -> Option<String> {
