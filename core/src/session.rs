@@ -149,3 +149,66 @@ pub fn process_alive(pid: u32) -> bool {
         .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().to_string()))
         .is_some_and(|r| !r.starts_with('Z'))
 }
+
+/// The record a serving application (prism-serve) leaves in the session directory:
+/// where its ingress listens, its process and the token its shutdown needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeRecord {
+    /// The ingress's URL, `http://ADDRESS:PORT`.
+    pub url: String,
+    /// The application's process.
+    pub pid: Option<u32>,
+    /// The token `prism serve shutdown` presents.
+    pub token: Option<String>,
+}
+
+/// The serving application recorded in `dir` (its `serve.json`), if any.
+pub fn serve_record(dir: &Path) -> Option<ServeRecord> {
+    let text = std::fs::read_to_string(dir.join("serve.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    Some(ServeRecord {
+        url: v["url"].as_str()?.to_string(),
+        pid: v["pid"].as_u64().map(|p| p as u32),
+        token: v["token"].as_str().map(str::to_string),
+    })
+}
+
+/// One HTTP/1.1 request with `Connection: close` to `url` (`http://HOST:PORT`), its
+/// token (if any) as `x-prism-token`, waiting at most `timeout` to connect and for each
+/// read: the status and the body.
+pub fn http_once(
+    url: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: std::time::Duration,
+) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    use std::net::ToSocketAddrs;
+    let host = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other(format!("{url} is not an http:// URL")))?
+        .trim_end_matches('/');
+    let address = host
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::other(format!("{host} names no address")))?;
+    let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    let auth = token
+        .map(|t| format!("x-prism-token: {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw)?;
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer from {url}: {head:?}")))?;
+    Ok((status, body.to_string()))
+}

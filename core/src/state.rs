@@ -996,6 +996,28 @@ impl ActorRecord {
     }
 }
 
+impl TaskPage {
+    /// The page as JSON: its tasks, how many matched and how many were dropped.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tasks": self.tasks.iter().map(TaskRecord::to_json).collect::<Vec<_>>(),
+            "total": self.total,
+            "dropped": self.dropped,
+        })
+    }
+}
+
+impl ActorPage {
+    /// The page as JSON: its actors, how many matched and how many were dropped.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "actors": self.actors.iter().map(ActorRecord::to_json).collect::<Vec<_>>(),
+            "total": self.total,
+            "dropped": self.dropped,
+        })
+    }
+}
+
 /// Task counts by state's name: `{"PENDING": n, "RUNNING": n, "FINISHED": n, "FAILED": n}`.
 pub fn state_counts(counts: &[u64; 4]) -> serde_json::Value {
     TaskState::ALL
@@ -1051,9 +1073,34 @@ pub struct TraceLanes {
     /// Per worker process: when each of its rows is free again.
     free_at: HashMap<u32, Vec<u64>>,
     spans: u64,
+    /// Trace events written by [`TraceLanes::write`].
+    written: u64,
 }
 
 impl TraceLanes {
+    /// What a trace starts with, before the first [`TraceLanes::write`].
+    pub const START: &'static [u8] = b"[";
+
+    /// What a trace ends with, after the last [`TraceLanes::write`].
+    pub const END: &'static [u8] = b"\n]\n";
+
+    /// Writes the trace events of `tasks` (the next page of them) to `out`, one per
+    /// line, separated from those written before.
+    pub fn write(
+        &mut self,
+        tasks: &[TaskRecord],
+        out: &mut impl std::io::Write,
+    ) -> std::io::Result<()> {
+        for t in tasks {
+            for e in self.events(t).unwrap_or_default() {
+                out.write_all(if self.written == 0 { b"\n" } else { b",\n" })?;
+                serde_json::to_writer(&mut *out, &e)?;
+                self.written += 1;
+            }
+        }
+        Ok(())
+    }
+
     /// The trace events of a task (a row's metadata first, if it opens one); `None` for
     /// a task that never started.
     pub fn events(&mut self, t: &TaskRecord) -> Option<Vec<serde_json::Value>> {

@@ -492,54 +492,27 @@ fn status(address: Option<String>) -> Res<()> {
 /// The serving application's URL and token: given, or as it recorded them in the
 /// session (`serve.json`); the token may come from `PRISM_SERVE_TOKEN`.
 fn serve_target(url: Option<String>) -> Res<(String, Option<String>)> {
-    let path = session::dir().join("serve.json");
-    let record: Option<serde_json::Value> = std::fs::read_to_string(&path)
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok());
+    let dir = session::dir();
+    let record = session::serve_record(&dir);
     let token = std::env::var("PRISM_SERVE_TOKEN")
         .ok()
-        .or_else(|| Some(record.as_ref()?["token"].as_str()?.to_string()));
+        .or_else(|| record.as_ref()?.token.clone());
     let url = match url {
         Some(u) => u,
-        None => record
-            .as_ref()
-            .and_then(|r| r["url"].as_str().map(str::to_string))
-            .ok_or_else(|| {
-                format!(
-                    "no serving application recorded in {}: start one, or give --url",
-                    path.display()
-                )
-            })?,
+        None => record.map(|r| r.url).ok_or_else(|| {
+            format!(
+                "no serving application recorded in {}: start one, or give --url",
+                dir.join("serve.json").display()
+            )
+        })?,
     };
     Ok((url, token))
 }
 
-/// One HTTP/1.1 request with `Connection: close`: the status and body.
+/// One request to the serving application at `url`: the status and body.
 fn http(url: &str, method: &str, path: &str, token: Option<&str>) -> Res<(u16, String)> {
-    use std::io::{Read, Write};
-    let host = url
-        .strip_prefix("http://")
-        .ok_or_else(|| format!("{url} is not an http:// URL"))?
-        .trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host)
-        .map_err(|e| format!("cannot reach the serving application at {url}: {e}"))?;
-    stream.set_read_timeout(Some(std::time::Duration::from_secs(30)))?;
-    let auth = token
-        .map(|t| format!("x-prism-token: {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = String::new();
-    stream.read_to_string(&mut raw)?;
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| format!("not an HTTP answer from {url}: {head:?}"))?;
-    Ok((status, body.to_string()))
+    session::http_once(url, method, path, token, Duration::from_secs(30))
+        .map_err(|e| format!("cannot reach the serving application at {url}: {e}").into())
 }
 
 fn serve_status(url: Option<String>, format: &str) -> Res<()> {

@@ -6,8 +6,8 @@ use std::io::Write;
 use clap::{Args, Subcommand, ValueEnum};
 use prism::session;
 use prism::state::{
-    short_name, state_counts, ActorQuery, ActorRecord, ActorState, JobView, TaskPage, TaskQuery,
-    TaskRecord, TaskState, TraceLanes,
+    short_name, state_counts, ActorQuery, ActorState, JobView, TaskPage, TaskQuery, TaskState,
+    TraceLanes,
 };
 use prism::wire::{self, Msg, Role};
 use serde_json::json;
@@ -225,11 +225,7 @@ fn tasks(f: &Filters) -> Res<()> {
     let page = page(&f.common.address, task_query(f, 0, f.limit)?)?;
     match f.common.format {
         Format::Json => {
-            let doc = json!({
-                "tasks": page.tasks.iter().map(TaskRecord::to_json).collect::<Vec<_>>(),
-                "total": page.total,
-                "dropped": page.dropped,
-            });
+            let doc = page.to_json();
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Format::Table => {
@@ -303,11 +299,7 @@ fn actors(f: &Filters) -> Res<()> {
     };
     match f.common.format {
         Format::Json => {
-            let doc = json!({
-                "actors": page.actors.iter().map(ActorRecord::to_json).collect::<Vec<_>>(),
-                "total": page.total,
-                "dropped": page.dropped,
-            });
+            let doc = page.to_json();
             println!("{}", serde_json::to_string_pretty(&doc)?);
         }
         Format::Table => {
@@ -405,8 +397,7 @@ pub fn timeline(t: Timeline) -> Res<()> {
     let mut out = std::io::BufWriter::new(out);
     let mut lanes = TraceLanes::default();
     let mut offset = 0;
-    let mut written = 0u64;
-    out.write_all(b"[")?;
+    out.write_all(TraceLanes::START)?;
     loop {
         let query = TaskQuery {
             job: t.job,
@@ -415,22 +406,13 @@ pub fn timeline(t: Timeline) -> Res<()> {
             ..TaskQuery::default()
         };
         let page = page(&t.address, query)?;
-        for task in &page.tasks {
-            let Some(event) = lanes.events(task) else {
-                continue;
-            };
-            for e in event {
-                out.write_all(if written == 0 { b"\n" } else { b",\n" })?;
-                serde_json::to_writer(&mut out, &e)?;
-                written += 1;
-            }
-        }
+        lanes.write(&page.tasks, &mut out)?;
         offset += page.tasks.len() as u64;
         if page.tasks.is_empty() || offset >= page.total {
             break;
         }
     }
-    out.write_all(b"\n]\n")?;
+    out.write_all(TraceLanes::END)?;
     out.flush()?;
     if t.output != "-" {
         eprintln!(

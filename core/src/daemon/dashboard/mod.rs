@@ -62,8 +62,8 @@ use tokio::net::TcpListener;
 
 use crate::daemon::head::Head;
 use crate::state::{
-    state_counts, ActorPage, ActorQuery, ActorState, JobRequest, JobSubmission, JobView, TaskPage,
-    TaskQuery, TaskState, TraceLanes,
+    state_counts, ActorQuery, ActorState, JobRequest, JobSubmission, JobView, TaskPage, TaskQuery,
+    TaskState, TraceLanes,
 };
 use crate::wire::Msg;
 
@@ -391,12 +391,9 @@ impl TaskParams {
 }
 
 fn task_page_json(page: &TaskPage, query: &TaskQuery) -> serde_json::Value {
-    json!({
-        "tasks": page.tasks.iter().map(|t| t.to_json()).collect::<Vec<_>>(),
-        "offset": query.offset,
-        "total": page.total,
-        "dropped": page.dropped,
-    })
+    let mut doc = page.to_json();
+    doc["offset"] = json!(query.offset);
+    doc
 }
 
 async fn api_tasks(
@@ -436,14 +433,6 @@ impl ActorParams {
     }
 }
 
-fn actor_page_json(page: &ActorPage) -> serde_json::Value {
-    json!({
-        "actors": page.actors.iter().map(|a| a.to_json()).collect::<Vec<_>>(),
-        "total": page.total,
-        "dropped": page.dropped,
-    })
-}
-
 async fn api_actors(
     State(app): State<App>,
     params: Result<Query<ActorParams>, QueryRejection>,
@@ -452,7 +441,7 @@ async fn api_actors(
         Ok(q) => q,
         Err(e) => return e.into_response(),
     };
-    json_response(StatusCode::OK, &actor_page_json(&app.head.actor_page(&q)))
+    json_response(StatusCode::OK, &app.head.actor_page(&q).to_json())
 }
 
 /// A query string naming at most a job.
@@ -511,8 +500,7 @@ async fn api_timeline(
     tokio::spawn(async move {
         let mut lanes = TraceLanes::default();
         let mut offset = 0;
-        let mut first = true;
-        let _ = tx.send(Ok(Bytes::from_static(b"["))).await;
+        let _ = tx.send(Ok(Bytes::from_static(TraceLanes::START))).await;
         loop {
             let q = TaskQuery {
                 job,
@@ -522,14 +510,8 @@ async fn api_timeline(
             };
             let page = app.head.task_page(&q);
             let mut out = Vec::with_capacity(page.tasks.len() * 256);
-            for t in &page.tasks {
-                for e in lanes.events(t).unwrap_or_default() {
-                    out.extend_from_slice(if first { b"\n" } else { b",\n" });
-                    first = false;
-                    // A JSON value always writes to a Vec.
-                    let _ = serde_json::to_writer(&mut out, &e);
-                }
-            }
+            // Writing to a Vec does not fail.
+            let _ = lanes.write(&page.tasks, &mut out);
             if tx.send(Ok(Bytes::from(out))).await.is_err() {
                 return;
             }
@@ -538,7 +520,7 @@ async fn api_timeline(
                 break;
             }
         }
-        let _ = tx.send(Ok(Bytes::from_static(b"\n]\n"))).await;
+        let _ = tx.send(Ok(Bytes::from_static(TraceLanes::END))).await;
     });
     let name = match job {
         Some(j) => format!("attachment; filename=\"prism-timeline-job{j}.json\""),
@@ -798,51 +780,19 @@ async fn api_log(
 /// The Serve application running on the head's machine, if any: its URL and its
 /// deployments (what `prism serve status` shows), asked of its ingress.
 async fn serve_status(head: &Head) -> Option<(String, serde_json::Value)> {
-    let record = std::fs::read_to_string(head.session()?.join("serve.json")).ok()?;
-    let record: serde_json::Value = serde_json::from_str(&record).ok()?;
-    let pid = record["pid"].as_u64()? as u32;
-    if !crate::session::process_alive(pid) {
+    let record = crate::session::serve_record(&head.session()?)?;
+    if !crate::session::process_alive(record.pid?) {
         return None;
     }
-    let url = record["url"].as_str()?.to_string();
-    let address: std::net::SocketAddr = url.strip_prefix("http://")?.parse().ok()?;
-    let address = if address.ip().is_unspecified() {
-        std::net::SocketAddr::from(([127, 0, 0, 1], address.port()))
-    } else {
-        address
-    };
-    let asked = tokio::time::timeout(Duration::from_secs(2), http_get(address, "/-/status"));
-    let body = asked.await.ok()?.ok()?;
-    Some((url, serde_json::from_slice(&body).ok()?))
-}
-
-/// The body of a `GET` answered with 200 by an HTTP/1.1 server that closes the
-/// connection after answering (as the Serve ingress does when asked to).
-async fn http_get(address: std::net::SocketAddr, path: &str) -> std::io::Result<Vec<u8>> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(address).await?;
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n");
-    s.write_all(request.as_bytes()).await?;
-    let mut reply = Vec::new();
-    s.take(16 << 20).read_to_end(&mut reply).await?;
-    let split = reply
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("not an HTTP answer"))?;
-    let head = String::from_utf8_lossy(&reply[..split]);
-    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
-        return Err(std::io::Error::other(format!(
-            "answered {}",
-            head.lines().next().unwrap_or("")
-        )));
+    // An ingress listening on every address is asked on loopback.
+    let url = record.url.replace("://0.0.0.0:", "://127.0.0.1:");
+    let asked = tokio::task::spawn_blocking(move || {
+        crate::session::http_once(&url, "GET", "/-/status", None, Duration::from_secs(2))
+    });
+    match asked.await {
+        Ok(Ok((200, body))) => Some((record.url, serde_json::from_str(&body).ok()?)),
+        _ => None,
     }
-    if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        return Err(std::io::Error::other("a chunked answer"));
-    }
-    Ok(reply[split + 4..].to_vec())
 }
 
 async fn api_serve(State(app): State<App>) -> Response {

@@ -400,13 +400,13 @@ impl Head {
                     Msg::KvValue { value: None }
                 }
                 (_, Msg::ListTasks { query }) => Msg::Tasks {
-                    page: lock(&self.events).tasks(&query),
+                    page: self.task_page(&query),
                 },
                 (_, Msg::ListActors { query }) => Msg::Actors {
-                    page: lock(&self.events).actors(&query),
+                    page: self.actor_page(&query),
                 },
                 (_, Msg::SummarizeTasks { job }) => Msg::TaskSummary {
-                    summary: lock(&self.events).summary(job),
+                    summary: self.task_summary(job),
                 },
                 (_, Msg::ListJobs) => Msg::Jobs { jobs: self.jobs() },
                 (Role::Cli, Msg::SubmitJob { request }) => self.submit_job(request).await,
