@@ -212,3 +212,152 @@ pub fn http_once(
         .ok_or_else(|| std::io::Error::other(format!("not an HTTP answer from {url}: {head:?}")))?;
     Ok((status, body.to_string()))
 }
+
+/// One log file of a session: its name in the `logs` directory and its size in bytes.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+pub struct LogFile {
+    /// Its name, directly in the `logs` directory.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A part of a log file, as read by [`read_log`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LogPart {
+    /// The bytes read.
+    pub data: Vec<u8>,
+    /// Where they start in the file.
+    pub offset: u64,
+    /// The file's size when read.
+    pub size: u64,
+}
+
+impl LogPart {
+    /// The offset to read from next.
+    pub fn next(&self) -> u64 {
+        self.offset + self.data.len() as u64
+    }
+}
+
+/// Bytes of a log read at most at once.
+pub const MAX_LOG_READ: u64 = 1 << 20;
+
+/// Why a log could not be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogError {
+    /// No regular file of that name is directly in the `logs` directory (names with a
+    /// `/`, `..` or a leading dot, and symbolic links, are never read).
+    Missing(String),
+    /// It is there, but reading it failed.
+    Unreadable(String, String),
+}
+
+impl std::fmt::Display for LogError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LogError::Missing(name) => write!(f, "no log file {name:?}"),
+            LogError::Unreadable(name, e) => write!(f, "cannot read log file {name}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for LogError {}
+
+/// The regular files directly in the logs directory `dir`, by name. Symbolic links are
+/// not listed.
+pub fn list_logs(dir: &Path) -> Vec<LogFile> {
+    let mut files: Vec<LogFile> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            // `file_type` does not follow a symbolic link: a link is not listed.
+            let meta = e.metadata().ok()?;
+            let name = e.file_name().into_string().ok()?;
+            (e.file_type().ok()?.is_file() && safe_log_name(&name)).then_some(LogFile {
+                name,
+                size: meta.len(),
+            })
+        })
+        .collect();
+    files.sort();
+    files
+}
+
+/// Whether `name` can only name a file directly in a directory.
+pub fn safe_log_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && !name.contains(['/', '\\', '\0'])
+}
+
+/// Reads at most [`MAX_LOG_READ`] bytes of log `name` in the logs directory `dir`: from
+/// `offset`, or else its last `tail` bytes (64 KiB if neither is given). Any name that
+/// is not a regular file directly in `dir` is [`LogError::Missing`].
+pub fn read_log(
+    dir: &Path,
+    name: &str,
+    offset: Option<u64>,
+    tail: Option<u64>,
+) -> std::result::Result<LogPart, LogError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let missing = || LogError::Missing(name.to_string());
+    if !safe_log_name(name) {
+        return Err(missing());
+    }
+    let path = dir.join(name);
+    let meta = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
+    if !meta.file_type().is_file() {
+        return Err(missing());
+    }
+    let mut f = std::fs::File::open(&path).map_err(|_| missing())?;
+    let size = meta.len();
+    let offset = match (offset, tail) {
+        (Some(o), _) => o.min(size),
+        (None, t) => size.saturating_sub(t.unwrap_or(64 << 10)),
+    };
+    let read = |f: &mut std::fs::File| -> std::io::Result<Vec<u8>> {
+        f.seek(SeekFrom::Start(offset))?;
+        let mut data = Vec::new();
+        f.take(MAX_LOG_READ).read_to_end(&mut data)?;
+        Ok(data)
+    };
+    let data = read(&mut f).map_err(|e| LogError::Unreadable(name.to_string(), e.to_string()))?;
+    Ok(LogPart { data, offset, size })
+}
+
+/// Where the logs of session `dir` are, as `MACHINE:PATH`: daemons that answer with the
+/// same place share one directory, and the same files.
+pub fn log_place(dir: &Path) -> String {
+    let machine = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let logs = dir.join("logs");
+    let path = std::fs::canonicalize(&logs).unwrap_or(logs);
+    format!("{machine}:{}", path.display())
+}
+
+/// The answer to [`crate::wire::Msg::ListLogs`] of a daemon of session `dir`.
+pub fn log_files(dir: &Path) -> crate::wire::Msg {
+    crate::wire::Msg::LogFiles {
+        place: log_place(dir),
+        files: list_logs(&dir.join("logs")),
+    }
+}
+
+/// The answer to [`crate::wire::Msg::ReadLog`] of a daemon of session `dir`.
+pub fn log_read(
+    dir: &Path,
+    file: &str,
+    offset: Option<u64>,
+    tail: Option<u64>,
+) -> crate::wire::Msg {
+    match read_log(&dir.join("logs"), file, offset, tail) {
+        Ok(part) => crate::wire::Msg::LogRead { part },
+        Err(e) => crate::wire::Msg::Failed {
+            reason: e.to_string(),
+        },
+    }
+}

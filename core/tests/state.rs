@@ -37,11 +37,7 @@ impl Tally {
 
 /// The JSON `prism args... --format json` prints.
 fn json(cluster: &LocalCluster, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["--format", "json"]);
-    let (ok, out, err) = cluster.cli(&all);
-    assert!(ok, "prism {args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism {args:?}: {e}: {out}"))
+    cluster.cli_json(args)
 }
 
 /// Waits until `prism list tasks --state finished` counts `n`.

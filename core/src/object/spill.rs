@@ -70,6 +70,7 @@ impl Store {
             inner.spillable.remove(&stamp);
             inner.used -= size;
             inner.spilled_bytes += size;
+            inner.spilled_now += 1;
             inner.spilled_objects += 1;
             tracing::debug!(object = %id, size, "spilled");
         }
@@ -107,6 +108,7 @@ impl Store {
         }
         inner.used += size;
         inner.spilled_bytes -= size;
+        inner.spilled_now -= 1;
         inner.restored_objects += 1;
         tracing::debug!(object = %id, size, "restored");
         Ok(value)

@@ -136,12 +136,17 @@ impl LocalCluster {
     }
 
     fn spawn(&self, args: &[&str]) -> Result<Child, HarnessError> {
+        self.spawn_in(args, &self.dir)
+    }
+
+    /// Starts a daemon whose session directory is `session`.
+    fn spawn_in(&self, args: &[&str], session: &Path) -> Result<Child, HarnessError> {
         let log = self.dir.join(format!("daemon-{}.log", self.daemons.len()));
         let stderr = std::fs::File::create(&log)
             .map_err(|e| HarnessError::Start(format!("creating {}: {e}", log.display())))?;
         Command::new(&self.bin)
             .args(args)
-            .env("PRISM_SESSION_DIR", &self.dir)
+            .env("PRISM_SESSION_DIR", session)
             .env_remove("PRISM_ADDRESS")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -168,6 +173,32 @@ impl LocalCluster {
 
     /// Starts one more node offering `spec`; returns its index in the daemon list.
     pub fn add_node_with(&mut self, ip: &str, spec: &NodeSpec) -> Result<usize, HarnessError> {
+        let session = self.dir.clone();
+        self.add_node_in(ip, spec, &session)
+    }
+
+    /// Starts one more node offering `spec` with a session directory of its own, as a
+    /// node on another machine has (its logs, executable cache and spill files are
+    /// there, not in the head's): its index in the daemon list, and that directory.
+    pub fn add_node_elsewhere(
+        &mut self,
+        ip: &str,
+        spec: &NodeSpec,
+    ) -> Result<(usize, PathBuf), HarnessError> {
+        let session = self.dir.join(format!("machine-{}", self.daemons.len()));
+        let made =
+            session::create(&session).and_then(|()| session::write_token(&session, &self.token));
+        made.map_err(|e| HarnessError::Start(format!("creating {}: {e}", session.display())))?;
+        let index = self.add_node_in(ip, spec, &session)?;
+        Ok((index, session))
+    }
+
+    fn add_node_in(
+        &mut self,
+        ip: &str,
+        spec: &NodeSpec,
+        session: &Path,
+    ) -> Result<usize, HarnessError> {
         let mut args: Vec<String> = ["start", "--block", "--address", &self.head]
             .iter()
             .map(|s| s.to_string())
@@ -175,7 +206,7 @@ impl LocalCluster {
         args.extend(node_args(spec));
         args.extend(["--node-ip-address".to_string(), ip.to_string()]);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let child = self.spawn(&args)?;
+        let child = self.spawn_in(&args, session)?;
         self.daemons.push(child);
         Ok(self.daemons.len() - 1)
     }
@@ -289,16 +320,17 @@ impl LocalCluster {
         )
     }
 
-    /// The PIDs of the cluster's worker processes (started from its stored executables).
+    /// The PIDs of the cluster's worker processes (started from its stored or cached
+    /// executables, which are all in its session directories).
     pub fn worker_pids(&self) -> Vec<u32> {
-        let marker = self.dir.join("executables");
+        let marker = &self.dir;
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
                 continue;
             };
             if let Ok(exe) = std::fs::read_link(entry.path().join("exe")) {
-                if exe.starts_with(&marker) {
+                if exe.starts_with(marker) {
                     pids.push(pid);
                 }
             }
@@ -373,6 +405,18 @@ impl LocalCluster {
                 format!("cannot run {}: {e}", self.bin.display()),
             ),
         }
+    }
+}
+
+impl LocalCluster {
+    /// The JSON `prism args... --format json` prints against this cluster; panics,
+    /// with what the command said, if it fails or prints something else.
+    pub fn cli_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["--format", "json"]);
+        let (ok, out, err) = self.cli(&all);
+        assert!(ok, "prism {args:?} failed: {err}");
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("prism {args:?}: {e}: {out}"))
     }
 }
 

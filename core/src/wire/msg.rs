@@ -5,9 +5,10 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::id::{ObjectId, PlacementGroupId};
 use crate::object::Location;
+use crate::session::{LogFile, LogPart};
 use crate::state::{
     ActorPage, ActorQuery, EncodedBatch, EventBatch, JobRequest, JobSubmission, JobView, LogChunk,
-    TaskPage, TaskQuery, TaskSummary,
+    NodeProcesses, ObjectCounts, ProcessView, TaskPage, TaskQuery, TaskSummary,
 };
 use crate::task::{EncodedArg, PlacementStrategy, TaskSpec};
 
@@ -152,6 +153,8 @@ pub enum Msg {
         events: EventBatch,
         /// Its processes' event batches, passed on as they came.
         batches: Vec<EncodedBatch>,
+        /// Its workers and connected drivers, with what their object stores hold.
+        processes: Vec<ProcessView>,
     },
     /// Head → node (answering a heartbeat) and head → CLI (answering `Status`).
     ClusterView {
@@ -467,6 +470,48 @@ pub enum Msg {
     },
     /// Node → worker: send the events recorded so far now (its job is ending).
     FlushEvents,
+    /// Driver or worker → node: what this process's object store holds (sent when it
+    /// changed, at most every flush of events).
+    ProcessObjects {
+        /// The job the process serves or drives.
+        job: u32,
+        /// Its process id.
+        pid: u32,
+        /// Its store's counts.
+        objects: ObjectCounts,
+    },
+    /// CLI → head: every node's workers and drivers (answered with `Processes`).
+    ListProcesses,
+    /// Head → CLI: every node's processes, in the order the nodes joined.
+    Processes {
+        /// The nodes.
+        nodes: Vec<NodeProcesses>,
+    },
+    /// CLI → node or head: the log files of its session (answered with `LogFiles`).
+    ListLogs,
+    /// Node or head → CLI: its session's log files.
+    LogFiles {
+        /// Names the directory they are in (its machine and path): nodes sharing a
+        /// session answer with the same place, and the same files.
+        place: String,
+        /// The files, by name.
+        files: Vec<LogFile>,
+    },
+    /// CLI → node or head: a part of one of its session's log files (answered with
+    /// `LogRead`, or `Failed` if there is no such file).
+    ReadLog {
+        /// The file's name in the `logs` directory.
+        file: String,
+        /// Where to start, in bytes.
+        offset: Option<u64>,
+        /// Without an offset: how many of its last bytes to read.
+        tail: Option<u64>,
+    },
+    /// Node or head → CLI: a part of a log file.
+    LogRead {
+        /// The part.
+        part: LogPart,
+    },
     /// CLI → head: the tasks `query` asks for (answered with `Tasks`).
     ListTasks {
         /// Which tasks.
@@ -603,6 +648,13 @@ impl Msg {
             Msg::Status => "Status",
             Msg::Events { .. } => "Events",
             Msg::FlushEvents => "FlushEvents",
+            Msg::ProcessObjects { .. } => "ProcessObjects",
+            Msg::ListProcesses => "ListProcesses",
+            Msg::Processes { .. } => "Processes",
+            Msg::ListLogs => "ListLogs",
+            Msg::LogFiles { .. } => "LogFiles",
+            Msg::ReadLog { .. } => "ReadLog",
+            Msg::LogRead { .. } => "LogRead",
             Msg::ListTasks { .. } => "ListTasks",
             Msg::Tasks { .. } => "Tasks",
             Msg::ListActors { .. } => "ListActors",

@@ -21,6 +21,7 @@ use prism::wire::{self, Msg, Role};
 use prism::Config;
 
 mod job;
+mod logs;
 mod state;
 
 #[derive(Parser)]
@@ -49,7 +50,7 @@ enum Cmd {
     /// Shows or stops the serving application (prism-serve) running on this machine.
     #[command(subcommand)]
     Serve(ServeCmd),
-    /// Lists what the head recorded: nodes, jobs, tasks or actors.
+    /// Lists what the head knows: nodes, jobs, tasks, actors, objects or workers.
     #[command(subcommand)]
     List(state::ListCmd),
     /// Summarises the recorded tasks: counts by function and state.
@@ -60,6 +61,9 @@ enum Cmd {
     /// Submits, follows, lists and stops jobs run on the head's machine.
     #[command(subcommand)]
     Job(job::JobCmd),
+    /// Lists the log files of the head and the nodes, or prints (and follows) one, a
+    /// worker's or a job's workers'.
+    Logs(logs::Logs),
 }
 
 #[derive(Subcommand)]
@@ -160,6 +164,7 @@ fn main() {
         Cmd::Summary(cmd) => state::summary(cmd),
         Cmd::Timeline(t) => state::timeline(t),
         Cmd::Job(cmd) => job::run(cmd),
+        Cmd::Logs(l) => logs::run(l),
     };
     if let Err(e) = result {
         eprintln!("prism: {e}");

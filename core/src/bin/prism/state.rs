@@ -6,8 +6,8 @@ use std::io::Write;
 use clap::{Args, Subcommand, ValueEnum};
 use prism::session;
 use prism::state::{
-    short_name, state_counts, ActorQuery, ActorState, JobView, TaskPage, TaskQuery, TaskState,
-    TraceLanes,
+    human_bytes, short_name, state_counts, ActorQuery, ActorState, JobView, NodeProcesses,
+    ObjectCounts, TaskPage, TaskQuery, TaskState, TraceLanes,
 };
 use prism::wire::{self, Msg, Role};
 use serde_json::json;
@@ -25,6 +25,10 @@ pub enum ListCmd {
     Tasks(Filters),
     /// The recorded actors.
     Actors(Filters),
+    /// What the object stores hold: count and bytes per process and node, spilled.
+    Objects(Processes),
+    /// The worker processes (and connected drivers) of each node, with their logs.
+    Workers(Processes),
 }
 
 /// What `prism summary` summarises.
@@ -65,6 +69,19 @@ pub struct Filters {
     limit: u64,
 }
 
+/// Options of the commands that list processes.
+#[derive(Args, Clone)]
+pub struct Processes {
+    #[command(flatten)]
+    common: Common,
+    /// Only this job's.
+    #[arg(long)]
+    job: Option<u32>,
+    /// Only this node's.
+    #[arg(long)]
+    node: Option<String>,
+}
+
 /// `prism timeline`'s options.
 #[derive(Args, Clone)]
 pub struct Timeline {
@@ -93,32 +110,36 @@ const PAGE: u64 = 10_000;
 
 /// Asks the head at `address` (or the session's) one question.
 pub fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
-    let dir = session::dir();
     let address = match address {
         Some(a) => a.clone(),
-        None => session::read_address(&dir)?,
+        None => session::read_address(&session::dir())?,
     };
-    let token = session::read_token(&dir)?;
+    ask_at(&address, msg)
+}
+
+/// Asks the daemon (head or node) at `address` one question, with the session's token.
+pub fn ask_at(address: &str, msg: &Msg) -> Res<Msg> {
+    let token = session::read_token(&session::dir())?;
     let io = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     let answer = io.block_on(async {
         let exchange = async {
-            let (mut s, _) = wire::connect(&address, &token, Role::Cli).await?;
+            let (mut s, _) = wire::connect(address, &token, Role::Cli).await?;
             wire::write_msg(&mut s, msg).await?;
             wire::read_msg::<_, Msg>(&mut s).await
         };
         tokio::time::timeout(std::time::Duration::from_secs(30), exchange).await
     });
     match answer {
-        Err(_) => Err(format!("the head at {address} did not answer in 30 s").into()),
-        Ok(Err(e)) => Err(format!("cannot ask the head at {address}: {e}").into()),
+        Err(_) => Err(format!("{address} did not answer in 30 s").into()),
+        Ok(Err(e)) => Err(format!("cannot ask {address}: {e}").into()),
         Ok(Ok(Msg::Failed { reason })) => Err(reason.into()),
         Ok(Ok(m)) => Ok(m),
     }
 }
 
-fn unexpected(m: &Msg) -> Box<dyn std::error::Error> {
+pub fn unexpected(m: &Msg) -> Box<dyn std::error::Error> {
     format!("the head answered {}", m.name()).into()
 }
 
@@ -129,6 +150,8 @@ pub fn list(cmd: ListCmd) -> Res<()> {
         ListCmd::Jobs(c) => jobs(&c),
         ListCmd::Tasks(f) => tasks(&f),
         ListCmd::Actors(f) => actors(&f),
+        ListCmd::Objects(p) => objects(&p),
+        ListCmd::Workers(p) => workers(&p),
     }
 }
 
@@ -321,6 +344,119 @@ fn actors(f: &Filters) -> Res<()> {
                 );
             }
             footer(page.actors.len() as u64, page.total, page.dropped, "actor");
+        }
+    }
+    Ok(())
+}
+
+/// Every node's processes the head heard of, narrowed to `p`'s job and node.
+pub fn processes(
+    address: &Option<String>,
+    job: Option<u32>,
+    node: Option<&str>,
+) -> Res<Vec<NodeProcesses>> {
+    let mut nodes = match ask(address, &Msg::ListProcesses)? {
+        Msg::Processes { nodes } => nodes,
+        m => return Err(unexpected(&m)),
+    };
+    if let Some(id) = node {
+        nodes.retain(|n| n.node_id == id);
+        if nodes.is_empty() {
+            return Err(
+                format!("the head knows no node {id} (prism list nodes lists them)").into(),
+            );
+        }
+    }
+    for n in &mut nodes {
+        n.processes.retain(|p| job.is_none_or(|j| p.job == j));
+    }
+    Ok(nodes)
+}
+
+fn objects(p: &Processes) -> Res<()> {
+    let nodes = processes(&p.common.address, p.job, p.node.as_deref())?;
+    match p.common.format {
+        Format::Json => {
+            let rows: Vec<_> = nodes.iter().map(NodeProcesses::to_json).collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Table => {
+            let row = |node: &str, job: String, kind: &str, pid: String, o: ObjectCounts| {
+                println!(
+                    "{node:<10} {job:>4} {kind:<7} {pid:>7} {:>9} {:>11} {:>8} {:>11} {:>11}",
+                    o.objects,
+                    human_bytes(o.bytes_in_memory),
+                    o.objects_spilled,
+                    human_bytes(o.bytes_spilled),
+                    human_bytes(o.capacity),
+                );
+            };
+            println!(
+                "{:<10} {:>4} {:<7} {:>7} {:>9} {:>11} {:>8} {:>11} {:>11}",
+                "NODE",
+                "JOB",
+                "PROCESS",
+                "PID",
+                "OBJECTS",
+                "IN_MEMORY",
+                "SPILLED",
+                "SPILLED_B",
+                "CAPACITY"
+            );
+            for n in &nodes {
+                for p in &n.processes {
+                    let Some(o) = p.objects else { continue };
+                    let pid = p.pid.map_or("-".into(), |p| p.to_string());
+                    row(&n.node_id, p.job.to_string(), p.kind.name(), pid, o);
+                }
+                let state = if n.alive { "(node)" } else { "(dead)" };
+                row(&n.node_id, "all".into(), state, "-".into(), n.objects());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn workers(p: &Processes) -> Res<()> {
+    let nodes = processes(&p.common.address, p.job, p.node.as_deref())?;
+    match p.common.format {
+        Format::Json => {
+            let rows: Vec<_> = nodes
+                .iter()
+                .flat_map(|n| {
+                    n.processes.iter().map(|p| {
+                        let mut v = p.to_json();
+                        v["node_id"] = json!(n.node_id);
+                        v
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&rows)?);
+        }
+        Format::Table => {
+            println!(
+                "{:<10} {:>4} {:<7} {:>7} {:<9} {:>9} {:>9}  LOGS",
+                "NODE", "JOB", "PROCESS", "PID", "STATE", "UPTIME", "OBJECTS"
+            );
+            let now = prism::state::now_us();
+            for n in &nodes {
+                for p in &n.processes {
+                    let uptime = p.started_us.map_or("-".into(), |s| {
+                        format!("{:.1} s", now.saturating_sub(s) as f64 / 1e6)
+                    });
+                    println!(
+                        "{:<10} {:>4} {:<7} {:>7} {:<9} {:>9} {:>9}  {}",
+                        n.node_id,
+                        p.job,
+                        p.kind.name(),
+                        p.pid.map_or("-".into(), |p| p.to_string()),
+                        p.state.name(),
+                        uptime,
+                        p.objects.map_or("-".into(), |o| o.objects.to_string()),
+                        p.logs.join(" "),
+                    );
+                }
+            }
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! The head's dashboard: a web page and a REST API on one port (8265 by default), served
 //! by axum on the head's own thread.
 //!
-//! The page (`/`, `/jobs/{job}`, `/tasks`, `/actors`, `/logs`) is HTML rendered on the
+//! The page (`/`, `/nodes`, `/jobs/{job}`, `/tasks`, `/actors`, `/logs`) is HTML rendered on the
 //! server from maud templates compiled into the binary, with one small script of ours
 //! (no build step, nothing fetched from elsewhere) that re-renders the page's body every
 //! two seconds. Lists are paginated on the server, so a page costs the same with a
@@ -11,6 +11,8 @@
 //!
 //! * `GET /api/nodes`, `GET /metrics` (Prometheus text): the nodes and their load.
 //! * `GET /api/drivers`: every driver job with its task counts by state.
+//! * `GET /api/workers`: every node's worker processes and connected drivers, with
+//!   their pids, log files and what their object stores hold (count, bytes, spilled).
 //! * `GET /api/tasks?job=&state=&function=&offset=&limit=`, `GET /api/actors?job=&state=&limit=`,
 //!   `GET /api/summary?job=`: the recorded tasks and actors, with what was dropped.
 //! * `GET /api/timeline?job=`: a Chrome trace of the tasks, streamed page by page.
@@ -61,6 +63,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::daemon::head::Head;
+use crate::session::{list_logs, LogError, LogPart};
 use crate::state::{
     state_counts, ActorQuery, ActorState, JobRequest, JobSubmission, JobView, TaskPage, TaskQuery,
     TaskState, TraceLanes,
@@ -72,9 +75,6 @@ mod pages;
 
 /// The most task records one API page returns.
 pub const MAX_PAGE: u64 = 10_000;
-
-/// The most of a log file one answer carries.
-const MAX_LOG_READ: u64 = 1 << 20;
 
 /// How the dashboard is served.
 #[derive(Debug, Clone, Default)]
@@ -109,6 +109,7 @@ pub fn router(head: Arc<Head>, options: Options) -> Router {
         .route("/jobs/{job}", get(pages::job))
         .route("/tasks", get(pages::tasks))
         .route("/actors", get(pages::actors))
+        .route("/nodes", get(pages::nodes))
         .route("/logs", get(pages::logs))
         .route("/logs/{file}", get(pages::log))
         .route("/static/app.js", get(script))
@@ -116,6 +117,7 @@ pub fn router(head: Arc<Head>, options: Options) -> Router {
         .route("/api/nodes", get(api_nodes))
         .route("/metrics", get(api_metrics))
         .route("/api/drivers", get(api_drivers))
+        .route("/api/workers", get(api_workers))
         .route("/api/jobs", get(api_jobs).post(api_submit))
         .route("/api/jobs/{id}", get(api_job))
         .route("/api/jobs/{id}/logs", get(api_job_logs))
@@ -336,6 +338,12 @@ async fn style() -> Response {
 
 async fn api_nodes(State(app): State<App>) -> Response {
     json_response(StatusCode::OK, &app.head.nodes())
+}
+
+/// Every node's workers and drivers with what their object stores hold.
+async fn api_workers(State(app): State<App>) -> Response {
+    let nodes: Vec<_> = app.head.processes().iter().map(|n| n.to_json()).collect();
+    json_response(StatusCode::OK, &nodes)
 }
 
 async fn api_metrics(State(app): State<App>) -> Response {
@@ -654,41 +662,6 @@ fn logs_dir(head: &Head) -> Result<PathBuf, Refusal> {
         .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "this head keeps no logs"))
 }
 
-/// One log file: its name and size in bytes.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct LogFile {
-    name: String,
-    size: u64,
-}
-
-/// The regular files directly in `dir`, by name.
-fn list_logs(dir: &Path) -> Vec<LogFile> {
-    let mut files: Vec<LogFile> = std::fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            // `file_type` does not follow a symbolic link: a link is not listed.
-            let meta = e.metadata().ok()?;
-            let name = e.file_name().into_string().ok()?;
-            (e.file_type().ok()?.is_file() && safe_name(&name)).then_some(LogFile {
-                name,
-                size: meta.len(),
-            })
-        })
-        .collect();
-    files.sort();
-    files
-}
-
-/// Whether `name` can only name a file directly in a directory.
-fn safe_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 255
-        && !name.starts_with('.')
-        && !name.contains(['/', '\\', '\0'])
-}
-
 /// What part of a log to read: from `offset`, or else its last `tail` bytes.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -697,50 +670,16 @@ struct LogParams {
     tail: Option<u64>,
 }
 
-/// A part of a log file.
-struct LogPart {
-    data: Vec<u8>,
-    offset: u64,
-    size: u64,
-}
-
 /// Reads a part of log `name` in `dir`, refusing any name that is not a regular file
 /// directly in it.
 fn read_log(dir: &Path, name: &str, p: &LogParams) -> Result<LogPart, Refusal> {
-    use std::io::{Read, Seek, SeekFrom};
-    let missing = || {
-        Refusal::new(
+    crate::session::read_log(dir, name, p.offset, p.tail).map_err(|e| match e {
+        LogError::Missing(_) => Refusal::new(
             StatusCode::NOT_FOUND,
-            &format!("no log file {name:?} (GET /api/logs lists them)"),
-        )
-    };
-    if !safe_name(name) {
-        return Err(missing());
-    }
-    let path = dir.join(name);
-    let meta = std::fs::symlink_metadata(&path).map_err(|_| missing())?;
-    if !meta.file_type().is_file() {
-        return Err(missing());
-    }
-    let mut f = std::fs::File::open(&path).map_err(|_| missing())?;
-    let size = meta.len();
-    let offset = match (p.offset, p.tail) {
-        (Some(o), _) => o.min(size),
-        (None, t) => size.saturating_sub(t.unwrap_or(64 << 10)),
-    };
-    let read = |f: &mut std::fs::File| -> std::io::Result<Vec<u8>> {
-        f.seek(SeekFrom::Start(offset))?;
-        let mut data = Vec::new();
-        f.take(MAX_LOG_READ).read_to_end(&mut data)?;
-        Ok(data)
-    };
-    let data = read(&mut f).map_err(|e| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            &format!("cannot read {name}: {e}"),
-        )
-    })?;
-    Ok(LogPart { data, offset, size })
+            &format!("{e} (GET /api/logs lists them)"),
+        ),
+        LogError::Unreadable(..) => Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    })
 }
 
 async fn api_logs(State(app): State<App>) -> Response {
@@ -768,7 +707,7 @@ async fn api_log(
             &json!({
                 "file": file,
                 "offset": part.offset,
-                "next": part.offset + part.data.len() as u64,
+                "next": part.next(),
                 "size": part.size,
                 "data": String::from_utf8_lossy(&part.data),
             }),
@@ -806,6 +745,7 @@ async fn api_serve(State(app): State<App>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::safe_log_name;
 
     #[test]
     fn hosts_are_addresses_localhost_or_allowed_names() {
@@ -855,10 +795,10 @@ mod tests {
             ".hidden",
             "a\\b",
         ] {
-            assert!(!safe_name(bad), "{bad:?}");
+            assert!(!safe_log_name(bad), "{bad:?}");
         }
-        assert!(safe_name("job-sub-1.log"));
-        assert!(safe_name("worker-abc-job1.err"));
+        assert!(safe_log_name("job-sub-1.log"));
+        assert!(safe_log_name("worker-abc-job1.err"));
     }
 
     #[test]

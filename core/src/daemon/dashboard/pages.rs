@@ -8,10 +8,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use maud::{html, Markup, DOCTYPE};
 
-use super::{
-    list_logs, logs_dir, query, read_log, serve_status, ActorParams, App, LogParams, TaskParams,
-};
-use crate::state::{short_name, JobStatus, TaskState};
+use super::{logs_dir, query, read_log, serve_status, ActorParams, App, LogParams, TaskParams};
+use crate::session::list_logs;
+use crate::state::{human_bytes, short_name, JobStatus, TaskState};
 
 /// Task rows on one page of the task list.
 const PER_PAGE: u64 = 100;
@@ -33,6 +32,7 @@ fn layout(title: &str, body: Markup) -> Response {
                     a.brand href="/" { "prism" }
                     nav {
                         a href="/" { "Overview" }
+                        a href="/nodes" { "Nodes" }
                         a href="/tasks" { "Tasks" }
                         a href="/actors" { "Actors" }
                         a href="/logs" { "Logs" }
@@ -142,7 +142,7 @@ pub(super) async fn overview(State(app): State<App>) -> Response {
                      th.num { "running" } th.num { "queued" } th { "waiting" } }
                 @for n in &nodes {
                     tr.node {
-                        td.mono { (n.node_id) }
+                        td.mono { a href={ "/nodes#node-" (n.node_id) } { (n.node_id) } }
                         td.mono { (n.address) }
                         td { @if n.alive { span.ok { "ALIVE" } } @else { span.bad { "DEAD" } } }
                         td {
@@ -400,6 +400,58 @@ pub(super) async fn actors(
         Err(e) => return bad_query(e),
     };
     layout("Actors", actor_table(&app.head.actor_page(&q)))
+}
+
+/// `/nodes`: each node with its worker processes and connected drivers, what their
+/// object stores hold, and their logs.
+pub(super) async fn nodes(State(app): State<App>) -> Response {
+    let nodes = app.head.processes();
+    // Logs kept in this head's session are linked; another machine's are named, with
+    // the command that reads them.
+    let here: std::collections::HashSet<String> = logs_dir(&app.head)
+        .map(|d| list_logs(&d).into_iter().map(|f| f.name).collect())
+        .unwrap_or_default();
+    let now = crate::state::now_us();
+    layout(
+        "Nodes",
+        html! {
+            @for n in &nodes {
+                @let o = n.objects();
+                section.node id={ "node-" (n.node_id) } {
+                    h2 { "Node " span.mono { (n.node_id) } " "
+                        @if n.alive { span.ok { "ALIVE" } } @else { span.bad { "DEAD" } } }
+                    p.small { (o.objects) " objects, " (human_bytes(o.bytes_in_memory)) " in memory, "
+                        (o.objects_spilled) " spilled (" (human_bytes(o.bytes_spilled)) ")" }
+                    table.process-table {
+                        tr { th.num { "job" } th { "process" } th.num { "pid" } th { "state" } th.num { "uptime" }
+                             th.num { "objects" } th.num { "in memory" } th.num { "spilled" } th { "logs" } }
+                        @for p in &n.processes {
+                            tr.process {
+                                td.num { a href={ "/jobs/" (p.job) } { (p.job) } }
+                                td { (p.kind.name()) }
+                                td.num.mono { @if let Some(pid) = p.pid { (pid) } @else { "-" } }
+                                td { (p.state.name()) }
+                                td.num { (duration(p.started_us.map(|s| now.saturating_sub(s)))) }
+                                @if let Some(o) = p.objects {
+                                    td.num { (o.objects) }
+                                    td.num { (human_bytes(o.bytes_in_memory)) }
+                                    td.num { (o.objects_spilled) " · " (human_bytes(o.bytes_spilled)) }
+                                } @else {
+                                    td.num { "-" } td.num { "-" } td.num { "-" }
+                                }
+                                td.mono {
+                                    @for f in &p.logs {
+                                        @if here.contains(f) { a href={ "/logs/" (f) } { (f) } " " }
+                                        @else { span title={ "prism logs --node " (n.node_id) " " (f) } { (f) } " " }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// `/logs`: the session's log files.

@@ -44,6 +44,8 @@ pub struct Head {
     placing: tokio::sync::Mutex<()>,
     /// What the nodes report of tasks and actors (in memory only).
     events: Mutex<events::Events>,
+    /// Each node's workers and drivers, as its last heartbeat told (in memory only).
+    processes: Mutex<HashMap<String, Vec<crate::state::ProcessView>>>,
     /// Where submitted jobs run, once the head runs them.
     job_home: Mutex<Option<jobs::JobHome>>,
     /// Submitted jobs, in the order submitted.
@@ -86,6 +88,7 @@ impl Head {
                 crate::state::DEFAULT_TASK_RING,
                 crate::state::DEFAULT_ACTOR_RING,
             )),
+            processes: Mutex::new(HashMap::new()),
             job_home: Mutex::new(None),
             submissions: Mutex::new(Vec::new()),
             stopping: Mutex::new(Default::default()),
@@ -177,6 +180,21 @@ impl Head {
     /// Every node the head knows, in the order they joined.
     pub fn nodes(&self) -> Vec<NodeView> {
         self.view()
+    }
+
+    /// Every node's workers and drivers, as its last heartbeat told, in the order the
+    /// nodes joined.
+    pub fn processes(&self) -> Vec<crate::state::NodeProcesses> {
+        let nodes = self.view();
+        let processes = lock(&self.processes);
+        nodes
+            .into_iter()
+            .map(|n| crate::state::NodeProcesses {
+                processes: processes.get(&n.node_id).cloned().unwrap_or_default(),
+                node_id: n.node_id,
+                alive: n.alive,
+            })
+            .collect()
     }
 
     fn view(&self) -> Vec<NodeView> {
@@ -326,9 +344,11 @@ impl Head {
                         pending,
                         events,
                         batches,
+                        processes,
                     },
                 ) => {
                     self.absorb_events(events, batches, Some(id));
+                    lock(&self.processes).insert(id.clone(), processes);
                     if let Some((v, seen)) = lock(&self.nodes).get_mut(id) {
                         v.available = available;
                         v.pending = pending;
@@ -409,6 +429,21 @@ impl Head {
                     summary: self.task_summary(job),
                 },
                 (_, Msg::ListJobs) => Msg::Jobs { jobs: self.jobs() },
+                (_, Msg::ListProcesses) => Msg::Processes {
+                    nodes: self.processes(),
+                },
+                (Role::Cli, Msg::ListLogs) => match self.session() {
+                    Some(dir) => crate::session::log_files(&dir),
+                    None => Msg::Failed {
+                        reason: "this head keeps no logs".into(),
+                    },
+                },
+                (Role::Cli, Msg::ReadLog { file, offset, tail }) => match self.session() {
+                    Some(dir) => crate::session::log_read(&dir, &file, offset, tail),
+                    None => Msg::Failed {
+                        reason: "this head keeps no logs".into(),
+                    },
+                },
                 (Role::Cli, Msg::SubmitJob { request }) => self.submit_job(request).await,
                 (Role::Cli, Msg::StopJob { id }) => self.stop_job(&id).await,
                 (_, Msg::JobStatusOf { id }) => self.job_status(&id),

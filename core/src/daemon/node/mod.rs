@@ -38,6 +38,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::id::{ObjectId, PlacementGroupId};
 use crate::sched::{Capacity, Demand, Grant};
+use crate::state::{ObjectCounts, ProcessKind, ProcessState, ProcessView};
 use crate::task::TaskSpec;
 use crate::wire::{self, Msg, NodeView, Outbox, Role, WireError};
 
@@ -147,6 +148,11 @@ struct State {
     worker_starts: u64,
     /// Worker processes by job.
     children: HashMap<u32, Child>,
+    /// When each job's worker process was started, in microseconds since the epoch.
+    worker_started: HashMap<u32, u64>,
+    /// What the object store of each job's worker and driver here holds, with its pid,
+    /// as it last reported.
+    process_objects: HashMap<(u32, ProcessKind), (u32, ObjectCounts)>,
     peers: HashMap<String, Peer>,
     running: u32,
     /// The connection of each job's driver, if it submits here.
@@ -253,6 +259,8 @@ impl Node {
                 workers: HashMap::new(),
                 worker_starts: 0,
                 children: HashMap::new(),
+                worker_started: HashMap::new(),
+                process_objects: HashMap::new(),
                 peers: HashMap::new(),
                 running: 0,
                 drivers: HashMap::new(),
@@ -338,6 +346,68 @@ impl Node {
         }
     }
 
+    /// This node's live workers and its connected drivers, workers first, by job.
+    fn processes(&self, st: &mut State) -> Vec<ProcessView> {
+        let mut jobs: Vec<u32> = st
+            .workers
+            .keys()
+            .chain(st.children.keys())
+            .copied()
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        let mut out = Vec::new();
+        for job in jobs {
+            let pid = match st.children.get_mut(&job) {
+                // An exited worker is not listed (its job's next task starts another).
+                Some(c) => match c.try_wait() {
+                    Ok(None) => Some(c.id()),
+                    _ => continue,
+                },
+                None => None,
+            };
+            let state = match st.workers.get(&job) {
+                Some(Worker::Starting(..)) => ProcessState::Starting,
+                Some(Worker::Ready(_)) => ProcessState::Alive,
+                None => ProcessState::Stopping,
+            };
+            let objects = st.process_objects.get(&(job, ProcessKind::Worker));
+            out.push(ProcessView {
+                job,
+                kind: ProcessKind::Worker,
+                pid: pid.or(objects.map(|o| o.0)),
+                state,
+                started_us: st.worker_started.get(&job).copied(),
+                logs: ["out", "err"]
+                    .map(|kind| format!("worker-{}-job{job}.{kind}", self.id))
+                    .to_vec(),
+                objects: objects.map(|o| o.1),
+            });
+        }
+        let mut drivers: Vec<u32> = st.drivers.keys().copied().collect();
+        drivers.extend(
+            st.process_objects
+                .keys()
+                .filter(|(_, kind)| *kind == ProcessKind::Driver)
+                .map(|(job, _)| *job),
+        );
+        drivers.sort_unstable();
+        drivers.dedup();
+        for job in drivers {
+            let objects = st.process_objects.get(&(job, ProcessKind::Driver));
+            out.push(ProcessView {
+                job,
+                kind: ProcessKind::Driver,
+                pid: objects.map(|o| o.0),
+                state: ProcessState::Alive,
+                started_us: None,
+                logs: Vec::new(),
+                objects: objects.map(|o| o.1),
+            });
+        }
+        out
+    }
+
     async fn connection(self: Arc<Self>, mut stream: TcpStream) -> Result<(), WireError> {
         let role = wire::accept(&mut stream, &self.options.token, &self.id).await?;
         let (r, w) = stream.into_split();
@@ -348,6 +418,8 @@ impl Node {
         }
         // The job a driver connection runs: when the driver goes, so do its workers.
         let mut driver_job = None;
+        // The job whose objects a driver connection reported.
+        let mut reported = None;
         let result = loop {
             let msg: Msg = match wire::read_msg(&mut r).await {
                 Ok(m) => m,
@@ -391,6 +463,22 @@ impl Node {
                 ) => self.lease(job, &options, after, outbox.clone()),
                 (Role::Driver, Msg::ReturnLease { lease }) => self.return_lease(lease),
                 (Role::Worker { .. } | Role::Driver, Msg::Events { batch }) => self.gathered(batch),
+                (Role::Worker { job }, Msg::ProcessObjects { pid, objects, .. }) => {
+                    let key = (*job, ProcessKind::Worker);
+                    self.lock().process_objects.insert(key, (pid, objects));
+                }
+                (Role::Driver, Msg::ProcessObjects { job, pid, objects }) => {
+                    let key = (job, ProcessKind::Driver);
+                    self.lock().process_objects.insert(key, (pid, objects));
+                    reported = Some(job);
+                }
+                (Role::Cli, Msg::ListLogs) => {
+                    let _ = outbox.send(crate::session::log_files(&self.options.session));
+                }
+                (Role::Cli, Msg::ReadLog { file, offset, tail }) => {
+                    let session = &self.options.session;
+                    let _ = outbox.send(crate::session::log_read(session, &file, offset, tail));
+                }
                 (Role::Worker { job }, Msg::WorkerListening { address }) => {
                     self.lock().worker_addresses.insert(*job, address);
                 }
@@ -453,6 +541,10 @@ impl Node {
         };
         if let Role::Worker { job } = role {
             self.worker_gone(job);
+        }
+        if let Some(job) = reported {
+            let key = (job, ProcessKind::Driver);
+            self.lock().process_objects.remove(&key);
         }
         if let Some(job) = driver_job {
             self.end_job(job, None);
@@ -528,6 +620,8 @@ impl Node {
             st.waiting_actors.retain(|w| w.job != job);
             let worker = st.workers.remove(&job);
             st.drivers.remove(&job);
+            st.worker_started.remove(&job);
+            st.process_objects.remove(&(job, ProcessKind::Worker));
             self.end_job_groups(&mut st, job);
             self.drop_actors(&mut st, job, "its job ended", false);
             (st.children.remove(&job), worker)
@@ -604,6 +698,7 @@ impl Node {
         let lost: Vec<ObjectId> = {
             let mut st = self.lock();
             st.workers.remove(&job);
+            st.process_objects.remove(&(job, ProcessKind::Worker));
             let restarts = self.drop_actors(&mut st, job, "its worker process died", true);
             for create in restarts {
                 self.send_to_worker(&mut st, job, create);

@@ -36,8 +36,10 @@ impl Node {
             tokio::time::sleep(self.options.heartbeat).await;
             let (events, batches) = self.events_for_head();
             let hb = {
-                let st = self.lock();
+                let mut st = self.lock();
+                let processes = self.processes(&mut st);
                 Msg::Heartbeat {
+                    processes,
                     available: st.available.amounts(),
                     queued: st.queue.len() as u32,
                     running: st.running,

@@ -129,7 +129,9 @@ impl Node {
                 node.relay_output(stream, file, stderr, job, &prefix, &driver_node)
             });
         }
-        if let Some(mut old) = self.lock().children.insert(job, child) {
+        let mut st = self.lock();
+        st.worker_started.insert(job, crate::state::now_us());
+        if let Some(mut old) = st.children.insert(job, child) {
             // The job's previous worker, dead by now: reap it.
             let _ = old.try_wait();
         }

@@ -43,6 +43,8 @@ pub(super) struct Inner {
     pub next_stamp: u64,
     pub used: u64,
     pub spilled_bytes: u64,
+    /// Objects spilled now (on disk, not read back).
+    pub spilled_now: u64,
     pub spilled_objects: u64,
     pub restored_objects: u64,
     pulls: u64,
@@ -66,6 +68,8 @@ pub struct StoreStats {
     pub bytes_in_memory: u64,
     /// Bytes of values currently spilled to disk.
     pub bytes_spilled: u64,
+    /// Objects currently spilled to disk.
+    pub objects_spilled: u64,
     /// How many times an object was spilled.
     pub spill_count: u64,
     /// How many objects this process pulled from other processes (cluster only).
@@ -101,6 +105,7 @@ impl Store {
                 next_stamp: 0,
                 used: 0,
                 spilled_bytes: 0,
+                spilled_now: 0,
                 spilled_objects: 0,
                 restored_objects: 0,
                 pulls: 0,
@@ -214,6 +219,7 @@ impl Store {
             }
             Slot::Spilled { path, size } => {
                 inner.spilled_bytes -= size;
+                inner.spilled_now -= 1;
                 let _ = std::fs::remove_file(&path);
                 None
             }
@@ -516,6 +522,7 @@ impl Store {
             objects: inner.entries.len(),
             bytes_in_memory: inner.used,
             bytes_spilled: inner.spilled_bytes,
+            objects_spilled: inner.spilled_now,
             spill_count: inner.spilled_objects,
             restore_count: inner.restored_objects,
             pulls: inner.pulls,

@@ -121,3 +121,38 @@ fn concurrent_clones_and_drops_free_everything() {
     assert_eq!(store.stats().objects, 0);
     assert_eq!(store.stats().bytes_in_memory, 0);
 }
+
+/// The counts `prism list objects` shows: objects spilled now and their bytes, down
+/// again when one is read back and when one is freed while on disk.
+#[test]
+fn spilled_counts_follow_spills_restores_and_frees() {
+    let dir = std::env::temp_dir().join(format!("prism-spill-counts-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = Store::new(300_000, Some(dir.clone()));
+    let refs: Vec<RefCount> = (1..=3)
+        .map(|i| {
+            let r = store.create(ObjectId::new(0, i));
+            let (v, n, c) = value(100_000);
+            assert!(store.complete(r.id, v, n, c));
+            r
+        })
+        .collect();
+    assert_eq!(store.stats().objects_spilled, 0);
+    // A fourth does not fit: the oldest goes to disk.
+    let fourth = store.create(ObjectId::new(0, 4));
+    let (v, n, c) = value(100_000);
+    assert!(store.complete(fourth.id, v, n, c));
+    let s = store.stats();
+    assert_eq!((s.objects_spilled, s.bytes_spilled), (1, 100_000));
+    assert!(s.bytes_in_memory <= 300_000);
+    // Read back (and the next oldest spilled to make room).
+    assert!(store.values(&[refs[0].id])[0].is_ok());
+    let s = store.stats();
+    assert_eq!(s.objects_spilled, s.spill_count - s.restore_count);
+    assert_eq!(s.restore_count, 1);
+    drop(refs);
+    drop(fourth);
+    let s = store.stats();
+    assert_eq!((s.objects, s.objects_spilled, s.bytes_spilled), (0, 0, 0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::id::{ActorId, ObjectId};
 use crate::object::{AnyValue, Location, Store};
 use crate::sched::{Pool, Work};
+use crate::state::ObjectCounts;
 use crate::sync::lock;
 use crate::task::{refs_of, Arg, RemoteFunction, TaskOptions, TaskSpec};
 use crate::wire::{self, env, JobInfo, Msg, NodeView, Role};
@@ -297,16 +298,19 @@ impl Cluster {
         }
         crate::state::start_recording();
         let flushing = Arc::downgrade(&cluster.link);
+        let counted = Arc::downgrade(&cluster.store);
         cluster.io_handle.spawn(async move {
+            let mut reported = None;
             loop {
                 tokio::time::sleep(crate::state::FLUSH_EVERY).await;
-                let Some(link) = flushing.upgrade() else {
+                let (Some(link), Some(store)) = (flushing.upgrade(), counted.upgrade()) else {
                     return;
                 };
                 if link.lost().is_some() {
                     return;
                 }
                 flush_events(&link);
+                report_objects(&link, job, &store, &mut reported);
             }
         });
         let reader = Arc::downgrade(&cluster);
@@ -477,6 +481,17 @@ const LAST_EVENTS: Duration = Duration::from_secs(1);
 fn flush_events(link: &Link) {
     if let Some(batch) = crate::state::take() {
         let _ = link.send(Msg::Events { batch });
+    }
+}
+
+/// Tells the node what this process's store holds, if that changed since `reported`.
+fn report_objects(link: &Link, job: u32, store: &Store, reported: &mut Option<ObjectCounts>) {
+    let objects = ObjectCounts::from(store.stats());
+    if *reported != Some(objects) {
+        let pid = std::process::id();
+        if link.send(Msg::ProcessObjects { job, pid, objects }).is_ok() {
+            *reported = Some(objects);
+        }
     }
 }
 

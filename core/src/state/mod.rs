@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use crate::id::ObjectId;
 use crate::sync::lock;
 
+mod processes;
+
+pub use processes::{
+    human_bytes, NodeProcesses, ObjectCounts, ProcessKind, ProcessState, ProcessView,
+};
+
 /// How often a process sends its events to its node.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(250);
 
