@@ -74,3 +74,70 @@ prism::both_modes! {
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+/// The head's dashboard shows the deployments of the application running on its
+/// machine, asked of its ingress through the record it leaves in the session: on the
+/// overview page and at `/api/serve`, and no longer once it stopped. Cluster only: the
+/// embedded runtime has no head to serve a dashboard.
+#[test]
+fn the_dashboard_shows_the_running_deployments() {
+    let session =
+        prism::testing::Session::start(prism::testing::Mode::Cluster, NodeSpec::cpus(2.0));
+    let cluster = session.cluster().expect("a cluster session");
+    // The application records itself where the head looks: the cluster's session.
+    std::env::set_var("PRISM_SESSION_DIR", cluster.session());
+    let dashboard = format!("http://{}", cluster.dashboard().unwrap());
+    let get = |path: &str| {
+        prism::session::http_once(&dashboard, "GET", path, None, Duration::from_secs(10)).unwrap()
+    };
+    let (status, body) = get("/api/serve");
+    assert_eq!(status, 200);
+    let none: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        none["url"].is_null() && none["deployments"] == serde_json::json!([]),
+        "{none}"
+    );
+
+    let serve = Serve::start(HttpOptions::default().port(0)).unwrap();
+    let options = DeploymentOptions::new("echo").num_replicas(2);
+    serve
+        .deploy::<Echo>(options, EchoConfig::default())
+        .unwrap();
+    for body in ["1", "2", "3"] {
+        assert_eq!(post(serve.address(), "/echo", body).status, 200);
+    }
+    let (status, body) = get("/api/serve");
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["url"], serve.url(""), "{v}");
+    let echo = &v["deployments"][0];
+    assert_eq!(echo["name"], "echo", "{v}");
+    assert_eq!(echo["replicas"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(echo["requests"], 3, "{v}");
+    let (status, page) = get("/");
+    assert_eq!(status, 200);
+    let section = page
+        .split("id=\"serve-table\"")
+        .nth(1)
+        .expect("the Serve table");
+    assert!(page.contains(&serve.url("")), "{page}");
+    for cell in [
+        "<td>echo</td>",
+        "<td class=\"num\">2/2</td>",
+        "<td class=\"num\">3</td>",
+    ] {
+        assert!(section.contains(cell), "{cell} in {section}");
+    }
+
+    serve.shutdown();
+    prism::testing::wait_for(
+        || {
+            get("/")
+                .1
+                .contains("No Serve application runs")
+                .then_some(())
+        },
+        "the overview to drop the stopped application",
+    )
+    .unwrap();
+}
