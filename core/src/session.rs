@@ -338,26 +338,3 @@ pub fn log_place(dir: &Path) -> String {
     let path = std::fs::canonicalize(&logs).unwrap_or(logs);
     format!("{machine}:{}", path.display())
 }
-
-/// The answer to [`crate::wire::Msg::ListLogs`] of a daemon of session `dir`.
-pub fn log_files(dir: &Path) -> crate::wire::Msg {
-    crate::wire::Msg::LogFiles {
-        place: log_place(dir),
-        files: list_logs(&dir.join("logs")),
-    }
-}
-
-/// The answer to [`crate::wire::Msg::ReadLog`] of a daemon of session `dir`.
-pub fn log_read(
-    dir: &Path,
-    file: &str,
-    offset: Option<u64>,
-    tail: Option<u64>,
-) -> crate::wire::Msg {
-    match read_log(&dir.join("logs"), file, offset, tail) {
-        Ok(part) => crate::wire::Msg::LogRead { part },
-        Err(e) => crate::wire::Msg::Failed {
-            reason: e.to_string(),
-        },
-    }
-}

@@ -5,8 +5,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::object::StoreStats;
-
 /// What a process is to its node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ProcessKind {
@@ -62,18 +60,6 @@ pub struct ObjectCounts {
     /// The store's memory cap (of a sum of processes: the largest cap among them, as
     /// each process has its own).
     pub capacity: u64,
-}
-
-impl From<StoreStats> for ObjectCounts {
-    fn from(s: StoreStats) -> ObjectCounts {
-        ObjectCounts {
-            objects: s.objects as u64,
-            bytes_in_memory: s.bytes_in_memory,
-            objects_spilled: s.objects_spilled,
-            bytes_spilled: s.bytes_spilled,
-            capacity: s.capacity,
-        }
-    }
 }
 
 impl ObjectCounts {

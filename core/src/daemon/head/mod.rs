@@ -433,13 +433,13 @@ impl Head {
                     nodes: self.processes(),
                 },
                 (Role::Cli, Msg::ListLogs) => match self.session() {
-                    Some(dir) => crate::session::log_files(&dir),
+                    Some(dir) => crate::daemon::log_files(&dir),
                     None => Msg::Failed {
                         reason: "this head keeps no logs".into(),
                     },
                 },
                 (Role::Cli, Msg::ReadLog { file, offset, tail }) => match self.session() {
-                    Some(dir) => crate::session::log_read(&dir, &file, offset, tail),
+                    Some(dir) => crate::daemon::log_read(&dir, &file, offset, tail),
                     None => Msg::Failed {
                         reason: "this head keeps no logs".into(),
                     },

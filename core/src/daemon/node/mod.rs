@@ -473,11 +473,11 @@ impl Node {
                     reported = Some(job);
                 }
                 (Role::Cli, Msg::ListLogs) => {
-                    let _ = outbox.send(crate::session::log_files(&self.options.session));
+                    let _ = outbox.send(crate::daemon::log_files(&self.options.session));
                 }
                 (Role::Cli, Msg::ReadLog { file, offset, tail }) => {
                     let session = &self.options.session;
-                    let _ = outbox.send(crate::session::log_read(session, &file, offset, tail));
+                    let _ = outbox.send(crate::daemon::log_read(session, &file, offset, tail));
                 }
                 (Role::Worker { job }, Msg::WorkerListening { address }) => {
                     self.lock().worker_addresses.insert(*job, address);

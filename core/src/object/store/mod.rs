@@ -84,6 +84,18 @@ pub struct StoreStats {
     pub capacity: u64,
 }
 
+impl From<StoreStats> for crate::state::ObjectCounts {
+    fn from(s: StoreStats) -> crate::state::ObjectCounts {
+        crate::state::ObjectCounts {
+            objects: s.objects as u64,
+            bytes_in_memory: s.bytes_in_memory,
+            objects_spilled: s.objects_spilled,
+            bytes_spilled: s.bytes_spilled,
+            capacity: s.capacity,
+        }
+    }
+}
+
 /// The object store of one runtime.
 pub(crate) struct Store {
     inner: Mutex<Inner>,
