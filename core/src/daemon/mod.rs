@@ -17,20 +17,25 @@ use std::path::Path;
 use crate::session;
 use crate::wire::Msg;
 
-/// The answer to [`Msg::ListLogs`] of a daemon of session `dir`: its `logs` files.
-pub(crate) fn log_files(dir: &Path) -> Msg {
-    Msg::LogFiles {
-        place: session::log_place(dir),
-        files: session::list_logs(&dir.join("logs")),
-    }
-}
-
-/// The answer to [`Msg::ReadLog`] of a daemon of session `dir`.
-pub(crate) fn log_read(dir: &Path, file: &str, offset: Option<u64>, tail: Option<u64>) -> Msg {
-    match session::read_log(&dir.join("logs"), file, offset, tail) {
-        Ok(part) => Msg::LogRead { part },
-        Err(e) => Msg::Failed {
-            reason: e.to_string(),
+/// A daemon's answer to a request for its session's logs ([`Msg::ListLogs`] or
+/// [`Msg::ReadLog`]), read from session `dir`; the head and the nodes answer alike.
+pub(crate) fn log_answer(dir: &Path, request: Msg) -> Msg {
+    let logs = dir.join("logs");
+    match request {
+        Msg::ListLogs => Msg::LogFiles {
+            place: session::log_place(dir),
+            files: session::list_logs(&logs),
+        },
+        Msg::ReadLog { file, offset, tail } => {
+            match session::read_log(&logs, &file, offset, tail) {
+                Ok(part) => Msg::LogRead { part },
+                Err(e) => Msg::Failed {
+                    reason: e.to_string(),
+                },
+            }
+        }
+        other => Msg::Failed {
+            reason: format!("{} is not a request for logs", other.name()),
         },
     }
 }

@@ -12,7 +12,7 @@ use clap::Args;
 use prism::session::{LogFile, LogPart, MAX_LOG_READ};
 use prism::wire::Msg;
 
-use super::state::{ask_at, processes, unexpected};
+use super::state::{ask_at, head_address, processes, unexpected};
 use super::Res;
 
 /// `prism logs`' options.
@@ -107,10 +107,7 @@ fn sources(head: &str, only: Option<&str>) -> Res<Vec<Source>> {
 
 /// Runs `prism logs`.
 pub fn run(l: Logs) -> Res<()> {
-    let head = match &l.address {
-        Some(a) => a.clone(),
-        None => prism::session::read_address(&prism::session::dir())?,
-    };
+    let head = head_address(&l.address)?;
     let (sources, picked): (Vec<Source>, Vec<(usize, String)>) = if let Some(pid) = l.worker {
         let nodes = processes(&Some(head.clone()), None, l.node.as_deref())?;
         let (node, logs) = nodes

@@ -108,13 +108,17 @@ pub enum Format {
 /// Tasks asked of the head at once when a command pages through all of them.
 const PAGE: u64 = 10_000;
 
-/// Asks the head at `address` (or the session's) one question.
-pub fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
-    let address = match address {
+/// The head's address: `address` if given, else the one recorded in the session.
+pub fn head_address(address: &Option<String>) -> Res<String> {
+    Ok(match address {
         Some(a) => a.clone(),
         None => session::read_address(&session::dir())?,
-    };
-    ask_at(&address, msg)
+    })
+}
+
+/// Asks the head at `address` (or the session's) one question.
+pub fn ask(address: &Option<String>, msg: &Msg) -> Res<Msg> {
+    ask_at(&head_address(address)?, msg)
 }
 
 /// Asks the daemon (head or node) at `address` one question, with the session's token.

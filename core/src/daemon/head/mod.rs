@@ -432,14 +432,8 @@ impl Head {
                 (_, Msg::ListProcesses) => Msg::Processes {
                     nodes: self.processes(),
                 },
-                (Role::Cli, Msg::ListLogs) => match self.session() {
-                    Some(dir) => crate::daemon::log_files(&dir),
-                    None => Msg::Failed {
-                        reason: "this head keeps no logs".into(),
-                    },
-                },
-                (Role::Cli, Msg::ReadLog { file, offset, tail }) => match self.session() {
-                    Some(dir) => crate::daemon::log_read(&dir, &file, offset, tail),
+                (Role::Cli, m @ (Msg::ListLogs | Msg::ReadLog { .. })) => match self.session() {
+                    Some(dir) => crate::daemon::log_answer(&dir, m),
                     None => Msg::Failed {
                         reason: "this head keeps no logs".into(),
                     },

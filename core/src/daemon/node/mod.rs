@@ -472,12 +472,8 @@ impl Node {
                     self.lock().process_objects.insert(key, (pid, objects));
                     reported = Some(job);
                 }
-                (Role::Cli, Msg::ListLogs) => {
-                    let _ = outbox.send(crate::daemon::log_files(&self.options.session));
-                }
-                (Role::Cli, Msg::ReadLog { file, offset, tail }) => {
-                    let session = &self.options.session;
-                    let _ = outbox.send(crate::daemon::log_read(session, &file, offset, tail));
+                (Role::Cli, m @ (Msg::ListLogs | Msg::ReadLog { .. })) => {
+                    let _ = outbox.send(crate::daemon::log_answer(&self.options.session, m));
                 }
                 (Role::Worker { job }, Msg::WorkerListening { address }) => {
                     self.lock().worker_addresses.insert(*job, address);
