@@ -19,8 +19,8 @@ pub struct AllReduceConfig {
 }
 
 /// Each rank sums a buffer of its rank's value; rank 0 reports the median time of the
-/// timed all-reduces, each started together after a barrier, as `seconds`, and checks
-/// the sum.
+/// timed all-reduces, each started together after a barrier, as `seconds`, and what
+/// carried them as `transport` (an index into [`TRANSPORTS`]), and checks the sum.
 pub struct AllReduceBench;
 
 impl TrainLoop for AllReduceBench {
@@ -47,19 +47,39 @@ impl TrainLoop for AllReduceBench {
                 buf[0]
             )));
         }
-        ctx.report([("seconds", crate::median(times))], None)
+        let transport = TRANSPORTS
+            .iter()
+            .position(|t| *t == ctx.transport())
+            .unwrap_or(TRANSPORTS.len()) as f64;
+        ctx.report(
+            [("seconds", crate::median(times)), ("transport", transport)],
+            None,
+        )
     }
 }
 prism_train::register_loop!(AllReduceBench);
 
+/// What may carry a run's collectives, as [`TrainContext::transport`] names them.
+pub const TRANSPORTS: [&str; 4] = [
+    "alone",
+    "shared memory",
+    "tcp ring",
+    "tcp ring, all-reduce in host memory",
+];
+
 /// The median seconds of an all-reduce of `len` `f32`s among `workers` ranks under
-/// `scaling`'s placement.
-pub fn all_reduce_seconds(scaling: ScalingConfig, config: AllReduceConfig) -> f64 {
+/// `scaling`'s placement, and what carried it.
+pub fn all_reduce_seconds(scaling: ScalingConfig, config: AllReduceConfig) -> (f64, &'static str) {
     let result = Trainer::<AllReduceBench>::new(config, scaling)
         .run_config(RunConfig::quiet())
         .fit()
         .expect("the all-reduce run");
-    result.metrics()["seconds"]
+    let metrics = result.metrics();
+    let transport = TRANSPORTS
+        .get(metrics["transport"] as usize)
+        .copied()
+        .unwrap_or("unknown");
+    (metrics["seconds"], transport)
 }
 
 /// Bytes per second of one memory copy of `bytes` (median of 5).

@@ -6,14 +6,19 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
 use std::time::Duration;
 
-use prism_train::collective::{Background, Communicator, RingListener};
+use prism_train::collective::{Background, Communicator, HostMemory, RingListener};
 use prism_train::{ReduceOp, TrainError};
 
 #[derive(Clone, Copy, Debug)]
 enum Via {
     SharedMemory,
+    /// A TCP ring, every byte over TCP.
     Tcp,
+    /// A TCP ring whose all-reduces go through the ranks' memory (`process_vm_readv`).
+    HostMemory,
 }
+
+const VIAS: [Via; 3] = [Via::SharedMemory, Via::Tcp, Via::HostMemory];
 
 const SECRET: u64 = 0x5eed_1234_abcd_0042;
 
@@ -44,11 +49,24 @@ fn group<R: Send + 'static>(
             std::thread::spawn(move || {
                 let comm = match via {
                     Via::SharedMemory => Communicator::shared_memory(&name, rank, world),
-                    Via::Tcp => {
+                    Via::Tcp => Communicator::tcp_with(
+                        rank,
+                        listener,
+                        &peers,
+                        SECRET,
+                        Duration::from_secs(60),
+                        HostMemory::Off,
+                    ),
+                    Via::HostMemory => {
                         Communicator::tcp(rank, listener, &peers, SECRET, Duration::from_secs(60))
                     }
                 }
                 .unwrap();
+                let kind = format!("{comm:?}");
+                match via {
+                    Via::HostMemory if world > 1 => assert!(kind.contains("host memory"), "{kind}"),
+                    _ => assert!(!kind.contains("host memory"), "{kind}"),
+                }
                 body(comm)
             })
         })
@@ -65,7 +83,7 @@ const LENGTHS: [usize; 6] = [0, 1, 2, 7, 1001, 300_007];
 
 #[test]
 fn all_reduce_sums_and_means_f32_and_f64_on_1_to_5_ranks() {
-    for via in [Via::SharedMemory, Via::Tcp] {
+    for via in VIAS {
         for world in 1..=5 {
             for len in LENGTHS {
                 let out = group(via, world, move |mut c| {
@@ -96,7 +114,7 @@ fn all_reduce_sums_and_means_f32_and_f64_on_1_to_5_ranks() {
 
 #[test]
 fn broadcast_all_gather_and_barrier_on_1_to_5_ranks() {
-    for via in [Via::SharedMemory, Via::Tcp] {
+    for via in VIAS {
         for world in 1..=5 {
             for len in [0, 3, 300_007] {
                 let out = group(via, world, move |mut c| {
@@ -131,7 +149,7 @@ fn broadcast_all_gather_and_barrier_on_1_to_5_ranks() {
 
 #[test]
 fn a_peer_that_dies_fails_every_pending_collective_at_once() {
-    for via in [Via::SharedMemory, Via::Tcp] {
+    for via in VIAS {
         let start = Arc::new(Barrier::new(3));
         let gate = start.clone();
         let out = group(via, 3, move |mut c| {
@@ -182,7 +200,7 @@ fn a_buffer_survives_a_failed_collective_and_the_failure_sticks() {
 
 #[test]
 fn ranks_calling_different_collectives_fail_with_a_mismatch() {
-    for via in [Via::SharedMemory, Via::Tcp] {
+    for via in VIAS {
         let out = group(via, 2, |mut c| {
             if c.rank() == 0 {
                 c.all_reduce(&mut vec![1f32; 10], ReduceOp::Sum)
@@ -244,7 +262,7 @@ fn bad_ranks_are_refused() {
 /// a peer's death fails the queued ones too, and the communicator comes back after.
 #[test]
 fn background_collectives_run_in_order_and_fail_on_a_dead_peer() {
-    for via in [Via::SharedMemory, Via::Tcp] {
+    for via in VIAS {
         let out = group(via, 3, move |c| {
             let r = c.rank();
             let bg = Background::start(c).unwrap();

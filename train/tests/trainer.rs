@@ -12,7 +12,7 @@ use prism::testing::{Mode as RunMode, NodeSpec, Session};
 use prism::PlacementStrategy;
 use prism_train::{
     register_loop, Mode, ReduceOp, RunConfig, ScalingConfig, TrainContext, TrainError, TrainLoop,
-    Trainer,
+    Trainer, Transport,
 };
 use serde::{Deserialize, Serialize};
 
@@ -48,7 +48,8 @@ impl Plan {
 
 /// Every rank adds `rank + 1` to a running sum each epoch (through an all-reduce);
 /// reports the epoch, the sum, the world size as the ranks counted it, the number of
-/// distinct nodes the ranks run on, the attempt, and a loss lowest at epoch 4.
+/// distinct nodes the ranks run on, the attempt, a loss lowest at epoch 4, and whether
+/// the all-reduces went through the processes' memory.
 struct Tally;
 
 impl TrainLoop for Tally {
@@ -92,6 +93,10 @@ impl TrainLoop for Tally {
                 ("nodes", nodes.len() as f64),
                 ("attempt", ctx.attempt() as f64),
                 ("loss", (epoch as f64 - 4.0).powi(2)),
+                (
+                    "host_memory",
+                    f64::from(ctx.transport().contains("host memory")),
+                ),
             ];
             let due = epoch % plan.every == 0;
             ctx.report(metrics, due.then(|| sum.to_le_bytes().to_vec()))?;
@@ -222,6 +227,10 @@ prism::both_modes! {
         assert!(column(&result.history, "world").iter().all(|w| *w == 2.0));
         let nodes = result.history[0]["nodes"];
         assert_eq!(nodes, session.nodes() as f64, "one worker per node");
+        // Embedded the ranks share a process; the cluster's two nodes share this
+        // machine, so their ring reduces through the workers' memory.
+        let host_memory = f64::from(session.mode() == RunMode::Cluster);
+        assert_eq!(result.history[0]["host_memory"], host_memory);
         assert_eq!(result.failures, 0);
         let latest = result.checkpoint.unwrap();
         assert_eq!(latest.iteration, 5);
@@ -238,17 +247,21 @@ prism::both_modes! {
     /// Gradients reduced in buckets on the communicator's thread, while the backward
     /// pass goes on, train the model as the whole gradient reduced after it does.
     fn bucketed_gradients_train_as_whole_ones(session, NodeSpec::cpus(2.0)) {
-        let fit = |bucketed: bool| {
-            Trainer::<Buckets>::new(bucketed, two_spread())
+        let fit = |bucketed: bool, transport: Transport| {
+            Trainer::<Buckets>::new(bucketed, two_spread().transport(transport))
                 .run_config(RunConfig::quiet())
                 .fit()
                 .unwrap()
                 .metrics()
         };
-        let (whole, bucketed) = (fit(false), fit(true));
-        for key in ["sum", "p0", "last"] {
-            let (a, b) = (whole[key], bucketed[key]);
-            assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{key}: {a} vs {b}");
+        let whole = fit(false, Transport::Auto);
+        // Over every transport: every byte on a TCP ring too.
+        for transport in [Transport::Auto, Transport::Tcp] {
+            let bucketed = fit(true, transport);
+            for key in ["sum", "p0", "last"] {
+                let (a, b) = (whole[key], bucketed[key]);
+                assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{transport:?} {key}: {a} vs {b}");
+            }
         }
     }
 

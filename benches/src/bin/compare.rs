@@ -761,8 +761,9 @@ fn allreduce() -> Vec<Figure> {
 }
 
 /// ALLREDUCE on the cluster: 4 workers of half a CPU spread over the two nodes (a TCP
-/// ring), against the bound with B from one loopback TCP stream; and 2 workers, one
-/// per node.
+/// ring whose all-reduces go through the workers' memory, the nodes sharing this
+/// machine), against the bound with B from one loopback TCP stream; the same with every
+/// byte over TCP; and 2 workers, one per node.
 fn cluster_allreduce() -> Vec<Figure> {
     let spread = |n: usize, cpus: f64| {
         ScalingConfig::new(n)
@@ -771,6 +772,8 @@ fn cluster_allreduce() -> Vec<Figure> {
     };
     let link = allreduce::loopback_tcp_bandwidth;
     let mut figures = allreduce_figures(spread(4, 0.5), link, FOUR);
+    let tcp = spread(4, 0.5).transport(prism_train::Transport::Tcp);
+    figures.extend(allreduce_figures(tcp, link, FOUR_TCP));
     figures.extend(allreduce_figures(spread(2, 1.0), link, TWO));
     figures
 }
@@ -784,6 +787,13 @@ const FOUR: AllReduceKeys = [
     "ALLREDUCE_bound_s",
     "ALLREDUCE_fraction_of_bound",
     "ALLREDUCE_link_GBps",
+];
+
+const FOUR_TCP: AllReduceKeys = [
+    "ALLREDUCE_tcp_100MB_4workers_s",
+    "ALLREDUCE_tcp_bound_s",
+    "ALLREDUCE_tcp_fraction_of_bound",
+    "ALLREDUCE_tcp_link_GBps",
 ];
 
 const TWO: AllReduceKeys = [
@@ -802,7 +812,8 @@ fn allreduce_figures(
     let bytes = LEN * 4;
     let workers = scaling.num_workers;
     let config = AllReduceConfig { len: LEN, reps: 5 };
-    let seconds = allreduce::all_reduce_seconds(scaling, config);
+    let (seconds, transport) = allreduce::all_reduce_seconds(scaling, config);
+    eprintln!("ALLREDUCE: {workers} workers over {transport}");
     let bandwidth = link(bytes);
     let bound = allreduce::ring_bound_s(workers, bytes as f64, bandwidth);
     vec![

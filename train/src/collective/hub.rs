@@ -1,13 +1,16 @@
 //! The shared-memory transport: the ranks of a group in one process meet in a hub and
-//! exchange `Arc`s of their buffers, round by round.
+//! exchange `Arc`s of their values, round by round. An all-reduce lends every rank's
+//! buffer to the others for one window: each rank sums its `1/n` of all the buffers and
+//! writes the sum back into all of them, so every input is read once and every output
+//! written once, the least memory traffic an all-reduce of `n` separate buffers has.
 
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use super::{add_into, chunk_range, Element, ReduceOp};
+use super::{chunk_range, Element, ReduceOp};
 use crate::error::{Result, TrainError};
 
 type Shared = Arc<dyn Any + Send + Sync>;
@@ -41,6 +44,77 @@ struct Round {
     values: Vec<Option<Shared>>,
     arrived: usize,
     taken: usize,
+    /// The window the round opens, for the all-reduces that lend their buffers.
+    window: Arc<WindowState>,
+}
+
+/// What every rank takes from a completed round.
+struct Met {
+    values: Vec<Shared>,
+    window: Arc<WindowState>,
+}
+
+/// A rank's buffer, lent to the group for one all-reduce: where it starts and its
+/// length in elements.
+#[derive(Clone, Copy)]
+struct Lent {
+    addr: usize,
+    len: usize,
+}
+
+/// The ranks still reducing in a lent window, and whether one of them panicked.
+struct WindowState {
+    open: AtomicUsize,
+    broken: AtomicBool,
+}
+
+/// One rank's place in a lent window. Dropping it counts the rank out, even when its
+/// reduce panicked; [`Window::close_and_wait`] returns once every rank is out, so no
+/// rank gets its buffer back while another may still write into it.
+struct Window<'a> {
+    hub: &'a SharedGroup,
+    state: Arc<WindowState>,
+}
+
+impl Window<'_> {
+    /// Counts this rank out and waits for the others. The wait has no deadline because
+    /// what it waits for cannot block: every rank in the window is summing memory.
+    fn close_and_wait(self) -> Result<()> {
+        let (hub, state) = (self.hub, self.state.clone());
+        drop(self);
+        let spin_until = Instant::now() + hub.spin;
+        while state.open.load(Ordering::Acquire) != 0 && Instant::now() < spin_until {
+            std::hint::spin_loop();
+        }
+        let mut st = hub.lock();
+        while state.open.load(Ordering::Acquire) != 0 {
+            st = hub
+                .moved
+                .wait_timeout(st, Duration::from_millis(100))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(st);
+        if state.broken.load(Ordering::Acquire) {
+            return Err(TrainError::PeerDied(format!(
+                "a rank of group {} panicked in an all-reduce",
+                hub.name
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Window<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.state.broken.store(true, Ordering::Release);
+        }
+        if self.state.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let _st = self.hub.lock();
+            self.hub.moved.notify_all();
+        }
+    }
 }
 
 /// How long the ranks of a group of `world` spin before they sleep: on a virtual
@@ -91,14 +165,7 @@ pub(super) struct Member {
     rank: usize,
     seq: u64,
     timeout: Duration,
-    /// The part this rank reduced in its last all-reduce (an `Arc<Vec<T>>`), whose
-    /// memory the next one reuses once every rank is done with it.
-    spare: Option<Shared>,
 }
-
-/// Elements summed at a time: a block of the part stays in cache while every rank's
-/// block is added into it.
-const BLOCK: usize = 4096;
 
 impl Member {
     pub(super) fn join(name: &str, rank: usize, world: usize, timeout: Duration) -> Result<Member> {
@@ -149,13 +216,12 @@ impl Member {
             rank,
             seq: 0,
             timeout,
-            spare: None,
         })
     }
 
     /// Puts `value` in this round and returns every rank's, in rank order, once all
     /// have put theirs. `what` names the collective, checked to be the same on all.
-    fn exchange(&mut self, what: String, value: Shared) -> Result<Vec<Shared>> {
+    fn exchange(&mut self, what: String, value: Shared) -> Result<Met> {
         let hub = self.hub.clone();
         let (world, seq) = (hub.world, self.seq);
         self.seq += 1;
@@ -168,6 +234,10 @@ impl Member {
             values: vec![None; world],
             arrived: 0,
             taken: 0,
+            window: Arc::new(WindowState {
+                open: AtomicUsize::new(world),
+                broken: AtomicBool::new(false),
+            }),
         });
         if round.what != what {
             let why = TrainError::Mismatch(format!(
@@ -199,11 +269,15 @@ impl Member {
                     .iter()
                     .map(|v| v.clone().expect("arrived"))
                     .collect();
+                let window = round.window.clone();
                 round.taken += 1;
                 if round.taken == world {
                     state.rounds.remove(&seq);
                 }
-                return Ok(all);
+                return Ok(Met {
+                    values: all,
+                    window,
+                });
             }
             if let Some(e) = &st.failed {
                 return Err(e.clone());
@@ -242,8 +316,9 @@ impl Member {
         }
     }
 
-    fn typed<T: Element>(all: Vec<Shared>) -> Vec<Arc<Vec<T>>> {
-        all.into_iter()
+    fn typed<T: Element>(met: Met) -> Vec<Arc<Vec<T>>> {
+        met.values
+            .into_iter()
             .map(|v| {
                 v.downcast::<Vec<T>>()
                     .expect("the round's name fixes the type")
@@ -251,58 +326,47 @@ impl Member {
             .collect()
     }
 
-    pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
+    pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut [T], op: ReduceOp) -> Result<()> {
         let world = self.hub.world;
         let len = buf.len();
         let what = format!("all_reduce({op:?}) of {len} {}", T::NAME);
-        let own = Arc::new(std::mem::take(buf));
-        let give_back = |own: Arc<Vec<T>>| Arc::try_unwrap(own).unwrap_or_else(|a| (*a).clone());
-        let all = match self.exchange(what.clone(), own.clone()) {
-            Ok(all) => Self::typed::<T>(all),
-            Err(e) => {
-                *buf = give_back(own);
-                return Err(e);
-            }
+        let lent = Arc::new(Lent {
+            addr: buf.as_mut_ptr() as usize,
+            len,
+        });
+        // Once this round completes, every rank's buffer holds its input and no rank
+        // touches its own buffer until the window closes.
+        let met = self.exchange(what.clone(), lent)?;
+        let lent: Vec<Lent> = met
+            .values
+            .into_iter()
+            .map(|v| {
+                *v.downcast::<Lent>()
+                    .expect("the round's name fixes the type")
+            })
+            .collect();
+        if lent.iter().any(|l| l.len != len) {
+            // Every rank sees the same lengths and gives up here, before any write.
+            return Err(TrainError::Mismatch(format!(
+                "{what}: the ranks' lengths differ"
+            )));
+        }
+        let window = Window {
+            hub: &self.hub,
+            state: met.window,
         };
-        // The reduce-scatter: this rank's part of every buffer, summed. Every rank has
-        // entered this collective, so none still reads the last one's part.
+        let addrs: Vec<usize> = lent.iter().map(|l| l.addr).collect();
         let mine = chunk_range(len, world, self.rank);
-        let mut part = self
-            .spare
-            .take()
-            .and_then(|s| s.downcast::<Vec<T>>().ok())
-            .and_then(|a| Arc::try_unwrap(a).ok())
-            .unwrap_or_default();
-        part.clear();
-        part.extend_from_slice(&all[0][mine.clone()]);
-        for (i, block) in part.chunks_mut(BLOCK).enumerate() {
-            let at = mine.start + i * BLOCK;
-            for other in &all[1..] {
-                add_into(block, &other[at..at + block.len()]);
-            }
-        }
-        if op == ReduceOp::Mean {
-            let by = 1.0 / world as f64;
-            part.iter_mut().for_each(|x| *x = x.scale(by));
-        }
-        drop(all);
-        // The all-gather: every rank's reduced part, into this rank's own buffer.
-        let part = Arc::new(part);
-        self.spare = Some(part.clone());
-        let parts = match self.exchange(format!("{what}, gather"), part) {
-            Ok(parts) => Self::typed::<T>(parts),
-            Err(e) => {
-                *buf = give_back(own);
-                return Err(e);
-            }
+        #[allow(unsafe_code)]
+        // SAFETY: every address is the start of a live buffer of `len` elements: its
+        // rank lent it in this round and waits in `close_and_wait` before it touches,
+        // frees or moves it. The window closes only after every rank's reduce has
+        // ended, even by a panic, because `window` counts its rank out when dropped.
+        // The ranks' parts are disjoint, so no element is touched by two ranks.
+        unsafe {
+            lent_memory::reduce_in_place::<T>(&addrs, mine, op, world)
         };
-        // Every rank dropped its view of this buffer before it gave its part.
-        let mut out = give_back(own);
-        for (rank, part) in parts.iter().enumerate() {
-            out[chunk_range(len, world, rank)].copy_from_slice(part);
-        }
-        *buf = out;
-        Ok(())
+        window.close_and_wait()
     }
 
     pub(super) fn broadcast<T: Element>(&mut self, buf: &mut Vec<T>, root: usize) -> Result<()> {
@@ -341,5 +405,59 @@ impl Drop for Member {
         ));
         let mut st = self.hub.lock();
         self.hub.fail(&mut st, why);
+    }
+}
+
+/// The one place the shared-memory transport touches memory through raw addresses.
+#[allow(unsafe_code)]
+mod lent_memory {
+    use std::ops::Range;
+
+    use super::super::{Element, ReduceOp};
+
+    /// Elements summed at a time: a block of every buffer stays in cache between the
+    /// read that sums it and the write of the sum into it.
+    const BLOCK: usize = 4096;
+
+    /// Sums elements `part` of the buffers at `addrs` and writes the sum (or the mean
+    /// over `world`) into every one of them, in rank order, so that every rank gets the
+    /// same bits.
+    ///
+    /// # Safety
+    /// Each address is the start of a buffer of at least `part.end` elements of `T`
+    /// that stays alive and that nothing else reads or writes in `part` during the
+    /// call.
+    pub(super) unsafe fn reduce_in_place<T: Element>(
+        addrs: &[usize],
+        part: Range<usize>,
+        op: ReduceOp,
+        world: usize,
+    ) {
+        let mut sum = vec![T::default(); BLOCK.min(part.len())];
+        let mut at = part.start;
+        while at < part.end {
+            let n = BLOCK.min(part.end - at);
+            let sum = &mut sum[..n];
+            // SAFETY: `at + n <= part.end`, within every buffer, and only this call
+            // touches these elements; each slice lives for one statement.
+            let read =
+                |addr: usize| unsafe { std::slice::from_raw_parts((addr as *const T).add(at), n) };
+            sum.copy_from_slice(read(addrs[0]));
+            for &addr in &addrs[1..] {
+                for (s, x) in sum.iter_mut().zip(read(addr)) {
+                    *s = T::add(*s, *x);
+                }
+            }
+            if op == ReduceOp::Mean {
+                let by = 1.0 / world as f64;
+                sum.iter_mut().for_each(|x| *x = x.scale(by));
+            }
+            for &addr in addrs {
+                // SAFETY: as for `read`.
+                unsafe { std::slice::from_raw_parts_mut((addr as *mut T).add(at), n) }
+                    .copy_from_slice(sum);
+            }
+            at += n;
+        }
     }
 }

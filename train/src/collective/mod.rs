@@ -5,15 +5,20 @@
 //! carry it, with the same operations and the same results:
 //!
 //! - **Shared memory** ([`Communicator::shared_memory`]), when every rank lives in one
-//!   process (the embedded runtime). The ranks hand their buffers to each other as
-//!   `Arc`s, with no copy: for an all-reduce each rank sums its own `1/n` of every
-//!   buffer (the reduce-scatter), then copies the other ranks' reduced parts into its
-//!   own buffer (the all-gather), so each reads `2(n-1)/n` of the data, as in a ring.
+//!   process (the embedded runtime). For an all-reduce the ranks lend each other their
+//!   buffers: each rank sums its own `1/n` of every buffer (the reduce-scatter) and
+//!   writes the sum straight into every buffer (the all-gather), block by block while
+//!   the block is in cache. Every input is read once and every output written once,
+//!   with no copy and no scratch buffer, and the ranks' results are the same bits.
 //! - **A ring of TCP connections** ([`Communicator::tcp`]), rank `r` sending to `r + 1`
 //!   and receiving from `r - 1`: the bandwidth-optimal ring all-reduce, a
 //!   reduce-scatter then an all-gather, each rank sending `2(n-1)/n` of the buffer in
 //!   pieces of [`PIECE_BYTES`] so that sending, receiving and adding overlap. A writer
-//!   thread per rank sends while the rank receives.
+//!   thread per rank sends while the rank receives. When every rank is on one machine
+//!   (a probe at connect tells), the all-reduce instead goes through the processes'
+//!   memory: each rank sums its `1/n` of all buffers with `process_vm_readv` and writes
+//!   the sum back with `process_vm_writev`, the ring carrying only the buffers'
+//!   addresses and two barriers ([`HostMemory`]).
 //!
 //! Every rank calls the same collectives in the same order. A collective fails, never
 //! hangs: when a peer dies its connection closes (or its end of the shared group is
@@ -31,7 +36,7 @@ use std::time::Duration;
 
 pub use background::{Background, Pending};
 pub use hub::SharedGroup;
-pub use ring::{RingListener, PIECE_BYTES};
+pub use ring::{HostMemory, RingListener, PIECE_BYTES};
 
 use crate::error::{Result, TrainError};
 
@@ -105,13 +110,6 @@ pub fn chunk_range(len: usize, world: usize, rank: usize) -> std::ops::Range<usi
     start..start + base + usize::from(rank < extra)
 }
 
-/// Adds `src` into `dst` element by element.
-fn add_into<T: Element>(dst: &mut [T], src: &[T]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = T::add(*d, *s);
-    }
-}
-
 /// How long a collective waits for its peers unless told otherwise: long enough for
 /// any epoch of compute between two collectives, short of forever.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -166,6 +164,10 @@ impl Communicator {
     /// `i`'s listener (`peers[rank]` is `listener`'s own), and `secret` is the group's,
     /// presented by every connection. Connects to the next rank and accepts the previous
     /// one, within `timeout`, which also bounds every later wait.
+    ///
+    /// When every rank turns out to be on this machine and allowed to read the others'
+    /// memory, the all-reduces go through the processes' memory; see
+    /// [`tcp_with`](Self::tcp_with) to keep every byte on TCP.
     pub fn tcp(
         rank: usize,
         listener: RingListener,
@@ -173,13 +175,26 @@ impl Communicator {
         secret: u64,
         timeout: Duration,
     ) -> Result<Communicator> {
+        Self::tcp_with(rank, listener, peers, secret, timeout, HostMemory::Probe)
+    }
+
+    /// [`tcp`](Self::tcp), with `memory` saying whether the all-reduces may go through
+    /// the processes' memory when all ranks are on one machine.
+    pub fn tcp_with(
+        rank: usize,
+        listener: RingListener,
+        peers: &[String],
+        secret: u64,
+        timeout: Duration,
+        memory: HostMemory,
+    ) -> Result<Communicator> {
         let world = peers.len();
         Self::check(rank, world)?;
         let transport = if world == 1 {
             Transport::Alone
         } else {
             Transport::Ring(Box::new(ring::Ring::connect(
-                rank, listener, peers, secret, timeout,
+                rank, listener, peers, secret, timeout, memory,
             )?))
         };
         Ok(Communicator {
@@ -208,9 +223,20 @@ impl Communicator {
         self.world
     }
 
+    /// What carries the collectives: `"alone"`, `"shared memory"`, `"tcp ring"`, or
+    /// `"tcp ring, all-reduce in host memory"`.
+    pub fn transport(&self) -> &'static str {
+        match &self.transport {
+            Transport::Alone => "alone",
+            Transport::Shared(_) => "shared memory",
+            Transport::Ring(r) if r.uses_host_memory() => "tcp ring, all-reduce in host memory",
+            Transport::Ring(_) => "tcp ring",
+        }
+    }
+
     /// Combines every rank's `buf` (all of one length) element by element; each rank's
-    /// `buf` holds the result after. The buffer moves, it is not copied; on an error it
-    /// keeps what it held.
+    /// `buf` holds the result after, in place. On an error before the ranks met it keeps
+    /// what it held; after, parts of it may hold the result.
     pub fn all_reduce<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
         match &mut self.transport {
             Transport::Alone => Ok(()),
@@ -252,15 +278,12 @@ impl Communicator {
 
 impl std::fmt::Debug for Communicator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.transport {
-            Transport::Alone => "alone",
-            Transport::Shared(_) => "shared memory",
-            Transport::Ring(_) => "tcp ring",
-        };
         write!(
             f,
-            "Communicator(rank {} of {}, {kind})",
-            self.rank, self.world
+            "Communicator(rank {} of {}, {})",
+            self.rank,
+            self.world,
+            self.transport()
         )
     }
 }

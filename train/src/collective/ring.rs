@@ -1,5 +1,12 @@
 //! The TCP transport: rank `r` sends to rank `r + 1` and receives from rank `r - 1`,
 //! over connections that open with the group's secret.
+//!
+//! When every rank runs on this machine and may read the others' memory (probed once,
+//! when the ring connects), an all-reduce goes through the processes' memory instead:
+//! the ranks tell each other where their buffers are, over the ring, and each sums its
+//! `1/n` of all of them and writes the sum into all of them with `process_vm_readv`
+//! and `process_vm_writev`, one kernel copy per byte where TCP makes two. The ring
+//! still carries the headers and the two barriers around it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
@@ -58,7 +65,24 @@ pub(super) struct Ring {
     seq: u64,
     failed: Option<TrainError>,
     scratch: Vec<u8>,
+    /// Every rank's process id, when the all-reduces go through the processes' memory.
+    same_host: Option<Vec<i32>>,
 }
+
+/// Whether a TCP ring may reduce through its peers' memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HostMemory {
+    /// Probe, when the ring connects, whether every rank is on this machine and may
+    /// read the others' memory, and use it if so.
+    #[default]
+    Probe,
+    /// Never: every byte goes over TCP.
+    Off,
+}
+
+/// Bytes of a block reduced through the processes' memory: a block of the sum and one
+/// peer's block stay in cache.
+const LENT_BLOCK_BYTES: usize = 1 << 18;
 
 fn io(what: &str, e: std::io::Error) -> TrainError {
     TrainError::Io(format!("{what}: {e}"))
@@ -79,6 +103,7 @@ impl Ring {
         peers: &[String],
         secret: u64,
         timeout: Duration,
+        memory: HostMemory,
     ) -> Result<Ring> {
         let world = peers.len();
         let deadline = Instant::now() + timeout;
@@ -154,7 +179,7 @@ impl Ring {
                 }
             })
             .map_err(|e| io("cannot start the ring's writer", e))?;
-        Ok(Ring {
+        let mut ring = Ring {
             rank,
             world,
             send: Some(send),
@@ -166,7 +191,64 @@ impl Ring {
             seq: 0,
             failed: None,
             scratch: Vec::new(),
-        })
+            same_host: None,
+        };
+        if memory == HostMemory::Probe {
+            ring.same_host = ring.probe_same_host(secret)?;
+        }
+        Ok(ring)
+    }
+
+    /// Whether the all-reduces go through the processes' memory.
+    pub(super) fn uses_host_memory(&self) -> bool {
+        self.same_host.is_some()
+    }
+
+    /// Every rank shows the others a random value in its memory; when every rank reads
+    /// every other's value back through `process_vm_readv`, they are all on this
+    /// machine, in one process namespace, and allowed to: the ranks' process ids.
+    fn probe_same_host(&mut self, secret: u64) -> Result<Option<Vec<i32>>> {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(secret);
+        h.write_usize(self.rank);
+        let shown: Box<[u64; 2]> = Box::new([h.finish(), secret ^ h.finish().rotate_left(17)]);
+        let pid = std::process::id();
+        let mine = [
+            u64::from(pid),
+            shown.as_ptr() as usize as u64,
+            shown[0],
+            shown[1],
+        ];
+        let all = self.all_gather_u64(&mine)?;
+        let readable = all.iter().enumerate().all(|(rank, p)| {
+            rank == self.rank || {
+                let mut got = [0u8; 16];
+                let read = i32::try_from(p[0])
+                    .ok()
+                    .and_then(|pid| process_memory::read(pid, p[1], &mut got).ok());
+                read.is_some() && got[..8] == p[2].to_le_bytes() && got[8..] == p[3].to_le_bytes()
+            }
+        });
+        // Every rank reads the same verdicts, so all decide alike; `shown` lives until
+        // every rank has read it, since each gives its verdict after its reads.
+        let verdicts = self.all_gather_u64(&[u64::from(readable)])?;
+        drop(shown);
+        if verdicts.iter().all(|v| v[0] == 1) {
+            Ok(Some(all.iter().map(|p| p[0] as i32).collect()))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// [`all_gather`](Self::all_gather) of `u64`s, carried as the bits of `f64`s.
+    fn all_gather_u64(&mut self, part: &[u64]) -> Result<Vec<Vec<u64>>> {
+        let bits: Vec<f64> = part.iter().map(|v| f64::from_bits(*v)).collect();
+        Ok(self
+            .all_gather(&bits)?
+            .into_iter()
+            .map(|p| p.into_iter().map(f64::to_bits).collect())
+            .collect())
     }
 
     fn prev_rank(&self) -> usize {
@@ -292,7 +374,10 @@ impl Ring {
         Ok(())
     }
 
-    pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut [T], op: ReduceOp) -> Result<()> {
+    pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
+        if let Some(pids) = self.same_host.clone() {
+            return self.all_reduce_lent(buf, op, &pids);
+        }
         let (n, r, len) = (self.world, self.rank, buf.len());
         self.begin(1 + op as u8, T::NAME, len as u64)?;
         let seg = |i: usize| chunk_range(len, n, i % n);
@@ -307,6 +392,108 @@ impl Ring {
         // The all-gather: the summed segments go round.
         for k in 0..n - 1 {
             self.shift(buf, seg(r + 1 + n - k), seg(r + n - k), T::read_le)?;
+        }
+        Ok(())
+    }
+
+    /// The all-reduce through the processes' memory; see the module's documentation.
+    fn all_reduce_lent<T: Element>(
+        &mut self,
+        buf: &mut Vec<T>,
+        op: ReduceOp,
+        pids: &[i32],
+    ) -> Result<()> {
+        let (n, r, len) = (self.world, self.rank, buf.len());
+        self.begin(1 + op as u8, T::NAME, len as u64)?;
+        // Each rank's buffer, gathered: once a rank has them all, every rank has
+        // entered this all-reduce with its input in place, and lent its buffer.
+        let lent = self.all_gather_u64(&[buf.as_mut_ptr() as usize as u64, len as u64])?;
+        if lent.iter().any(|l| l[1] != len as u64) {
+            // Every rank sees the same lengths and gives up here, before any write.
+            let why = TrainError::Mismatch(format!(
+                "all_reduce of {len} {}: the ranks' lengths differ",
+                T::NAME
+            ));
+            return Err(self.fail(why));
+        }
+        // Only this rank's part is borrowed while the others write into the rest.
+        let mine = chunk_range(len, n, r);
+        let start = mine.start;
+        let reduced = self.reduce_lent(&mut buf[mine], start, op, pids, &lent);
+        // The second barrier: once passed, no rank writes into this one's buffer.
+        let done = reduced.and_then(|()| self.all_gather_u64(&[]).map(drop));
+        if let Err(e) = done {
+            // A peer may still be writing into the lent buffer: it is never freed or
+            // used again, and the caller gets a copy of it.
+            let lent = std::mem::take(buf);
+            *buf = lent.clone();
+            std::mem::forget(lent);
+            return Err(self.fail(e));
+        }
+        Ok(())
+    }
+
+    /// Sums this rank's part of every lent buffer (`own`, at element `start` of each)
+    /// and writes the sum into all of them.
+    fn reduce_lent<T: Element>(
+        &mut self,
+        own: &mut [T],
+        start: usize,
+        op: ReduceOp,
+        pids: &[i32],
+        lent: &[Vec<u64>],
+    ) -> Result<()> {
+        let (n, r) = (self.world, self.rank);
+        let per = (LENT_BLOCK_BYTES / T::SIZE).max(1);
+        let mut sum = vec![T::default(); per.min(own.len())];
+        let mut bytes = vec![0u8; sum.len() * T::SIZE];
+        let failed = |rank: usize, e: std::io::Error| {
+            TrainError::PeerDied(format!(
+                "rank {r}: the memory of rank {rank} (pid {}) is gone: {e}",
+                pids[rank]
+            ))
+        };
+        let mut at = 0;
+        while at < own.len() {
+            let m = per.min(own.len() - at);
+            let (sum, bytes) = (&mut sum[..m], &mut bytes[..m * T::SIZE]);
+            let offset = ((start + at) * T::SIZE) as u64;
+            for rank in 0..n {
+                if rank == r {
+                    let own = &own[at..at + m];
+                    if rank == 0 {
+                        sum.copy_from_slice(own);
+                    } else {
+                        sum.iter_mut()
+                            .zip(own)
+                            .for_each(|(s, x)| *s = T::add(*s, *x));
+                    }
+                    continue;
+                }
+                process_memory::read(pids[rank], lent[rank][0] + offset, bytes)
+                    .map_err(|e| failed(rank, e))?;
+                if rank == 0 {
+                    T::read_le(bytes, sum);
+                } else {
+                    T::add_le(bytes, sum);
+                }
+            }
+            if op == ReduceOp::Mean {
+                let by = 1.0 / n as f64;
+                sum.iter_mut().for_each(|x| *x = x.scale(by));
+            }
+            own[at..at + m].copy_from_slice(sum);
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            T::write_le(sum, &mut out);
+            for rank in (0..n).filter(|k| *k != r) {
+                if let Err(e) = process_memory::write(pids[rank], lent[rank][0] + offset, &out) {
+                    self.scratch = out;
+                    return Err(failed(rank, e));
+                }
+            }
+            self.scratch = out;
+            at += m;
         }
         Ok(())
     }
@@ -385,5 +572,69 @@ impl Drop for Ring {
         }
         let _ = self.next.shutdown(Shutdown::Both);
         let _ = self.prev.shutdown(Shutdown::Both);
+    }
+}
+
+/// Copies between this process's memory and another's, by the kernel.
+#[allow(unsafe_code)]
+mod process_memory {
+    use std::io::{Error, ErrorKind, Result};
+
+    /// One `process_vm_readv` (`write == false`) or `process_vm_writev` call after
+    /// another until all of `local` is moved; `Ok(0)` from the kernel is an error.
+    #[cfg(target_os = "linux")]
+    fn moved(pid: i32, addr: u64, local: *mut u8, len: usize, write: bool) -> Result<()> {
+        let mut done = 0;
+        while done < len {
+            let here = libc::iovec {
+                // SAFETY (of the pointer arithmetic): `done < len`, within `local`.
+                iov_base: unsafe { local.add(done) }.cast(),
+                iov_len: len - done,
+            };
+            let there = libc::iovec {
+                iov_base: (addr as usize + done) as *mut libc::c_void,
+                iov_len: len - done,
+            };
+            // SAFETY: `here` is `len - done` bytes of a live buffer this process owns
+            // (borrowed mutably for a read); the kernel checks `there` against the
+            // other process's mappings and fails the call if it is not mapped.
+            let k = unsafe {
+                if write {
+                    libc::process_vm_writev(pid, &here, 1, &there, 1, 0)
+                } else {
+                    libc::process_vm_readv(pid, &here, 1, &there, 1, 0)
+                }
+            };
+            match k {
+                k if k > 0 => done += k as usize,
+                0 => return Err(Error::new(ErrorKind::UnexpectedEof, "no byte moved")),
+                _ => {
+                    let e = Error::last_os_error();
+                    if e.kind() != ErrorKind::Interrupted {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn moved(_: i32, _: u64, _: *mut u8, _: usize, _: bool) -> Result<()> {
+        Err(Error::new(
+            ErrorKind::Unsupported,
+            "another process's memory is Linux-only",
+        ))
+    }
+
+    /// Reads `into.len()` bytes at `addr` of process `pid`.
+    pub(super) fn read(pid: i32, addr: u64, into: &mut [u8]) -> Result<()> {
+        moved(pid, addr, into.as_mut_ptr(), into.len(), false)
+    }
+
+    /// Writes `from` at `addr` of process `pid`.
+    pub(super) fn write(pid: i32, addr: u64, from: &[u8]) -> Result<()> {
+        // The kernel only reads `from` for a write.
+        moved(pid, addr, from.as_ptr().cast_mut(), from.len(), true)
     }
 }

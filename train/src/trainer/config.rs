@@ -12,10 +12,13 @@ use crate::collective::DEFAULT_TIMEOUT;
 /// How the ranks of a run meet.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Transport {
-    /// Shared memory when every rank is in one process, TCP otherwise.
+    /// Shared memory when every rank is in one process; otherwise a TCP ring, whose
+    /// all-reduces go through the processes' memory when every rank is on one machine
+    /// (see [`HostMemory`](crate::collective::HostMemory)).
     #[default]
     Auto,
-    /// TCP always, even within one process (to measure it, say).
+    /// A TCP ring always, every byte over TCP, even within one process (to measure it,
+    /// say).
     Tcp,
 }
 

@@ -6,7 +6,8 @@
 //! group ([`ScalingConfig`]: workers, resources per worker, strategy), starts a
 //! [`TrainWorker`] in each, and gives each rank its shard and the checkpoint to
 //! resume from. The ranks meet over shared memory when they share a process and over
-//! a ring of TCP connections otherwise. The driver polls rank 0 for its reports,
+//! a ring of TCP connections otherwise (whose all-reduces go through the workers'
+//! memory when all are on one machine; [`Transport`]). The driver polls rank 0 for its reports,
 //! records them (the run's history is rank 0's metrics, one entry per epoch), prints a
 //! line per epoch on a terminal and hands checkpoints to a writer thread.
 //!
@@ -465,6 +466,7 @@ impl Attempt<'_> {
             Link::Ring {
                 peers: endpoints.iter().map(|e| e.address.clone()).collect(),
                 secret: random_u64(),
+                host_memory: self.scaling.transport == Transport::Auto,
             }
         };
         let runs: Vec<_> = gang

@@ -15,7 +15,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{lookup, Metrics};
-use crate::collective::{Background, Communicator, Element, Pending, ReduceOp, RingListener};
+use crate::collective::{
+    Background, Communicator, Element, HostMemory, Pending, ReduceOp, RingListener,
+};
 use crate::{Result, TrainError};
 
 /// Where a worker lives and where its ring listener waits.
@@ -42,6 +44,8 @@ pub enum Link {
         peers: Vec<String>,
         /// Presented by every connection of the group.
         secret: u64,
+        /// Whether the all-reduces may go through the processes' memory.
+        host_memory: bool,
     },
 }
 
@@ -140,7 +144,11 @@ impl TrainWorker {
         let registration = lookup(&setup.name)?;
         let comm = match &setup.link {
             Link::Shared(group) => Communicator::shared_memory(group, setup.rank, setup.world)?,
-            Link::Ring { peers, secret } => {
+            Link::Ring {
+                peers,
+                secret,
+                host_memory,
+            } => {
                 let listener = self
                     .listener
                     .lock()
@@ -149,7 +157,12 @@ impl TrainWorker {
                     .ok_or_else(|| {
                         TrainError::Config("the worker ran before it was opened".into())
                     })?;
-                Communicator::tcp(setup.rank, listener, peers, *secret, setup.timeout)?
+                let memory = if *host_memory {
+                    HostMemory::Probe
+                } else {
+                    HostMemory::Off
+                };
+                Communicator::tcp_with(setup.rank, listener, peers, *secret, setup.timeout, memory)?
             }
         };
         let cpus = prism::context()?
@@ -164,6 +177,7 @@ impl TrainWorker {
         let mut ctx = TrainContext {
             rank: setup.rank,
             world: setup.world,
+            transport: comm.transport(),
             comm: Comms::Direct(comm),
             cpus,
             attempt: setup.attempt,
@@ -195,6 +209,7 @@ impl TrainWorker {
 /// [`TrainContext::start_epoch`]; each call of [`TrainContext::report`] is one epoch
 /// (one "training iteration") of the run's history.
 pub struct TrainContext {
+    transport: &'static str,
     rank: usize,
     world: usize,
     comm: Comms,
@@ -217,6 +232,11 @@ impl TrainContext {
     /// The number of workers.
     pub fn world_size(&self) -> usize {
         self.world
+    }
+
+    /// What carries this run's collectives; see [`Communicator::transport`].
+    pub fn transport(&self) -> &'static str {
+        self.transport
     }
 
     /// The CPUs this worker holds: as many threads as it should compute on.
