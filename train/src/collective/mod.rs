@@ -50,8 +50,12 @@ pub enum ReduceOp {
     Mean,
 }
 
-/// An element type the collectives carry: `f32` or `f64`.
-pub trait Element: Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + 'static {
+/// An element type the collectives carry: `f32` or `f64`, and no other (the trait is
+/// sealed): types without padding whose every bit pattern is a value, so that a
+/// transport may move them as plain bytes.
+pub trait Element:
+    sealed::Sealed + Copy + Send + Sync + Default + PartialEq + std::fmt::Debug + 'static
+{
     /// The type's name, checked between ranks.
     const NAME: &'static str;
     /// Its size in bytes.
@@ -101,6 +105,13 @@ macro_rules! element {
 }
 element!(f32, "f32");
 element!(f64, "f64");
+
+mod sealed {
+    /// Implemented for `f32` and `f64` only.
+    pub trait Sealed {}
+    impl Sealed for f32 {}
+    impl Sealed for f64 {}
+}
 
 /// The part of a buffer of `len` elements that rank `rank` of `world` reduces: `len`
 /// cut into `world` runs that differ in length by at most one.

@@ -223,11 +223,12 @@ impl Ring {
         let all = self.all_gather_u64(&mine)?;
         let readable = all.iter().enumerate().all(|(rank, p)| {
             rank == self.rank || {
-                let mut got = [0u8; 16];
+                // The shown `u64`s, read as the bits of two `f64`s.
+                let mut got = [0f64; 2];
                 let read = i32::try_from(p[0])
                     .ok()
                     .and_then(|pid| process_memory::read(pid, p[1], &mut got).ok());
-                read.is_some() && got[..8] == p[2].to_le_bytes() && got[8..] == p[3].to_le_bytes()
+                read.is_some() && got[0].to_bits() == p[2] && got[1].to_bits() == p[3]
             }
         });
         // Every rank reads the same verdicts, so all decide alike; `shown` lives until
@@ -446,7 +447,7 @@ impl Ring {
         let (n, r) = (self.world, self.rank);
         let per = (LENT_BLOCK_BYTES / T::SIZE).max(1);
         let mut sum = vec![T::default(); per.min(own.len())];
-        let mut bytes = vec![0u8; sum.len() * T::SIZE];
+        let mut got = sum.clone();
         let failed = |rank: usize, e: std::io::Error| {
             TrainError::PeerDied(format!(
                 "rank {r}: the memory of rank {rank} (pid {}) is gone: {e}",
@@ -456,7 +457,7 @@ impl Ring {
         let mut at = 0;
         while at < own.len() {
             let m = per.min(own.len() - at);
-            let (sum, bytes) = (&mut sum[..m], &mut bytes[..m * T::SIZE]);
+            let (sum, got) = (&mut sum[..m], &mut got[..m]);
             let offset = ((start + at) * T::SIZE) as u64;
             for rank in 0..n {
                 if rank == r {
@@ -470,12 +471,15 @@ impl Ring {
                     }
                     continue;
                 }
-                process_memory::read(pids[rank], lent[rank][0] + offset, bytes)
-                    .map_err(|e| failed(rank, e))?;
                 if rank == 0 {
-                    T::read_le(bytes, sum);
+                    process_memory::read(pids[rank], lent[rank][0] + offset, sum)
+                        .map_err(|e| failed(rank, e))?;
                 } else {
-                    T::add_le(bytes, sum);
+                    process_memory::read(pids[rank], lent[rank][0] + offset, got)
+                        .map_err(|e| failed(rank, e))?;
+                    sum.iter_mut()
+                        .zip(&*got)
+                        .for_each(|(s, x)| *s = T::add(*s, *x));
                 }
             }
             if op == ReduceOp::Mean {
@@ -483,16 +487,10 @@ impl Ring {
                 sum.iter_mut().for_each(|x| *x = x.scale(by));
             }
             own[at..at + m].copy_from_slice(sum);
-            let mut out = std::mem::take(&mut self.scratch);
-            out.clear();
-            T::write_le(sum, &mut out);
             for rank in (0..n).filter(|k| *k != r) {
-                if let Err(e) = process_memory::write(pids[rank], lent[rank][0] + offset, &out) {
-                    self.scratch = out;
-                    return Err(failed(rank, e));
-                }
+                process_memory::write(pids[rank], lent[rank][0] + offset, sum)
+                    .map_err(|e| failed(rank, e))?;
             }
-            self.scratch = out;
             at += m;
         }
         Ok(())
@@ -580,6 +578,8 @@ impl Drop for Ring {
 mod process_memory {
     use std::io::{Error, ErrorKind, Result};
 
+    use super::Element;
+
     /// One `process_vm_readv` (`write == false`) or `process_vm_writev` call after
     /// another until all of `local` is moved; `Ok(0)` from the kernel is an error.
     #[cfg(target_os = "linux")]
@@ -627,14 +627,23 @@ mod process_memory {
         ))
     }
 
-    /// Reads `into.len()` bytes at `addr` of process `pid`.
-    pub(super) fn read(pid: i32, addr: u64, into: &mut [u8]) -> Result<()> {
-        moved(pid, addr, into.as_mut_ptr(), into.len(), false)
+    /// Reads `into.len()` elements at `addr` of process `pid`. `T` is `f32` or `f64`
+    /// (`Element` is sealed), so whatever bytes arrive make values.
+    pub(super) fn read<T: Element>(pid: i32, addr: u64, into: &mut [T]) -> Result<()> {
+        moved(
+            pid,
+            addr,
+            into.as_mut_ptr().cast(),
+            std::mem::size_of_val(into),
+            false,
+        )
     }
 
-    /// Writes `from` at `addr` of process `pid`.
-    pub(super) fn write(pid: i32, addr: u64, from: &[u8]) -> Result<()> {
+    /// Writes `from` at `addr` of process `pid`. `T` has no padding, so every byte
+    /// written is initialised.
+    pub(super) fn write<T: Element>(pid: i32, addr: u64, from: &[T]) -> Result<()> {
         // The kernel only reads `from` for a write.
-        moved(pid, addr, from.as_ptr().cast_mut(), from.len(), true)
+        let len = std::mem::size_of_val(from);
+        moved(pid, addr, from.as_ptr().cast::<u8>().cast_mut(), len, true)
     }
 }
