@@ -15,8 +15,9 @@
 //! (from the `prism` binary built next to this one), or uses the running cluster given
 //! with `--address HOST:PORT`, and measures W0 (the CLI start of a head), W1 and W2
 //! (together), W9 (the replica in a node's worker process), W11, W12 (a 1 GiB object moved between two nodes), W13 (a million
-//! tasks in waves, and whether memory grows) and ALLREDUCE (over a TCP ring between the
-//! nodes) through it;
+//! tasks in waves, and whether memory grows) and ALLREDUCE (among workers on the
+//! nodes: through their memory when the nodes share a machine, and every byte over the
+//! TCP ring) through it;
 //! `--only` picks some of them there too.
 
 use std::collections::BTreeMap;
