@@ -27,6 +27,15 @@ fn counts(ids: Vec<String>) -> BTreeMap<String, usize> {
     by_node
 }
 
+/// The CPUs node `id` has free in `views`.
+fn free_cpus(views: &[prism::NodeView], id: &str) -> Option<f64> {
+    let node = views.iter().find(|n| n.node_id == id)?;
+    node.available
+        .iter()
+        .find(|(n, _)| n == "CPU")
+        .map(|(_, v)| *v)
+}
+
 #[test]
 fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
     let cluster = LocalCluster::start(
@@ -69,13 +78,6 @@ fn affinity_pins_spread_alternates_and_resources_sum_over_nodes() {
         .collect();
     // Every node's view says so, and that the second is idle (a peer learns a node's
     // load from its next heartbeat).
-    let free_cpus = |views: &[prism::NodeView], id: &str| {
-        let node = views.iter().find(|n| n.node_id == id)?;
-        node.available
-            .iter()
-            .find(|(n, _)| n == "CPU")
-            .map(|(_, v)| *v)
-    };
     let idle = &nodes[1].node_id;
     prism::testing::wait_for(
         || {
@@ -191,6 +193,72 @@ fn work_that_does_not_fit_waits_with_its_reason_and_runs_when_room_frees() {
     match prism::get(&huge.greet("x".to_string())) {
         Err(Error::ActorDied { reason, .. }) => assert!(reason.contains("infeasible"), "{reason}"),
         other => panic!("expected an infeasible actor, got {other:?}"),
+    }
+}
+
+/// Spread tasks sent while no node has room wait for whichever node frees first. They
+/// used to be dealt out in turn and pinned to the node dealt, so those dealt to a node
+/// whose CPUs actors hold for good waited forever while the other node went idle (a
+/// prism-data actor pool hung this way, its last read pinned behind its own actors).
+#[test]
+fn spread_tasks_without_room_anywhere_go_to_the_node_that_frees() {
+    let cluster = LocalCluster::start(
+        env!("CARGO_BIN_EXE_prism"),
+        &[("127.0.0.2", 2.0), ("127.0.0.3", 2.0)],
+    )
+    .unwrap();
+    cluster.connect().unwrap();
+    let nodes = prism::nodes().unwrap();
+    // The driver's node (it submits through it) and the other.
+    let here = prism::get(&where_am_i::remote()).unwrap();
+    let there = nodes
+        .iter()
+        .find(|n| n.node_id != here)
+        .unwrap()
+        .node_id
+        .clone();
+    let holders: Vec<_> = (0..2)
+        .map(|i| {
+            Greeter::options()
+                .num_cpus(1.0)
+                .scheduling(on(&here, false))
+                .remote(format!("holder {i}"))
+        })
+        .collect();
+    for h in &holders {
+        prism::get(&h.greet("x".to_string())).unwrap();
+    }
+    let naps: Vec<_> = (0..2)
+        .map(|_| nap::options().scheduling(on(&there, false)).remote(1_500))
+        .collect();
+    let address = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.node_id == id)
+            .unwrap()
+            .address
+            .clone()
+    };
+    prism::testing::wait_for(
+        || {
+            let views = cluster.view_from(&address(&here));
+            (free_cpus(&views, &here) == Some(0.0) && free_cpus(&views, &there) == Some(0.0))
+                .then_some(())
+        },
+        "both nodes to be full in the driver's node's view",
+    )
+    .unwrap();
+    let refs: Vec<_> = (0..4)
+        .map(|_| where_am_i::options().scheduling(Strategy::Spread).remote())
+        .collect();
+    let ran: Vec<String> = refs
+        .iter()
+        .map(|r| prism::get_timeout(r, std::time::Duration::from_secs(30)).unwrap())
+        .collect();
+    assert_eq!(counts(ran).get(&there), Some(&4));
+    prism::get_all(&naps).unwrap();
+    for h in &holders {
+        prism::kill(h);
     }
 }
 

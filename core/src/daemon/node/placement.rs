@@ -182,8 +182,13 @@ impl Node {
                             >= *v
                     })
                 };
-                // In turn over the nodes that have room for it now (as last reported),
-                // or over every node that could ever run it when none has.
+                // In turn over the nodes that have room for it now (as last reported).
+                // When none has, it waits here unpinned, for whichever node frees
+                // first: pinned to a node chosen in turn, it could wait there forever
+                // behind actors that hold the node's CPUs until the tasks' results come
+                // in, while another node stood idle. Chosen here, it stays unpinned too,
+                // for the same reason: the room it was chosen for may be gone by its
+                // turn in the queue.
                 let mut nodes: Vec<(String, bool)> = live_peers
                     .filter(|(_, p)| p.total.check_feasible(demand).is_ok())
                     .map(|(id, p)| (id.clone(), free_for(&p.view.available)))
@@ -191,18 +196,16 @@ impl Node {
                 if st.total.check_feasible(demand).is_ok() {
                     nodes.push((self.id.clone(), st.available.fits(demand)));
                 }
+                nodes.retain(|(_, room)| *room);
                 if nodes.is_empty() {
                     return Placement::Default;
-                }
-                if nodes.iter().any(|(_, room)| *room) {
-                    nodes.retain(|(_, room)| *room);
                 }
                 let mut nodes: Vec<String> = nodes.into_iter().map(|(id, _)| id).collect();
                 nodes.sort();
                 let pick = nodes.swap_remove(st.spread_turn % nodes.len());
                 st.spread_turn += 1;
                 if pick == self.id {
-                    Placement::Here
+                    Placement::Default
                 } else {
                     Placement::Peer(pick)
                 }
