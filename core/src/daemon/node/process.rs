@@ -27,9 +27,10 @@ impl Node {
     /// `start` numbers this start: a worker that connects and dies before this notices
     /// is followed by another start, whose work is not this one's to fail.
     pub(super) async fn start_worker(self: Arc<Self>, job: u32, start: u64) {
-        let failure = match self.clone().spawn_worker(job).await {
+        let failure = match self.clone().spawn_worker(job, start).await {
             Err(e) => format!("cannot start a worker for job {job}: {e}"),
-            Ok(()) => match self.connected_or_exited(job, start).await {
+            Ok(false) => return,
+            Ok(true) => match self.connected_or_exited(job, start).await {
                 None => return,
                 Some(status) => format!(
                     "the worker process of job {job} exited ({status}) before connecting to \
@@ -86,7 +87,10 @@ impl Node {
         }
     }
 
-    pub(super) async fn spawn_worker(self: Arc<Self>, job: u32) -> Result<(), Error> {
+    /// Spawns the worker process of `job` for start `start`; `Ok(false)` if the job
+    /// ended (or another start took over) while it was being spawned, when the new
+    /// process is ended at once: nothing else would end it.
+    pub(super) async fn spawn_worker(self: Arc<Self>, job: u32, start: u64) -> Result<bool, Error> {
         let info = self.describe_job(job).await?;
         let exe = self.executable(&info.hash).await?;
         let logs = self.options.session.join("logs");
@@ -130,12 +134,23 @@ impl Node {
             });
         }
         let mut st = self.lock();
+        if !still_starting(&st, job, start) {
+            drop(st);
+            tracing::info!(
+                job,
+                pid = child.id(),
+                "node: the job ended as its worker started; stopping it"
+            );
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok(false);
+        }
         st.worker_started.insert(job, crate::state::now_us());
         if let Some(mut old) = st.children.insert(job, child) {
             // The job's previous worker, dead by now: reap it.
             let _ = old.try_wait();
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Copies a worker's output, line by line, to its log file and to the job's driver
