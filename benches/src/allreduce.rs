@@ -6,6 +6,7 @@
 use std::io::{Read, Write};
 use std::time::Instant;
 
+use prism_train::collective::TRANSPORTS;
 use prism_train::{ReduceOp, RunConfig, ScalingConfig, TrainContext, TrainLoop, Trainer};
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,7 @@ pub struct AllReduceConfig {
 
 /// Each rank sums a buffer of its rank's value; rank 0 reports the median time of the
 /// timed all-reduces, each started together after a barrier, as `seconds`, and what
-/// carried them as `transport` (an index into [`TRANSPORTS`]), and checks the sum.
+/// carried them as `transport` (an index into `TRANSPORTS`), and checks the sum.
 pub struct AllReduceBench;
 
 impl TrainLoop for AllReduceBench {
@@ -58,14 +59,6 @@ impl TrainLoop for AllReduceBench {
     }
 }
 prism_train::register_loop!(AllReduceBench);
-
-/// What may carry a run's collectives, as [`TrainContext::transport`] names them.
-pub const TRANSPORTS: [&str; 4] = [
-    "alone",
-    "shared memory",
-    "tcp ring",
-    "tcp ring, all-reduce in host memory",
-];
 
 /// The median seconds of an all-reduce of `len` `f32`s among `workers` ranks under
 /// `scaling`'s placement, and what carried it.

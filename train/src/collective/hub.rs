@@ -448,10 +448,7 @@ mod lent_memory {
                     *s = T::add(*s, *x);
                 }
             }
-            if op == ReduceOp::Mean {
-                let by = 1.0 / world as f64;
-                sum.iter_mut().for_each(|x| *x = x.scale(by));
-            }
+            super::super::finish(sum, op, world);
             for &addr in addrs {
                 // SAFETY: as for `read`.
                 unsafe { std::slice::from_raw_parts_mut((addr as *mut T).add(at), n) }

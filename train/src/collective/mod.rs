@@ -121,6 +121,23 @@ pub fn chunk_range(len: usize, world: usize, rank: usize) -> std::ops::Range<usi
     start..start + base + usize::from(rank < extra)
 }
 
+/// Turns a sum over `world` ranks into their mean, when `op` asks for it.
+fn finish<T: Element>(sum: &mut [T], op: ReduceOp, world: usize) {
+    if op == ReduceOp::Mean {
+        let by = 1.0 / world as f64;
+        sum.iter_mut().for_each(|x| *x = x.scale(by));
+    }
+}
+
+/// What carries a group's collectives, as [`Communicator::transport`] names it: alone,
+/// shared memory, a TCP ring, or a TCP ring whose all-reduces go through host memory.
+pub const TRANSPORTS: [&str; 4] = [
+    "alone",
+    "shared memory",
+    "tcp ring",
+    "tcp ring, all-reduce in host memory",
+];
+
 /// How long a collective waits for its peers unless told otherwise: long enough for
 /// any epoch of compute between two collectives, short of forever.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -234,15 +251,14 @@ impl Communicator {
         self.world
     }
 
-    /// What carries the collectives: `"alone"`, `"shared memory"`, `"tcp ring"`, or
-    /// `"tcp ring, all-reduce in host memory"`.
+    /// What carries the collectives: one of [`TRANSPORTS`].
     pub fn transport(&self) -> &'static str {
-        match &self.transport {
-            Transport::Alone => "alone",
-            Transport::Shared(_) => "shared memory",
-            Transport::Ring(r) if r.uses_host_memory() => "tcp ring, all-reduce in host memory",
-            Transport::Ring(_) => "tcp ring",
-        }
+        TRANSPORTS[match &self.transport {
+            Transport::Alone => 0,
+            Transport::Shared(_) => 1,
+            Transport::Ring(r) if r.uses_host_memory() => 3,
+            Transport::Ring(_) => 2,
+        }]
     }
 
     /// Combines every rank's `buf` (all of one length) element by element; each rank's

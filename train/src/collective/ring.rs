@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::{chunk_range, Element, ReduceOp};
+use super::{chunk_range, finish, Element, ReduceOp};
 use crate::error::{Result, TrainError};
 
 /// The most bytes sent as one piece: a segment travels in pieces so that the next rank
@@ -70,7 +70,7 @@ pub(super) struct Ring {
 }
 
 /// Whether a TCP ring may reduce through its peers' memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum HostMemory {
     /// Probe, when the ring connects, whether every rank is on this machine and may
     /// read the others' memory, and use it if so.
@@ -376,8 +376,8 @@ impl Ring {
     }
 
     pub(super) fn all_reduce<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
-        if let Some(pids) = self.same_host.clone() {
-            return self.all_reduce_lent(buf, op, &pids);
+        if self.same_host.is_some() {
+            return self.all_reduce_lent(buf, op);
         }
         let (n, r, len) = (self.world, self.rank, buf.len());
         self.begin(1 + op as u8, T::NAME, len as u64)?;
@@ -386,10 +386,7 @@ impl Ring {
         for k in 0..n - 1 {
             self.shift(buf, seg(r + n - k), seg(r + 2 * n - k - 1), T::add_le)?;
         }
-        if op == ReduceOp::Mean {
-            let by = 1.0 / n as f64;
-            buf[seg(r + 1)].iter_mut().for_each(|x| *x = x.scale(by));
-        }
+        finish(&mut buf[seg(r + 1)], op, n);
         // The all-gather: the summed segments go round.
         for k in 0..n - 1 {
             self.shift(buf, seg(r + 1 + n - k), seg(r + n - k), T::read_le)?;
@@ -398,12 +395,7 @@ impl Ring {
     }
 
     /// The all-reduce through the processes' memory; see the module's documentation.
-    fn all_reduce_lent<T: Element>(
-        &mut self,
-        buf: &mut Vec<T>,
-        op: ReduceOp,
-        pids: &[i32],
-    ) -> Result<()> {
+    fn all_reduce_lent<T: Element>(&mut self, buf: &mut Vec<T>, op: ReduceOp) -> Result<()> {
         let (n, r, len) = (self.world, self.rank, buf.len());
         self.begin(1 + op as u8, T::NAME, len as u64)?;
         // Each rank's buffer, gathered: once a rank has them all, every rank has
@@ -420,7 +412,7 @@ impl Ring {
         // Only this rank's part is borrowed while the others write into the rest.
         let mine = chunk_range(len, n, r);
         let start = mine.start;
-        let reduced = self.reduce_lent(&mut buf[mine], start, op, pids, &lent);
+        let reduced = self.reduce_lent(&mut buf[mine], start, op, &lent);
         // The second barrier: once passed, no rank writes into this one's buffer.
         let done = reduced.and_then(|()| self.all_gather_u64(&[]).map(drop));
         if let Err(e) = done {
@@ -437,14 +429,14 @@ impl Ring {
     /// Sums this rank's part of every lent buffer (`own`, at element `start` of each)
     /// and writes the sum into all of them.
     fn reduce_lent<T: Element>(
-        &mut self,
+        &self,
         own: &mut [T],
         start: usize,
         op: ReduceOp,
-        pids: &[i32],
         lent: &[Vec<u64>],
     ) -> Result<()> {
         let (n, r) = (self.world, self.rank);
+        let pids = self.same_host.as_deref().unwrap_or_default();
         let per = (LENT_BLOCK_BYTES / T::SIZE).max(1);
         let mut sum = vec![T::default(); per.min(own.len())];
         let mut got = sum.clone();
@@ -482,10 +474,7 @@ impl Ring {
                         .for_each(|(s, x)| *s = T::add(*s, *x));
                 }
             }
-            if op == ReduceOp::Mean {
-                let by = 1.0 / n as f64;
-                sum.iter_mut().for_each(|x| *x = x.scale(by));
-            }
+            finish(sum, op, n);
             own[at..at + m].copy_from_slice(sum);
             for rank in (0..n).filter(|k| *k != r) {
                 process_memory::write(pids[rank], lent[rank][0] + offset, sum)

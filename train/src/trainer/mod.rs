@@ -69,6 +69,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::collective::HostMemory;
 use crate::{Result, TrainError};
 pub use buckets::GradientBuckets;
 pub use config::{Mode, Progress, RunConfig, ScalingConfig, Transport};
@@ -466,7 +467,10 @@ impl Attempt<'_> {
             Link::Ring {
                 peers: endpoints.iter().map(|e| e.address.clone()).collect(),
                 secret: random_u64(),
-                host_memory: self.scaling.transport == Transport::Auto,
+                host_memory: match self.scaling.transport {
+                    Transport::Auto => HostMemory::Probe,
+                    Transport::Tcp => HostMemory::Off,
+                },
             }
         };
         let runs: Vec<_> = gang

@@ -45,7 +45,7 @@ pub enum Link {
         /// Presented by every connection of the group.
         secret: u64,
         /// Whether the all-reduces may go through the processes' memory.
-        host_memory: bool,
+        host_memory: HostMemory,
     },
 }
 
@@ -157,12 +157,14 @@ impl TrainWorker {
                     .ok_or_else(|| {
                         TrainError::Config("the worker ran before it was opened".into())
                     })?;
-                let memory = if *host_memory {
-                    HostMemory::Probe
-                } else {
-                    HostMemory::Off
-                };
-                Communicator::tcp_with(setup.rank, listener, peers, *secret, setup.timeout, memory)?
+                Communicator::tcp_with(
+                    setup.rank,
+                    listener,
+                    peers,
+                    *secret,
+                    setup.timeout,
+                    *host_memory,
+                )?
             }
         };
         let cpus = prism::context()?
